@@ -1,0 +1,47 @@
+#include <fmt/format.h>
+
+#include "commands.hpp"
+#include "moe_bench/error.hpp"
+#include "moe_bench/sysinfo.hpp"
+
+namespace {
+
+int fail(moe_bench::ExitCode code, const std::string& message) {
+  fmt::print(stderr, "moe-bench: error: {}\n", message);
+  return static_cast<int>(code);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using moe_bench::ExitCode;
+  moe_bench::ensure_best_blas_core(argc, argv);
+
+  CLI::App app{"moe-bench: Mixture-of-Experts layer benchmarks you can check"};
+  app.require_subcommand(1);
+  const moe_bench::cli::Command commands[] = {moe_bench::cli::add_list_command(app),
+                                              moe_bench::cli::add_run_command(app)};
+  try {
+    app.parse(argc, argv);
+    for (const auto& command : commands) {
+      if (command.sub->parsed()) return command.run();
+    }
+    return fail(ExitCode::kUsage, "no subcommand given");
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    return fail(ExitCode::kUsage, e.what());
+  } catch (const moe_bench::UsageError& e) {
+    return fail(ExitCode::kUsage, e.what());
+  } catch (const moe_bench::EnvironmentError& e) {
+    return fail(ExitCode::kEnvironment, e.what());
+  } catch (const std::bad_alloc&) {
+    return fail(ExitCode::kEnvironment, "out of memory");
+  } catch (const std::exception& e) {
+    return fail(ExitCode::kCheckFailed, fmt::format("internal error: {}", e.what()));
+  }
+}

@@ -1,0 +1,131 @@
+#include "blas.hpp"
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "moe_bench/activation.hpp"
+#include "moe_bench/routing.hpp"
+#include "moe_bench/sysinfo.hpp"
+
+namespace moe_bench::blas {
+namespace {
+
+// C[m,n] = A[m,k] * B[n,k]^T, row-major: the layout of x @ W^T with W stored [out, in].
+void gemm_nt(int64_t m, int64_t n, int64_t k, const float* a, const float* b, float* c) {
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(m),
+              static_cast<blasint>(n), static_cast<blasint>(k), 1.0f, a, static_cast<blasint>(k),
+              b, static_cast<blasint>(k), 0.0f, c, static_cast<blasint>(n));
+}
+
+class BlasKernel final : public Kernel {
+ public:
+  KernelInfo info() const override {
+    return {"blas", "cpu", {Dtype::kF32},
+            "router sgemm, then per expert: gather tokens, three OpenBLAS sgemm, scatter-add"};
+  }
+
+  std::optional<std::string> can_run(const Shape&, Dtype) const override { return std::nullopt; }
+
+  void prepare(const Problem& p, int threads) override {
+    problem_ = &p;
+    threads_ = threads;
+    const Shape& s = p.shape;
+    const int64_t width = std::max(s.d_ff, s.shared_width());
+    logits_.resize(static_cast<size_t>(s.tokens * s.experts));
+    scratch_.resize(static_cast<size_t>(2 * s.experts));
+    routing_.resize(s.tokens, s.top_k);
+    count_.resize(static_cast<size_t>(s.experts + 1));
+    next_.resize(static_cast<size_t>(s.experts));
+    order_.resize(static_cast<size_t>(s.tokens * s.top_k));
+    xe_.resize(static_cast<size_t>(s.tokens * s.d_model));
+    gate_.resize(static_cast<size_t>(s.tokens * width));
+    up_.resize(gate_.size());
+    ye_.resize(static_cast<size_t>(s.tokens * s.d_model));
+    y_.resize(static_cast<size_t>(s.tokens * s.d_model));
+  }
+
+  void run(int64_t layer) override {
+    set_blas_threads(threads_);
+    const Problem& p = *problem_;
+    const Shape& s = p.shape;
+    const LayerWeights& w = p.layers[layer];
+    const int64_t T = s.tokens, E = s.experts, k = s.top_k, d = s.d_model, f = s.d_ff;
+
+    gemm_nt(T, E, d, p.x.data(), w.wg.data(), logits_.data());
+    for (int64_t t = 0; t < T; ++t) {
+      float* l = logits_.data() + t * E;
+      for (int64_t e = 0; e < E; ++e) l[e] += w.logit_bias[e];
+      route_token(s.routing, l, w.selection_bias.data(), E, k, routing_.expert.data() + t * k,
+                  routing_.weight.data() + t * k, scratch_.data());
+    }
+    apply_capacity(s, routing_);
+
+    // Group kept assignments by expert (counting sort, token order kept within an expert).
+    std::fill(count_.begin(), count_.end(), 0);
+    for (int64_t i = 0; i < T * k; ++i) {
+      if (routing_.kept[i]) ++count_[routing_.expert[i] + 1];
+    }
+    for (int64_t e = 0; e < E; ++e) count_[e + 1] += count_[e];
+    std::copy(count_.begin(), count_.end() - 1, next_.begin());
+    for (int64_t i = 0; i < T * k; ++i) {
+      if (routing_.kept[i]) order_[next_[routing_.expert[i]]++] = i;
+    }
+
+    std::fill(y_.begin(), y_.end(), 0.0f);
+    const bool gated = s.activation != Activation::kGelu;
+    for (int64_t e = 0; e < E; ++e) {
+      const int64_t begin = count_[e], n = count_[e + 1] - begin;
+      if (n == 0) continue;
+      for (int64_t r = 0; r < n; ++r) {
+        const int64_t t = order_[begin + r] / k;
+        std::copy_n(p.x.data() + t * d, d, xe_.data() + r * d);
+      }
+      expert(n, f, xe_.data(), w.w1.data() + e * f * d, gated ? w.w3.data() + e * f * d : nullptr,
+             w.w2.data() + e * d * f);
+      for (int64_t r = 0; r < n; ++r) {
+        const int64_t i = order_[begin + r];
+        const float weight = routing_.weight[i];
+        float* yt = y_.data() + (i / k) * d;
+        const float* src = ye_.data() + r * d;
+        for (int64_t c = 0; c < d; ++c) yt[c] += weight * src[c];
+      }
+    }
+    if (s.shared_width() > 0) {
+      expert(T, s.shared_width(), p.x.data(), w.ws1.data(), gated ? w.ws3.data() : nullptr,
+             w.ws2.data());
+      for (int64_t i = 0; i < T * d; ++i) y_[i] += ye_[i];
+    }
+  }
+
+  std::span<const float> output() const override { return y_; }
+  std::span<const int32_t> selected_experts() const override { return routing_.expert; }
+
+ private:
+  // ye_[n,d] = W2 act(W1 x, W3 x) for n rows of x; w3 is null for GELU.
+  void expert(int64_t n, int64_t f, const float* x, const float* w1, const float* w3,
+              const float* w2) {
+    const Shape& s = problem_->shape;
+    const int64_t d = s.d_model;
+    gemm_nt(n, f, d, x, w1, gate_.data());
+    if (w3 != nullptr) gemm_nt(n, f, d, x, w3, up_.data());
+    for (int64_t i = 0; i < n * f; ++i) {
+      gate_[i] = activate(s.activation, gate_[i], w3 != nullptr ? up_[i] : 0.0f);
+    }
+    gemm_nt(n, d, f, gate_.data(), w2, ye_.data());
+  }
+
+  const Problem* problem_ = nullptr;
+  int threads_ = 1;
+  std::vector<float> logits_, scratch_;
+  Routing routing_;
+  std::vector<int64_t> count_, next_, order_;
+  std::vector<float> xe_, gate_, up_, ye_, y_;
+};
+
+}  // namespace
+
+std::unique_ptr<Kernel> make_kernel() { return std::make_unique<BlasKernel>(); }
+
+}  // namespace moe_bench::blas

@@ -1,0 +1,151 @@
+#include "naive.hpp"
+
+#include "moe_bench/activation.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <fmt/format.h>
+#include <vector>
+
+namespace moe_bench::naive {
+namespace {
+
+// y += weight * W2 act(W1 x, W3 x) for one expert of width f; w3 is null for GELU.
+template <typename Acc>
+void expert_ffn(const float* w1, const float* w3, const float* w2, int64_t d, int64_t f,
+                Activation act, const Acc* x, Acc weight, Acc* h, Acc* y) {
+  for (int64_t r = 0; r < f; ++r) {
+    Acc g = 0, u = 0;
+    for (int64_t i = 0; i < d; ++i) g += static_cast<Acc>(w1[r * d + i]) * x[i];
+    if (w3 != nullptr) {
+      for (int64_t i = 0; i < d; ++i) u += static_cast<Acc>(w3[r * d + i]) * x[i];
+    }
+    h[r] = activate(act, g, u);
+  }
+  for (int64_t c = 0; c < d; ++c) {
+    Acc acc = 0;
+    for (int64_t r = 0; r < f; ++r) acc += static_cast<Acc>(w2[c * f + r]) * h[r];
+    y[c] += weight * acc;
+  }
+}
+
+}  // namespace
+
+template <typename Acc>
+void router_logits(const Problem& p, const LayerWeights& w, int64_t t, Acc* logits) {
+  const Shape& s = p.shape;
+  const float* x = p.x.data() + t * s.d_model;
+  for (int64_t e = 0; e < s.experts; ++e) {
+    Acc acc = 0;
+    for (int64_t i = 0; i < s.d_model; ++i) {
+      acc += static_cast<Acc>(w.wg[e * s.d_model + i]) * static_cast<Acc>(x[i]);
+    }
+    logits[e] = acc + static_cast<Acc>(w.logit_bias[e]);
+  }
+}
+
+template <typename Acc>
+void token_output(const Problem& p, const LayerWeights& w, int64_t t, const int32_t* experts,
+                  const Acc* weights, const uint8_t* kept, Acc* y, Acc* scratch) {
+  const Shape& s = p.shape;
+  const int64_t d = s.d_model, f = s.d_ff;
+  const bool gated = s.activation != Activation::kGelu;
+  Acc* x = scratch;
+  Acc* h = scratch + d;
+  for (int64_t i = 0; i < d; ++i) x[i] = static_cast<Acc>(p.x[t * d + i]);
+  std::fill(y, y + d, Acc(0));
+  for (int64_t j = 0; j < s.top_k; ++j) {
+    if (!kept[j]) continue;
+    const int64_t e = experts[j];
+    expert_ffn(w.w1.data() + e * f * d, gated ? w.w3.data() + e * f * d : nullptr,
+               w.w2.data() + e * d * f, d, f, s.activation, x, weights[j], h, y);
+  }
+  if (s.shared_width() > 0) {
+    expert_ffn(w.ws1.data(), gated ? w.ws3.data() : nullptr, w.ws2.data(), d, s.shared_width(),
+               s.activation, x, Acc(1), h, y);
+  }
+}
+
+template <typename Acc>
+BasicRouting<Acc> route_all(const Problem& p, int64_t layer, Acc* margins, Acc* logits_out) {
+  const Shape& s = p.shape;
+  const LayerWeights& w = p.layers[layer];
+  BasicRouting<Acc> r;
+  r.resize(s.tokens, s.top_k);
+  std::vector<Acc> own_logits(logits_out ? 0 : static_cast<size_t>(s.experts));
+  std::vector<Acc> scratch(static_cast<size_t>(2 * s.experts));
+  for (int64_t t = 0; t < s.tokens; ++t) {
+    Acc* logits = logits_out ? logits_out + t * s.experts : own_logits.data();
+    router_logits(p, w, t, logits);
+    Acc m = route_token(s.routing, logits, w.selection_bias.data(), s.experts, s.top_k,
+                        r.expert.data() + t * s.top_k, r.weight.data() + t * s.top_k,
+                        scratch.data());
+    if (margins != nullptr) margins[t] = m;
+  }
+  apply_capacity(s, r);
+  return r;
+}
+
+template void router_logits<float>(const Problem&, const LayerWeights&, int64_t, float*);
+template void router_logits<double>(const Problem&, const LayerWeights&, int64_t, double*);
+template void token_output<float>(const Problem&, const LayerWeights&, int64_t, const int32_t*,
+                                  const float*, const uint8_t*, float*, float*);
+template void token_output<double>(const Problem&, const LayerWeights&, int64_t, const int32_t*,
+                                   const double*, const uint8_t*, double*, double*);
+template BasicRouting<float> route_all<float>(const Problem&, int64_t, float*, float*);
+template BasicRouting<double> route_all<double>(const Problem&, int64_t, double*, double*);
+
+namespace {
+
+// Naive FP32 timing stops being useful (and blocks a run for minutes) beyond this much work.
+constexpr double kMaxTimedGflop = 0.25;
+
+class NaiveKernel final : public Kernel {
+ public:
+  KernelInfo info() const override {
+    return {"naive", "cpu", {Dtype::kF32},
+            "plain loops, one token at a time (the readable definition; FP64 twin is the oracle)"};
+  }
+
+  std::optional<std::string> can_run(const Shape& s, Dtype) const override {
+    double gflop = forward_flops(s) * 1e-9;
+    if (gflop > kMaxTimedGflop) {
+      return fmt::format("{:.2f} GFLOP per call is beyond the naive time budget ({} GFLOP); the "
+                         "FP64 oracle still checks every result", gflop, kMaxTimedGflop);
+    }
+    return std::nullopt;
+  }
+
+  void prepare(const Problem& p, int) override {
+    problem_ = &p;
+    const Shape& s = p.shape;
+    y_.assign(static_cast<size_t>(s.tokens * s.d_model), 0.0f);
+    scratch_.assign(static_cast<size_t>(s.d_model + std::max(s.d_ff, s.shared_width())), 0.0f);
+  }
+
+  void run(int64_t layer) override {
+    const Problem& p = *problem_;
+    const Shape& s = p.shape;
+    routing_ = route_all<float>(p, layer);
+    for (int64_t t = 0; t < s.tokens; ++t) {
+      const int64_t o = t * s.top_k;
+      token_output(p, p.layers[layer], t, routing_.expert.data() + o, routing_.weight.data() + o,
+                   routing_.kept.data() + o, y_.data() + t * s.d_model, scratch_.data());
+    }
+  }
+
+  std::span<const float> output() const override { return y_; }
+  std::span<const int32_t> selected_experts() const override { return routing_.expert; }
+
+ private:
+  const Problem* problem_ = nullptr;
+  Routing routing_;
+  std::vector<float> y_;
+  std::vector<float> scratch_;
+};
+
+}  // namespace
+
+std::unique_ptr<Kernel> make_kernel() { return std::make_unique<NaiveKernel>(); }
+
+}  // namespace moe_bench::naive

@@ -1,0 +1,58 @@
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "moe_bench/problem.hpp"
+#include "moe_bench/routing.hpp"
+
+namespace moe_bench {
+
+/// Outcome of checking one implementation's output against the FP64 oracle.
+struct Correctness {
+  bool pass = false;
+  double max_abs_err = 0;
+  double max_rel_err = 0;  ///< max abs error / max |ref| over the checked tokens
+  double nmse = 0;         ///< sum (y - ref)^2 / sum ref^2
+  double tolerance = 0;    ///< bound on max_rel_err for the dtype
+  int64_t tokens_checked = 0;
+  int64_t near_tie_tokens = 0;       ///< tokens whose selection margin is below the tie margin
+  int64_t near_tie_reselected = 0;   ///< of those, tokens where the implementation chose otherwise
+  int64_t selection_mismatches = 0;  ///< tokens that chose otherwise without a near tie
+};
+
+/// Tolerance on max_rel_err for a dtype.
+double tolerance_for(Dtype d);
+/// Selection margin below which a token counts as a router near tie.
+double tie_margin_for(Dtype d);
+
+/// The FP64 oracle for one case: the naive implementation in double precision on the problem's
+/// (dtype-rounded) inputs. Routing covers every token; expert outputs are computed for a seeded
+/// sample of tokens that represents every expert that received a token.
+class Oracle {
+ public:
+  /// `flop_budget` bounds the expert FLOPs the oracle spends on its token sample.
+  Oracle(const Problem& problem, int64_t layer = 0, double flop_budget = 2e9);
+
+  /// Checks an implementation's output and its selected experts [T*k].
+  Correctness check(std::span<const float> y, std::span<const int32_t> selected) const;
+
+  /// Realised expert load of the oracle's routing.
+  Load load() const;
+  const BasicRouting<double>& routing() const { return routing_; }
+  const std::vector<int64_t>& sampled_tokens() const { return sample_; }
+  std::span<const double> margins() const { return margin_; }
+
+ private:
+  const Problem& problem_;
+  int64_t layer_;
+  BasicRouting<double> routing_;
+  std::vector<double> margin_;  ///< selection margin per token
+  std::vector<double> logits_;  ///< router logits [T,E]
+  std::vector<double> probs_;   ///< router probabilities [T,E] for the aux loss
+  std::vector<int64_t> sample_;
+  std::vector<double> ref_;     ///< oracle output of the sampled tokens [sample, d]
+};
+
+}  // namespace moe_bench

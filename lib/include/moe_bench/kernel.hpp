@@ -1,0 +1,60 @@
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "moe_bench/problem.hpp"
+#include "moe_bench/shape.hpp"
+
+namespace moe_bench {
+
+/// What an implementation is.
+struct KernelInfo {
+  std::string name;         ///< what --impl takes, e.g. "blas"
+  std::string backend;      ///< "cpu", "cuda", "python"
+  std::vector<Dtype> dtypes;
+  std::string description;  ///< one line: the algorithm, not a claim
+};
+
+/// One MoE forward implementation. The harness asks before running (`unavailable_reason`,
+/// `can_run`), then calls `prepare` once per case (timed as setup) and `run` repeatedly.
+class Kernel {
+ public:
+  virtual ~Kernel() = default;
+
+  virtual KernelInfo info() const = 0;
+  /// Returns why this implementation cannot run on this machine at all (no device, missing
+  /// package), or nullopt when it can.
+  virtual std::optional<std::string> unavailable_reason() const { return std::nullopt; }
+  /// Returns why this implementation cannot run this case, or nullopt when it can.
+  virtual std::optional<std::string> can_run(const Shape& shape, Dtype dtype) const = 0;
+  /// Packs or uploads the weights of every layer and sizes all workspaces. The problem outlives
+  /// the kernel's use of it.
+  virtual void prepare(const Problem& problem, int threads) = 0;
+  /// One layer forward on the problem's activations with weights of `layer`.
+  virtual void run(int64_t layer) = 0;
+  /// Output y[T,d] of the last run.
+  virtual std::span<const float> output() const = 0;
+  /// The k experts each token selected in the last run, in rank order, before capacity [T*k].
+  virtual std::span<const int32_t> selected_experts() const = 0;
+};
+
+using KernelFactory = std::unique_ptr<Kernel> (*)();
+
+struct RegistryEntry {
+  const char* name;
+  KernelFactory make;
+};
+
+/// The one explicit list of implementations, in the order reports show them.
+std::span<const RegistryEntry> registry();
+/// Creates an implementation by name; throws UsageError naming the known ones otherwise.
+std::unique_ptr<Kernel> make_kernel(std::string_view name);
+/// Names of all registered implementations.
+std::vector<std::string> kernel_names();
+
+}  // namespace moe_bench

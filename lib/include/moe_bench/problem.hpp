@@ -1,0 +1,41 @@
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "moe_bench/shape.hpp"
+
+namespace moe_bench {
+
+/// One layer's weights, row-major: wg[E,d], w1/w3[E,f,d], w2[E,d,f], shared ws1/ws3[fs,d],
+/// ws2[d,fs]. GELU experts leave w3/ws3 empty.
+struct LayerWeights {
+  std::vector<float> wg;
+  std::vector<float> logit_bias;      ///< [E] added to the router logits (routing skew)
+  std::vector<float> selection_bias;  ///< [E] bg, added to scores for selection only (or zeros)
+  std::vector<float> w1, w3, w2;
+  std::vector<float> ws1, ws3, ws2;
+};
+
+/// The data of one case: activations and `layers` independent sets of weights, all generated
+/// from the seed (x ~ N(0,1), weights ~ N(0, 1/fan_in)), so anyone can regenerate them.
+struct Problem {
+  Shape shape;
+  Dtype dtype = Dtype::kF32;
+  uint64_t seed = 0;
+  std::vector<float> x;  ///< [T,d]
+  std::vector<LayerWeights> layers;
+};
+
+/// Generates a problem deterministically from (shape, seed); the result does not depend on the
+/// number of threads used.
+Problem make_problem(const Shape& shape, Dtype dtype, uint64_t seed, int64_t layers = 1);
+
+/// Per-expert logit bias that makes expert popularity follow the skew (zeros when uniform).
+std::vector<float> skew_logit_bias(const Skew& skew, int64_t experts);
+
+/// Fills `out` with N(0, stddev^2) values from a counter-based generator keyed by (seed, stream);
+/// element i depends on (seed, stream, i) only.
+void fill_normal(float* out, int64_t n, double stddev, uint64_t seed, uint64_t stream);
+
+}  // namespace moe_bench

@@ -1,0 +1,91 @@
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace moe_bench {
+
+enum class Activation { kSwiglu, kGelu, kSwigluOai };
+enum class Scoring {
+  kSoftmax,      ///< softmax over all experts, select top-k of the probabilities
+  kSigmoid,      ///< sigmoid per expert (DeepSeek-V3)
+  kSoftmaxTopk,  ///< select top-k of the logits, softmax over the k (GPT-OSS)
+};
+enum class Dtype { kF32 };
+
+/// How expert popularity is skewed: a per-expert logit bias makes the selection follow it.
+struct Skew {
+  enum class Kind { kUniform, kZipf, kHot };
+  Kind kind = Kind::kUniform;
+  double param = 0.0;  ///< zipf exponent S, or hot fraction P
+
+  friend bool operator==(const Skew&, const Skew&) = default;
+};
+
+struct RoutingConfig {
+  Scoring scoring = Scoring::kSoftmax;
+  bool renormalize = true;     ///< selected weights rescaled to sum 1
+  double scale = 1.0;          ///< routed scaling factor applied after renormalisation
+  bool selection_bias = false; ///< add a bias `bg` to the scores used for selection only
+  int64_t groups = 0;          ///< group-limited routing: experts in this many groups (0 = off)
+  int64_t topk_groups = 0;     ///< only this many best groups compete
+
+  friend bool operator==(const RoutingConfig&, const RoutingConfig&) = default;
+};
+
+/// One MoE layer problem: sizes, routing and activation. Everything an implementation needs to
+/// know besides the data itself.
+struct Shape {
+  std::string preset;  ///< empty for a custom shape
+  int64_t experts = 8;
+  int64_t top_k = 2;
+  int64_t d_model = 1024;
+  int64_t d_ff = 4096;
+  int64_t tokens = 32;
+  int64_t shared_experts = 0;  ///< always-active experts, each of width d_ff_shared
+  int64_t d_ff_shared = 0;
+  Activation activation = Activation::kSwiglu;
+  RoutingConfig routing;
+  Skew skew;
+  double capacity_factor = 0.0;  ///< 0 = dropless
+
+  /// Total width of the shared experts, which run as one fused expert.
+  int64_t shared_width() const { return shared_experts * d_ff_shared; }
+  friend bool operator==(const Shape&, const Shape&) = default;
+};
+
+std::string_view to_string(Activation a);
+std::string_view to_string(Scoring s);
+std::string_view to_string(Dtype d);
+std::string to_string(const Skew& s);
+/// Short description of the routing, e.g. "softmax,top-k,renorm" or "sigmoid+bias,groups 8->4,x2.5".
+std::string routing_label(const RoutingConfig& r);
+
+/// Parse helpers throw UsageError with a message naming the bad value.
+Activation parse_activation(std::string_view s);
+Dtype parse_dtype(std::string_view s);
+Skew parse_skew(std::string_view s);
+
+/// Bytes per element of a dtype.
+int64_t dtype_bytes(Dtype d);
+
+/// Returns the reason a shape is invalid (zero sizes, k > E, overflow, ...), or nullopt.
+std::optional<std::string> invalid_reason(const Shape& s);
+
+/// Per-expert assignment cap for a capacity factor C > 0: ceil(C*T*k/E); -1 when dropless.
+int64_t expert_capacity(const Shape& s);
+
+/// FLOPs of one forward as the design counts them: router 2*T*d*E, experts 2*T*k*d*f*m,
+/// shared experts 2*T*d*fs*m (m = 3 for SwiGLU, 2 for GELU).
+double forward_flops(const Shape& s);
+/// Bytes of one expert's weights (all its matrices) in a dtype.
+int64_t expert_weight_bytes(const Shape& s, Dtype d);
+/// Bytes of one layer's weights: router, every expert, shared experts.
+int64_t layer_weight_bytes(const Shape& s, Dtype d);
+/// Bytes moved by one forward: weights of every expert that got at least one token, router and
+/// shared weights, plus x and y.
+double forward_bytes(const Shape& s, Dtype d, int64_t active_experts);
+
+}  // namespace moe_bench

@@ -1,0 +1,74 @@
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace moe_bench {
+
+/// CPU instruction-set features, as /proc/cpuinfo names them ("avx512f", "amx_bf16", ...).
+struct CpuFeatures {
+  std::set<std::string> flags;
+  bool has(std::string_view f) const { return flags.contains(std::string(f)); }
+};
+
+/// Reads the features of this CPU.
+const CpuFeatures& cpu_features();
+
+/// Which OpenBLAS kernel is in use and who chose it.
+struct BlasInfo {
+  std::string core;       ///< openblas_get_corename()
+  int threads = 0;        ///< openblas_get_num_threads()
+  std::string chosen_by;  ///< "OPENBLAS_CORETYPE set by the user", "moe-bench (CPU features)", ...
+  bool fallback = false;  ///< the kernel is slower than what this CPU supports
+};
+
+/// The fastest OpenBLAS 0.3.21 core type these features support ("Cooperlake", "SkylakeX",
+/// "Haswell"), or empty when none beats OpenBLAS's own detection.
+std::string best_blas_core(const CpuFeatures& f);
+
+/// Whether a core name is weaker than `wanted` (both OpenBLAS core names, case-insensitive).
+bool blas_core_weaker(std::string_view core, std::string_view wanted);
+
+/// The core type to request by re-executing, or nullopt. `flag` is the value of --blas-core
+/// ("auto" or a core name; null when not given), which beats a user's OPENBLAS_CORETYPE;
+/// without it a user's OPENBLAS_CORETYPE is respected. Never when moe-bench already asked, and
+/// "auto" only when OpenBLAS's choice is weaker than what the CPU supports.
+std::optional<std::string> blas_core_to_request(const CpuFeatures& f, const char* flag,
+                                                const char* user_env,
+                                                const char* already_requested,
+                                                std::string_view current_core);
+
+/// First thing in main: OpenBLAS reads OPENBLAS_CORETYPE when it is loaded, before main, so when
+/// a different kernel is wanted the process re-executes itself with the variable set. Looks for
+/// `--blas-core VALUE` in argv. Returns only when no re-exec is needed (or it failed).
+void ensure_best_blas_core(int argc, char** argv);
+
+/// The OpenBLAS kernel and threads in use now.
+BlasInfo blas_info();
+
+/// Sets the number of OpenBLAS threads.
+void set_blas_threads(int threads);
+
+/// Machine facts every report carries.
+struct SystemInfo {
+  std::string cpu_model;
+  std::vector<std::string> features;  ///< the SIMD features that matter to the kernels
+  int logical_cpus = 0;
+  int64_t memory_total_bytes = 0;
+  int64_t memory_available_bytes = 0;
+  std::string tool_version, git_commit, build_type, compiler, cxx_flags;
+  BlasInfo blas;
+  std::string cuda;  ///< CUDA device summary, or why there is none
+  bool cuda_available = false;
+};
+
+SystemInfo system_info();
+
+/// Bytes of memory available for a new allocation (MemAvailable), 0 when unknown.
+int64_t memory_available_bytes();
+
+}  // namespace moe_bench

@@ -1,0 +1,220 @@
+#include "moe_bench/correctness.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <random>
+
+#include "../../baselines/naive/naive.hpp"
+
+namespace moe_bench {
+
+double tolerance_for(Dtype d) {
+  switch (d) {
+    case Dtype::kF32: return 1e-4;
+  }
+  return 1e-4;
+}
+
+double tie_margin_for(Dtype d) {
+  switch (d) {
+    case Dtype::kF32: return 1e-5;
+  }
+  return 1e-5;
+}
+
+namespace {
+
+double token_flops(const Shape& s) {
+  double m = s.activation == Activation::kGelu ? 2.0 : 3.0;
+  return 2.0 * static_cast<double>(s.d_model) *
+         static_cast<double>(s.top_k * s.d_ff + s.shared_width()) * m;
+}
+
+// Tokens the oracle computes outputs for: all when they fit the budget, otherwise a seeded sample
+// in which every expert that kept a token is represented.
+std::vector<int64_t> sample_tokens(const Problem& p, const BasicRouting<double>& r, double budget) {
+  const Shape& s = p.shape;
+  std::vector<int64_t> all(static_cast<size_t>(s.tokens));
+  std::iota(all.begin(), all.end(), 0);
+  const auto limit = static_cast<int64_t>(budget / token_flops(s));
+  if (s.tokens <= std::max<int64_t>(limit, 1)) return all;
+
+  std::mt19937_64 rng(p.seed ^ 0x6f7261636c65ULL);
+  std::shuffle(all.begin(), all.end(), rng);
+  std::vector<uint8_t> covered(static_cast<size_t>(s.experts), 0);
+  std::vector<uint8_t> taken(static_cast<size_t>(s.tokens), 0);
+  std::vector<int64_t> out;
+  for (int64_t t : all) {
+    bool adds = false;
+    for (int64_t j = 0; j < s.top_k; ++j) {
+      const int64_t i = t * s.top_k + j;
+      if (r.kept[i] && !covered[r.expert[i]]) {
+        covered[r.expert[i]] = 1;
+        adds = true;
+      }
+    }
+    if (adds) {
+      out.push_back(t);
+      taken[t] = 1;
+    }
+  }
+  for (int64_t t : all) {
+    if (static_cast<int64_t>(out.size()) >= limit) break;
+    if (!taken[t]) out.push_back(t);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+void reference_outputs(const Problem& p, int64_t layer, const BasicRouting<double>& r,
+                       const std::vector<int64_t>& tokens, const std::vector<uint8_t>* only,
+                       std::vector<double>& out) {
+  const Shape& s = p.shape;
+  const int64_t d = s.d_model, n = static_cast<int64_t>(tokens.size());
+  out.resize(static_cast<size_t>(n * d));
+#pragma omp parallel
+  {
+    std::vector<double> scratch(static_cast<size_t>(d + std::max(s.d_ff, s.shared_width())));
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t i = 0; i < n; ++i) {
+      if (only != nullptr && !(*only)[i]) continue;
+      const int64_t t = tokens[i], o = t * s.top_k;
+      naive::token_output(p, p.layers[layer], t, r.expert.data() + o, r.weight.data() + o,
+                          r.kept.data() + o, out.data() + i * d, scratch.data());
+    }
+  }
+}
+
+bool same_set(const int32_t* a, const int32_t* b, int64_t k) {
+  std::vector<int32_t> x(a, a + k), y(b, b + k);
+  std::sort(x.begin(), x.end());
+  std::sort(y.begin(), y.end());
+  return x == y;
+}
+
+}  // namespace
+
+Oracle::Oracle(const Problem& problem, int64_t layer, double flop_budget)
+    : problem_(problem), layer_(layer) {
+  const Shape& s = problem.shape;
+  margin_.assign(static_cast<size_t>(s.tokens), 0.0);
+  logits_.resize(static_cast<size_t>(s.tokens * s.experts));
+  routing_ = naive::route_all<double>(problem, layer, margin_.data(), logits_.data());
+  probs_.resize(logits_.size());
+  for (int64_t t = 0; t < s.tokens; ++t) {
+    router_probabilities(s.routing, logits_.data() + t * s.experts, s.experts,
+                         probs_.data() + t * s.experts);
+  }
+  sample_ = sample_tokens(problem, routing_, flop_budget);
+  reference_outputs(problem, layer, routing_, sample_, nullptr, ref_);
+}
+
+Correctness Oracle::check(std::span<const float> y, std::span<const int32_t> selected) const {
+  const Shape& s = problem_.shape;
+  const int64_t d = s.d_model, k = s.top_k;
+  Correctness c;
+  c.tolerance = tolerance_for(problem_.dtype);
+  c.tokens_checked = static_cast<int64_t>(sample_.size());
+  if (static_cast<int64_t>(y.size()) != s.tokens * d ||
+      static_cast<int64_t>(selected.size()) != s.tokens * k) {
+    c.max_abs_err = c.max_rel_err = c.nmse = std::numeric_limits<double>::infinity();
+    c.pass = false;
+    return c;
+  }
+
+  // Near ties: where the implementation legitimately chose otherwise, the reference follows its
+  // choice (with the oracle's own weights for those experts); elsewhere a different choice fails.
+  const double margin = tie_margin_for(problem_.dtype);
+  BasicRouting<double> routing = routing_;
+  bool reselected = false;
+  std::vector<double> scratch(static_cast<size_t>(s.experts));
+  for (int64_t t = 0; t < s.tokens; ++t) {
+    const bool tie = margin_[t] < margin;
+    c.near_tie_tokens += tie;
+    if (same_set(selected.data() + t * k, routing_.expert.data() + t * k, k)) continue;
+    for (int64_t e : selected.subspan(t * k, k)) {
+      if (e < 0 || e >= s.experts) {
+        c.pass = false;
+        c.selection_mismatches = s.tokens;
+        c.max_abs_err = c.max_rel_err = c.nmse = std::numeric_limits<double>::infinity();
+        return c;
+      }
+    }
+    if (!tie) {
+      ++c.selection_mismatches;
+      continue;
+    }
+    ++c.near_tie_reselected;
+    reselected = true;
+    std::copy_n(selected.data() + t * k, k, routing.expert.data() + t * k);
+    route_token_with(s.routing, logits_.data() + t * s.experts, s.experts, k,
+                     routing.expert.data() + t * k, routing.weight.data() + t * k, scratch.data());
+  }
+  const std::vector<double>* ref = &ref_;
+  std::vector<double> adjusted;
+  if (reselected) {
+    apply_capacity(s, routing);
+    std::vector<uint8_t> changed(sample_.size(), 0);
+    for (size_t i = 0; i < sample_.size(); ++i) {
+      const int64_t o = sample_[i] * k;
+      changed[i] = !std::equal(routing.expert.begin() + o, routing.expert.begin() + o + k,
+                               routing_.expert.begin() + o) ||
+                   !std::equal(routing.kept.begin() + o, routing.kept.begin() + o + k,
+                               routing_.kept.begin() + o);
+    }
+    adjusted = ref_;
+    reference_outputs(problem_, layer_, routing, sample_, &changed, adjusted);
+    ref = &adjusted;
+  }
+
+  double max_ref = 0, err2 = 0, ref2 = 0;
+  for (size_t i = 0; i < sample_.size(); ++i) {
+    const float* yt = y.data() + sample_[i] * d;
+    const double* rt = ref->data() + i * d;
+    for (int64_t j = 0; j < d; ++j) {
+      const double diff = std::fabs(static_cast<double>(yt[j]) - rt[j]);
+      c.max_abs_err = std::isnan(diff) ? std::numeric_limits<double>::infinity()
+                                       : std::max(c.max_abs_err, diff);
+      max_ref = std::max(max_ref, std::fabs(rt[j]));
+      err2 += diff * diff;
+      ref2 += rt[j] * rt[j];
+    }
+  }
+  const double inf = std::numeric_limits<double>::infinity();
+  c.max_rel_err = max_ref > 0 ? c.max_abs_err / max_ref : (c.max_abs_err == 0 ? 0 : inf);
+  c.nmse = ref2 > 0 ? err2 / ref2 : (err2 == 0 ? 0 : inf);
+  c.pass = c.max_rel_err <= c.tolerance && c.selection_mismatches == 0;
+  return c;
+}
+
+Load Oracle::load() const {
+  const Shape& s = problem_.shape;
+  Load load;
+  load.tokens_per_expert.assign(static_cast<size_t>(s.experts), 0);
+  std::vector<double> selected(static_cast<size_t>(s.experts), 0.0);
+  std::vector<double> mean_prob(static_cast<size_t>(s.experts), 0.0);
+  for (int64_t i = 0; i < s.tokens * s.top_k; ++i) {
+    selected[routing_.expert[i]] += 1;
+    if (routing_.kept[i]) ++load.tokens_per_expert[routing_.expert[i]];
+  }
+  for (int64_t t = 0; t < s.tokens; ++t) {
+    for (int64_t e = 0; e < s.experts; ++e) mean_prob[e] += probs_[t * s.experts + e];
+  }
+  const double assignments = static_cast<double>(s.tokens * s.top_k);
+  int64_t kept = 0, most = 0;
+  for (int64_t e = 0; e < s.experts; ++e) {
+    const int64_t n = load.tokens_per_expert[e];
+    kept += n;
+    most = std::max(most, n);
+    load.active_experts += n > 0;
+    load.aux_loss += (selected[e] / assignments) * (mean_prob[e] / static_cast<double>(s.tokens));
+  }
+  load.aux_loss *= static_cast<double>(s.experts);
+  const double mean = static_cast<double>(kept) / static_cast<double>(s.experts);
+  load.imbalance = mean > 0 ? static_cast<double>(most) / mean : 0.0;
+  load.dropped = routing_.dropped;
+  return load;
+}
+
+}  // namespace moe_bench

@@ -1,0 +1,120 @@
+#include "moe_bench/plan.hpp"
+
+#include <thread>
+#include <fmt/format.h>
+
+#include "moe_bench/error.hpp"
+#include "moe_bench/presets.hpp"
+#include "moe_bench/sysinfo.hpp"
+
+namespace moe_bench {
+namespace {
+
+struct Base {
+  Shape shape;
+  std::vector<int64_t> tokens;
+};
+
+// Replaces each base with one copy per value of the axis (when the axis was given).
+template <typename T, typename Set>
+void expand(std::vector<Base>& bases, const std::vector<T>& values, Set set) {
+  if (values.empty()) return;
+  std::vector<Base> out;
+  for (const Base& b : bases) {
+    for (const T& v : values) {
+      Base n = b;
+      set(n, v);
+      out.push_back(n);
+    }
+  }
+  bases = std::move(out);
+}
+
+double gib(int64_t bytes) { return static_cast<double>(bytes) / (1024.0 * 1024.0 * 1024.0); }
+
+}  // namespace
+
+int64_t case_memory_bytes(const Case& c, int64_t layers) {
+  const Shape& s = c.shape;
+  const int64_t b = dtype_bytes(c.dtype);
+  const int64_t width = std::max(s.d_ff, s.shared_width());
+  // x, y, gathered x, expert output, gate and up, logits, plus the oracle's FP64 logits.
+  const int64_t work = s.tokens * (4 * s.d_model + 2 * width) * b + s.tokens * s.experts * 24;
+  return layers * layer_weight_bytes(s, c.dtype) + work;
+}
+
+std::vector<Case> plan_cases(const Axes& a) {
+  const bool shape_axis = !a.experts.empty() || !a.top_k.empty() || !a.d_model.empty() ||
+                          !a.d_ff.empty() || !a.tokens.empty();
+  std::vector<Base> bases;
+  if (!a.presets.empty()) {
+    if (!a.workloads.empty()) throw UsageError("--preset and --workload cannot be combined");
+    for (const auto& name : a.presets) bases.push_back({find_preset(name).shape, {1, 32}});
+  } else if (!a.workloads.empty() || !shape_axis) {
+    std::vector<std::string> names = a.workloads;
+    if (names.empty()) {
+      for (const auto& w : standard_workloads()) names.push_back(w.name);
+    }
+    for (const auto& name : names) {
+      const Workload& w = find_workload(name);
+      bases.push_back({w.shape, {w.tokens.begin(), w.tokens.end()}});
+    }
+  } else {
+    bases.push_back({Shape{}, {32}});
+  }
+
+  expand(bases, a.experts, [](Base& b, int64_t v) { b.shape.experts = v; });
+  expand(bases, a.top_k, [](Base& b, int64_t v) { b.shape.top_k = v; });
+  expand(bases, a.d_model, [](Base& b, int64_t v) { b.shape.d_model = v; });
+  expand(bases, a.d_ff, [](Base& b, int64_t v) {
+    b.shape.d_ff = v;
+    if (b.shape.shared_experts > 0) b.shape.d_ff_shared = v;
+  });
+  if (!a.tokens.empty()) {
+    for (Base& b : bases) b.tokens = a.tokens;
+  }
+  if (a.activation) {
+    const Activation act = parse_activation(*a.activation);
+    for (Base& b : bases) b.shape.activation = act;
+  }
+  std::vector<Skew> skews;
+  for (const auto& r : a.routing) skews.push_back(parse_skew(r));
+  expand(bases, skews, [](Base& b, const Skew& v) { b.shape.skew = v; });
+  expand(bases, a.capacity_factor, [](Base& b, double v) { b.shape.capacity_factor = v; });
+
+  std::vector<Dtype> dtypes;
+  for (const auto& d : a.dtypes) dtypes.push_back(parse_dtype(d));
+  if (dtypes.empty()) dtypes.push_back(Dtype::kF32);
+  std::vector<int> threads = a.threads;
+  if (threads.empty()) threads.push_back(static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+  for (int t : threads) {
+    if (t <= 0 || t > 4096) throw UsageError(fmt::format("--threads must be in 1..4096 (got {})", t));
+  }
+
+  const int64_t available = memory_available_bytes();
+  std::vector<Case> cases;
+  for (const Base& b : bases) {
+    for (int64_t tokens : b.tokens) {
+      for (Dtype dtype : dtypes) {
+        for (int t : threads) {
+          Case c{b.shape, dtype, t, a.seed};
+          c.shape.tokens = tokens;
+          if (auto why = invalid_reason(c.shape)) throw UsageError(*why);
+          const int64_t need = case_memory_bytes(c);
+          // Leave a tenth of the available memory for everything else.
+          if (available > 0 && static_cast<double>(need) > 0.9 * static_cast<double>(available)) {
+            throw UsageError(fmt::format(
+                "{} at {} tokens needs {:.1f} GiB in {} but only {:.1f} GiB is available; try "
+                "fewer experts (--experts) or fewer tokens",
+                c.shape.preset.empty() ? "this shape" : "preset " + c.shape.preset, tokens,
+                gib(need), to_string(dtype), gib(available)));
+          }
+          cases.push_back(c);
+        }
+      }
+    }
+  }
+  return cases;
+}
+
+}  // namespace moe_bench

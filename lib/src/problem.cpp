@@ -1,0 +1,97 @@
+#include "moe_bench/problem.hpp"
+
+#include <cmath>
+#include <numbers>
+#include <numeric>
+
+namespace moe_bench {
+namespace {
+
+uint64_t splitmix64(uint64_t z) {
+  z += 0x9e3779b97f4a7c15ULL;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+// Uniform in (0, 1], never 0 so that log() is finite.
+double to_unit(uint64_t bits) { return (static_cast<double>(bits >> 11) + 1.0) * 0x1.0p-53; }
+
+// Streams that name each tensor, so that adding a layer or a tensor never changes another.
+enum Stream : uint64_t { kX = 0, kWg, kW1, kW3, kW2, kWs1, kWs3, kWs2, kSelBias, kStreamsPerLayer };
+
+uint64_t layer_stream(int64_t layer, Stream s) {
+  return 1 + static_cast<uint64_t>(layer) * kStreamsPerLayer + s;
+}
+
+std::vector<float> normal(int64_t n, double stddev, uint64_t seed, uint64_t stream) {
+  std::vector<float> v(static_cast<size_t>(n));
+  fill_normal(v.data(), n, stddev, seed, stream);
+  return v;
+}
+
+}  // namespace
+
+void fill_normal(float* out, int64_t n, double stddev, uint64_t seed, uint64_t stream) {
+  const uint64_t key = splitmix64(seed ^ splitmix64(stream * 0x632be59bd9b4e019ULL));
+  const int64_t pairs = (n + 1) / 2;
+#pragma omp parallel for schedule(static)
+  for (int64_t p = 0; p < pairs; ++p) {
+    uint64_t h = splitmix64(key + 2 * static_cast<uint64_t>(p));
+    double u1 = to_unit(h);
+    double u2 = to_unit(splitmix64(h ^ 0xd1b54a32d192ed03ULL));
+    double r = stddev * std::sqrt(-2.0 * std::log(u1));
+    double a = 2.0 * std::numbers::pi * u2;
+    out[2 * p] = static_cast<float>(r * std::cos(a));
+    if (2 * p + 1 < n) out[2 * p + 1] = static_cast<float>(r * std::sin(a));
+  }
+}
+
+std::vector<float> skew_logit_bias(const Skew& skew, int64_t experts) {
+  std::vector<float> bias(static_cast<size_t>(experts), 0.0f);
+  if (skew.kind == Skew::Kind::kUniform) return bias;
+  std::vector<double> logp(static_cast<size_t>(experts));
+  for (int64_t e = 0; e < experts; ++e) {
+    double p = skew.kind == Skew::Kind::kZipf
+                   ? std::pow(static_cast<double>(e + 1), -skew.param)
+                   : (e == 0 ? skew.param : (1.0 - skew.param) / static_cast<double>(experts - 1));
+    logp[e] = std::log(p);
+  }
+  double mean = std::accumulate(logp.begin(), logp.end(), 0.0) / static_cast<double>(experts);
+  for (int64_t e = 0; e < experts; ++e) bias[e] = static_cast<float>(logp[e] - mean);
+  return bias;
+}
+
+Problem make_problem(const Shape& s, Dtype dtype, uint64_t seed, int64_t layers) {
+  Problem p;
+  p.shape = s;
+  p.dtype = dtype;
+  p.seed = seed;
+  p.x = normal(s.tokens * s.d_model, 1.0, seed, kX);
+  const double in_d = 1.0 / std::sqrt(static_cast<double>(s.d_model));
+  const double in_f = 1.0 / std::sqrt(static_cast<double>(s.d_ff));
+  const bool gated = s.activation != Activation::kGelu;
+  const int64_t fs = s.shared_width();
+  p.layers.resize(static_cast<size_t>(layers));
+  for (int64_t l = 0; l < layers; ++l) {
+    LayerWeights& w = p.layers[l];
+    w.wg = normal(s.experts * s.d_model, in_d, seed, layer_stream(l, kWg));
+    w.logit_bias = skew_logit_bias(s.skew, s.experts);
+    w.selection_bias = s.routing.selection_bias
+                           ? normal(s.experts, 0.05, seed, layer_stream(l, kSelBias))
+                           : std::vector<float>(static_cast<size_t>(s.experts), 0.0f);
+    w.w1 = normal(s.experts * s.d_ff * s.d_model, in_d, seed, layer_stream(l, kW1));
+    if (gated) w.w3 = normal(s.experts * s.d_ff * s.d_model, in_d, seed, layer_stream(l, kW3));
+    w.w2 = normal(s.experts * s.d_model * s.d_ff, in_f, seed, layer_stream(l, kW2));
+    if (fs > 0) {
+      // Each shared expert has fan-in d_ff_shared in its down projection.
+      const double in_fs = 1.0 / std::sqrt(static_cast<double>(s.d_ff_shared));
+      w.ws1 = normal(fs * s.d_model, in_d, seed, layer_stream(l, kWs1));
+      if (gated) w.ws3 = normal(fs * s.d_model, in_d, seed, layer_stream(l, kWs3));
+      w.ws2 = normal(s.d_model * fs, in_fs, seed, layer_stream(l, kWs2));
+    }
+  }
+  return p;
+}
+
+}  // namespace moe_bench

@@ -1,0 +1,36 @@
+#include <array>
+#include <fmt/format.h>
+
+#include "../../baselines/blas/blas.hpp"
+#include "../../baselines/naive/naive.hpp"
+#include "moe_bench/error.hpp"
+#include "moe_bench/kernel.hpp"
+
+namespace moe_bench {
+namespace {
+
+// The one list of implementations: a new implementation is a new file plus one line here.
+constexpr std::array kRegistry{
+    RegistryEntry{"naive", naive::make_kernel},
+    RegistryEntry{"blas", blas::make_kernel},
+};
+
+}  // namespace
+
+std::span<const RegistryEntry> registry() { return kRegistry; }
+
+std::vector<std::string> kernel_names() {
+  std::vector<std::string> names;
+  for (const auto& e : kRegistry) names.emplace_back(e.name);
+  return names;
+}
+
+std::unique_ptr<Kernel> make_kernel(std::string_view name) {
+  for (const auto& e : kRegistry) {
+    if (name == e.name) return e.make();
+  }
+  throw UsageError(fmt::format("unknown implementation '{}' (known: {})", name,
+                               fmt::join(kernel_names(), ", ")));
+}
+
+}  // namespace moe_bench

@@ -1,0 +1,194 @@
+#include "moe_bench/sysinfo.hpp"
+
+#include <cblas.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+#include "moe_bench/cuda_info.hpp"
+
+#ifndef MOE_BENCH_VERSION
+#define MOE_BENCH_VERSION "unknown"
+#endif
+#ifndef MOE_BENCH_GIT_COMMIT
+#define MOE_BENCH_GIT_COMMIT "unknown"
+#endif
+#ifndef MOE_BENCH_BUILD_TYPE
+#define MOE_BENCH_BUILD_TYPE "unknown"
+#endif
+#ifndef MOE_BENCH_CXX_FLAGS
+#define MOE_BENCH_CXX_FLAGS ""
+#endif
+
+namespace moe_bench {
+namespace {
+
+constexpr const char* kRequestedVar = "MOE_BENCH_REQUESTED_BLAS_CORE";
+
+std::string cpuinfo_field(const std::string& key) {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind(key, 0) == 0) {
+      auto colon = line.find(':');
+      if (colon != std::string::npos) {
+        auto v = line.substr(colon + 1);
+        v.erase(0, v.find_first_not_of(" \t"));
+        return v;
+      }
+    }
+  }
+  return {};
+}
+
+int64_t meminfo_kib(const std::string& key) {
+  std::ifstream in("/proc/meminfo");
+  std::string name;
+  int64_t value = 0;
+  std::string unit;
+  while (in >> name >> value >> unit) {
+    if (name == key + ":") return value;
+  }
+  return 0;
+}
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  std::transform(out.begin(), out.end(), out.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return out;
+}
+
+// OpenBLAS x86-64 core types from weakest to strongest SGEMM kernel.
+int core_rank(std::string_view core) {
+  static const std::array<std::pair<const char*, int>, 16> kRanks{{
+      {"prescott", 0}, {"core2", 1}, {"penryn", 1}, {"dunnington", 1}, {"nehalem", 2},
+      {"atom", 0}, {"barcelona", 2}, {"bulldozer", 2}, {"piledriver", 3}, {"steamroller", 3},
+      {"excavator", 3}, {"sandybridge", 3}, {"haswell", 4}, {"zen", 4}, {"skylakex", 5},
+      {"cooperlake", 6},
+  }};
+  std::string c = lower(core);
+  if (c == "sapphirerapids") return 7;
+  for (const auto& [name, rank] : kRanks) {
+    if (c == name) return rank;
+  }
+  return -1;
+}
+
+}  // namespace
+
+const CpuFeatures& cpu_features() {
+  static const CpuFeatures kFeatures = [] {
+    CpuFeatures f;
+    std::istringstream flags(cpuinfo_field("flags"));
+    std::string flag;
+    while (flags >> flag) f.flags.insert(flag);
+    return f;
+  }();
+  return kFeatures;
+}
+
+std::string best_blas_core(const CpuFeatures& f) {
+  const bool avx512 = f.has("avx512f") && f.has("avx512bw") && f.has("avx512vl") &&
+                      f.has("avx512dq") && f.has("avx512cd");
+  // 0.3.21 has no SapphireRapids kernel; Cooperlake is its best (AVX-512 with BF16).
+  if (avx512 && f.has("avx512_bf16")) return "Cooperlake";
+  if (avx512) return "SkylakeX";
+  if (f.has("avx2") && f.has("fma")) return "Haswell";
+  return {};
+}
+
+bool blas_core_weaker(std::string_view core, std::string_view wanted) {
+  return core_rank(core) < core_rank(wanted);
+}
+
+std::optional<std::string> blas_core_to_request(const CpuFeatures& f, const char* flag,
+                                                const char* user_env,
+                                                const char* already_requested,
+                                                std::string_view current_core) {
+  if (already_requested != nullptr) return std::nullopt;
+  if (flag != nullptr && std::string_view(flag) != "auto") {
+    if (lower(flag) == lower(current_core)) return std::nullopt;
+    return std::string(flag);
+  }
+  if (flag == nullptr && user_env != nullptr) return std::nullopt;
+  std::string best = best_blas_core(f);
+  if (best.empty() || !blas_core_weaker(current_core, best)) return std::nullopt;
+  return best;
+}
+
+void ensure_best_blas_core(int argc, char** argv) {
+  const char* flag = nullptr;
+  for (int i = 1; i < argc; ++i) {
+    std::string_view arg = argv[i];
+    if (arg == "--blas-core" && i + 1 < argc) flag = argv[i + 1];
+    if (arg.starts_with("--blas-core=")) flag = argv[i] + std::string_view("--blas-core=").size();
+  }
+  auto core = blas_core_to_request(cpu_features(), flag, std::getenv("OPENBLAS_CORETYPE"),
+                                   std::getenv(kRequestedVar), openblas_get_corename());
+  if (!core) return;
+  const char* user = std::getenv("OPENBLAS_CORETYPE");
+  std::string why = flag != nullptr ? std::string("--blas-core ") + flag : "CPU features";
+  if (user != nullptr) why += std::string(", over OPENBLAS_CORETYPE=") + user;
+  setenv("OPENBLAS_CORETYPE", core->c_str(), 1);
+  setenv(kRequestedVar, why.c_str(), 1);
+  execv("/proc/self/exe", argv);
+  // exec failed: carry on with the kernel OpenBLAS chose; blas_info() reports the fallback.
+}
+
+BlasInfo blas_info() {
+  BlasInfo info;
+  info.core = openblas_get_corename();
+  info.threads = openblas_get_num_threads();
+  const char* requested = std::getenv(kRequestedVar);
+  const char* user = std::getenv("OPENBLAS_CORETYPE");
+  if (requested != nullptr) {
+    info.chosen_by = std::string("moe-bench (") + requested + ")";
+  } else if (user != nullptr) {
+    info.chosen_by = std::string("the user (OPENBLAS_CORETYPE=") + user + ")";
+  } else {
+    info.chosen_by = "OpenBLAS's own detection";
+  }
+  std::string best = best_blas_core(cpu_features());
+  info.fallback = !best.empty() && blas_core_weaker(info.core, best);
+  return info;
+}
+
+void set_blas_threads(int threads) { openblas_set_num_threads(threads); }
+
+int64_t memory_available_bytes() { return meminfo_kib("MemAvailable") * 1024; }
+
+SystemInfo system_info() {
+  SystemInfo s;
+  s.cpu_model = cpuinfo_field("model name");
+  for (const char* f : {"avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_bf16",
+                        "avx512_fp16", "amx_tile", "amx_bf16"}) {
+    if (cpu_features().has(f)) s.features.emplace_back(f);
+  }
+  s.logical_cpus = static_cast<int>(sysconf(_SC_NPROCESSORS_ONLN));
+  s.memory_total_bytes = meminfo_kib("MemTotal") * 1024;
+  s.memory_available_bytes = memory_available_bytes();
+  s.tool_version = MOE_BENCH_VERSION;
+  s.git_commit = MOE_BENCH_GIT_COMMIT;
+  s.build_type = MOE_BENCH_BUILD_TYPE;
+  s.compiler = std::string(
+#if defined(__clang__)
+      "clang "
+#elif defined(__GNUC__)
+      "gcc "
+#endif
+      ) + __VERSION__;
+  s.cxx_flags = MOE_BENCH_CXX_FLAGS;
+  s.blas = blas_info();
+  CudaInfo cuda = cuda_info();
+  s.cuda = cuda.summary;
+  s.cuda_available = cuda.available;
+  return s;
+}
+
+}  // namespace moe_bench

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs the Debian packages moe-bench needs that are not installed yet; safe to run again.
+set -euo pipefail
+pkgs=(build-essential cmake ninja-build git pkg-config
+      libcli11-dev libfmt-dev nlohmann-json3-dev catch2
+      libopenblas-dev libopenblas0-pthread libomp-dev
+      python3 python3-numpy python3-matplotlib)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all packages present"
+  exit 0
+fi
+echo "install-deps: installing ${missing[*]}"
+sudo_cmd=""
+[ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$sudo_cmd apt-get update -qq
+$sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "install-deps: done"

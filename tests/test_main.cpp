@@ -1,0 +1,10 @@
+#define CATCH_CONFIG_RUNNER
+#include <catch2/catch.hpp>
+
+#include "moe_bench/sysinfo.hpp"
+
+int main(int argc, char** argv) {
+  // The BLAS baseline is tested on the kernel the tool itself would use.
+  moe_bench::ensure_best_blas_core(argc, argv);
+  return Catch::Session().run(argc, argv);
+}
