@@ -1,5 +1,6 @@
 #include "moe_bench/problem.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <numbers>
 #include <numeric>
@@ -47,18 +48,45 @@ void fill_normal(float* out, int64_t n, double stddev, uint64_t seed, uint64_t s
   }
 }
 
-std::vector<float> skew_logit_bias(const Skew& skew, int64_t experts) {
+std::vector<float> skew_logit_bias(const Skew& skew, int64_t experts, int64_t top_k) {
   std::vector<float> bias(static_cast<size_t>(experts), 0.0f);
   if (skew.kind == Skew::Kind::kUniform) return bias;
-  std::vector<double> logp(static_cast<size_t>(experts));
+  // Target share of the assignments per expert; no expert can take more than 1/k of them.
+  std::vector<double> target(static_cast<size_t>(experts));
   for (int64_t e = 0; e < experts; ++e) {
-    double p = skew.kind == Skew::Kind::kZipf
-                   ? std::pow(static_cast<double>(e + 1), -skew.param)
-                   : (e == 0 ? skew.param : (1.0 - skew.param) / static_cast<double>(experts - 1));
-    logp[e] = std::log(p);
+    target[e] = skew.kind == Skew::Kind::kZipf
+                    ? std::pow(static_cast<double>(e + 1), -skew.param)
+                    : (e == 0 ? skew.param : (1.0 - skew.param) / static_cast<double>(experts - 1));
   }
-  double mean = std::accumulate(logp.begin(), logp.end(), 0.0) / static_cast<double>(experts);
-  for (int64_t e = 0; e < experts; ++e) bias[e] = static_cast<float>(logp[e] - mean);
+  const double total = std::accumulate(target.begin(), target.end(), 0.0);
+  for (double& t : target) t /= total;
+
+  // The router's logits are close to N(0,1) per expert (x ~ N(0,1), wg ~ N(0,1/d)). Fit the bias
+  // on a fixed sample of such logits so that top-k selection shares match the target, by
+  // iterative proportional fitting of log-shares.
+  constexpr int64_t kSamples = 2048;
+  constexpr int kIterations = 30;
+  std::vector<float> z(static_cast<size_t>(kSamples * experts));
+  fill_normal(z.data(), kSamples * experts, 1.0, 0x736b6577ULL, 0);
+  std::vector<double> b(static_cast<size_t>(experts), 0.0), biased(b.size());
+  std::vector<int64_t> order(b.size());
+  std::vector<double> share(b.size());
+  for (int it = 0; it < kIterations; ++it) {
+    std::fill(share.begin(), share.end(), 0.0);
+    for (int64_t n = 0; n < kSamples; ++n) {
+      for (int64_t e = 0; e < experts; ++e) biased[e] = z[n * experts + e] + b[e];
+      std::iota(order.begin(), order.end(), 0);
+      std::partial_sort(order.begin(), order.begin() + top_k, order.end(),
+                        [&](int64_t i, int64_t j) { return biased[i] > biased[j]; });
+      for (int64_t j = 0; j < top_k; ++j) share[order[j]] += 1.0;
+    }
+    for (int64_t e = 0; e < experts; ++e) {
+      const double realised = (share[e] + 0.5) / static_cast<double>(kSamples * top_k);
+      b[e] = std::clamp(b[e] + 0.7 * std::log(target[e] / realised), -30.0, 30.0);
+    }
+  }
+  const double mean = std::accumulate(b.begin(), b.end(), 0.0) / static_cast<double>(experts);
+  for (int64_t e = 0; e < experts; ++e) bias[e] = static_cast<float>(b[e] - mean);
   return bias;
 }
 
@@ -72,11 +100,12 @@ Problem make_problem(const Shape& s, Dtype dtype, uint64_t seed, int64_t layers)
   const double in_f = 1.0 / std::sqrt(static_cast<double>(s.d_ff));
   const bool gated = s.activation != Activation::kGelu;
   const int64_t fs = s.shared_width();
+  const std::vector<float> skew_bias = skew_logit_bias(s.skew, s.experts, s.top_k);
   p.layers.resize(static_cast<size_t>(layers));
   for (int64_t l = 0; l < layers; ++l) {
     LayerWeights& w = p.layers[l];
     w.wg = normal(s.experts * s.d_model, in_d, seed, layer_stream(l, kWg));
-    w.logit_bias = skew_logit_bias(s.skew, s.experts);
+    w.logit_bias = skew_bias;
     w.selection_bias = s.routing.selection_bias
                            ? normal(s.experts, 0.05, seed, layer_stream(l, kSelBias))
                            : std::vector<float>(static_cast<size_t>(s.experts), 0.0f);

@@ -1,1 +1,144 @@
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
 #include <catch2/catch.hpp>
+#include <cstdio>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace {
+
+struct Outcome {
+  int code = -1;
+  std::string out;  ///< stdout
+  std::string err;  ///< stderr
+};
+
+std::string slurp(const std::string& path) {
+  std::string text;
+  if (FILE* f = std::fopen(path.c_str(), "r")) {
+    std::array<char, 4096> buf{};
+    size_t n = 0;
+    while ((n = std::fread(buf.data(), 1, buf.size(), f)) > 0) text.append(buf.data(), n);
+    std::fclose(f);
+  }
+  return text;
+}
+
+Outcome moe_bench(const std::string& args) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path();
+  static int calls = 0;
+  const std::string tag = std::to_string(getpid()) + "_" + std::to_string(++calls);
+  const std::string out = (dir / ("moe_bench_cli_out_" + tag)).string();
+  const std::string err = (dir / ("moe_bench_cli_err_" + tag)).string();
+  const std::string cmd = std::string(MOE_BENCH_EXE) + " " + args + " >" + out + " 2>" + err;
+  const int status = std::system(cmd.c_str());
+  Outcome o{WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(out), slurp(err)};
+  fs::remove(out);
+  fs::remove(err);
+  return o;
+}
+
+int lines(const std::string& s) { return static_cast<int>(std::count(s.begin(), s.end(), '\n')); }
+
+void expect_usage_error(const std::string& args, const std::string& fragment) {
+  INFO("moe-bench " << args);
+  Outcome o = moe_bench(args);
+  CHECK(o.code == 2);
+  CHECK(lines(o.err) == 1);
+  CHECK(o.err.find(fragment) != std::string::npos);
+  CHECK(o.out.empty());
+}
+
+}  // namespace
+
+TEST_CASE("bad input gets one clear line and exit 2") {
+  expect_usage_error("run --bogus", "--bogus");
+  expect_usage_error("run --impl nope", "unknown implementation 'nope'");
+  expect_usage_error("run --preset llama-7b", "unknown preset 'llama-7b'");
+  expect_usage_error("run --experts 4 --top-k 6", "--top-k 6 exceeds --experts 4");
+  expect_usage_error("run --tokens 0", "--tokens must be positive");
+  expect_usage_error("run --d-model -5", "--d-model must be positive");
+  expect_usage_error("run --experts 10000000 --d-model 10000000 --d-ff 10000000",
+                     "overflow");
+  expect_usage_error("run --routing zipf:x", "zipf:x");
+  expect_usage_error("run --format xml", "unknown format 'xml'");
+  expect_usage_error("run --dtype f64", "unknown dtype 'f64'");
+  expect_usage_error("run --threads 0", "--threads");
+  expect_usage_error("frobnicate", "frobnicate");
+}
+
+TEST_CASE("a preset that does not fit in memory is refused with the size it needs") {
+  expect_usage_error("run --preset deepseek-v3", "GiB");
+  Outcome o = moe_bench("run --preset deepseek-v3");
+  CHECK(o.err.find("preset deepseek-v3") != std::string::npos);
+  CHECK(o.err.find("--experts") != std::string::npos);
+}
+
+TEST_CASE("an unwritable output path is refused before anything runs or is written") {
+  namespace fs = std::filesystem;
+  const fs::path target = fs::temp_directory_path() / "moe_bench_no_such_dir" / "r.json";
+  fs::remove_all(target.parent_path());
+  expect_usage_error("run --tokens 1 --json " + target.string(), "does not exist");
+  CHECK_FALSE(fs::exists(target.parent_path()));
+}
+
+TEST_CASE("list shows every implementation with whether it runs here and why not") {
+  Outcome o = moe_bench("list");
+  CHECK(o.code == 0);
+  CHECK(o.out.find("naive") != std::string::npos);
+  CHECK(o.out.find("blas") != std::string::npos);
+  CHECK(o.out.find("available here: yes") != std::string::npos);
+  CHECK(o.out.find("CUDA: ") != std::string::npos);
+  CHECK(o.out.find("mixtral-8x7b") != std::string::npos);
+}
+
+TEST_CASE("run writes a JSON report that parses and carries the schema version") {
+  namespace fs = std::filesystem;
+  const fs::path path = fs::temp_directory_path() / "moe_bench_cli_run.json";
+  fs::remove(path);
+  Outcome o = moe_bench("run --experts 4,6 --top-k 2 --d-model 32 --d-ff 24 --tokens 1,5 "
+                        "--routing uniform,zipf:1.1 --reps 2 --quiet --format json --json " +
+                        path.string());
+  REQUIRE(o.code == 0);
+  auto from_stdout = nlohmann::json::parse(o.out);
+  auto from_file = nlohmann::json::parse(slurp(path.string()));
+  CHECK(from_file["schema_version"] == 1);
+  // 2 experts x 2 tokens x 2 skews = 8 cases, each with naive and blas.
+  CHECK(from_file["results"].size() == 16);
+  for (const auto& r : from_file["results"]) {
+    CHECK(r["status"] == "ok");
+    CHECK(r["correctness"]["pass"] == true);
+    CHECK(r["stats"]["n"] == 2);
+    CHECK(!r["blas"]["core"].get<std::string>().empty());
+  }
+  CHECK(from_stdout["results"].size() == 16);
+  fs::remove(path);
+}
+
+TEST_CASE("csv and jsonl print one row per result for sweeps") {
+  Outcome csv = moe_bench("run --experts 4 --d-model 16 --d-ff 8 --tokens 1,2,3 --reps 1 "
+                          "--impl blas --format csv");
+  REQUIRE(csv.code == 0);
+  CHECK(lines(csv.out) == 4);
+  Outcome jsonl = moe_bench("run --experts 4 --d-model 16 --d-ff 8 --tokens 1,2 --reps 1 "
+                            "--impl blas,naive --format jsonl");
+  REQUIRE(jsonl.code == 0);
+  CHECK(lines(jsonl.out) == 4);
+}
+
+TEST_CASE("the blas baseline reports the OpenBLAS kernel it ran on") {
+  Outcome o = moe_bench("run --experts 4 --d-model 16 --d-ff 8 --tokens 2 --reps 1 --impl blas "
+                        "--format json --blas-core auto");
+  REQUIRE(o.code == 0);
+  auto j = nlohmann::json::parse(o.out);
+  CHECK(j["context"]["blas"]["fallback"] == false);
+  const auto chosen_by = j["context"]["blas"]["chosen_by"].get<std::string>();
+  const bool chosen_by_tool = chosen_by.find("moe-bench") != std::string::npos ||
+                              chosen_by.find("detection") != std::string::npos;
+  CHECK(chosen_by_tool);
+  CHECK(j["results"][0]["blas"]["core"] == j["context"]["blas"]["core"]);
+}

@@ -1,1 +1,185 @@
 #include <catch2/catch.hpp>
+#include <omp.h>
+
+#include "baselines/naive/naive.hpp"
+#include "moe_bench/correctness.hpp"
+#include "moe_bench/kernel.hpp"
+#include "moe_bench/problem.hpp"
+
+using namespace moe_bench;
+
+namespace {
+
+struct NamedShape {
+  const char* name;
+  Shape shape;
+};
+
+Shape make(int64_t e, int64_t k, int64_t d, int64_t f, int64_t t) {
+  Shape s;
+  s.experts = e;
+  s.top_k = k;
+  s.d_model = d;
+  s.d_ff = f;
+  s.tokens = t;
+  return s;
+}
+
+std::vector<NamedShape> consistency_grid() {
+  std::vector<NamedShape> grid;
+  grid.push_back({"one token", make(8, 2, 64, 96, 1)});
+  grid.push_back({"sizes not multiples of 8 or 16", make(5, 2, 37, 23, 13)});
+  grid.push_back({"k equals E", make(4, 4, 24, 40, 9)});
+  grid.push_back({"experts that receive no token", make(32, 2, 32, 48, 3)});
+  Shape hot = make(4, 1, 32, 48, 17);
+  hot.skew = {Skew::Kind::kHot, 0.9999};
+  grid.push_back({"every token to one expert", hot});
+  Shape zipf = make(16, 4, 48, 64, 40);
+  zipf.skew = {Skew::Kind::kZipf, 1.2};
+  grid.push_back({"zipf skew", zipf});
+  Shape capacity = make(8, 2, 32, 40, 64);
+  capacity.skew = {Skew::Kind::kZipf, 1.5};
+  capacity.capacity_factor = 1.0;
+  grid.push_back({"capacity dropping", capacity});
+  Shape gelu = make(8, 1, 40, 72, 20);
+  gelu.activation = Activation::kGelu;
+  gelu.routing.renormalize = false;
+  grid.push_back({"gelu top-1 without renormalisation", gelu});
+  Shape oai = make(8, 4, 48, 48, 12);
+  oai.activation = Activation::kSwigluOai;
+  oai.routing.scoring = Scoring::kSoftmaxTopk;
+  grid.push_back({"gpt-oss routing and clamped swiglu", oai});
+  Shape ds = make(32, 4, 40, 24, 10);
+  ds.routing = {Scoring::kSigmoid, true, 2.5, true, 8, 4};
+  ds.shared_experts = 1;
+  ds.d_ff_shared = 24;
+  grid.push_back({"deepseek-v3 style sigmoid, groups, bias, shared expert", ds});
+  Shape shared = make(16, 6, 32, 20, 7);
+  shared.routing.renormalize = false;
+  shared.shared_experts = 2;
+  shared.d_ff_shared = 20;
+  grid.push_back({"two shared experts", shared});
+  return grid;
+}
+
+}  // namespace
+
+TEST_CASE("every registered implementation matches the FP64 oracle on the consistency grid") {
+  const uint64_t seed = GENERATE(1, 7);
+  for (const NamedShape& ns : consistency_grid()) {
+    Problem p = make_problem(ns.shape, Dtype::kF32, seed);
+    Oracle oracle(p);
+    for (const auto& entry : registry()) {
+      auto kernel = entry.make();
+      if (kernel->unavailable_reason()) continue;
+      REQUIRE_FALSE(kernel->can_run(p.shape, Dtype::kF32).has_value());
+      for (int threads : {1, 2}) {
+        INFO(ns.name << " | seed " << seed << " | " << entry.name << " | threads " << threads);
+        omp_set_num_threads(threads);
+        kernel->prepare(p, threads);
+        kernel->run(0);
+        Correctness c = oracle.check(kernel->output(), kernel->selected_experts());
+        CHECK(c.pass);
+        CHECK(c.max_rel_err <= c.tolerance);
+        CHECK(c.selection_mismatches == 0);
+        CHECK(c.tokens_checked == p.shape.tokens);
+      }
+    }
+  }
+}
+
+TEST_CASE("the grid cases exercise what their names say") {
+  auto grid = consistency_grid();
+  auto load_of = [](const Shape& s) { return Oracle(make_problem(s, Dtype::kF32, 1)).load(); };
+  for (const auto& ns : grid) {
+    Load load = load_of(ns.shape);
+    const std::string name = ns.name;
+    if (name == "every token to one expert") CHECK(load.tokens_per_expert[0] == ns.shape.tokens);
+    if (name == "experts that receive no token") CHECK(load.active_experts < ns.shape.experts);
+    if (name == "capacity dropping") CHECK(load.dropped > 0);
+  }
+}
+
+TEST_CASE("a near tie lets an implementation choose the other expert") {
+  // Experts 0 and 1 have identical router rows, so every token ties between them; their FFN
+  // weights differ, so the output depends on the choice.
+  Shape s = make(4, 1, 16, 8, 6);
+  Problem p = make_problem(s, Dtype::kF32, 3);
+  auto& w = p.layers[0];
+  std::copy_n(w.wg.begin(), s.d_model, w.wg.begin() + s.d_model);
+  Oracle oracle(p);
+  const auto& r = oracle.routing();
+  std::vector<int32_t> selected(r.expert.begin(), r.expert.end());
+  // Pick the other expert of the tie wherever the oracle picked 0 (ties go to the lower index).
+  int64_t flipped = 0;
+  for (auto& e : selected) {
+    if (e == 0) {
+      e = 1;
+      ++flipped;
+    }
+  }
+  std::vector<double> scratch(static_cast<size_t>(s.d_model + s.d_ff)), yd(s.d_model);
+  std::vector<float> y(static_cast<size_t>(s.tokens * s.d_model));
+  for (int64_t t = 0; t < s.tokens; ++t) {
+    std::vector<double> logits(4), weight(1), sc(8);
+    naive::router_logits(p, w, t, logits.data());
+    route_token_with(s.routing, logits.data(), 4, 1, &selected[t], weight.data(), sc.data());
+    uint8_t kept = 1;
+    naive::token_output(p, w, t, &selected[t], weight.data(), &kept, yd.data(), scratch.data());
+    for (int64_t i = 0; i < s.d_model; ++i) y[t * s.d_model + i] = static_cast<float>(yd[i]);
+  }
+  Correctness c = oracle.check(y, selected);
+  CHECK(c.near_tie_tokens == (std::count(r.expert.begin(), r.expert.end(), 0) +
+                              std::count(r.expert.begin(), r.expert.end(), 1)));
+  CHECK(c.near_tie_reselected == flipped);
+  CHECK(c.pass);
+
+  SECTION("but a different choice without a tie fails") {
+    auto bad = std::vector<int32_t>(r.expert.begin(), r.expert.end());
+    auto it = std::find_if(bad.begin(), bad.end(), [](int32_t e) { return e >= 2; });
+    REQUIRE(it != bad.end());
+    *it = *it == 2 ? 3 : 2;
+    Correctness c2 = oracle.check(y, bad);
+    CHECK(c2.selection_mismatches >= 1);
+    CHECK_FALSE(c2.pass);
+  }
+}
+
+TEST_CASE("a wrong output fails the check") {
+  Problem p = make_problem(make(8, 2, 32, 16, 4), Dtype::kF32, 5);
+  Oracle oracle(p);
+  auto kernel = make_kernel("naive");
+  kernel->prepare(p, 1);
+  kernel->run(0);
+  std::vector<float> y(kernel->output().begin(), kernel->output().end());
+  y[5] += 0.01f;
+  Correctness c = oracle.check(y, kernel->selected_experts());
+  CHECK_FALSE(c.pass);
+  CHECK(c.max_abs_err == Approx(0.01).epsilon(1e-3));
+  y[5] = std::numeric_limits<float>::quiet_NaN();
+  CHECK_FALSE(oracle.check(y, kernel->selected_experts()).pass);
+}
+
+TEST_CASE("on large cases the oracle checks a sample that covers every active expert") {
+  Shape s = make(16, 2, 64, 64, 300);
+  Problem p = make_problem(s, Dtype::kF32, 9);
+  const double per_token = 2.0 * 64 * 2 * 64 * 3;
+  Oracle oracle(p, 0, 40 * per_token);
+  const auto& sample = oracle.sampled_tokens();
+  CHECK(static_cast<int64_t>(sample.size()) < s.tokens);
+  CHECK(sample.size() >= 8);
+  std::vector<int> covered(16, 0);
+  for (int64_t t : sample) {
+    for (int j = 0; j < 2; ++j) covered[oracle.routing().expert[t * 2 + j]] = 1;
+  }
+  Load load = oracle.load();
+  for (int e = 0; e < 16; ++e) {
+    if (load.tokens_per_expert[e] > 0) CHECK(covered[e] == 1);
+  }
+  auto kernel = make_kernel("blas");
+  kernel->prepare(p, 1);
+  kernel->run(0);
+  Correctness c = oracle.check(kernel->output(), kernel->selected_experts());
+  CHECK(c.pass);
+  CHECK(c.tokens_checked == static_cast<int64_t>(sample.size()));
+}

@@ -1,1 +1,61 @@
 #include <catch2/catch.hpp>
+#include <cmath>
+#include <omp.h>
+
+#include "moe_bench/correctness.hpp"
+#include "moe_bench/problem.hpp"
+
+using namespace moe_bench;
+
+TEST_CASE("generated data depends on the seed, not on the thread count") {
+  Shape s;
+  s.tokens = 3;
+  omp_set_num_threads(1);
+  Problem a = make_problem(s, Dtype::kF32, 11);
+  omp_set_num_threads(2);
+  Problem b = make_problem(s, Dtype::kF32, 11);
+  Problem c = make_problem(s, Dtype::kF32, 12);
+  CHECK(a.x == b.x);
+  CHECK(a.layers[0].w2 == b.layers[0].w2);
+  CHECK(a.x != c.x);
+}
+
+TEST_CASE("generated weights have the stated distribution") {
+  std::vector<float> v(200000);
+  fill_normal(v.data(), static_cast<int64_t>(v.size()), 0.5, 1, 2);
+  double sum = 0, sq = 0;
+  for (float x : v) {
+    sum += x;
+    sq += double(x) * x;
+  }
+  const auto n = static_cast<double>(v.size());
+  const double mean = sum / n, var = sq / n - mean * mean;
+  CHECK(std::fabs(mean) < 0.005);
+  CHECK(std::sqrt(var) == Approx(0.5).epsilon(0.01));
+}
+
+TEST_CASE("routing skew makes popularity follow the chosen distribution") {
+  Shape s;
+  s.experts = 8;
+  s.top_k = 1;
+  s.d_model = 256;
+  s.d_ff = 8;
+  s.tokens = 4000;
+  s.skew = parse_skew("zipf:1.5");
+  Load zipf = Oracle(make_problem(s, Dtype::kF32, 3), 0, 1e6).load();
+  CHECK(zipf.tokens_per_expert[0] > zipf.tokens_per_expert[3]);
+  CHECK(zipf.tokens_per_expert[3] > zipf.tokens_per_expert[7]);
+  CHECK(zipf.imbalance > 2.0);
+  // zipf:1.5 over 8 experts gives expert 0 a share of 1 / sum_r r^-1.5 = 0.518.
+  CHECK(static_cast<double>(zipf.tokens_per_expert[0]) / static_cast<double>(s.tokens) ==
+        Approx(0.518).margin(0.05));
+  s.skew = parse_skew("hot:0.6");
+  Load hot = Oracle(make_problem(s, Dtype::kF32, 3), 0, 1e6).load();
+  const double share = static_cast<double>(hot.tokens_per_expert[0]) / static_cast<double>(s.tokens);
+  CHECK(share == Approx(0.6).margin(0.05));
+  s.skew = {};
+  Load uniform = Oracle(make_problem(s, Dtype::kF32, 3), 0, 1e6).load();
+  CHECK(uniform.imbalance < 1.2);
+  // A balanced router gives an auxiliary loss close to 1.
+  CHECK(uniform.aux_loss == Approx(1.0).epsilon(0.1));
+}

@@ -1,1 +1,63 @@
 #include <catch2/catch.hpp>
+
+#include "moe_bench/error.hpp"
+#include "moe_bench/presets.hpp"
+#include "moe_bench/shape.hpp"
+
+using namespace moe_bench;
+
+TEST_CASE("invalid shapes are named with the reason") {
+  Shape s;
+  CHECK_FALSE(invalid_reason(s).has_value());
+  s.top_k = 9;
+  CHECK(invalid_reason(s).value() == "--top-k 9 exceeds --experts 8");
+  s = Shape{};
+  s.d_ff = 0;
+  CHECK(invalid_reason(s).value().find("--d-ff must be positive") != std::string::npos);
+  s = Shape{};
+  s.tokens = -3;
+  CHECK(invalid_reason(s).has_value());
+  s = Shape{};
+  s.experts = 1 << 20;
+  s.d_model = 1 << 20;
+  s.d_ff = 1 << 20;
+  CHECK(invalid_reason(s).value().find("overflow") != std::string::npos);
+}
+
+TEST_CASE("FLOPs and bytes follow the design's counts") {
+  Shape s;  // E8 k2 d1024 f4096 T32, SwiGLU
+  const double router = 2.0 * 32 * 1024 * 8;
+  const double experts = 2.0 * 32 * 2 * 1024 * 4096 * 3;
+  CHECK(forward_flops(s) == Approx(router + experts));
+  s.activation = Activation::kGelu;
+  CHECK(forward_flops(s) == Approx(router + experts * 2 / 3));
+  s.activation = Activation::kSwiglu;
+  CHECK(expert_weight_bytes(s, Dtype::kF32) == 3 * 1024 * 4096 * 4);
+  const double bytes = 8.0 * 1024 * 4 + 5.0 * 3 * 1024 * 4096 * 4 + 2.0 * 32 * 1024 * 4;
+  CHECK(forward_bytes(s, Dtype::kF32, 5) == Approx(bytes));
+}
+
+TEST_CASE("routing skews parse and reject nonsense") {
+  CHECK(parse_skew("uniform").kind == Skew::Kind::kUniform);
+  CHECK(parse_skew("zipf:1.2").param == Approx(1.2));
+  CHECK(parse_skew("hot:0.5").kind == Skew::Kind::kHot);
+  CHECK_THROWS_AS(parse_skew("hot:1.5"), UsageError);
+  CHECK_THROWS_AS(parse_skew("zipf:abc"), UsageError);
+  CHECK_THROWS_AS(parse_skew("gauss"), UsageError);
+  CHECK(to_string(parse_skew("zipf:1.2")) == "zipf:1.2");
+}
+
+TEST_CASE("all ten presets are valid shapes with the design's sizes") {
+  REQUIRE(presets().size() == 10);
+  for (const auto& p : presets()) {
+    INFO(p.name);
+    CHECK_FALSE(invalid_reason(p.shape).has_value());
+  }
+  const Shape& v3 = find_preset("deepseek-v3").shape;
+  CHECK(v3.experts == 256);
+  CHECK(v3.routing.groups == 8);
+  CHECK(v3.routing.topk_groups == 4);
+  CHECK(v3.routing.scale == 2.5);
+  CHECK(find_preset("mixtral-8x7b").shape.d_ff == 14336);
+  CHECK_THROWS_AS(find_preset("llama"), UsageError);
+}

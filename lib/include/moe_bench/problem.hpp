@@ -31,8 +31,10 @@ struct Problem {
 /// number of threads used.
 Problem make_problem(const Shape& shape, Dtype dtype, uint64_t seed, int64_t layers = 1);
 
-/// Per-expert logit bias that makes expert popularity follow the skew (zeros when uniform).
-std::vector<float> skew_logit_bias(const Skew& skew, int64_t experts);
+/// Per-expert logit bias that makes the share of top-k assignments per expert follow the skew
+/// (zipf: proportional to 1/rank^S; hot: expert 0 takes P), fitted on N(0,1) logits like the
+/// router's; zeros when uniform. The realised load of a problem is measured, not assumed.
+std::vector<float> skew_logit_bias(const Skew& skew, int64_t experts, int64_t top_k);
 
 /// Fills `out` with N(0, stddev^2) values from a counter-based generator keyed by (seed, stream);
 /// element i depends on (seed, stream, i) only.
