@@ -1,6 +1,8 @@
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <csignal>
 #include <fmt/format.h>
 #include <memory>
 
@@ -10,6 +12,7 @@
 #include "moe_bench/kernel.hpp"
 #include "moe_bench/plan.hpp"
 #include "moe_bench/report.hpp"
+#include "moe_bench/roofline.hpp"
 #include "moe_bench/sysinfo.hpp"
 
 namespace moe_bench::cli {
@@ -18,9 +21,9 @@ namespace {
 struct RunOptions {
   Axes axes;
   std::vector<std::string> impls;
-  int reps = 20;
-  int warmup = 1;
-  std::string json_path;
+  HarnessOptions harness;
+  std::string cache = "cold";
+  std::string json_path, md_path;
   std::string format = "table";
   std::string blas_core;
   bool quiet = false;
@@ -40,6 +43,8 @@ ProgressFn progress_line(bool enabled) {
   };
 }
 
+void on_sigint(int) { request_interrupt(); }
+
 int run(const RunOptions& o) {
   // Everything that can be wrong with the input is found before any work or any file is made.
   std::vector<Case> cases = plan_cases(o.axes);
@@ -53,20 +58,40 @@ int run(const RunOptions& o) {
     }
   }
   const Format format = parse_format(o.format);
-  if (!o.json_path.empty()) check_writable(o.json_path);
-  if (o.reps < 1 || o.warmup < 0) throw UsageError("--reps must be >= 1 and --warmup >= 0");
+  HarnessOptions h = o.harness;
+  if (o.cache != "cold" && o.cache != "warm") {
+    throw UsageError(fmt::format("unknown cache mode '{}' (known: cold, warm)", o.cache));
+  }
+  h.cache = o.cache == "warm" ? CacheMode::kWarm : CacheMode::kCold;
+  if (h.reps < 1 || h.warmup < 0 || !(h.min_time_s >= 0) || !(h.max_time_s > 0) ||
+      !(h.min_sample_s >= 0)) {
+    throw UsageError("--reps must be >= 1, --warmup >= 0, --min-time >= 0, --max-time > 0");
+  }
+  for (const auto& path : {o.json_path, o.md_path}) {
+    if (!path.empty()) check_writable(path);
+  }
 
-  HarnessOptions h;
-  h.reps = o.reps;
-  h.warmup = o.warmup;
+  std::signal(SIGINT, on_sigint);
   Report report;
   report.system = system_info();
-  report.results = run_cases(cases, impls, h, progress_line(!o.quiet));
+  std::vector<int> threads;
+  for (const Case& c : cases) {
+    if (std::find(threads.begin(), threads.end(), c.threads) == threads.end()) {
+      threads.push_back(c.threads);
+    }
+  }
+  for (int t : threads) report.peaks.push_back(measure_peaks(t));
+  run_cases(cases, impls, h, report, progress_line(!o.quiet));
   report.system.blas = blas_info();
+  report.warnings = collect_warnings(report);
 
-  for (const auto& w : report_warnings(report)) fmt::print(stderr, "warning: {}\n", w);
+  if (format != Format::kTable) {
+    for (const auto& w : report.warnings) fmt::print(stderr, "warning: {}\n", w);
+  }
   fmt::print("{}", render(report, format));
   if (!o.json_path.empty()) write_file_atomically(o.json_path, render_json(report));
+  if (!o.md_path.empty()) write_file_atomically(o.md_path, render_markdown(report));
+  if (report.interrupted) return 130;
   for (const Result& r : report.results) {
     if (r.status == Status::kFailed) return static_cast<int>(ExitCode::kCheckFailed);
   }
@@ -101,10 +126,23 @@ Command add_run_command(CLI::App& app) {
   sub->add_option("--dtype", a.dtypes, "Data types (comma list): f32")->delimiter(',');
   sub->add_option("--activation", a.activation, "Expert activation: swiglu, gelu, swiglu_oai");
   sub->add_option("--seed", a.seed, "Seed of the generated data");
-  sub->add_option("--reps", o.reps, "Timed calls per result");
-  sub->add_option("--warmup", o.warmup, "Untimed calls before timing");
+  sub->add_option("--timing-seed", o.harness.seed, "Seed of the interleaving and the bootstrap");
+  sub->add_option("--reps", o.harness.reps, "At least this many samples per result (default 20)");
+  sub->add_option("--min-time", o.harness.min_time_s,
+                  "And at least this many seconds of sampling per case (default 0.5)");
+  sub->add_option("--max-time", o.harness.max_time_s,
+                  "But stop sampling a case after this many seconds (default 30)");
+  sub->add_option("--min-sample-time", o.harness.min_sample_s,
+                  "Inner repetitions make each sample at least this long (default 0.005 s)");
+  sub->add_option("--warmup", o.harness.warmup, "Untimed calls before calibration (default 1)");
+  sub->add_option("--cache", o.cache,
+                  "cold (default): rotate independent layers so weights come from memory; "
+                  "warm: repeat one layer");
+  sub->add_option("--baseline", o.harness.baseline,
+                  "Speed-ups are of each implementation over this one (default blas)");
   sub->add_option("--json", o.json_path, "Write the JSON report to FILE");
-  sub->add_option("--format", o.format, "Standard output: table, json, jsonl, csv");
+  sub->add_option("--md", o.md_path, "Write the Markdown report to FILE");
+  sub->add_option("--format", o.format, "Standard output: table, json, jsonl, csv, md");
   // Acted on in main before parsing (OpenBLAS reads its kernel choice at load time).
   sub->add_option("--blas-core", o.blas_core,
                   "OpenBLAS kernel: auto (best for this CPU) or a core name; default: "

@@ -3,6 +3,8 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <array>
+#include <chrono>
 #include <vector>
 
 #include "moe_bench/activation.hpp"
@@ -46,8 +48,15 @@ class BlasKernel final : public Kernel {
     y_.resize(static_cast<size_t>(s.tokens * s.d_model));
   }
 
+  std::vector<StageTime> stage_seconds() const override {
+    return {{"route", stage_[0]}, {"dispatch", stage_[1]}, {"experts", stage_[2]},
+            {"combine", stage_[3]}};
+  }
+  void reset_stages() override { stage_.fill(0.0); }
+
   void run(int64_t layer) override {
     set_blas_threads(threads_);
+    auto mark = Clock::now();
     const Problem& p = *problem_;
     const Shape& s = p.shape;
     const LayerWeights& w = p.layers[layer];
@@ -61,6 +70,7 @@ class BlasKernel final : public Kernel {
                   routing_.weight.data() + t * k, scratch_.data());
     }
     apply_capacity(s, routing_);
+    lap(0, mark);
 
     // Group kept assignments by expert (counting sort, token order kept within an expert).
     std::fill(count_.begin(), count_.end(), 0);
@@ -73,6 +83,8 @@ class BlasKernel final : public Kernel {
       if (routing_.kept[i]) order_[next_[routing_.expert[i]]++] = i;
     }
 
+    lap(1, mark);
+
     std::fill(y_.begin(), y_.end(), 0.0f);
     const bool gated = s.activation != Activation::kGelu;
     for (int64_t e = 0; e < E; ++e) {
@@ -82,8 +94,10 @@ class BlasKernel final : public Kernel {
         const int64_t t = order_[begin + r] / k;
         std::copy_n(p.x.data() + t * d, d, xe_.data() + r * d);
       }
+      lap(1, mark);
       expert(n, f, xe_.data(), w.w1.data() + e * f * d, gated ? w.w3.data() + e * f * d : nullptr,
              w.w2.data() + e * d * f);
+      lap(2, mark);
       for (int64_t r = 0; r < n; ++r) {
         const int64_t i = order_[begin + r];
         const float weight = routing_.weight[i];
@@ -91,11 +105,14 @@ class BlasKernel final : public Kernel {
         const float* src = ye_.data() + r * d;
         for (int64_t c = 0; c < d; ++c) yt[c] += weight * src[c];
       }
+      lap(3, mark);
     }
     if (s.shared_width() > 0) {
       expert(T, s.shared_width(), p.x.data(), w.ws1.data(), gated ? w.ws3.data() : nullptr,
              w.ws2.data());
+      lap(2, mark);
       for (int64_t i = 0; i < T * d; ++i) y_[i] += ye_[i];
+      lap(3, mark);
     }
   }
 
@@ -116,8 +133,18 @@ class BlasKernel final : public Kernel {
     gemm_nt(n, d, f, gate_.data(), w2, ye_.data());
   }
 
+  using Clock = std::chrono::steady_clock;
+
+  // Adds the time since `mark` to a stage and moves the mark.
+  void lap(int stage, Clock::time_point& mark) {
+    const auto now = Clock::now();
+    stage_[stage] += std::chrono::duration<double>(now - mark).count();
+    mark = now;
+  }
+
   const Problem* problem_ = nullptr;
   int threads_ = 1;
+  std::array<double, 4> stage_{};
   std::vector<float> logits_, scratch_;
   Routing routing_;
   std::vector<int64_t> count_, next_, order_;

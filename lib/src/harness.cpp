@@ -2,8 +2,13 @@
 
 #include <omp.h>
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <cmath>
 #include <fmt/format.h>
+#include <memory>
+#include <random>
 
 #include "moe_bench/correctness.hpp"
 #include "moe_bench/problem.hpp"
@@ -13,63 +18,169 @@ namespace moe_bench {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+std::atomic<bool> g_interrupted{false};
 
 double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-Derived derive(const Case& c, const Stats& st, const Load& load) {
+const Peaks* peaks_for(const Report& report, int threads) {
+  for (const Peaks& p : report.peaks) {
+    if (p.threads == threads) return &p;
+  }
+  return nullptr;
+}
+
+Derived derive(const Case& c, const Stats& st, const Load& load, const Peaks* peaks) {
   Derived d;
   if (st.median_s <= 0) return d;
+  const double flops = forward_flops(c.shape);
+  const double bytes = forward_bytes(c.shape, c.dtype, load.active_experts);
   d.tokens_per_s = static_cast<double>(c.shape.tokens) / st.median_s;
-  d.gflops = forward_flops(c.shape) / st.median_s * 1e-9;
-  d.gbytes_per_s = forward_bytes(c.shape, c.dtype, load.active_experts) / st.median_s * 1e-9;
+  d.gflops = flops / st.median_s * 1e-9;
+  d.gbytes_per_s = bytes / st.median_s * 1e-9;
+  if (peaks != nullptr) {
+    RooflinePoint r = roofline(flops, bytes, st.median_s, *peaks);
+    d.roofline_pct = r.percent;
+    d.bound = r.compute_bound ? "compute" : "memory";
+  }
   return d;
 }
 
-Result run_one(const Case& c, const std::string& impl, const Problem& problem, const Oracle& oracle,
-               const Load& load, const HarnessOptions& options) {
-  Result r;
-  r.kase = c;
-  r.impl = impl;
-  r.load = load;
-  auto kernel = make_kernel(impl);
-  if (auto why = kernel->unavailable_reason()) {
-    r.reason = *why;
-    return r;
+// One implementation taking part in a case.
+struct Contender {
+  Result result;
+  std::unique_ptr<Kernel> kernel;
+  int64_t next_layer = 0;
+  int64_t calls = 0;
+
+  double sample() {
+    const int64_t layers = result.layers;
+    auto start = Clock::now();
+    for (int64_t i = 0; i < result.inner_reps; ++i) kernel->run(next_layer++ % layers);
+    calls += result.inner_reps;
+    return seconds_since(start) / static_cast<double>(result.inner_reps);
   }
-  if (auto why = kernel->can_run(c.shape, c.dtype)) {
-    r.reason = *why;
-    return r;
+};
+
+// Checks the kernel against the oracle; returns false (result failed) when it does not match.
+bool prepare_and_check(Contender& c, const Problem& problem, const Oracle& oracle) {
+  Result& r = c.result;
+  auto start = Clock::now();
+  c.kernel->prepare(problem, r.kase.threads);
+  r.setup_s = seconds_since(start);
+  c.kernel->run(0);
+  r.correctness = oracle.check(c.kernel->output(), c.kernel->selected_experts());
+  if (r.correctness->pass) return true;
+  r.status = Status::kFailed;
+  r.reason = fmt::format("output differs from the FP64 oracle (max rel err {:.3g}, tolerance "
+                         "{:.3g}, {} selection mismatches)",
+                         r.correctness->max_rel_err, r.correctness->tolerance,
+                         r.correctness->selection_mismatches);
+  return false;
+}
+
+void calibrate(Contender& c, const HarnessOptions& o) {
+  for (int i = 0; i < o.warmup; ++i) c.kernel->run(c.next_layer++ % c.result.layers);
+  const double one = c.sample();
+  c.result.inner_reps = std::clamp<int64_t>(
+      static_cast<int64_t>(std::ceil(o.min_sample_s / std::max(one, 1e-9))), 1, 1 << 20);
+}
+
+void finish(Contender& c, const Load& load, const Peaks* peaks, uint64_t seed) {
+  Result& r = c.result;
+  if (r.status != Status::kOk) return;
+  if (r.samples_s.empty()) {
+    r.status = Status::kSkipped;
+    r.reason = "interrupted before its first sample";
+    return;
   }
+  r.stats = summarize(r.samples_s, seed);
+  r.derived = derive(r.kase, r.stats, load, peaks);
+  r.stages = c.kernel->stage_seconds();
+  for (StageTime& s : r.stages) s.seconds /= static_cast<double>(std::max<int64_t>(c.calls, 1));
+}
+
+void run_case(const Case& c, const std::vector<std::string>& impls, const HarnessOptions& o,
+              Report& report) {
   omp_set_num_threads(c.threads);
   set_blas_threads(c.threads);
-  r.blas = blas_info();
-  try {
-    auto start = Clock::now();
-    kernel->prepare(problem, c.threads);
-    r.setup_s = seconds_since(start);
-    kernel->run(0);
-    r.correctness = oracle.check(kernel->output(), kernel->selected_experts());
-    if (!r.correctness->pass) {
-      r.status = Status::kFailed;
-      r.reason = fmt::format("output differs from the FP64 oracle (max rel err {:.3g} > {:.3g}, "
-                             "{} selection mismatches)",
-                             r.correctness->max_rel_err, r.correctness->tolerance,
-                             r.correctness->selection_mismatches);
-      return r;
+  // The layer count is chosen before the data exists, from the experts that T*k uniform
+  // assignments are expected to touch: E * (1 - (1 - k/E)^T).
+  const double experts = static_cast<double>(c.shape.experts);
+  const double expected_active =
+      experts * (1 - std::pow(1 - static_cast<double>(c.shape.top_k) / experts,
+                        static_cast<double>(c.shape.tokens)));
+  const int64_t layers =
+      cold_layers(c, o.cache, std::max<int64_t>(1, std::llround(expected_active)),
+                  last_level_cache_bytes(), memory_available_bytes());
+  Problem problem = make_problem(c.shape, c.dtype, c.seed, layers);
+  Oracle oracle(problem, 0, o.oracle_flop_budget);
+  const Load load = oracle.load();
+
+  std::vector<Contender> contenders;
+  for (const std::string& impl : impls) {
+    Contender k;
+    k.result.kase = c;
+    k.result.impl = impl;
+    k.result.load = load;
+    k.result.layers = layers;
+    k.kernel = make_kernel(impl);
+    if (auto why = k.kernel->unavailable_reason()) {
+      k.result.reason = *why;
+    } else if (auto why_not = k.kernel->can_run(c.shape, c.dtype)) {
+      k.result.reason = *why_not;
+    } else {
+      k.result.blas = blas_info();
+      k.result.status = Status::kOk;
+      try {
+        if (prepare_and_check(k, problem, oracle)) calibrate(k, o);
+      } catch (const std::exception& e) {
+        k.result.status = Status::kFailed;
+        k.result.reason = fmt::format("{} threw: {}", impl, e.what());
+      }
     }
-    r.layers = static_cast<int64_t>(problem.layers.size());
-    r.samples_s = time_calls(*kernel, r.layers, options.reps, options.warmup);
-  } catch (const std::exception& e) {
-    r.status = Status::kFailed;
-    r.reason = fmt::format("{} threw: {}", impl, e.what());
-    return r;
+    contenders.push_back(std::move(k));
   }
-  r.status = Status::kOk;
-  r.stats = summarize(r.samples_s);
-  r.derived = derive(c, r.stats, load);
-  return r;
+
+  std::vector<Contender*> timed;
+  for (auto& k : contenders) {
+    if (k.result.status == Status::kOk) {
+      k.kernel->reset_stages();
+      k.calls = 0;
+      timed.push_back(&k);
+    }
+  }
+  std::mt19937_64 rng(o.seed ^ (static_cast<uint64_t>(report.results.size()) * 0x9e3779b9ULL));
+  const auto start = Clock::now();
+  for (int64_t round = 0; !timed.empty(); ++round) {
+    const double elapsed = seconds_since(start);
+    if (round >= o.reps && elapsed >= o.min_time_s) break;
+    if (round > 0 && elapsed >= o.max_time_s) break;
+    std::shuffle(timed.begin(), timed.end(), rng);
+    for (Contender* k : timed) {
+      if (interrupt_requested()) break;
+      k->result.samples_s.push_back(k->sample());
+    }
+    if (interrupt_requested()) {
+      report.interrupted = true;
+      break;
+    }
+  }
+
+  const Peaks* peaks = peaks_for(report, c.threads);
+  for (auto& k : contenders) finish(k, load, peaks, o.seed);
+  const Contender* base = nullptr;
+  for (const auto& k : contenders) {
+    if (k.result.impl == o.baseline && k.result.status == Status::kOk) base = &k;
+  }
+  for (const auto& k : contenders) {
+    report.results.push_back(k.result);
+    if (base == nullptr || &k == base || k.result.status != Status::kOk) continue;
+    report.comparisons.push_back(
+        {c, k.result.impl, base->result.impl,
+         speedup(k.result.samples_s, base->result.samples_s, o.seed)});
+  }
 }
 
 }  // namespace
@@ -83,36 +194,36 @@ std::string_view to_string(Status s) {
   return "?";
 }
 
-std::vector<double> time_calls(Kernel& kernel, int64_t layers, int reps, int warmup) {
-  for (int i = 0; i < warmup; ++i) kernel.run(i % layers);
-  std::vector<double> samples;
-  samples.reserve(static_cast<size_t>(reps));
-  for (int i = 0; i < reps; ++i) {
-    auto start = Clock::now();
-    kernel.run(i % layers);
-    samples.push_back(seconds_since(start));
-  }
-  return samples;
+std::string_view to_string(CacheMode m) { return m == CacheMode::kCold ? "cold" : "warm"; }
+
+int64_t cold_layers(const Case& c, CacheMode mode, int64_t active_experts, int64_t llc_bytes,
+                    int64_t available_bytes) {
+  if (mode == CacheMode::kWarm) return 1;
+  const double touched = forward_bytes(c.shape, c.dtype, active_experts);
+  auto layers = static_cast<int64_t>(std::ceil(2.0 * static_cast<double>(llc_bytes) / touched));
+  layers = std::clamp<int64_t>(layers, 1, 64);
+  const int64_t per_layer = std::max<int64_t>(layer_weight_bytes(c.shape, c.dtype), 1);
+  // Never let the extra layers take more than half of the available memory.
+  const int64_t fit = std::max<int64_t>(1, available_bytes / 2 / per_layer);
+  return std::min(layers, fit);
 }
 
-std::vector<Result> run_cases(const std::vector<Case>& cases, const std::vector<std::string>& impls,
-                              const HarnessOptions& options, const ProgressFn& progress) {
-  std::vector<Result> results;
-  const auto total = static_cast<int64_t>(cases.size() * impls.size());
-  int64_t step = 0;
-  for (const Case& c : cases) {
-    omp_set_num_threads(c.threads);
-    Problem problem = make_problem(c.shape, c.dtype, c.seed);
-    Oracle oracle(problem, 0, options.oracle_flop_budget);
-    Load load = oracle.load();
-    for (const std::string& impl : impls) {
-      if (progress) progress(step, total, impl);
-      results.push_back(run_one(c, impl, problem, oracle, load, options));
-      ++step;
+void request_interrupt() { g_interrupted.store(true); }
+bool interrupt_requested() { return g_interrupted.load(); }
+
+void run_cases(const std::vector<Case>& cases, const std::vector<std::string>& impls,
+               const HarnessOptions& options, Report& report, const ProgressFn& progress) {
+  report.cache = options.cache;
+  const auto total = static_cast<int64_t>(cases.size());
+  for (int64_t i = 0; i < total; ++i) {
+    if (interrupt_requested()) {
+      report.interrupted = true;
+      break;
     }
+    if (progress) progress(i, total, fmt::format("case {} of {}", i + 1, total));
+    run_case(cases[i], impls, options, report);
   }
   if (progress) progress(total, total, "done");
-  return results;
 }
 
 }  // namespace moe_bench

@@ -161,6 +161,34 @@ BlasInfo blas_info() {
 
 void set_blas_threads(int threads) { openblas_set_num_threads(threads); }
 
+namespace {
+
+std::string read_line(const std::string& path) {
+  std::ifstream in(path);
+  std::string line;
+  std::getline(in, line);
+  return line;
+}
+
+int64_t parse_cache_size(const std::string& text) {
+  if (text.empty()) return 0;
+  int64_t v = std::atoll(text.c_str());
+  if (text.back() == 'K') v <<= 10;
+  if (text.back() == 'M') v <<= 20;
+  return v;
+}
+
+}  // namespace
+
+int64_t last_level_cache_bytes() {
+  int64_t best = 0;
+  for (int i = 0; i < 8; ++i) {
+    const std::string dir = "/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(i);
+    best = std::max(best, parse_cache_size(read_line(dir + "/size")));
+  }
+  return best > 0 ? best : int64_t{32} << 20;
+}
+
 int64_t memory_available_bytes() { return meminfo_kib("MemAvailable") * 1024; }
 
 SystemInfo system_info() {
@@ -171,6 +199,22 @@ SystemInfo system_info() {
     if (cpu_features().has(f)) s.features.emplace_back(f);
   }
   s.logical_cpus = static_cast<int>(sysconf(_SC_NPROCESSORS_ONLN));
+  for (int i = 0; i < 8; ++i) {
+    const std::string dir = "/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(i);
+    const std::string size = read_line(dir + "/size");
+    if (size.empty()) continue;
+    const std::string level = read_line(dir + "/level"), type = read_line(dir + "/type");
+    const std::string kind = type == "Data" ? "d" : type == "Instruction" ? "i" : "";
+    s.caches += (s.caches.empty() ? "" : ", ") + ("L" + level + kind + " " + size);
+  }
+  s.governor = read_line("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor");
+  if (s.governor.empty()) s.governor = "unknown";
+  const std::string no_turbo = read_line("/sys/devices/system/cpu/intel_pstate/no_turbo");
+  const std::string boost = read_line("/sys/devices/system/cpu/cpufreq/boost");
+  s.turbo = !no_turbo.empty() ? (no_turbo == "0" ? "on" : "off")
+            : !boost.empty()  ? (boost == "1" ? "on" : "off")
+                              : "unknown";
+  s.load_average = std::atof(read_line("/proc/loadavg").c_str());
   s.memory_total_bytes = meminfo_kib("MemTotal") * 1024;
   s.memory_available_bytes = memory_available_bytes();
   s.tool_version = MOE_BENCH_VERSION;

@@ -27,20 +27,22 @@ std::string slurp(const std::string& path) {
   return text;
 }
 
-Outcome moe_bench(const std::string& args) {
+Outcome moe_bench_with_prefix(const std::string& prefix, const std::string& args) {
   namespace fs = std::filesystem;
   const fs::path dir = fs::temp_directory_path();
   static int calls = 0;
   const std::string tag = std::to_string(getpid()) + "_" + std::to_string(++calls);
   const std::string out = (dir / ("moe_bench_cli_out_" + tag)).string();
   const std::string err = (dir / ("moe_bench_cli_err_" + tag)).string();
-  const std::string cmd = std::string(MOE_BENCH_EXE) + " " + args + " >" + out + " 2>" + err;
+  const std::string cmd = prefix + MOE_BENCH_EXE + " " + args + " >" + out + " 2>" + err;
   const int status = std::system(cmd.c_str());
   Outcome o{WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(out), slurp(err)};
   fs::remove(out);
   fs::remove(err);
   return o;
 }
+
+Outcome moe_bench(const std::string& args) { return moe_bench_with_prefix("", args); }
 
 int lines(const std::string& s) { return static_cast<int>(std::count(s.begin(), s.end(), '\n')); }
 
@@ -101,7 +103,7 @@ TEST_CASE("run writes a JSON report that parses and carries the schema version")
   const fs::path path = fs::temp_directory_path() / "moe_bench_cli_run.json";
   fs::remove(path);
   Outcome o = moe_bench("run --experts 4,6 --top-k 2 --d-model 32 --d-ff 24 --tokens 1,5 "
-                        "--routing uniform,zipf:1.1 --reps 2 --quiet --format json --json " +
+                        "--routing uniform,zipf:1.1 --reps 2 --min-time 0 --quiet --format json --json " +
                         path.string());
   REQUIRE(o.code == 0);
   auto from_stdout = nlohmann::json::parse(o.out);
@@ -121,17 +123,17 @@ TEST_CASE("run writes a JSON report that parses and carries the schema version")
 
 TEST_CASE("csv and jsonl print one row per result for sweeps") {
   Outcome csv = moe_bench("run --experts 4 --d-model 16 --d-ff 8 --tokens 1,2,3 --reps 1 "
-                          "--impl blas --format csv");
+                          "--min-time 0 --impl blas --format csv");
   REQUIRE(csv.code == 0);
   CHECK(lines(csv.out) == 4);
   Outcome jsonl = moe_bench("run --experts 4 --d-model 16 --d-ff 8 --tokens 1,2 --reps 1 "
-                            "--impl blas,naive --format jsonl");
+                            "--min-time 0 --impl blas,naive --format jsonl");
   REQUIRE(jsonl.code == 0);
   CHECK(lines(jsonl.out) == 4);
 }
 
 TEST_CASE("the blas baseline reports the OpenBLAS kernel it ran on") {
-  Outcome o = moe_bench("run --experts 4 --d-model 16 --d-ff 8 --tokens 2 --reps 1 --impl blas "
+  Outcome o = moe_bench("run --experts 4 --d-model 16 --d-ff 8 --tokens 2 --reps 1 --min-time 0 --impl blas "
                         "--format json --blas-core auto");
   REQUIRE(o.code == 0);
   auto j = nlohmann::json::parse(o.out);
@@ -141,4 +143,39 @@ TEST_CASE("the blas baseline reports the OpenBLAS kernel it ran on") {
                               chosen_by.find("detection") != std::string::npos;
   CHECK(chosen_by_tool);
   CHECK(j["results"][0]["blas"]["core"] == j["context"]["blas"]["core"]);
+}
+
+TEST_CASE("report renders a saved run as Markdown") {
+  namespace fs = std::filesystem;
+  const fs::path json = fs::temp_directory_path() / "moe_bench_cli_report.json";
+  const fs::path md = fs::temp_directory_path() / "moe_bench_cli_report.md";
+  fs::remove(md);
+  REQUIRE(moe_bench("run --experts 4 --d-model 16 --d-ff 8 --tokens 2 --reps 3 --min-time 0 "
+                    "--quiet --json " + json.string()).code == 0);
+  Outcome o = moe_bench("report " + json.string() + " --md " + md.string());
+  CHECK(o.code == 0);
+  const std::string text = slurp(md.string());
+  CHECK(text.find("# moe-bench report") != std::string::npos);
+  CHECK(text.find("| E4 k2 d16 f8 T=2 | blas | ok |") != std::string::npos);
+  CHECK(text.find("## Speed-ups") != std::string::npos);
+  expect_usage_error("report " + md.string(), "not valid JSON");
+  fs::remove(json);
+  fs::remove(md);
+}
+
+TEST_CASE("ctrl-c finishes the current sample and writes what finished, marked interrupted") {
+  namespace fs = std::filesystem;
+  const fs::path json = fs::temp_directory_path() / "moe_bench_cli_interrupt.json";
+  fs::remove(json);
+  // A long sampling budget that SIGINT cuts short after about two seconds.
+  Outcome o = moe_bench_with_prefix("timeout --preserve-status -s INT 2 ",
+                                    "run --experts 4 --d-model 16 --d-ff 8 --tokens 1,2,3 "
+                                    "--reps 1000000 --min-time 100 --max-time 100 --quiet --json " +
+                                        json.string());
+  CHECK(o.code == 130);
+  auto j = nlohmann::json::parse(slurp(json.string()));
+  CHECK(j["interrupted"] == true);
+  REQUIRE(j["results"].size() >= 1);
+  CHECK(j["results"][0]["stats"]["n"].get<int>() > 0);
+  fs::remove(json);
 }

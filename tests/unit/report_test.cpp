@@ -1,54 +1,80 @@
 #include <catch2/catch.hpp>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 
 #include "moe_bench/error.hpp"
 #include "moe_bench/report.hpp"
+#include "sample_report.hpp"
 
 using namespace moe_bench;
+using moe_bench::testing::sample_report;
 
 namespace {
 
-Report sample_report() {
-  Report report;
-  report.system.cpu_model = "Test CPU";
-  report.system.build_type = "Release";
-  report.system.blas.core = "SkylakeX";
-  Result ok;
-  ok.kase.shape.tokens = 4;
-  ok.kase.threads = 2;
-  ok.impl = "blas";
-  ok.status = Status::kOk;
-  ok.correctness = Correctness{true, 1e-7, 2e-7, 1e-14, 1e-4, 4, 0, 0, 0};
-  ok.samples_s = {0.002, 0.001, 0.003};
-  ok.stats = summarize(ok.samples_s);
-  ok.derived.tokens_per_s = 2000;
-  ok.load.tokens_per_expert = {1, 2, 0, 5, 0, 0, 0, 0};
-  Result skipped;
-  skipped.impl = "naive";
-  skipped.reason = "too slow, \"really\"";
-  report.results = {ok, skipped};
-  return report;
+std::string read_text(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+// Compares with tests/golden/NAME; MOE_BENCH_UPDATE_GOLDEN=1 rewrites the file instead.
+void check_golden(const std::string& name, const std::string& actual) {
+  const std::filesystem::path path = std::filesystem::path(MOE_BENCH_GOLDEN_DIR) / name;
+  if (std::getenv("MOE_BENCH_UPDATE_GOLDEN") != nullptr) {
+    std::ofstream(path, std::ios::binary) << actual;
+  }
+  INFO("golden file " << path << " (MOE_BENCH_UPDATE_GOLDEN=1 rewrites it)");
+  CHECK(actual == read_text(path));
 }
 
 }  // namespace
+
+TEST_CASE("every exporter matches its golden file") {
+  const Report report = sample_report();
+  check_golden("report.json", render_json(report));
+  check_golden("report.jsonl", render_jsonl(report));
+  check_golden("report.csv", render_csv(report));
+  check_golden("report.md", render_markdown(report));
+  check_golden("report.txt", render_table(report));
+}
 
 TEST_CASE("the JSON report carries the schema version and the design's names") {
   auto j = nlohmann::json::parse(render_json(sample_report()));
   CHECK(j["schema_version"] == kSchemaVersion);
   CHECK(j["context"]["cpu"]["model"] == "Test CPU");
   CHECK(j["context"]["blas"]["core"] == "SkylakeX");
-  const auto& r = j["results"][0];
+  CHECK(j["context"]["peaks"]["fp32_gflops"] == 500.0);
+  const auto& r = j["results"][1];
   CHECK(r["impl"] == "blas");
   CHECK(r["status"] == "ok");
   CHECK(r["case"]["tokens"] == 4);
   CHECK(r["stats"]["median_s"] == 0.002);
+  CHECK(r["stats"]["median_ci_s"].size() == 2);
+  CHECK(r["derived"]["bound"] == "memory");
   CHECK(r["correctness"]["pass"] == true);
-  CHECK(r["samples_s"].size() == 3);
   CHECK(r["load"]["tokens_per_expert"][3] == 5);
-  CHECK(j["results"][1]["status"] == "skipped");
-  CHECK(j["results"][1]["correctness"].is_null());
+  CHECK(j["results"][2]["correctness"].is_null());
+  CHECK(j["comparisons"][0]["a"] == "naive");
+  CHECK(j["comparisons"][0]["faster_with_confidence"] == false);
+}
+
+TEST_CASE("a saved report reads back to the same report") {
+  const Report report = sample_report();
+  const std::string json = render_json(report);
+  CHECK(render_json(parse_report(json, "mem")) == json);
+  CHECK(render_markdown(parse_report(json, "mem")) == render_markdown(report));
+}
+
+TEST_CASE("malformed or foreign JSON is refused with the reason") {
+  CHECK_THROWS_WITH(parse_report("{nope", "a.json"), Catch::Contains("not valid JSON"));
+  CHECK_THROWS_WITH(parse_report("[1,2]", "a.json"), Catch::Contains("no schema_version"));
+  CHECK_THROWS_WITH(parse_report(R"({"schema_version": 2})", "a.json"),
+                    Catch::Contains("schema version 2"));
+  auto j = nlohmann::json::parse(render_json(sample_report()));
+  j["results"][0].erase("stats");
+  CHECK_THROWS_WITH(parse_report(j.dump(), "a.json"), Catch::Contains("malformed"));
+  CHECK_THROWS_AS(read_report("/nonexistent/r.json"), UsageError);
 }
 
 TEST_CASE("JSONL has one parseable row per result and CSV one line per result") {
@@ -58,15 +84,32 @@ TEST_CASE("JSONL has one parseable row per result and CSV one line per result") 
   int rows = 0;
   while (std::getline(jsonl, line)) {
     auto row = nlohmann::json::parse(line);
-    CHECK(row.contains("median_s"));
+    CHECK(row.contains("median_ci_low_s"));
     ++rows;
   }
-  CHECK(rows == 2);
+  CHECK(rows == 4);
   std::string csv = render_csv(report);
-  CHECK(std::count(csv.begin(), csv.end(), '\n') == 3);
+  CHECK(std::count(csv.begin(), csv.end(), '\n') == 5);
   CHECK(csv.rfind("impl,status,preset,", 0) == 0);
   // A field with a comma or quote is quoted, quotes doubled.
-  CHECK(csv.find("\"too slow, \"\"really\"\"\"") != std::string::npos);
+  CHECK(csv.find("\"no CUDA device, \"\"really\"\"\"") != std::string::npos);
+}
+
+TEST_CASE("warnings name noisy results, debug builds, fallback kernels and busy machines") {
+  Report report = sample_report();
+  report.system.build_type = "Debug";
+  report.system.blas.fallback = true;
+  report.system.load_average = 1.5;
+  report.results[0].stats.cv = 0.08;
+  auto w = collect_warnings(report);
+  auto has = [&](const std::string& text) {
+    return std::any_of(w.begin(), w.end(),
+                       [&](const std::string& x) { return x.find(text) != std::string::npos; });
+  };
+  CHECK(has("Debug build"));
+  CHECK(has("OpenBLAS runs its SkylakeX kernel"));
+  CHECK(has("busy machine"));
+  CHECK(has("noisy: naive"));
 }
 
 TEST_CASE("reports are written atomically and unwritable paths are refused up front") {
@@ -77,9 +120,7 @@ TEST_CASE("reports are written atomically and unwritable paths are refused up fr
   fs::path out = dir / "r.json";
   check_writable(out);
   write_file_atomically(out, "{}\n");
-  std::ifstream in(out);
-  std::string text((std::istreambuf_iterator<char>(in)), {});
-  CHECK(text == "{}\n");
+  CHECK(read_text(out) == "{}\n");
   CHECK(std::distance(fs::directory_iterator(dir), fs::directory_iterator()) == 1);
   CHECK_THROWS_AS(check_writable(dir / "missing" / "r.json"), UsageError);
   CHECK_THROWS_AS(check_writable(dir), UsageError);

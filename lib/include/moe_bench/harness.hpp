@@ -11,21 +11,33 @@
 namespace moe_bench {
 
 struct HarnessOptions {
-  int reps = 20;                    ///< timed calls per result
-  int warmup = 1;                   ///< untimed calls before them
+  int reps = 20;                    ///< at least this many samples per result
+  double min_time_s = 0.5;          ///< and at least this much sampling per case
+  double max_time_s = 30.0;         ///< but stop sampling a case after this long
+  double min_sample_s = 0.005;      ///< inner repetitions make a sample at least this long
+  int warmup = 1;                   ///< untimed calls before calibration
+  CacheMode cache = CacheMode::kCold;
+  uint64_t seed = 1;                ///< interleaving order and bootstrap
+  std::string baseline = "blas";    ///< speed-ups are of each implementation over this one
   double oracle_flop_budget = 2e9;  ///< FP64 oracle work per case (token sample beyond it)
 };
 
-/// Called before each step with (step, total steps, what).
+/// Called before each case with (case index, number of cases, what).
 using ProgressFn = std::function<void(int64_t, int64_t, const std::string&)>;
 
-/// Times `reps` calls of `run` after `warmup` untimed ones, cycling through `layers` weight sets;
-/// returns seconds per call. The seam the statistics engine grows from.
-std::vector<double> time_calls(Kernel& kernel, int64_t layers, int reps, int warmup);
+/// Independent weight sets for cold-cache timing: enough that the weights one round of calls
+/// touches exceed twice the last-level cache, at most 64, and bounded by memory. 1 when warm.
+int64_t cold_layers(const Case& c, CacheMode mode, int64_t active_experts, int64_t llc_bytes,
+                    int64_t available_bytes);
 
-/// Runs every implementation on every case: generate data, check against the oracle, time.
-/// A result that fails correctness is reported as failed and not timed.
-std::vector<Result> run_cases(const std::vector<Case>& cases, const std::vector<std::string>& impls,
-                              const HarnessOptions& options, const ProgressFn& progress = {});
+/// Asks the harness to stop after the current sample (from a SIGINT handler: async-safe).
+void request_interrupt();
+bool interrupt_requested();
+
+/// Runs every implementation on every case: generate data, check each against the oracle, then
+/// time them interleaved, a sample each in a seeded random order per round. A result that fails
+/// correctness is reported as failed and not timed. Fills results, comparisons, interrupted.
+void run_cases(const std::vector<Case>& cases, const std::vector<std::string>& impls,
+               const HarnessOptions& options, Report& report, const ProgressFn& progress = {});
 
 }  // namespace moe_bench

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "moe_bench/problem.hpp"
+#include "moe_bench/result.hpp"
 #include "moe_bench/shape.hpp"
 
 namespace moe_bench {
@@ -41,6 +42,10 @@ class Kernel {
   virtual std::span<const float> output() const = 0;
   /// The k experts each token selected in the last run, in rank order, before capacity [T*k].
   virtual std::span<const int32_t> selected_experts() const = 0;
+  /// Cumulative seconds per stage since the last reset, for implementations that time their
+  /// stages; empty otherwise.
+  virtual std::vector<StageTime> stage_seconds() const { return {}; }
+  virtual void reset_stages() {}
 };
 
 using KernelFactory = std::unique_ptr<Kernel> (*)();

@@ -14,7 +14,7 @@ namespace moe_bench {
 /// Version of the JSON document; bumped when a fixed name changes meaning.
 inline constexpr int kSchemaVersion = 1;
 
-enum class Format { kTable, kJson, kJsonl, kCsv };
+enum class Format { kTable, kJson, kJsonl, kCsv, kMarkdown };
 Format parse_format(std::string_view s);
 
 /// Exporters: pure functions of a report, one file each under src/report/.
@@ -25,11 +25,22 @@ std::string render_csv(const Report& report);
 std::string render_table(const Report& report);
 std::string render(const Report& report, Format format);
 
-/// Warnings about the run's trustworthiness (debug build, fallback BLAS kernel, ...).
-std::vector<std::string> report_warnings(const Report& report);
+std::string render_markdown(const Report& report);
+
+/// Parses a JSON report of this schema version; throws UsageError naming the source and the
+/// problem (not JSON, no or another schema_version, missing or mistyped field).
+Report parse_report(std::string_view text, std::string_view source);
+Report read_report(const std::filesystem::path& path);
+
+/// Warnings about the run's trustworthiness: noisy results (CV above 5%), a debug build, a
+/// fallback BLAS kernel, a busy machine. A pure function of the report.
+std::vector<std::string> collect_warnings(const Report& report);
 
 /// One flat row per result (the columns of JSONL and CSV), in a fixed column order.
 std::vector<std::pair<std::string, nlohmann::json>> flat_row(const Result& result);
+
+/// A short human label of a case, e.g. "E8 k2 d1024 f4096 T=32 zipf:1.2".
+std::string case_label(const Case& c);
 
 /// Case fields as the JSON names them.
 nlohmann::json case_to_json(const Case& c);

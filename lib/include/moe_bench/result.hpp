@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "moe_bench/correctness.hpp"
+#include "moe_bench/roofline.hpp"
 #include "moe_bench/routing.hpp"
 #include "moe_bench/shape.hpp"
 #include "moe_bench/stats.hpp"
@@ -27,7 +28,18 @@ std::string_view to_string(Status s);
 /// Figures derived from the median time and the design's FLOP and byte counts.
 struct Derived {
   double tokens_per_s = 0, gflops = 0, gbytes_per_s = 0;
+  double roofline_pct = 0;  ///< the roofline bound's time as a percentage of the median
+  std::string bound;        ///< "compute" or "memory"
 };
+
+/// Time per call of one stage of an implementation (route, dispatch, experts, combine).
+struct StageTime {
+  std::string name;
+  double seconds = 0;
+};
+
+enum class CacheMode { kCold, kWarm };
+std::string_view to_string(CacheMode m);
 
 /// One implementation on one case.
 struct Result {
@@ -43,12 +55,25 @@ struct Result {
   BlasInfo blas;
   double setup_s = 0;  ///< prepare() time
   int64_t layers = 1;  ///< independent weight sets the samples rotated through
+  int64_t inner_reps = 1;  ///< calls per sample (calibrated to the minimum sample time)
+  std::vector<StageTime> stages;
+};
+
+/// Speed-up of implementation `a` over `b` on one case.
+struct Comparison {
+  Case kase;
+  std::string a, b;
+  Speedup speedup;
 };
 
 /// One run of the tool: where it ran and what it found.
 struct Report {
   SystemInfo system;
+  std::vector<Peaks> peaks;  ///< measured once per thread count used
+  CacheMode cache = CacheMode::kCold;
   std::vector<Result> results;
+  std::vector<Comparison> comparisons;
+  std::vector<std::string> warnings;
   bool interrupted = false;
 };
 

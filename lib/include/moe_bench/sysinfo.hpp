@@ -53,11 +53,18 @@ BlasInfo blas_info();
 /// Sets the number of OpenBLAS threads.
 void set_blas_threads(int threads);
 
+/// Bytes of the last-level cache (from sysfs; 32 MiB when unreadable).
+int64_t last_level_cache_bytes();
+
 /// Machine facts every report carries.
 struct SystemInfo {
   std::string cpu_model;
   std::vector<std::string> features;  ///< the SIMD features that matter to the kernels
   int logical_cpus = 0;
+  std::string caches;    ///< e.g. "L1d 48K, L2 1024K, L3 32768K"
+  std::string governor;  ///< cpufreq scaling governor, or "unknown"
+  std::string turbo;     ///< "on", "off" or "unknown"
+  double load_average = 0;  ///< 1-minute load average when the run started
   int64_t memory_total_bytes = 0;
   int64_t memory_available_bytes = 0;
   std::string tool_version, git_commit, build_type, compiler, cxx_flags;

@@ -1,5 +1,8 @@
 #include <fmt/format.h>
 
+#include <fstream>
+
+#include "moe_bench/error.hpp"
 #include "moe_bench/report.hpp"
 
 namespace moe_bench {
@@ -19,13 +22,38 @@ nlohmann::json case_to_json(const Case& c) {
               {"dtype", to_string(c.dtype)},
               {"activation", to_string(s.activation)},
               {"routing", to_string(s.skew)},
-              {"router", routing_label(s.routing)},
+              {"router",
+               {{"label", routing_label(s.routing)},
+                {"scoring", to_string(s.routing.scoring)},
+                {"renormalize", s.routing.renormalize},
+                {"scale", s.routing.scale},
+                {"selection_bias", s.routing.selection_bias},
+                {"groups", s.routing.groups},
+                {"topk_groups", s.routing.topk_groups}}},
               {"capacity_factor", s.capacity_factor},
               {"threads", c.threads},
               {"seed", c.seed}};
 }
 
 namespace {
+
+json stats_to_json(const Stats& s) {
+  return {{"n", s.n},
+          {"median_s", s.median_s},
+          {"mean_s", s.mean_s},
+          {"stddev_s", s.stddev_s},
+          {"cv", s.cv},
+          {"min_s", s.min_s},
+          {"max_s", s.max_s},
+          {"p50_s", s.p50_s},
+          {"p90_s", s.p90_s},
+          {"p95_s", s.p95_s},
+          {"p99_s", s.p99_s},
+          {"median_ci_s", s.median_ci_s},
+          {"mean_ci_s", s.mean_ci_s},
+          {"outliers_mild", s.outliers_mild},
+          {"outliers_severe", s.outliers_severe}};
+}
 
 json result_to_json(const Result& r) {
   json j{{"case", case_to_json(r.kase)},
@@ -47,13 +75,12 @@ json result_to_json(const Result& r) {
     j["correctness"] = nullptr;
   }
   j["samples_s"] = r.samples_s;
-  j["stats"] = {{"n", r.stats.n},           {"median_s", r.stats.median_s},
-                {"mean_s", r.stats.mean_s}, {"stddev_s", r.stats.stddev_s},
-                {"cv", r.stats.cv},         {"min_s", r.stats.min_s},
-                {"max_s", r.stats.max_s}};
+  j["stats"] = stats_to_json(r.stats);
   j["derived"] = {{"tokens_per_s", r.derived.tokens_per_s},
                   {"gflops", r.derived.gflops},
-                  {"gbytes_per_s", r.derived.gbytes_per_s}};
+                  {"gbytes_per_s", r.derived.gbytes_per_s},
+                  {"roofline_pct", r.derived.roofline_pct},
+                  {"bound", r.derived.bound}};
   j["load"] = {{"tokens_per_expert", r.load.tokens_per_expert},
                {"imbalance", r.load.imbalance},
                {"dropped", r.load.dropped},
@@ -62,28 +89,42 @@ json result_to_json(const Result& r) {
   j["blas"] = {{"core", r.blas.core}, {"threads", r.blas.threads}};
   j["setup_s"] = r.setup_s;
   j["layers"] = r.layers;
+  j["inner_reps"] = r.inner_reps;
+  json stages = json::array();  // an array keeps the stages in pipeline order
+  for (const StageTime& s : r.stages) stages.push_back({{"name", s.name}, {"seconds", s.seconds}});
+  j["stages_s"] = stages;
   return j;
 }
 
 }  // namespace
 
-std::vector<std::string> report_warnings(const Report& report) {
-  std::vector<std::string> w;
-  const SystemInfo& s = report.system;
-  if (s.build_type != "Release" && s.build_type != "RelWithDebInfo") {
-    w.push_back(fmt::format("{} build: timings are not representative", s.build_type));
-  }
-  if (s.blas.fallback) {
-    w.push_back(fmt::format("OpenBLAS runs its {} kernel, slower than this CPU supports ({})",
-                            s.blas.core, best_blas_core(cpu_features())));
-  }
-  return w;
-}
-
 nlohmann::json to_json(const Report& report) {
   const SystemInfo& s = report.system;
   json results = json::array();
   for (const Result& r : report.results) results.push_back(result_to_json(r));
+  json comparisons = json::array();
+  for (const Comparison& c : report.comparisons) {
+    comparisons.push_back({{"case", case_to_json(c.kase)},
+                           {"a", c.a},
+                           {"b", c.b},
+                           {"speedup", c.speedup.ratio},
+                           {"speedup_ci", c.speedup.ci},
+                           {"faster_with_confidence", c.speedup.faster_with_confidence}});
+  }
+  json peaks = json::array();
+  for (const Peaks& p : report.peaks) {
+    peaks.push_back({{"threads", p.threads},
+                     {"fp32_gflops", p.fp32_gflops},
+                     {"read_gbytes_per_s", p.read_gbytes_per_s},
+                     {"fma_isa", p.fma_isa}});
+  }
+  // The design's context.peaks: the peaks at the most threads used.
+  json main_peaks = nullptr;
+  if (!report.peaks.empty()) {
+    auto top = std::max_element(report.peaks.begin(), report.peaks.end(),
+                                [](const Peaks& a, const Peaks& b) { return a.threads < b.threads; });
+    main_peaks = peaks[top - report.peaks.begin()];
+  }
   return json{
       {"schema_version", kSchemaVersion},
       {"tool",
@@ -93,19 +134,204 @@ nlohmann::json to_json(const Report& report) {
         {"compiler", s.compiler},
         {"cxx_flags", s.cxx_flags}}},
       {"context",
-       {{"cpu", {{"model", s.cpu_model}, {"features", s.features}, {"threads", s.logical_cpus}}},
-        {"memory", {{"total_bytes", s.memory_total_bytes},
-                    {"available_bytes", s.memory_available_bytes}}},
-        {"blas", {{"core", s.blas.core}, {"threads", s.blas.threads},
-                  {"chosen_by", s.blas.chosen_by}, {"fallback", s.blas.fallback}}},
+       {{"cpu",
+         {{"model", s.cpu_model},
+          {"features", s.features},
+          {"threads", s.logical_cpus},
+          {"caches", s.caches},
+          {"governor", s.governor},
+          {"turbo", s.turbo}}},
+        {"load_average", s.load_average},
+        {"memory",
+         {{"total_bytes", s.memory_total_bytes}, {"available_bytes", s.memory_available_bytes}}},
+        {"blas",
+         {{"core", s.blas.core},
+          {"threads", s.blas.threads},
+          {"chosen_by", s.blas.chosen_by},
+          {"fallback", s.blas.fallback}}},
+        {"peaks", main_peaks},
+        {"peaks_by_threads", peaks},
+        {"cache_mode", to_string(report.cache)},
         {"cuda", s.cuda_available ? json(s.cuda) : json(nullptr)},
         {"cuda_status", s.cuda},
-        {"warnings", report_warnings(report)}}},
+        {"warnings", report.warnings}}},
       {"interrupted", report.interrupted},
       {"results", results},
-      {"comparisons", json::array()}};
+      {"comparisons", comparisons}};
 }
 
 std::string render_json(const Report& report) { return to_json(report).dump(2) + "\n"; }
+
+namespace {
+
+Scoring parse_scoring(const std::string& s) {
+  for (Scoring v : {Scoring::kSoftmax, Scoring::kSigmoid, Scoring::kSoftmaxTopk}) {
+    if (to_string(v) == s) return v;
+  }
+  throw UsageError(fmt::format("unknown router scoring '{}'", s));
+}
+
+Status parse_status(const std::string& s) {
+  for (Status v : {Status::kOk, Status::kFailed, Status::kSkipped}) {
+    if (to_string(v) == s) return v;
+  }
+  throw UsageError(fmt::format("unknown result status '{}'", s));
+}
+
+Case case_from_json(const json& j) {
+  Case c;
+  Shape& s = c.shape;
+  s.preset = j.at("preset").is_null() ? "" : j.at("preset").get<std::string>();
+  s.experts = j.at("experts");
+  s.top_k = j.at("top_k");
+  s.d_model = j.at("d_model");
+  s.d_ff = j.at("d_ff");
+  s.tokens = j.at("tokens");
+  s.shared_experts = j.at("shared_experts");
+  s.d_ff_shared = j.at("d_ff_shared");
+  c.dtype = parse_dtype(j.at("dtype").get<std::string>());
+  s.activation = parse_activation(j.at("activation").get<std::string>());
+  s.skew = parse_skew(j.at("routing").get<std::string>());
+  const json& r = j.at("router");
+  s.routing.scoring = parse_scoring(r.at("scoring"));
+  s.routing.renormalize = r.at("renormalize");
+  s.routing.scale = r.at("scale");
+  s.routing.selection_bias = r.at("selection_bias");
+  s.routing.groups = r.at("groups");
+  s.routing.topk_groups = r.at("topk_groups");
+  s.capacity_factor = j.at("capacity_factor");
+  c.threads = j.at("threads");
+  c.seed = j.at("seed");
+  return c;
+}
+
+Stats stats_from_json(const json& j) {
+  Stats s;
+  s.n = j.at("n");
+  s.median_s = j.at("median_s");
+  s.mean_s = j.at("mean_s");
+  s.stddev_s = j.at("stddev_s");
+  s.cv = j.at("cv");
+  s.min_s = j.at("min_s");
+  s.max_s = j.at("max_s");
+  s.p50_s = j.at("p50_s");
+  s.p90_s = j.at("p90_s");
+  s.p95_s = j.at("p95_s");
+  s.p99_s = j.at("p99_s");
+  s.median_ci_s = j.at("median_ci_s");
+  s.mean_ci_s = j.at("mean_ci_s");
+  s.outliers_mild = j.at("outliers_mild");
+  s.outliers_severe = j.at("outliers_severe");
+  return s;
+}
+
+Result result_from_json(const json& j) {
+  Result r;
+  r.kase = case_from_json(j.at("case"));
+  r.impl = j.at("impl");
+  r.status = parse_status(j.at("status"));
+  r.reason = j.at("reason");
+  if (!j.at("correctness").is_null()) {
+    const json& c = j.at("correctness");
+    r.correctness = Correctness{c.at("pass"),           c.at("max_abs_err"),
+                                c.at("max_rel_err"),    c.at("nmse"),
+                                c.at("tolerance"),      c.at("tokens_checked"),
+                                c.at("near_tie_tokens"), c.at("near_tie_reselected"),
+                                c.at("selection_mismatches")};
+  }
+  r.samples_s = j.at("samples_s").get<std::vector<double>>();
+  r.stats = stats_from_json(j.at("stats"));
+  const json& d = j.at("derived");
+  r.derived = {d.at("tokens_per_s"), d.at("gflops"), d.at("gbytes_per_s"), d.at("roofline_pct"),
+               d.at("bound")};
+  const json& l = j.at("load");
+  r.load.tokens_per_expert = l.at("tokens_per_expert").get<std::vector<int64_t>>();
+  r.load.imbalance = l.at("imbalance");
+  r.load.dropped = l.at("dropped");
+  r.load.aux_loss = l.at("aux_loss");
+  r.load.active_experts = l.at("active_experts");
+  r.blas.core = j.at("blas").at("core");
+  r.blas.threads = j.at("blas").at("threads");
+  r.setup_s = j.at("setup_s");
+  r.layers = j.at("layers");
+  r.inner_reps = j.at("inner_reps");
+  for (const json& stage : j.at("stages_s")) {
+    r.stages.push_back({stage.at("name"), stage.at("seconds")});
+  }
+  return r;
+}
+
+Report report_from_json(const json& j) {
+  Report report;
+  SystemInfo& s = report.system;
+  const json& tool = j.at("tool");
+  s.tool_version = tool.at("version");
+  s.git_commit = tool.at("git_commit");
+  s.build_type = tool.at("build_type");
+  s.compiler = tool.at("compiler");
+  s.cxx_flags = tool.at("cxx_flags");
+  const json& ctx = j.at("context");
+  const json& cpu = ctx.at("cpu");
+  s.cpu_model = cpu.at("model");
+  s.features = cpu.at("features").get<std::vector<std::string>>();
+  s.logical_cpus = cpu.at("threads");
+  s.caches = cpu.at("caches");
+  s.governor = cpu.at("governor");
+  s.turbo = cpu.at("turbo");
+  s.load_average = ctx.at("load_average");
+  s.memory_total_bytes = ctx.at("memory").at("total_bytes");
+  s.memory_available_bytes = ctx.at("memory").at("available_bytes");
+  const json& blas = ctx.at("blas");
+  s.blas = {blas.at("core"), blas.at("threads"), blas.at("chosen_by"), blas.at("fallback")};
+  for (const json& p : ctx.at("peaks_by_threads")) {
+    report.peaks.push_back({p.at("threads"), p.at("fp32_gflops"), p.at("read_gbytes_per_s"),
+                            p.at("fma_isa")});
+  }
+  report.cache = ctx.at("cache_mode") == "warm" ? CacheMode::kWarm : CacheMode::kCold;
+  s.cuda = ctx.at("cuda_status");
+  s.cuda_available = !ctx.at("cuda").is_null();
+  report.warnings = ctx.at("warnings").get<std::vector<std::string>>();
+  report.interrupted = j.at("interrupted");
+  for (const json& r : j.at("results")) report.results.push_back(result_from_json(r));
+  for (const json& c : j.at("comparisons")) {
+    Comparison cmp;
+    cmp.kase = case_from_json(c.at("case"));
+    cmp.a = c.at("a");
+    cmp.b = c.at("b");
+    cmp.speedup = {c.at("speedup"), c.at("speedup_ci"), c.at("faster_with_confidence")};
+    report.comparisons.push_back(cmp);
+  }
+  return report;
+}
+
+}  // namespace
+
+Report parse_report(std::string_view text, std::string_view source) {
+  json j;
+  try {
+    j = json::parse(text);
+  } catch (const json::exception&) {
+    throw UsageError(fmt::format("{}: not valid JSON", source));
+  }
+  if (!j.is_object() || !j.contains("schema_version")) {
+    throw UsageError(fmt::format("{}: not a moe-bench report (no schema_version)", source));
+  }
+  if (j["schema_version"] != kSchemaVersion) {
+    throw UsageError(fmt::format("{}: schema version {} is not the supported version {}", source,
+                                 j["schema_version"].dump(), kSchemaVersion));
+  }
+  try {
+    return report_from_json(j);
+  } catch (const json::exception& e) {
+    throw UsageError(fmt::format("{}: malformed moe-bench report ({})", source, e.what()));
+  }
+}
+
+Report read_report(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw UsageError(fmt::format("cannot read '{}'", path.string()));
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return parse_report(text, path.string());
+}
 
 }  // namespace moe_bench

@@ -1,47 +1,43 @@
 #include <fmt/format.h>
 
+#include "format.hpp"
 #include "moe_bench/report.hpp"
 
 namespace moe_bench {
-namespace {
-
-std::string case_label(const Case& c) {
-  const Shape& s = c.shape;
-  std::string label = s.preset.empty()
-                          ? fmt::format("E{} k{} d{} f{}", s.experts, s.top_k, s.d_model, s.d_ff)
-                          : s.preset;
-  label += fmt::format(" T={}", s.tokens);
-  if (s.skew.kind != Skew::Kind::kUniform) label += " " + to_string(s.skew);
-  if (s.capacity_factor > 0) label += fmt::format(" C={:g}", s.capacity_factor);
-  return label;
-}
-
-std::string duration(double s) {
-  if (s <= 0) return "-";
-  if (s < 1e-3) return fmt::format("{:.1f} us", s * 1e6);
-  if (s < 1) return fmt::format("{:.3f} ms", s * 1e3);
-  return fmt::format("{:.3f} s", s);
-}
-
-}  // namespace
 
 std::string render_table(const Report& report) {
   const SystemInfo& sys = report.system;
-  std::string out = fmt::format("moe-bench {} ({} build) on {} | OpenBLAS {} kernel, chosen by {}\n",
-                                sys.tool_version, sys.build_type, sys.cpu_model, sys.blas.core,
-                                sys.blas.chosen_by);
-  out += fmt::format("{:<34} {:<6} {:<7} {:>11} {:>12} {:>9} {:>8} {:>10} {:>4}\n", "case", "impl",
-                     "status", "median", "tokens/s", "GFLOP/s", "GB/s", "max rel", "n");
+  std::string out = fmt::format(
+      "moe-bench {} ({} build) on {} | OpenBLAS {} kernel ({}) | cache {}\n", sys.tool_version,
+      sys.build_type, sys.cpu_model, sys.blas.core, sys.blas.chosen_by, to_string(report.cache));
+  out += fmt::format("{:<34} {:<6} {:<7} {:>26} {:>10} {:>8} {:>7} {:>9} {:>9} {:>4}\n", "case",
+                     "impl", "status", "median [95% CI]", "tokens/s", "GFLOP/s", "GB/s",
+                     "roofline", "max rel", "n");
   for (const Result& r : report.results) {
     out += fmt::format("{:<34} {:<6} {:<7} ", case_label(r.kase), r.impl, to_string(r.status));
-    if (r.status == Status::kOk) {
-      out += fmt::format("{:>11} {:>12.1f} {:>9.1f} {:>8.1f} {:>10.2e} {:>4}\n",
-                         duration(r.stats.median_s), r.derived.tokens_per_s, r.derived.gflops,
-                         r.derived.gbytes_per_s, r.correctness->max_rel_err, r.stats.n);
-    } else {
+    if (r.status != Status::kOk) {
       out += r.reason + "\n";
+      continue;
+    }
+    const char* unit = "";
+    const double scale = time_scale(r.stats.median_s, &unit);
+    const std::string median = fmt::format("{:.3f} {} {}", r.stats.median_s * scale, unit,
+                                           format_interval(r.stats.median_ci_s, scale, 3));
+    out += fmt::format("{:>26} {:>10.1f} {:>8.1f} {:>7.1f} {:>8.1f}% {:>9.2e} {:>4}\n", median,
+                       r.derived.tokens_per_s, r.derived.gflops, r.derived.gbytes_per_s,
+                       r.derived.roofline_pct, r.correctness->max_rel_err, r.stats.n);
+  }
+  if (!report.comparisons.empty()) {
+    out += fmt::format("\n{:<34} {:<16} {:>8} {:>18}  {}\n", "case", "speed-up", "median",
+                       "95% CI", "faster with confidence");
+    for (const Comparison& c : report.comparisons) {
+      out += fmt::format("{:<34} {:<16} {:>7.2f}x {:>18}  {}\n", case_label(c.kase),
+                         c.a + " over " + c.b, c.speedup.ratio,
+                         format_interval(c.speedup.ci, 1, 2),
+                         c.speedup.faster_with_confidence ? "yes" : "no");
     }
   }
+  for (const auto& w : report.warnings) out += "warning: " + w + "\n";
   if (report.interrupted) out += "run interrupted: the results above are what finished\n";
   return out;
 }

@@ -13,7 +13,8 @@ Format parse_format(std::string_view s) {
   if (s == "json") return Format::kJson;
   if (s == "jsonl") return Format::kJsonl;
   if (s == "csv") return Format::kCsv;
-  throw UsageError(fmt::format("unknown format '{}' (known: table, json, jsonl, csv)", s));
+  if (s == "md" || s == "markdown") return Format::kMarkdown;
+  throw UsageError(fmt::format("unknown format '{}' (known: table, json, jsonl, csv, md)", s));
 }
 
 std::string render(const Report& report, Format format) {
@@ -22,6 +23,7 @@ std::string render(const Report& report, Format format) {
     case Format::kJson: return render_json(report);
     case Format::kJsonl: return render_jsonl(report);
     case Format::kCsv: return render_csv(report);
+    case Format::kMarkdown: return render_markdown(report);
   }
   return {};
 }

@@ -1,0 +1,103 @@
+#include <fmt/format.h>
+
+#include "format.hpp"
+#include "moe_bench/report.hpp"
+
+namespace moe_bench {
+
+std::string render_markdown(const Report& report) {
+  const SystemInfo& sys = report.system;
+  int64_t ok = 0, failed = 0, skipped = 0;
+  for (const Result& r : report.results) {
+    ok += r.status == Status::kOk;
+    failed += r.status == Status::kFailed;
+    skipped += r.status == Status::kSkipped;
+  }
+  std::string out = "# moe-bench report\n\n## Summary\n\n";
+  out += fmt::format("- {} results: {} ok, {} failed correctness, {} skipped\n",
+                     report.results.size(), ok, failed, skipped);
+  out += fmt::format("- cache mode: {}; every ok result matched the FP64 oracle\n",
+                     to_string(report.cache));
+  int64_t confident = 0;
+  for (const Comparison& c : report.comparisons) confident += c.speedup.faster_with_confidence;
+  out += fmt::format("- speed-ups: {} comparisons, {} faster with confidence\n",
+                     report.comparisons.size(), confident);
+  if (report.interrupted) out += "- **interrupted**: this report holds what finished\n";
+
+  out += "\n## Results\n\nTimes are per call of one layer forward; intervals are 95%.\n\n";
+  out += "| case | impl | status | median | median 95% CI | mean 95% CI | CV | tokens/s | "
+         "GFLOP/s | GB/s | % roofline | bound | max rel err | n | outliers (mild/severe) |\n";
+  out += "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+  for (const Result& r : report.results) {
+    if (r.status != Status::kOk) {
+      out += fmt::format("| {} | {} | {} | {} ||||||||||||\n", case_label(r.kase), r.impl,
+                         to_string(r.status), r.reason);
+      continue;
+    }
+    const char* unit = "";
+    const double scale = time_scale(r.stats.median_s, &unit);
+    out += fmt::format(
+        "| {} | {} | ok | {:.3f} {} | {} | {} | {:.1f}% | {:.1f} | {:.1f} | {:.1f} | {:.1f}% | "
+        "{} | {:.2e} | {} | {}/{} |\n",
+        case_label(r.kase), r.impl, r.stats.median_s * scale, unit,
+        format_interval(r.stats.median_ci_s, scale, 3), format_interval(r.stats.mean_ci_s, scale, 3),
+        r.stats.cv * 100, r.derived.tokens_per_s, r.derived.gflops, r.derived.gbytes_per_s,
+        r.derived.roofline_pct, r.derived.bound, r.correctness->max_rel_err, r.stats.n,
+        r.stats.outliers_mild, r.stats.outliers_severe);
+  }
+
+  if (!report.comparisons.empty()) {
+    out += "\n## Speed-ups\n\nRatio of medians (B / A) with a 95% bootstrap interval; "
+           "\"faster with confidence\" only when the whole interval is above 1.\n\n";
+    out += "| case | A | B | speed-up of A over B | 95% CI | faster with confidence |\n";
+    out += "|---|---|---|---|---|---|\n";
+    for (const Comparison& c : report.comparisons) {
+      out += fmt::format("| {} | {} | {} | {:.2f}x | {} | {} |\n", case_label(c.kase), c.a, c.b,
+                         c.speedup.ratio, format_interval(c.speedup.ci, 1, 2),
+                         c.speedup.faster_with_confidence ? "yes" : "no");
+    }
+  }
+
+  bool any_stages = false;
+  for (const Result& r : report.results) any_stages |= !r.stages.empty();
+  if (any_stages) {
+    out += "\n## Stages\n\nMean time per call of each stage, where an implementation reports "
+           "them.\n\n| case | impl | stages |\n|---|---|---|\n";
+    for (const Result& r : report.results) {
+      if (r.stages.empty()) continue;
+      std::string stages;
+      for (const StageTime& s : r.stages) {
+        stages += fmt::format("{}{} {}", stages.empty() ? "" : ", ", s.name,
+                              format_duration(s.seconds));
+      }
+      out += fmt::format("| {} | {} | {} |\n", case_label(r.kase), r.impl, stages);
+    }
+  }
+
+  out += "\n## Environment\n\n";
+  out += fmt::format("- CPU: {} ({} logical CPUs; {})\n", sys.cpu_model, sys.logical_cpus,
+                     sys.caches);
+  out += fmt::format("- features: {}\n", fmt::join(sys.features, ", "));
+  out += fmt::format("- governor: {}, turbo: {}, load average at start: {:.2f}\n", sys.governor,
+                     sys.turbo, sys.load_average);
+  out += fmt::format("- memory: {:.1f} GiB total, {:.1f} GiB available\n",
+                     static_cast<double>(sys.memory_total_bytes) / (1 << 30),
+                     static_cast<double>(sys.memory_available_bytes) / (1 << 30));
+  for (const Peaks& p : report.peaks) {
+    out += fmt::format("- measured peaks at {} threads: {:.1f} GFLOP/s FP32 FMA ({}), {:.1f} GB/s "
+                       "read\n",
+                       p.threads, p.fp32_gflops, p.fma_isa, p.read_gbytes_per_s);
+  }
+  out += fmt::format("- OpenBLAS: {} kernel, {} threads, chosen by {}\n", sys.blas.core,
+                     sys.blas.threads, sys.blas.chosen_by);
+  out += fmt::format("- CUDA: {}\n", sys.cuda);
+  out += fmt::format("- moe-bench {} ({}), {} build, {} {}\n", sys.tool_version, sys.git_commit,
+                     sys.build_type, sys.compiler, sys.cxx_flags);
+
+  out += "\n## Warnings\n\n";
+  if (report.warnings.empty()) out += "None.\n";
+  for (const auto& w : report.warnings) out += "- " + w + "\n";
+  return out;
+}
+
+}  // namespace moe_bench

@@ -1,0 +1,49 @@
+#include <fmt/format.h>
+
+#include "moe_bench/report.hpp"
+
+namespace moe_bench {
+
+namespace {
+constexpr double kNoisyCv = 0.05;
+}  // namespace
+
+std::string case_label(const Case& c) {
+  const Shape& s = c.shape;
+  std::string label = s.preset.empty()
+                          ? fmt::format("E{} k{} d{} f{}", s.experts, s.top_k, s.d_model, s.d_ff)
+                          : s.preset;
+  label += fmt::format(" T={}", s.tokens);
+  if (s.skew.kind != Skew::Kind::kUniform) label += " " + to_string(s.skew);
+  if (s.capacity_factor > 0) label += fmt::format(" C={:g}", s.capacity_factor);
+  if (c.dtype != Dtype::kF32) label += fmt::format(" {}", to_string(c.dtype));
+  return label;
+}
+
+std::vector<std::string> collect_warnings(const Report& report) {
+  std::vector<std::string> w;
+  const SystemInfo& s = report.system;
+  if (s.build_type != "Release" && s.build_type != "RelWithDebInfo") {
+    w.push_back(fmt::format("{} build: timings are not representative", s.build_type));
+  }
+  if (s.blas.fallback) {
+    w.push_back(fmt::format("OpenBLAS runs its {} kernel (chosen by {}), slower than this CPU "
+                            "supports ({}): the blas baseline is not at its best; pass "
+                            "--blas-core auto",
+                            s.blas.core, s.blas.chosen_by, best_blas_core(cpu_features())));
+  }
+  if (s.logical_cpus > 0 && s.load_average >= 0.5 * s.logical_cpus) {
+    w.push_back(fmt::format("busy machine: load average {:.2f} on {} CPUs when the run started",
+                            s.load_average, s.logical_cpus));
+  }
+  for (const Result& r : report.results) {
+    if (r.status == Status::kOk && r.stats.cv > kNoisyCv) {
+      w.push_back(fmt::format("noisy: {} on {} has CV {:.1f}% (above {:.0f}%)", r.impl,
+                              case_label(r.kase), r.stats.cv * 100, kNoisyCv * 100));
+    }
+  }
+  if (report.interrupted) w.push_back("interrupted: the report holds what finished");
+  return w;
+}
+
+}  // namespace moe_bench

@@ -1,0 +1,178 @@
+#include "moe_bench/roofline.hpp"
+
+#include <immintrin.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <memory>
+#include <vector>
+
+#include "moe_bench/sysinfo.hpp"
+
+namespace moe_bench {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Independent FMA chains, enough to cover the FMA latency on two pipes.
+constexpr int kChains = 16;
+
+// GCC ignores vector_size on a dependent type, so the widths are spelled out.
+typedef float V16 __attribute__((vector_size(16)));
+typedef float V32 __attribute__((vector_size(32)));
+typedef float V64 __attribute__((vector_size(64)));
+
+// Explicit FMA instructions: in ISO C++ mode GCC does not contract a * b + c into an FMA.
+__attribute__((target("avx512f"), noinline)) float fma_avx512(int64_t iterations, float seed) {
+  __m512 acc[kChains];
+  const __m512 a = _mm512_set1_ps(0.999999f), b = _mm512_set1_ps(1e-7f);
+  for (int c = 0; c < kChains; ++c) acc[c] = _mm512_set1_ps(seed + static_cast<float>(c));
+  for (int64_t i = 0; i < iterations; ++i) {
+    for (int c = 0; c < kChains; ++c) acc[c] = _mm512_fmadd_ps(acc[c], a, b);
+  }
+  __m512 sum = acc[0];
+  for (int c = 1; c < kChains; ++c) sum = _mm512_add_ps(sum, acc[c]);
+  alignas(64) float lanes[16];
+  _mm512_store_ps(lanes, sum);
+  float out = 0;
+  for (float l : lanes) out += l;
+  return out;
+}
+
+__attribute__((target("avx2,fma"), noinline)) float fma_avx2(int64_t iterations, float seed) {
+  __m256 acc[kChains];
+  const __m256 a = _mm256_set1_ps(0.999999f), b = _mm256_set1_ps(1e-7f);
+  for (int c = 0; c < kChains; ++c) acc[c] = _mm256_set1_ps(seed + static_cast<float>(c));
+  for (int64_t i = 0; i < iterations; ++i) {
+    for (int c = 0; c < kChains; ++c) acc[c] = _mm256_fmadd_ps(acc[c], a, b);
+  }
+  __m256 sum = acc[0];
+  for (int c = 1; c < kChains; ++c) sum = _mm256_add_ps(sum, acc[c]);
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, sum);
+  float out = 0;
+  for (float l : lanes) out += l;
+  return out;
+}
+
+__attribute__((noinline)) float fma_generic(int64_t iterations, float seed) {
+  float acc[kChains * 4];
+  for (int c = 0; c < kChains * 4; ++c) acc[c] = seed + static_cast<float>(c);
+  for (int64_t i = 0; i < iterations; ++i) {
+    for (float& x : acc) x = std::fma(x, 0.999999f, 1e-7f);
+  }
+  float out = 0;
+  for (float x : acc) out += x;
+  return out;
+}
+
+double fma_gflops(int threads, std::string& isa) {
+  float (*loop)(int64_t, float) = fma_generic;
+  int lanes = 4;
+  isa = "generic";
+  if (cpu_features().has("avx512f")) {
+    loop = fma_avx512;
+    lanes = 16;
+    isa = "avx512";
+  } else if (cpu_features().has("avx2") && cpu_features().has("fma")) {
+    loop = fma_avx2;
+    lanes = 8;
+    isa = "avx2";
+  }
+  constexpr int64_t kIterations = 2'000'000;
+  double best = 0;
+  volatile float sink = 0;
+  for (int rep = 0; rep < 3; ++rep) {
+    auto start = Clock::now();
+#pragma omp parallel num_threads(threads)
+    sink = sink + loop(kIterations, static_cast<float>(omp_get_thread_num()));
+    const double s = std::chrono::duration<double>(Clock::now() - start).count();
+    const double flops = 2.0 * kChains * lanes * static_cast<double>(kIterations) * threads;
+    best = std::max(best, flops / s * 1e-9);
+  }
+  return best;
+}
+
+template <typename V, int kBytes = sizeof(V)>
+__attribute__((noinline)) float read_loop(const float* p, int64_t n) {
+  constexpr int64_t kLanes = kBytes / 4, kAcc = 8;
+  V acc[kAcc] = {};
+  int64_t i = 0;
+  for (; i + kLanes * kAcc <= n; i += kLanes * kAcc) {
+    for (int64_t a = 0; a < kAcc; ++a) {
+      V v;
+      __builtin_memcpy(&v, p + i + a * kLanes, sizeof(V));
+      acc[a] += v;
+    }
+  }
+  float out = 0;
+  for (; i < n; ++i) out += p[i];
+  for (int64_t a = 0; a < kAcc; ++a) {
+    for (int64_t l = 0; l < kLanes; ++l) out += acc[a][l];
+  }
+  return out;
+}
+
+__attribute__((target("avx512f"))) float read_avx512(const float* p, int64_t n) {
+  return read_loop<V64>(p, n);
+}
+__attribute__((target("avx2"))) float read_avx2(const float* p, int64_t n) {
+  return read_loop<V32>(p, n);
+}
+float read_generic(const float* p, int64_t n) { return read_loop<V16>(p, n); }
+
+double read_gbytes_per_s(int threads) {
+  // Four times the last-level cache, at least 256 MiB, so the reads stream from memory.
+  const int64_t bytes = std::max<int64_t>(256 << 20, 4 * last_level_cache_bytes());
+  const int64_t n = bytes / static_cast<int64_t>(sizeof(float));
+  std::unique_ptr<float[]> buf(new float[static_cast<size_t>(n)]);
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t i = 0; i < n; ++i) buf[i] = 1.0f;
+  float (*loop)(const float*, int64_t) = read_generic;
+  if (cpu_features().has("avx512f")) {
+    loop = read_avx512;
+  } else if (cpu_features().has("avx2")) {
+    loop = read_avx2;
+  }
+  double best = 0;
+  for (int rep = 0; rep < 3; ++rep) {
+    float total = 0;
+    auto start = Clock::now();
+#pragma omp parallel num_threads(threads) reduction(+ : total)
+    {
+      const int64_t chunk = (n + omp_get_num_threads() - 1) / omp_get_num_threads();
+      const int64_t begin = std::min(n, chunk * omp_get_thread_num());
+      total += loop(buf.get() + begin, std::min(chunk, n - begin));
+    }
+    const double s = std::chrono::duration<double>(Clock::now() - start).count();
+    volatile float sink = total;
+    (void)sink;
+    best = std::max(best, static_cast<double>(bytes) / s * 1e-9);
+  }
+  return best;
+}
+
+}  // namespace
+
+Peaks measure_peaks(int threads) {
+  Peaks p;
+  p.threads = threads;
+  p.fp32_gflops = fma_gflops(threads, p.fma_isa);
+  p.read_gbytes_per_s = read_gbytes_per_s(threads);
+  return p;
+}
+
+RooflinePoint roofline(double flops, double bytes, double seconds, const Peaks& peaks) {
+  RooflinePoint r;
+  if (peaks.fp32_gflops <= 0 || peaks.read_gbytes_per_s <= 0) return r;
+  const double compute_s = flops / (peaks.fp32_gflops * 1e9);
+  const double memory_s = bytes / (peaks.read_gbytes_per_s * 1e9);
+  r.compute_bound = compute_s >= memory_s;
+  r.bound_s = std::max(compute_s, memory_s);
+  r.percent = seconds > 0 ? r.bound_s / seconds * 100.0 : 0;
+  return r;
+}
+
+}  // namespace moe_bench

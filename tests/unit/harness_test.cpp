@@ -1,0 +1,59 @@
+#include <catch2/catch.hpp>
+
+#include "moe_bench/harness.hpp"
+#include "moe_bench/roofline.hpp"
+
+using namespace moe_bench;
+
+TEST_CASE("cold mode rotates enough layers to exceed twice the last-level cache") {
+  Case c;  // E8 k2 d1024 f4096 T32: one expert is 48 MiB of FP32 weights
+  c.shape.tokens = 1;
+  const int64_t llc = int64_t{32} << 20, plenty = int64_t{64} << 30;
+  // Two active experts touch ~96 MiB per call, already beyond 2 x 32 MiB: one layer.
+  CHECK(cold_layers(c, CacheMode::kCold, 2, llc, plenty) == 1);
+  // A 300 MiB cache needs ceil(600 / 96.03) = 7 layers.
+  CHECK(cold_layers(c, CacheMode::kCold, 2, int64_t{300} << 20, plenty) == 7);
+  CHECK(cold_layers(c, CacheMode::kWarm, 2, int64_t{300} << 20, plenty) == 1);
+  // Memory bounds it: a layer is ~385 MiB, so 1 GiB of available memory allows one.
+  CHECK(cold_layers(c, CacheMode::kCold, 2, int64_t{300} << 20, int64_t{1} << 30) == 1);
+}
+
+TEST_CASE("the roofline bound is the slower of compute and memory") {
+  Peaks p{2, 100.0, 10.0, "avx512"};
+  // 1 GFLOP takes 10 ms of compute; 0.05 GB takes 5 ms of memory: compute-bound at 10 ms.
+  RooflinePoint r = roofline(1e9, 0.05e9, 0.02, p);
+  CHECK(r.compute_bound);
+  CHECK(r.bound_s == Approx(0.01));
+  CHECK(r.percent == Approx(50.0));
+  RooflinePoint m = roofline(1e6, 1e9, 0.2, p);
+  CHECK_FALSE(m.compute_bound);
+  CHECK(m.percent == Approx(50.0));
+}
+
+TEST_CASE("interleaved timing gives every implementation its samples and a comparison") {
+  Case c;
+  c.shape.experts = 4;
+  c.shape.d_model = 32;
+  c.shape.d_ff = 16;
+  c.shape.tokens = 3;
+  c.threads = 1;
+  HarnessOptions o;
+  o.reps = 5;
+  o.min_time_s = 0;
+  o.min_sample_s = 0;
+  Report report;
+  report.peaks = {{1, 100.0, 10.0, "avx512"}};
+  run_cases({c}, {"naive", "blas"}, o, report);
+  REQUIRE(report.results.size() == 2);
+  for (const Result& r : report.results) {
+    CHECK(r.status == Status::kOk);
+    CHECK(r.stats.n == 5);
+    CHECK(r.derived.roofline_pct > 0);
+    CHECK(r.layers >= 1);
+  }
+  CHECK_FALSE(report.results[1].stages.empty());
+  REQUIRE(report.comparisons.size() == 1);
+  CHECK(report.comparisons[0].a == "naive");
+  CHECK(report.comparisons[0].b == "blas");
+  CHECK(report.comparisons[0].speedup.ratio > 0);
+}
