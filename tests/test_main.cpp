@@ -5,6 +5,6 @@
 
 int main(int argc, char** argv) {
   // The BLAS baseline is tested on the kernel the tool itself would use.
-  moe_bench::ensure_best_blas_core(argc, argv);
+  moe_bench::prepare_process(argc, argv);
   return Catch::Session().run(argc, argv);
 }

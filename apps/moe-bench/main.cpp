@@ -15,7 +15,7 @@ int fail(moe_bench::ExitCode code, const std::string& message) {
 
 int main(int argc, char** argv) {
   using moe_bench::ExitCode;
-  moe_bench::ensure_best_blas_core(argc, argv);
+  moe_bench::prepare_process(argc, argv);
 
   CLI::App app{"moe-bench: Mixture-of-Experts layer benchmarks you can check"};
   app.require_subcommand(1);

@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 #include <memory>
 #include <random>
+#include <thread>
 
 #include "moe_bench/correctness.hpp"
 #include "moe_bench/problem.hpp"
@@ -152,6 +153,8 @@ void run_case(const Case& c, const std::vector<std::string>& impls, const Harnes
     }
   }
   std::mt19937_64 rng(o.seed ^ (static_cast<uint64_t>(report.results.size()) * 0x9e3779b9ULL));
+  const auto settle = std::chrono::duration<double>(o.settle_s);
+  const Contender* last = nullptr;
   const auto start = Clock::now();
   for (int64_t round = 0; !timed.empty(); ++round) {
     const double elapsed = seconds_since(start);
@@ -160,7 +163,9 @@ void run_case(const Case& c, const std::vector<std::string>& impls, const Harnes
     std::shuffle(timed.begin(), timed.end(), rng);
     for (Contender* k : timed) {
       if (interrupt_requested()) break;
+      if (k != last && timed.size() > 1) std::this_thread::sleep_for(settle);
       k->result.samples_s.push_back(k->sample());
+      last = k;
     }
     if (interrupt_requested()) {
       report.interrupted = true;
@@ -206,6 +211,14 @@ int64_t cold_layers(const Case& c, CacheMode mode, int64_t active_experts, int64
   // Never let the extra layers take more than half of the available memory.
   const int64_t fit = std::max<int64_t>(1, available_bytes / 2 / per_layer);
   return std::min(layers, fit);
+}
+
+void refresh_derived(Report& report) {
+  for (Result& r : report.results) {
+    if (r.status == Status::kOk) {
+      r.derived = derive(r.kase, r.stats, r.load, peaks_for(report, r.kase.threads));
+    }
+  }
 }
 
 void request_interrupt() { g_interrupted.store(true); }

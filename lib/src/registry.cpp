@@ -3,6 +3,7 @@
 
 #include "../../baselines/blas/blas.hpp"
 #include "../../baselines/naive/naive.hpp"
+#include "../kernels/cpu/cpu_moe.hpp"
 #include "moe_bench/error.hpp"
 #include "moe_bench/kernel.hpp"
 
@@ -13,6 +14,10 @@ namespace {
 constexpr std::array kRegistry{
     RegistryEntry{"naive", naive::make_kernel},
     RegistryEntry{"blas", blas::make_kernel},
+    RegistryEntry{"cpu", cpu::make_kernel},
+    RegistryEntry{"cpu_avx512", cpu::make_avx512_kernel, false},
+    RegistryEntry{"cpu_avx2", cpu::make_avx2_kernel, false},
+    RegistryEntry{"cpu_generic", cpu::make_generic_kernel, false},
 };
 
 }  // namespace
@@ -22,6 +27,14 @@ std::span<const RegistryEntry> registry() { return kRegistry; }
 std::vector<std::string> kernel_names() {
   std::vector<std::string> names;
   for (const auto& e : kRegistry) names.emplace_back(e.name);
+  return names;
+}
+
+std::vector<std::string> default_kernel_names() {
+  std::vector<std::string> names;
+  for (const auto& e : kRegistry) {
+    if (e.runs_by_default) names.emplace_back(e.name);
+  }
   return names;
 }
 

@@ -138,7 +138,7 @@ double read_gbytes_per_s(int threads) {
     loop = read_avx2;
   }
   double best = 0;
-  for (int rep = 0; rep < 3; ++rep) {
+  for (int rep = 0; rep < 5; ++rep) {
     float total = 0;
     auto start = Clock::now();
 #pragma omp parallel num_threads(threads) reduction(+ : total)

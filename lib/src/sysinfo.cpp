@@ -122,7 +122,20 @@ std::optional<std::string> blas_core_to_request(const CpuFeatures& f, const char
   return best;
 }
 
-void ensure_best_blas_core(int argc, char** argv) {
+namespace {
+std::string& chosen_by_note() {
+  static std::string note;
+  return note;
+}
+}  // namespace
+
+void prepare_process(int argc, char** argv) {
+  if (const char* note = std::getenv(kRequestedVar)) {
+    // This process is the re-executed one; the marker must not reach child processes.
+    chosen_by_note() = note;
+    unsetenv(kRequestedVar);
+    return;
+  }
   const char* flag = nullptr;
   for (int i = 1; i < argc; ++i) {
     std::string_view arg = argv[i];
@@ -130,30 +143,32 @@ void ensure_best_blas_core(int argc, char** argv) {
     if (arg.starts_with("--blas-core=")) flag = argv[i] + std::string_view("--blas-core=").size();
   }
   auto core = blas_core_to_request(cpu_features(), flag, std::getenv("OPENBLAS_CORETYPE"),
-                                   std::getenv(kRequestedVar), openblas_get_corename());
-  if (!core) return;
-  const char* user = std::getenv("OPENBLAS_CORETYPE");
-  std::string why = flag != nullptr ? std::string("--blas-core ") + flag : "CPU features";
-  if (user != nullptr) why += std::string(", over OPENBLAS_CORETYPE=") + user;
-  setenv("OPENBLAS_CORETYPE", core->c_str(), 1);
+                                   nullptr, openblas_get_corename());
+  std::string why = "OpenBLAS's own detection";
+  if (core) {
+    const char* user = std::getenv("OPENBLAS_CORETYPE");
+    why = flag != nullptr ? std::string("--blas-core ") + flag : "CPU features";
+    if (user != nullptr) why += std::string(", over OPENBLAS_CORETYPE=") + user;
+    setenv("OPENBLAS_CORETYPE", core->c_str(), 1);
+  } else if (std::getenv("OPENBLAS_CORETYPE") != nullptr) {
+    why = std::string("the user (OPENBLAS_CORETYPE=") + std::getenv("OPENBLAS_CORETYPE") + ")";
+  }
+  // Idle worker threads of OpenBLAS (2^28 cycles by default) and libgomp keep spinning after a
+  // call and steal the cores from whichever implementation runs next; shorter spins, read when
+  // the libraries load, let interleaved implementations start on idle cores. A user's values win.
+  setenv("OPENBLAS_THREAD_TIMEOUT", "22", 0);
+  setenv("GOMP_SPINCOUNT", "100000", 0);
   setenv(kRequestedVar, why.c_str(), 1);
   execv("/proc/self/exe", argv);
-  // exec failed: carry on with the kernel OpenBLAS chose; blas_info() reports the fallback.
+  // exec failed: carry on as loaded; blas_info() reports the kernel in use.
 }
 
 BlasInfo blas_info() {
   BlasInfo info;
   info.core = openblas_get_corename();
   info.threads = openblas_get_num_threads();
-  const char* requested = std::getenv(kRequestedVar);
-  const char* user = std::getenv("OPENBLAS_CORETYPE");
-  if (requested != nullptr) {
-    info.chosen_by = std::string("moe-bench (") + requested + ")";
-  } else if (user != nullptr) {
-    info.chosen_by = std::string("the user (OPENBLAS_CORETYPE=") + user + ")";
-  } else {
-    info.chosen_by = "OpenBLAS's own detection";
-  }
+  info.chosen_by = chosen_by_note().empty() ? "OpenBLAS's own detection (not re-executed)"
+                                             : chosen_by_note();
   std::string best = best_blas_core(cpu_features());
   info.fallback = !best.empty() && blas_core_weaker(info.core, best);
   return info;

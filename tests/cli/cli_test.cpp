@@ -109,15 +109,15 @@ TEST_CASE("run writes a JSON report that parses and carries the schema version")
   auto from_stdout = nlohmann::json::parse(o.out);
   auto from_file = nlohmann::json::parse(slurp(path.string()));
   CHECK(from_file["schema_version"] == 1);
-  // 2 experts x 2 tokens x 2 skews = 8 cases, each with naive and blas.
-  CHECK(from_file["results"].size() == 16);
+  // 2 experts x 2 tokens x 2 skews = 8 cases, each with naive, blas and cpu.
+  CHECK(from_file["results"].size() == 24);
   for (const auto& r : from_file["results"]) {
     CHECK(r["status"] == "ok");
     CHECK(r["correctness"]["pass"] == true);
     CHECK(r["stats"]["n"] == 2);
     CHECK(!r["blas"]["core"].get<std::string>().empty());
   }
-  CHECK(from_stdout["results"].size() == 16);
+  CHECK(from_stdout["results"].size() == 24);
   fs::remove(path);
 }
 
@@ -139,7 +139,7 @@ TEST_CASE("the blas baseline reports the OpenBLAS kernel it ran on") {
   auto j = nlohmann::json::parse(o.out);
   CHECK(j["context"]["blas"]["fallback"] == false);
   const auto chosen_by = j["context"]["blas"]["chosen_by"].get<std::string>();
-  const bool chosen_by_tool = chosen_by.find("moe-bench") != std::string::npos ||
+  const bool chosen_by_tool = chosen_by.find("--blas-core auto") != std::string::npos ||
                               chosen_by.find("detection") != std::string::npos;
   CHECK(chosen_by_tool);
   CHECK(j["results"][0]["blas"]["core"] == j["context"]["blas"]["core"]);

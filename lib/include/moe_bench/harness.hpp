@@ -16,6 +16,8 @@ struct HarnessOptions {
   double max_time_s = 30.0;         ///< but stop sampling a case after this long
   double min_sample_s = 0.005;      ///< inner repetitions make a sample at least this long
   int warmup = 1;                   ///< untimed calls before calibration
+  double settle_s = 0.003;          ///< pause before a sample whose implementation differs from
+                                    ///< the last one, so the last one's idle threads stop spinning
   CacheMode cache = CacheMode::kCold;
   uint64_t seed = 1;                ///< interleaving order and bootstrap
   std::string baseline = "blas";    ///< speed-ups are of each implementation over this one
@@ -29,6 +31,10 @@ using ProgressFn = std::function<void(int64_t, int64_t, const std::string&)>;
 /// touches exceed twice the last-level cache, at most 64, and bounded by memory. 1 when warm.
 int64_t cold_layers(const Case& c, CacheMode mode, int64_t active_experts, int64_t llc_bytes,
                     int64_t available_bytes);
+
+/// Recomputes every result's derived figures (roofline included) from its stats and the report's
+/// peaks, e.g. after the peaks were measured again.
+void refresh_derived(Report& report);
 
 /// Asks the harness to stop after the current sample (from a SIGINT handler: async-safe).
 void request_interrupt();

@@ -53,6 +53,7 @@ using KernelFactory = std::unique_ptr<Kernel> (*)();
 struct RegistryEntry {
   const char* name;
   KernelFactory make;
+  bool runs_by_default = true;  ///< part of a run without --impl (variants are asked for by name)
 };
 
 /// The one explicit list of implementations, in the order reports show them.
@@ -61,5 +62,7 @@ std::span<const RegistryEntry> registry();
 std::unique_ptr<Kernel> make_kernel(std::string_view name);
 /// Names of all registered implementations.
 std::vector<std::string> kernel_names();
+/// Names of the implementations a run without --impl uses.
+std::vector<std::string> default_kernel_names();
 
 }  // namespace moe_bench

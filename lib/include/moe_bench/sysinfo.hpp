@@ -22,7 +22,7 @@ const CpuFeatures& cpu_features();
 struct BlasInfo {
   std::string core;       ///< openblas_get_corename()
   int threads = 0;        ///< openblas_get_num_threads()
-  std::string chosen_by;  ///< "OPENBLAS_CORETYPE set by the user", "moe-bench (CPU features)", ...
+  std::string chosen_by;  ///< "CPU features", "the user (OPENBLAS_CORETYPE=...)", ...
   bool fallback = false;  ///< the kernel is slower than what this CPU supports
 };
 
@@ -42,10 +42,12 @@ std::optional<std::string> blas_core_to_request(const CpuFeatures& f, const char
                                                 const char* already_requested,
                                                 std::string_view current_core);
 
-/// First thing in main: OpenBLAS reads OPENBLAS_CORETYPE when it is loaded, before main, so when
-/// a different kernel is wanted the process re-executes itself with the variable set. Looks for
-/// `--blas-core VALUE` in argv. Returns only when no re-exec is needed (or it failed).
-void ensure_best_blas_core(int argc, char** argv);
+/// First thing in main. OpenBLAS and libgomp read their settings when they are loaded, before
+/// main, so the process re-executes itself once with them set: OPENBLAS_CORETYPE when a better
+/// kernel is wanted (see blas_core_to_request; `--blas-core VALUE` is looked up in argv), and
+/// short idle spins for both thread pools (OPENBLAS_THREAD_TIMEOUT, GOMP_SPINCOUNT) unless the
+/// user set them. Returns only in the re-executed process (or when exec failed).
+void prepare_process(int argc, char** argv);
 
 /// The OpenBLAS kernel and threads in use now.
 BlasInfo blas_info();

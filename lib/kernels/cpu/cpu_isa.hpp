@@ -1,0 +1,35 @@
+#pragma once
+
+#include <cstdint>
+
+namespace moe_bench::cpu {
+
+/// Activations as the micro-kernels take them.
+enum class Act : int { kSwiglu = 0, kGelu = 1, kSwigluOai = 2 };
+
+/// The micro-kernels of one instruction set. Layouts (L = lanes, R = rows):
+/// - a row block of activations is packed k-major: xp[i * R + r] for i < d (rows r >= n unused);
+/// - a gate/up weight panel is wp[i * 2L + c]: gated, c < L is W1 row c and c >= L is W3 row
+///   c - L of the panel; ungated (GELU), 2L rows of W1;
+/// - the hidden block is written k-major for the down projection: hp[j * R + r];
+/// - a down weight panel is wp[j * 2L + c]: W2 row (output column) c of the panel, j < f.
+struct IsaKernels {
+  const char* name;
+  int lanes;
+  int rows;
+  /// Hidden columns [col0, col0 + L) (gated) or [col0, col0 + 2L) (GELU), clipped to f, for the
+  /// n rows of a block: h = act(W1 x, W3 x).
+  void (*gate_up)(const float* xp, const float* wp, int64_t d, int64_t n, float* hp, int64_t col0,
+                  int64_t f, Act act);
+  /// y[token_r, col0 + c] += weight_r * (W2 h_r)[c] for c < ncols (at most 2L) and r < n.
+  void (*down)(const float* hp, const float* wp, int64_t f, int64_t n, const int32_t* tokens,
+               const float* weights, float* y, int64_t ldy, int64_t col0, int64_t ncols);
+  /// out[e] = dot(x, w[e * d ...]) for e < rows.
+  void (*dot_rows)(const float* x, const float* w, int64_t rows, int64_t d, float* out);
+};
+
+const IsaKernels& generic_kernels();
+const IsaKernels& avx2_kernels();
+const IsaKernels& avx512_kernels();
+
+}  // namespace moe_bench::cpu

@@ -1,0 +1,350 @@
+#include "cpu_moe.hpp"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cstdlib>
+#include <fmt/format.h>
+#include <vector>
+
+#include "cpu_isa.hpp"
+#include "moe_bench/routing.hpp"
+#include "moe_bench/sysinfo.hpp"
+
+namespace moe_bench::cpu {
+namespace {
+
+/// 64-byte aligned floats, sized once in prepare().
+class AlignedFloats {
+ public:
+  void resize(int64_t n) {
+    const auto bytes = static_cast<size_t>((std::max<int64_t>(n, 1) * 4 + 63) / 64 * 64);
+    data_.reset(static_cast<float*>(std::aligned_alloc(64, bytes)));
+    if (!data_) throw std::bad_alloc();
+    size_ = n;
+  }
+  float* data() { return data_.get(); }
+  const float* data() const { return data_.get(); }
+  int64_t size() const { return size_; }
+
+ private:
+  struct Free {
+    void operator()(float* p) const { std::free(p); }
+  };
+  std::unique_ptr<float, Free> data_;
+  int64_t size_ = 0;
+};
+
+/// One FFN in the packed layout: a routed expert, or all shared experts fused into one.
+struct Group {
+  int64_t width = 0;
+  int64_t up_offset = 0;    ///< gate/up panels: ceil(width / hcols) x d x 2L
+  int64_t down_offset = 0;  ///< down panels: ceil(d / 2L) x width x 2L
+};
+
+struct PackedLayer {
+  AlignedFloats data;
+  std::vector<Group> groups;  ///< E routed experts, then the shared group when there is one
+};
+
+Act to_act(Activation a) {
+  switch (a) {
+    case Activation::kSwiglu: return Act::kSwiglu;
+    case Activation::kGelu: return Act::kGelu;
+    case Activation::kSwigluOai: return Act::kSwigluOai;
+  }
+  return Act::kSwiglu;
+}
+
+bool has_avx512() { return cpu_features().has("avx512f"); }
+bool has_avx2() { return cpu_features().has("avx2") && cpu_features().has("fma"); }
+
+class CpuKernel final : public Kernel {
+ public:
+  CpuKernel(std::string name, const IsaKernels* forced) : name_(std::move(name)), forced_(forced) {}
+
+  KernelInfo info() const override {
+    return {name_, "cpu", {Dtype::kF32},
+            fmt::format("fused routing, counting-sort dispatch, packed weights, {} micro-kernel "
+                        "with SwiGLU and weighted combine fused in the epilogues, OpenMP over "
+                        "(expert, tile)",
+                        forced_ != nullptr ? forced_->name : "best-ISA")};
+  }
+
+  std::optional<std::string> unavailable_reason() const override {
+    if (forced_ == &avx512_kernels() && !has_avx512()) return "this CPU has no AVX-512F";
+    if (forced_ == &avx2_kernels() && !has_avx2()) return "this CPU has no AVX2 with FMA";
+    return std::nullopt;
+  }
+
+  std::optional<std::string> can_run(const Shape&, Dtype dtype) const override {
+    if (dtype != Dtype::kF32) return fmt::format("dtype {} not supported", to_string(dtype));
+    return std::nullopt;
+  }
+
+  void prepare(const Problem& p, int threads) override {
+    problem_ = &p;
+    threads_ = std::max(threads, 1);
+    isa_ = forced_ != nullptr ? forced_
+           : has_avx512()     ? &avx512_kernels()
+           : has_avx2()       ? &avx2_kernels()
+                              : &generic_kernels();
+    const Shape& s = p.shape;
+    const int64_t L = isa_->lanes, R = isa_->rows;
+    gated_ = s.activation != Activation::kGelu;
+    hcols_ = gated_ ? L : 2 * L;
+    layers_.resize(p.layers.size());
+    for (size_t l = 0; l < p.layers.size(); ++l) pack_layer(p.layers[l], layers_[l]);
+
+    const int64_t T = s.tokens, E = s.experts, k = s.top_k;
+    const int64_t groups = E + (s.shared_width() > 0 ? 1 : 0);
+    max_width_ = std::max(s.d_ff, s.shared_width());
+    const int64_t max_blocks = (T * k + R - 1) / R + E + (T + R - 1) / R + 1;
+    logits_.assign(static_cast<size_t>(T * E), 0.0f);
+    scratch_.assign(static_cast<size_t>(threads_ * 2 * E), 0.0f);
+    routing_.resize(T, k);
+    counts_.assign(static_cast<size_t>(E + 1), 0);
+    fill_.assign(static_cast<size_t>(E), 0);
+    order_.assign(static_cast<size_t>(T * k), 0);
+    block_group_.assign(static_cast<size_t>(max_blocks), 0);
+    block_rows_.assign(static_cast<size_t>(max_blocks), 0);
+    block_tokens_.assign(static_cast<size_t>(max_blocks * R), 0);
+    block_weights_.assign(static_cast<size_t>(max_blocks * R), 0.0f);
+    group_blocks_.assign(static_cast<size_t>(groups + 1), 0);
+    const int64_t max_panels = (max_width_ + hcols_ - 1) / hcols_;
+    item_group_.assign(static_cast<size_t>(groups * max_panels), 0);
+    item_panel_.assign(item_group_.size(), 0);
+    xp_.resize(max_blocks * R * s.d_model);
+    hp_.resize(max_blocks * R * max_width_);
+    y_.assign(static_cast<size_t>(T * s.d_model), 0.0f);
+  }
+
+  void run(int64_t layer) override {
+    const Problem& p = *problem_;
+    const Shape& s = p.shape;
+    const LayerWeights& w = p.layers[layer];
+    const PackedLayer& packed = layers_[layer];
+    const IsaKernels& isa = *isa_;
+    const int64_t T = s.tokens, E = s.experts, k = s.top_k, d = s.d_model, R = isa.rows;
+    const int64_t L2 = 2 * isa.lanes, down_panels = (d + L2 - 1) / L2;
+    const Act act = to_act(s.activation);
+    auto mark = Clock::now();
+
+#pragma omp parallel num_threads(threads_)
+    {
+      float* scratch = scratch_.data() + omp_get_thread_num() * 2 * E;
+      // Routing: router logits, scores and top-k per token in one pass.
+#pragma omp for schedule(static)
+      for (int64_t t = 0; t < T; ++t) {
+        float* l = logits_.data() + t * E;
+        isa.dot_rows(p.x.data() + t * d, w.wg.data(), E, d, l);
+        for (int64_t e = 0; e < E; ++e) l[e] += w.logit_bias[e];
+        route_token(s.routing, l, w.selection_bias.data(), E, k, routing_.expert.data() + t * k,
+                    routing_.weight.data() + t * k, scratch);
+      }
+#pragma omp single
+      {
+        lap(0, mark);
+        dispatch(packed);
+      }
+      // Gather each row block of tokens into the k-major layout the micro-kernel streams.
+#pragma omp for schedule(static)
+      for (int64_t b = 0; b < num_blocks_; ++b) {
+        float* xp = xp_.data() + b * R * d;
+        const int32_t* tokens = block_tokens_.data() + b * R;
+        const int64_t n = block_rows_[b];
+        for (int64_t r = 0; r < n; ++r) {
+          const float* x = p.x.data() + static_cast<int64_t>(tokens[r]) * d;
+          for (int64_t i = 0; i < d; ++i) xp[i * R + r] = x[i];
+        }
+      }
+#pragma omp master
+      lap(1, mark);
+      // Gate/up with the activation fused: one item is one expert's panel of hidden columns.
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t it = 0; it < num_items_; ++it) {
+        const int32_t g = item_group_[it];
+        const int64_t panel = item_panel_[it];
+        const Group& grp = packed.groups[g];
+        const float* wp = packed.data.data() + grp.up_offset + panel * d * L2;
+        for (int64_t b = group_blocks_[g]; b < group_blocks_[g + 1]; ++b) {
+          isa.gate_up(xp_.data() + b * R * d, wp, d, block_rows_[b], hp_.data() + b * R * max_width_,
+                      panel * hcols_, grp.width, act);
+        }
+      }
+#pragma omp master
+      lap(2, mark);
+      // Down projection with the routing weight and the scatter-add fused: one item owns a panel
+      // of output columns for every token, so no two threads write the same y.
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t q = 0; q < down_panels; ++q) {
+        const int64_t col0 = q * L2, ncols = std::min(L2, d - col0);
+        for (int64_t t = 0; t < T; ++t) std::fill_n(y_.data() + t * d + col0, ncols, 0.0f);
+        for (int64_t g = 0; g < static_cast<int64_t>(packed.groups.size()); ++g) {
+          const Group& grp = packed.groups[g];
+          const float* wp = packed.data.data() + grp.down_offset + q * grp.width * L2;
+          for (int64_t b = group_blocks_[g]; b < group_blocks_[g + 1]; ++b) {
+            isa.down(hp_.data() + b * R * max_width_, wp, grp.width, block_rows_[b],
+                     block_tokens_.data() + b * R, block_weights_.data() + b * R, y_.data(), d,
+                     col0, ncols);
+          }
+        }
+      }
+#pragma omp master
+      lap(3, mark);
+    }
+  }
+
+  std::span<const float> output() const override { return y_; }
+  std::span<const int32_t> selected_experts() const override { return routing_.expert; }
+  std::vector<StageTime> stage_seconds() const override {
+    return {{"route", stage_[0]}, {"dispatch", stage_[1]}, {"gate_up", stage_[2]},
+            {"down_combine", stage_[3]}};
+  }
+  void reset_stages() override { stage_.fill(0.0); }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+
+  void lap(int stage, Clock::time_point& mark) {
+    const auto now = Clock::now();
+    stage_[stage] += std::chrono::duration<double>(now - mark).count();
+    mark = now;
+  }
+
+  // Packs one layer: gate/up interleaved per panel, down projection per output panel.
+  void pack_layer(const LayerWeights& w, PackedLayer& out) const {
+    const Shape& s = problem_->shape;
+    const int64_t d = s.d_model, L = isa_->lanes, L2 = 2 * L;
+    const int64_t down_panels = (d + L2 - 1) / L2;
+    struct Source {
+      const float *w1, *w3, *w2;
+      int64_t width;
+    };
+    std::vector<Source> sources;
+    for (int64_t e = 0; e < s.experts; ++e) {
+      sources.push_back({w.w1.data() + e * s.d_ff * d,
+                         gated_ ? w.w3.data() + e * s.d_ff * d : nullptr,
+                         w.w2.data() + e * d * s.d_ff, s.d_ff});
+    }
+    if (s.shared_width() > 0) {
+      sources.push_back({w.ws1.data(), gated_ ? w.ws3.data() : nullptr, w.ws2.data(),
+                         s.shared_width()});
+    }
+    out.groups.clear();
+    int64_t offset = 0;
+    for (const Source& src : sources) {
+      Group g;
+      g.width = src.width;
+      g.up_offset = offset;
+      offset += (src.width + hcols_ - 1) / hcols_ * d * L2;
+      g.down_offset = offset;
+      offset += down_panels * src.width * L2;
+      out.groups.push_back(g);
+    }
+    out.data.resize(offset);
+    float* base = out.data.data();
+    const bool gated = gated_;
+    const int64_t hcols = hcols_;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads_)
+    for (size_t gi = 0; gi < sources.size(); ++gi) {
+      const Source& src = sources[gi];
+      const Group& g = out.groups[gi];
+      const int64_t f = src.width, panels = (f + hcols - 1) / hcols;
+      for (int64_t pnl = 0; pnl < panels; ++pnl) {
+        float* dst = base + g.up_offset + pnl * d * L2;
+        for (int64_t c = 0; c < L2; ++c) {
+          // Gated: columns [0, L) are W1 rows, [L, 2L) the W3 rows of the same hidden units.
+          const bool up = gated && c >= L;
+          const int64_t row = pnl * hcols + (gated ? c % L : c);
+          const float* srow = row < f ? (up ? src.w3 : src.w1) + row * d : nullptr;
+          for (int64_t i = 0; i < d; ++i) dst[i * L2 + c] = srow != nullptr ? srow[i] : 0.0f;
+        }
+      }
+      for (int64_t q = 0; q < down_panels; ++q) {
+        float* dst = base + g.down_offset + q * f * L2;
+        for (int64_t c = 0; c < L2; ++c) {
+          const int64_t row = q * L2 + c;
+          const float* srow = row < d ? src.w2 + row * f : nullptr;
+          for (int64_t j = 0; j < f; ++j) dst[j * L2 + c] = srow != nullptr ? srow[j] : 0.0f;
+        }
+      }
+    }
+  }
+
+  // Capacity, counting sort of kept assignments by expert, row blocks and work items.
+  void dispatch(const PackedLayer& packed) {
+    const Shape& s = problem_->shape;
+    const int64_t T = s.tokens, E = s.experts, k = s.top_k, R = isa_->rows;
+    apply_capacity(s, routing_);
+    std::fill(counts_.begin(), counts_.end(), 0);
+    for (int64_t i = 0; i < T * k; ++i) {
+      if (routing_.kept[i]) ++counts_[routing_.expert[i] + 1];
+    }
+    for (int64_t e = 0; e < E; ++e) counts_[e + 1] += counts_[e];
+    std::copy(counts_.begin(), counts_.end() - 1, fill_.begin());
+    for (int64_t i = 0; i < T * k; ++i) {
+      if (routing_.kept[i]) order_[fill_[routing_.expert[i]]++] = i;
+    }
+    num_blocks_ = 0;
+    num_items_ = 0;
+    const auto groups = static_cast<int64_t>(packed.groups.size());
+    for (int64_t g = 0; g < groups; ++g) {
+      group_blocks_[g] = num_blocks_;
+      const bool shared = g == E;
+      const int64_t n = shared ? T : counts_[g + 1] - counts_[g];
+      for (int64_t start = 0; start < n; start += R) {
+        const int64_t b = num_blocks_++;
+        block_group_[b] = static_cast<int32_t>(g);
+        block_rows_[b] = static_cast<int32_t>(std::min(R, n - start));
+        for (int64_t r = 0; r < block_rows_[b]; ++r) {
+          const int64_t a = shared ? -1 : order_[counts_[g] + start + r];
+          block_tokens_[b * R + r] = static_cast<int32_t>(shared ? start + r : a / k);
+          block_weights_[b * R + r] = shared ? 1.0f : routing_.weight[a];
+        }
+      }
+      if (n == 0) continue;
+      const int64_t panels = (packed.groups[g].width + hcols_ - 1) / hcols_;
+      for (int64_t pnl = 0; pnl < panels; ++pnl) {
+        item_group_[num_items_] = static_cast<int32_t>(g);
+        item_panel_[num_items_++] = static_cast<int32_t>(pnl);
+      }
+    }
+    group_blocks_[groups] = num_blocks_;
+  }
+
+  std::string name_;
+  const IsaKernels* forced_;
+  const IsaKernels* isa_ = nullptr;
+  const Problem* problem_ = nullptr;
+  int threads_ = 1;
+  bool gated_ = true;
+  int64_t hcols_ = 0, max_width_ = 0;
+  std::vector<PackedLayer> layers_;
+  std::vector<float> logits_, scratch_;
+  Routing routing_;
+  std::vector<int64_t> counts_, fill_, order_, group_blocks_;
+  std::vector<int32_t> block_group_, block_rows_, block_tokens_, item_group_, item_panel_;
+  std::vector<float> block_weights_;
+  int64_t num_blocks_ = 0, num_items_ = 0;
+  AlignedFloats xp_, hp_;
+  std::vector<float> y_;
+  std::array<double, 4> stage_{};
+};
+
+}  // namespace
+
+std::unique_ptr<Kernel> make_kernel() { return std::make_unique<CpuKernel>("cpu", nullptr); }
+std::unique_ptr<Kernel> make_avx512_kernel() {
+  return std::make_unique<CpuKernel>("cpu_avx512", &avx512_kernels());
+}
+std::unique_ptr<Kernel> make_avx2_kernel() {
+  return std::make_unique<CpuKernel>("cpu_avx2", &avx2_kernels());
+}
+std::unique_ptr<Kernel> make_generic_kernel() {
+  return std::make_unique<CpuKernel>("cpu_generic", &generic_kernels());
+}
+
+}  // namespace moe_bench::cpu
