@@ -126,7 +126,7 @@ void run_case(const Case& c, const std::vector<std::string>& impls, const Harnes
     k.result.impl = impl;
     k.result.load = load;
     k.result.layers = layers;
-    k.kernel = make_kernel(impl);
+    k.kernel = o.make(impl);
     if (auto why = k.kernel->unavailable_reason()) {
       k.result.reason = *why;
     } else if (auto why_not = k.kernel->can_run(c.shape, c.dtype)) {

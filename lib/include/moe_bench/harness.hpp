@@ -22,6 +22,8 @@ struct HarnessOptions {
   uint64_t seed = 1;                ///< interleaving order and bootstrap
   std::string baseline = "blas";    ///< speed-ups are of each implementation over this one
   double oracle_flop_budget = 2e9;  ///< FP64 oracle work per case (token sample beyond it)
+  /// Makes an implementation by name (the registry; tests substitute their own).
+  std::function<std::unique_ptr<Kernel>(std::string_view)> make = make_kernel;
 };
 
 /// Called before each case with (case index, number of cases, what).

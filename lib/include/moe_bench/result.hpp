@@ -66,6 +66,14 @@ struct Comparison {
   Speedup speedup;
 };
 
+/// One line of `validate`: a correctness check, a timed workload or a README claim.
+struct CheckLine {
+  std::string group;  ///< "correctness", "timing" or "claim"
+  std::string name;
+  Status status = Status::kSkipped;  ///< ok = passed
+  std::string detail;
+};
+
 /// One run of the tool: where it ran and what it found.
 struct Report {
   SystemInfo system;
@@ -74,6 +82,7 @@ struct Report {
   std::vector<Result> results;
   std::vector<Comparison> comparisons;
   std::vector<std::string> warnings;
+  std::vector<CheckLine> checks;  ///< validate's checklist (empty for run)
   bool interrupted = false;
 };
 

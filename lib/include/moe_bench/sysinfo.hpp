@@ -55,6 +55,9 @@ BlasInfo blas_info();
 /// Sets the number of OpenBLAS threads.
 void set_blas_threads(int threads);
 
+/// Logical CPUs online.
+int cpu_count();
+
 /// Bytes of the last-level cache (from sysfs; 32 MiB when unreadable).
 int64_t last_level_cache_bytes();
 

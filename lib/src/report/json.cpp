@@ -111,6 +111,13 @@ nlohmann::json to_json(const Report& report) {
                            {"speedup_ci", c.speedup.ci},
                            {"faster_with_confidence", c.speedup.faster_with_confidence}});
   }
+  json checks = json::array();
+  for (const CheckLine& c : report.checks) {
+    checks.push_back({{"group", c.group},
+                      {"name", c.name},
+                      {"status", to_string(c.status)},
+                      {"detail", c.detail}});
+  }
   json peaks = json::array();
   for (const Peaks& p : report.peaks) {
     peaks.push_back({{"threads", p.threads},
@@ -156,6 +163,7 @@ nlohmann::json to_json(const Report& report) {
         {"cuda_status", s.cuda},
         {"warnings", report.warnings}}},
       {"interrupted", report.interrupted},
+      {"validation", checks},
       {"results", results},
       {"comparisons", comparisons}};
 }
@@ -292,6 +300,10 @@ Report report_from_json(const json& j) {
   s.cuda_available = !ctx.at("cuda").is_null();
   report.warnings = ctx.at("warnings").get<std::vector<std::string>>();
   report.interrupted = j.at("interrupted");
+  for (const json& c : j.value("validation", json::array())) {
+    report.checks.push_back({c.at("group"), c.at("name"), parse_status(c.at("status")),
+                             c.at("detail")});
+  }
   for (const json& r : j.at("results")) report.results.push_back(result_from_json(r));
   for (const json& c : j.at("comparisons")) {
     Comparison cmp;

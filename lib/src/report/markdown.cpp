@@ -24,6 +24,16 @@ std::string render_markdown(const Report& report) {
                      report.comparisons.size(), confident);
   if (report.interrupted) out += "- **interrupted**: this report holds what finished\n";
 
+  if (!report.checks.empty()) {
+    out += "\n## Validation checklist\n\n| check | what | result | detail |\n|---|---|---|---|\n";
+    for (const CheckLine& c : report.checks) {
+      const char* mark = c.status == Status::kOk       ? "pass"
+                         : c.status == Status::kFailed ? "**FAIL**"
+                                                       : "skipped";
+      out += fmt::format("| {} | {} | {} | {} |\n", c.group, c.name, mark, c.detail);
+    }
+  }
+
   out += "\n## Results\n\nTimes are per call of one layer forward; intervals are 95%.\n\n";
   out += "| case | impl | status | median | median 95% CI | mean 95% CI | CV | tokens/s | "
          "GFLOP/s | GB/s | % roofline | bound | max rel err | n | outliers (mild/severe) |\n";

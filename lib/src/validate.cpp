@@ -1,0 +1,267 @@
+#include "moe_bench/validate.hpp"
+
+#include <array>
+#include <fmt/format.h>
+
+#include "moe_bench/correctness.hpp"
+#include "moe_bench/kernel.hpp"
+#include "moe_bench/plan.hpp"
+#include "moe_bench/presets.hpp"
+#include "moe_bench/problem.hpp"
+#include "moe_bench/report.hpp"
+#include "moe_bench/sysinfo.hpp"
+
+namespace moe_bench {
+namespace {
+
+const std::array<Claim, 10> kClaims{{
+    {"cpu is faster than blas on workload A at 1 token", "A", 1, "uniform", "cpu", "blas", true},
+    {"cpu is faster than blas on workload A at 32 tokens", "A", 32, "uniform", "cpu", "blas", true},
+    {"cpu is faster than blas on workload A at 512 tokens", "A", 512, "uniform", "cpu", "blas",
+     false},
+    {"cpu is faster than blas on workload B at 16 tokens", "B", 16, "uniform", "cpu", "blas", true},
+    {"cpu is faster than blas on workload B at 1024 tokens", "B", 1024, "uniform", "cpu", "blas",
+     false},
+    {"cpu is faster than blas on workload A at 1 token with zipf:1.2 routing", "A", 1, "zipf:1.2",
+     "cpu", "blas", false},
+    {"cpu is faster than blas on workload A at 32 tokens with zipf:1.2 routing", "A", 32,
+     "zipf:1.2", "cpu", "blas", false},
+    {"cpu is faster than blas on workload A at 512 tokens with zipf:1.2 routing", "A", 512,
+     "zipf:1.2", "cpu", "blas", false},
+    {"cpu is faster than blas on workload B at 16 tokens with zipf:1.2 routing", "B", 16,
+     "zipf:1.2", "cpu", "blas", false},
+    {"cpu is faster than blas on workload B at 1024 tokens with zipf:1.2 routing", "B", 1024,
+     "zipf:1.2", "cpu", "blas", false},
+}};
+
+Shape grid_shape(int64_t e, int64_t k, int64_t d, int64_t f, int64_t t) {
+  Shape s;
+  s.experts = e;
+  s.top_k = k;
+  s.d_model = d;
+  s.d_ff = f;
+  s.tokens = t;
+  return s;
+}
+
+// Edge shapes of the spine's tests, each under several routings and with capacity on and off.
+std::vector<std::pair<std::string, Shape>> correctness_grid(ValidateLevel level) {
+  std::vector<std::pair<std::string, Shape>> base{
+      {"T=1", grid_shape(8, 2, 64, 96, 1)},
+      {"odd sizes", grid_shape(5, 2, 37, 23, 13)},
+      {"k=E", grid_shape(4, 4, 24, 40, 9)},
+      {"idle experts", grid_shape(32, 2, 32, 48, 3)},
+      {"many tokens", grid_shape(16, 4, 96, 80, 70)},
+  };
+  Shape gelu = grid_shape(8, 1, 40, 72, 20);
+  gelu.activation = Activation::kGelu;
+  gelu.routing.renormalize = false;
+  base.push_back({"gelu top-1", gelu});
+  Shape oai = grid_shape(8, 4, 48, 48, 12);
+  oai.activation = Activation::kSwigluOai;
+  oai.routing.scoring = Scoring::kSoftmaxTopk;
+  base.push_back({"gpt-oss routing", oai});
+  Shape ds = grid_shape(32, 4, 40, 24, 10);
+  ds.routing = {Scoring::kSigmoid, true, 2.5, true, 8, 4};
+  ds.shared_experts = 1;
+  ds.d_ff_shared = 24;
+  base.push_back({"deepseek-v3 routing + shared", ds});
+  std::vector<std::pair<std::string, Shape>> out;
+  const std::vector<std::string> skews = level == ValidateLevel::kQuick
+                                             ? std::vector<std::string>{"uniform", "hot:0.6"}
+                                             : std::vector<std::string>{"uniform", "zipf:1.2",
+                                                                        "hot:0.6"};
+  for (const auto& [name, shape] : base) {
+    for (const auto& skew : skews) {
+      for (double capacity : {0.0, 1.0}) {
+        Shape s = shape;
+        s.skew = parse_skew(skew);
+        s.capacity_factor = capacity;
+        out.push_back({fmt::format("{} {}{}", name, skew,
+                                   capacity > 0 ? fmt::format(" C={:g}", capacity) : ""),
+                       s});
+      }
+    }
+  }
+  return out;
+}
+
+void check_correctness(ValidateLevel level, Report& report,
+                       const std::function<void(const CheckLine&)>& emit) {
+  const auto grid = correctness_grid(level);
+  for (const auto& entry : registry()) {
+    auto kernel = entry.make();
+    const KernelInfo info = kernel->info();
+    CheckLine line{"correctness", fmt::format("{} on {} grid cases", info.name, grid.size()),
+                   Status::kSkipped, ""};
+    if (auto why = kernel->unavailable_reason()) {
+      line.detail = *why;
+      emit(line);
+      report.checks.push_back(line);
+      continue;
+    }
+    int64_t passed = 0, skipped = 0;
+    std::string first_failure;
+    double worst = 0;
+    for (Dtype dtype : info.dtypes) {
+      for (const auto& [name, shape] : grid) {
+        if (kernel->can_run(shape, dtype)) {
+          ++skipped;
+          continue;
+        }
+        Problem p = make_problem(shape, dtype, 11);
+        Oracle oracle(p);
+        kernel->prepare(p, 2);
+        kernel->run(0);
+        const Correctness c = oracle.check(kernel->output(), kernel->selected_experts());
+        worst = std::max(worst, c.max_rel_err / c.tolerance);
+        if (c.pass) {
+          ++passed;
+        } else if (first_failure.empty()) {
+          first_failure = fmt::format("{} {}: max rel err {:.3g}, {} selection mismatches", name,
+                                      to_string(dtype), c.max_rel_err, c.selection_mismatches);
+        }
+      }
+    }
+    const int64_t total = static_cast<int64_t>(grid.size() * info.dtypes.size());
+    line.status = first_failure.empty() ? (passed > 0 ? Status::kOk : Status::kSkipped)
+                                        : Status::kFailed;
+    line.detail = first_failure.empty()
+                      ? fmt::format("{}/{} passed, {} skipped; worst error {:.2g} of the tolerance",
+                                    passed, total, skipped, worst)
+                      : fmt::format("{}/{} passed; first failure: {}", passed, total,
+                                    first_failure);
+    emit(line);
+    report.checks.push_back(line);
+  }
+}
+
+std::vector<Case> timing_cases(ValidateLevel level) {
+  Axes axes;
+  axes.threads = {static_cast<int>(std::max(1, cpu_count()))};
+  if (level == ValidateLevel::kQuick) {
+    axes.workloads = {"A"};
+    axes.tokens = {1, 32};
+    std::vector<Case> cases = plan_cases(axes);
+    axes.workloads = {"B"};
+    axes.tokens = {16};
+    for (const Case& c : plan_cases(axes)) cases.push_back(c);
+    return cases;
+  }
+  axes.routing = {"uniform", "zipf:1.2"};
+  std::vector<Case> cases = plan_cases(axes);
+  if (level == ValidateLevel::kFull) {
+    for (const Preset& p : presets()) {
+      Axes preset_axes;
+      preset_axes.threads = axes.threads;
+      preset_axes.presets = {p.name};
+      preset_axes.tokens = {1, 32};
+      try {
+        for (const Case& c : plan_cases(preset_axes)) cases.push_back(c);
+      } catch (const std::exception&) {
+        // Presets that do not fit this machine's memory are reported by the caller.
+      }
+    }
+  }
+  return cases;
+}
+
+const Comparison* find_comparison(const Report& report, const Claim& claim) {
+  const Workload& w = find_workload(claim.workload);
+  for (const Comparison& c : report.comparisons) {
+    const Shape& s = c.kase.shape;
+    if (c.a == claim.a && c.b == claim.b && s.preset.empty() && s.experts == w.shape.experts &&
+        s.top_k == w.shape.top_k && s.d_model == w.shape.d_model && s.d_ff == w.shape.d_ff &&
+        s.tokens == claim.tokens && to_string(s.skew) == claim.routing) {
+      return &c;
+    }
+  }
+  return nullptr;
+}
+
+const Result* find_result(const Report& report, const Case& kase, const std::string& impl) {
+  for (const Result& r : report.results) {
+    if (r.impl == impl && r.kase.shape == kase.shape) return &r;
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+std::span<const Claim> readme_claims() { return kClaims; }
+
+void run_validate(ValidateLevel level, Report& report,
+                  const std::function<void(const CheckLine&)>& on_check,
+                  const ProgressFn& progress) {
+  auto emit = [&](const CheckLine& line) {
+    if (on_check) on_check(line);
+  };
+  check_correctness(level, report, emit);
+
+  HarnessOptions h;
+  if (level == ValidateLevel::kQuick) {
+    h.reps = 10;
+    h.min_time_s = 0.2;
+    h.max_time_s = 5;
+  } else {
+    h.max_time_s = 20;
+  }
+  const std::vector<Case> cases = timing_cases(level);
+  if (level == ValidateLevel::kFull) {
+    for (const Preset& p : presets()) {
+      bool present = false;
+      for (const Case& c : cases) present |= c.shape.preset == p.name;
+      if (!present) {
+        CheckLine line{"timing", "preset " + p.name, Status::kSkipped,
+                       "does not fit this machine's memory in f32"};
+        emit(line);
+        report.checks.push_back(line);
+      }
+    }
+  }
+  run_cases(cases, default_kernel_names(), h, report, progress);
+  for (const Result& r : report.results) {
+    CheckLine line{"timing", fmt::format("{} on {}", r.impl, case_label(r.kase)), r.status,
+                   r.reason};
+    if (r.status == Status::kOk) {
+      line.detail = fmt::format("median {:.4g} ms [{:.4g}, {:.4g}], {:.0f}% of roofline, CV {:.1f}%",
+                                r.stats.median_s * 1e3, r.stats.median_ci_s[0] * 1e3,
+                                r.stats.median_ci_s[1] * 1e3, r.derived.roofline_pct,
+                                r.stats.cv * 100);
+    }
+    emit(line);
+    report.checks.push_back(line);
+  }
+
+  for (const Claim& claim : kClaims) {
+    if (level == ValidateLevel::kQuick && !claim.quick) continue;
+    CheckLine line{"claim", claim.text, Status::kFailed, ""};
+    if (const Comparison* c = find_comparison(report, claim)) {
+      line.status = c->speedup.faster_with_confidence ? Status::kOk : Status::kFailed;
+      line.detail = fmt::format("{:.2f}x [{:.2f}, {:.2f}]{}", c->speedup.ratio, c->speedup.ci[0],
+                                c->speedup.ci[1],
+                                c->speedup.faster_with_confidence ? ""
+                                                                  : ": interval not above 1");
+    } else {
+      // No comparison: say why (an implementation that cannot run here is a skip, not a failure).
+      Case kase;
+      kase.shape = find_workload(claim.workload).shape;
+      kase.shape.tokens = claim.tokens;
+      kase.shape.skew = parse_skew(claim.routing);
+      line.detail = "not measured";
+      for (const std::string& impl : {claim.a, claim.b}) {
+        const Result* r = find_result(report, kase, impl);
+        if (r != nullptr && r->status == Status::kSkipped) {
+          line.status = Status::kSkipped;
+          line.detail = fmt::format("{} cannot run here: {}", impl, r->reason);
+        } else if (r != nullptr && r->status == Status::kFailed) {
+          line.detail = fmt::format("{} failed: {}", impl, r->reason);
+        }
+      }
+    }
+    emit(line);
+    report.checks.push_back(line);
+  }
+}
+
+}  // namespace moe_bench

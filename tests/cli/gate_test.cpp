@@ -1,0 +1,106 @@
+#include <sys/wait.h>
+
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "moe_bench/harness.hpp"
+#include "moe_bench/report.hpp"
+#include "moe_bench/validate.hpp"
+
+using namespace moe_bench;
+
+namespace {
+
+// The deliberately slowed build of the gate test: the cpu kernel plus a sleep in every call.
+// It exists only here.
+class SlowedKernel final : public Kernel {
+ public:
+  explicit SlowedKernel(std::unique_ptr<Kernel> inner) : inner_(std::move(inner)) {}
+  KernelInfo info() const override { return inner_->info(); }
+  std::optional<std::string> can_run(const Shape& s, Dtype d) const override {
+    return inner_->can_run(s, d);
+  }
+  void prepare(const Problem& p, int threads) override { inner_->prepare(p, threads); }
+  void run(int64_t layer) override {
+    inner_->run(layer);
+    std::this_thread::sleep_for(std::chrono::microseconds(300));
+  }
+  std::span<const float> output() const override { return inner_->output(); }
+  std::span<const int32_t> selected_experts() const override { return inner_->selected_experts(); }
+
+ private:
+  std::unique_ptr<Kernel> inner_;
+};
+
+std::filesystem::path write_run(const std::string& name, bool slowed) {
+  Case c;
+  c.shape.experts = 8;
+  c.shape.d_model = 64;
+  c.shape.d_ff = 128;
+  c.shape.tokens = 4;
+  c.threads = 1;
+  HarnessOptions o;
+  o.reps = 15;
+  o.min_time_s = 0;
+  if (slowed) {
+    o.make = [](std::string_view impl) -> std::unique_ptr<Kernel> {
+      auto k = make_kernel(impl);
+      if (impl == "cpu") return std::make_unique<SlowedKernel>(std::move(k));
+      return k;
+    };
+  }
+  Report report;
+  report.system = system_info();
+  run_cases({c}, {"blas", "cpu"}, o, report);
+  const auto path = std::filesystem::temp_directory_path() / name;
+  write_file_atomically(path, render_json(report));
+  return path;
+}
+
+int compare_exit(const std::filesystem::path& a, const std::filesystem::path& b,
+                 const std::string& extra) {
+  const std::string cmd = std::string(MOE_BENCH_EXE) + " compare " + a.string() + " " +
+                          b.string() + " " + extra + " >/dev/null 2>&1";
+  const int status = std::system(cmd.c_str());
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+}  // namespace
+
+TEST_CASE("the gate catches a deliberately slowed kernel and passes an A/A pair") {
+  const auto a = write_run("moe_bench_gate_a.json", false);
+  const auto b = write_run("moe_bench_gate_b.json", false);
+  const auto slow = write_run("moe_bench_gate_slow.json", true);
+  CHECK(compare_exit(a, a, "") == 0);
+  CHECK(compare_exit(a, b, "--relative-to blas --threshold 0.5") == 0);
+  CHECK(compare_exit(a, slow, "--relative-to blas --threshold 0.5") == 1);
+  CHECK(compare_exit(a, slow, "") == 1);
+  for (const auto& p : {a, b, slow}) std::filesystem::remove(p);
+}
+
+TEST_CASE("compare rejects bad input with exit 2") {
+  namespace fs = std::filesystem;
+  const auto dir = fs::temp_directory_path();
+  const auto garbage = dir / "moe_bench_garbage.json";
+  const auto wrong = dir / "moe_bench_wrong_schema.json";
+  std::ofstream(garbage) << "{not json";
+  std::ofstream(wrong) << R"({"schema_version": 99, "results": []})";
+  CHECK(compare_exit(dir / "moe_bench_missing.json", garbage, "") == 2);
+  CHECK(compare_exit(garbage, garbage, "") == 2);
+  CHECK(compare_exit(wrong, wrong, "") == 2);
+  CHECK(compare_exit(garbage, garbage, "--alpha 2") == 2);
+  fs::remove(garbage);
+  fs::remove(wrong);
+}
+
+TEST_CASE("every claim validate checks is stated word for word in the README") {
+  std::ifstream in(std::string(MOE_BENCH_SOURCE_DIR) + "/README.md");
+  const std::string readme((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  for (const Claim& c : readme_claims()) {
+    INFO(c.text);
+    CHECK(readme.find(c.text) != std::string::npos);
+  }
+}
