@@ -81,6 +81,32 @@ bool prepare_and_check(Contender& c, const Problem& problem, const Oracle& oracl
   return false;
 }
 
+// An implementation in another process: it runs the protocol there, then its last output is
+// checked like any other. Its samples are not interleaved with the in-process ones.
+void run_elsewhere(Contender& c, const Problem& problem, const Oracle& oracle,
+                   const HarnessOptions& o, int threads) {
+  Result& r = c.result;
+  auto start = Clock::now();
+  c.kernel->prepare(problem, threads);
+  r.setup_s = seconds_since(start);
+  const TimingProtocol protocol{o.reps, o.min_time_s, o.max_time_s, o.min_sample_s, o.warmup,
+                                threads};
+  SelfTimed timed = c.kernel->run_self_timed(protocol).value();
+  r.layers = 1;  // a peer process holds one layer: its weights may stay in cache
+  r.inner_reps = timed.inner_reps;
+  r.notes = timed.notes;
+  r.correctness = oracle.check(c.kernel->output(), c.kernel->selected_experts());
+  if (!r.correctness->pass) {
+    r.status = Status::kFailed;
+    r.reason = fmt::format("output differs from the FP64 oracle (max rel err {:.3g}, tolerance "
+                           "{:.3g}, {} selection mismatches)",
+                           r.correctness->max_rel_err, r.correctness->tolerance,
+                           r.correctness->selection_mismatches);
+    return;
+  }
+  r.samples_s = std::move(timed.samples_s);
+}
+
 void calibrate(Contender& c, const HarnessOptions& o) {
   for (int i = 0; i < o.warmup; ++i) c.kernel->run(c.next_layer++ % c.result.layers);
   const double one = c.sample();
@@ -135,7 +161,11 @@ void run_case(const Case& c, const std::vector<std::string>& impls, const Harnes
       k.result.blas = blas_info();
       k.result.status = Status::kOk;
       try {
-        if (prepare_and_check(k, problem, oracle)) calibrate(k, o);
+        if (k.kernel->self_timed()) {
+          run_elsewhere(k, problem, oracle, o, c.threads);
+        } else if (prepare_and_check(k, problem, oracle)) {
+          calibrate(k, o);
+        }
       } catch (const std::exception& e) {
         k.result.status = Status::kFailed;
         k.result.reason = fmt::format("{} threw: {}", impl, e.what());
@@ -146,7 +176,7 @@ void run_case(const Case& c, const std::vector<std::string>& impls, const Harnes
 
   std::vector<Contender*> timed;
   for (auto& k : contenders) {
-    if (k.result.status == Status::kOk) {
+    if (k.result.status == Status::kOk && !k.kernel->self_timed()) {
       k.kernel->reset_stages();
       k.calls = 0;
       timed.push_back(&k);

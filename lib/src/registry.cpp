@@ -3,6 +3,7 @@
 
 #include "../../baselines/blas/blas.hpp"
 #include "../../baselines/naive/naive.hpp"
+#include "../../baselines/python/python_peer.hpp"
 #include "../kernels/cpu/cpu_moe.hpp"
 #include "moe_bench/error.hpp"
 #include "moe_bench/kernel.hpp"
@@ -15,6 +16,8 @@ constexpr std::array kRegistry{
     RegistryEntry{"naive", naive::make_kernel},
     RegistryEntry{"blas", blas::make_kernel},
     RegistryEntry{"cpu", cpu::make_kernel},
+    RegistryEntry{"numpy", python::make_numpy_kernel, false},
+    RegistryEntry{"torch", python::make_torch_kernel, false},
     RegistryEntry{"cpu_avx512", cpu::make_avx512_kernel, false},
     RegistryEntry{"cpu_avx2", cpu::make_avx2_kernel, false},
     RegistryEntry{"cpu_generic", cpu::make_generic_kernel, false},

@@ -52,6 +52,7 @@ std::vector<std::pair<std::string, Shape>> correctness_grid(ValidateLevel level)
       {"k=E", grid_shape(4, 4, 24, 40, 9)},
       {"idle experts", grid_shape(32, 2, 32, 48, 3)},
       {"many tokens", grid_shape(16, 4, 96, 80, 70)},
+      {"long reductions", grid_shape(4, 2, 1100, 600, 14)},
   };
   Shape gelu = grid_shape(8, 1, 40, 72, 20);
   gelu.activation = Activation::kGelu;

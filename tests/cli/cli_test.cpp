@@ -167,8 +167,9 @@ TEST_CASE("ctrl-c finishes the current sample and writes what finished, marked i
   namespace fs = std::filesystem;
   const fs::path json = fs::temp_directory_path() / "moe_bench_cli_interrupt.json";
   fs::remove(json);
-  // A long sampling budget that SIGINT cuts short after about two seconds.
-  Outcome o = moe_bench_with_prefix("timeout --preserve-status -s INT 2 ",
+  // A long sampling budget that SIGINT cuts short after four seconds (enough for start-up and
+  // the peak benchmarks even in the sanitizer build).
+  Outcome o = moe_bench_with_prefix("timeout --preserve-status -s INT 4 ",
                                     "run --experts 4 --d-model 16 --d-ff 8 --tokens 1,2,3 "
                                     "--reps 1000000 --min-time 100 --max-time 100 --quiet --json " +
                                         json.string());

@@ -21,6 +21,21 @@ struct KernelInfo {
   std::string description;  ///< one line: the algorithm, not a claim
 };
 
+/// The measurement protocol, for implementations that time themselves in another process.
+struct TimingProtocol {
+  int reps = 20;
+  double min_time_s = 0.5, max_time_s = 30, min_sample_s = 0.005;
+  int warmup = 1;
+  int threads = 1;
+};
+
+/// What a self-timed implementation measured.
+struct SelfTimed {
+  std::vector<double> samples_s;
+  int64_t inner_reps = 1;
+  std::string notes;  ///< versions of the peer and the BLAS it used
+};
+
 /// One MoE forward implementation. The harness asks before running (`unavailable_reason`,
 /// `can_run`), then calls `prepare` once per case (timed as setup) and `run` repeatedly.
 class Kernel {
@@ -46,6 +61,12 @@ class Kernel {
   /// stages; empty otherwise.
   virtual std::vector<StageTime> stage_seconds() const { return {}; }
   virtual void reset_stages() {}
+  /// Implementations that run in another process (the Python peers) warm up, calibrate and
+  /// sample there by the same protocol, leaving output() and selected_experts() of their last
+  /// call; `prepare` comes first. Throws with the reason when the process fails. The others
+  /// return nullopt and are timed by the harness, interleaved.
+  virtual std::optional<SelfTimed> run_self_timed(const TimingProtocol&) { return std::nullopt; }
+  virtual bool self_timed() const { return false; }
 };
 
 using KernelFactory = std::unique_ptr<Kernel> (*)();

@@ -18,9 +18,11 @@ struct IsaKernels {
   int lanes;
   int rows;
   /// Hidden columns [col0, col0 + L) (gated) or [col0, col0 + 2L) (GELU), clipped to f, for the
-  /// n rows of a block: h = act(W1 x, W3 x).
+  /// n rows of a block: h = act(W1 x, W3 x), reducing over d rows of xp and wp. The reduction can
+  /// be split in chunks: `acc_in` (R x 2L raw sums, or null for zero) starts it, and a non-null
+  /// `acc_out` receives the raw sums instead of the activated hidden values.
   void (*gate_up)(const float* xp, const float* wp, int64_t d, int64_t n, float* hp, int64_t col0,
-                  int64_t f, Act act);
+                  int64_t f, Act act, const float* acc_in, float* acc_out);
   /// y[token_r, col0 + c] += weight_r * (W2 h_r)[c] for c < ncols (at most 2L) and r < n.
   void (*down)(const float* hp, const float* wp, int64_t f, int64_t n, const int32_t* tokens,
                const float* weights, float* y, int64_t ldy, int64_t col0, int64_t ncols);

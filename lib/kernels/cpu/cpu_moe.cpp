@@ -68,6 +68,8 @@ Act to_act(Activation a) {
 // Rows of the down projection's weight panel reduced per pass: 512 x 32 floats = 64 KiB, which
 // stays in L2 beside the hidden chunks of all row blocks (measured best of 64..4096 on A at 512).
 constexpr int64_t kDownChunk = 512;
+// Rows of the gate/up panel (and of each row block) reduced per pass, for the same reason.
+constexpr int64_t kUpChunk = 512;
 
 bool has_avx512() { return cpu_features().has("avx512f"); }
 bool has_avx2() { return cpu_features().has("avx2") && cpu_features().has("fma"); }
@@ -128,6 +130,9 @@ class CpuKernel final : public Kernel {
     item_group_.assign(static_cast<size_t>(groups * max_panels), 0);
     item_panel_.assign(item_group_.size(), 0);
     xp_.resize(max_blocks * R * s.d_model);
+    // A group has at most T rows (each token picks an expert once; shared experts take all).
+    partial_stride_ = (T + R - 1) / R * R * 2 * L;
+    partial_.resize(threads_ * partial_stride_);
     hp_.resize(max_blocks * R * max_width_);
     y_.assign(static_cast<size_t>(T * s.d_model), 0.0f);
   }
@@ -174,15 +179,24 @@ class CpuKernel final : public Kernel {
 #pragma omp master
       lap(1, mark);
       // Gate/up with the activation fused: one item is one expert's panel of hidden columns.
+      // The reduction over d runs in chunks so that a chunk of the weight panel and the same
+      // chunk of every row block stay in L2; raw sums wait in a per-thread buffer between chunks.
+      float* partial = partial_.data() + omp_get_thread_num() * partial_stride_;
 #pragma omp for schedule(dynamic, 1)
       for (int64_t it = 0; it < num_items_; ++it) {
         const int32_t g = item_group_[it];
         const int64_t panel = item_panel_[it];
         const Group& grp = packed.groups[g];
         const float* wp = packed.data.data() + grp.up_offset + panel * d * L2;
-        for (int64_t b = group_blocks_[g]; b < group_blocks_[g + 1]; ++b) {
-          isa.gate_up(xp_.data() + b * R * d, wp, d, block_rows_[b], hp_.data() + b * R * max_width_,
-                      panel * hcols_, grp.width, act);
+        for (int64_t i0 = 0; i0 < d; i0 += kUpChunk) {
+          const int64_t dc = std::min(kUpChunk, d - i0);
+          const bool first = i0 == 0, last = i0 + dc == d;
+          for (int64_t b = group_blocks_[g]; b < group_blocks_[g + 1]; ++b) {
+            float* acc = partial + (b - group_blocks_[g]) * R * L2;
+            isa.gate_up(xp_.data() + b * R * d + i0 * R, wp + i0 * L2, dc, block_rows_[b],
+                        hp_.data() + b * R * max_width_, panel * hcols_, grp.width, act,
+                        first ? nullptr : acc, last ? nullptr : acc);
+          }
         }
       }
 #pragma omp master
@@ -345,7 +359,8 @@ class CpuKernel final : public Kernel {
   std::vector<int32_t> block_group_, block_rows_, block_tokens_, item_group_, item_panel_;
   std::vector<float> block_weights_;
   int64_t num_blocks_ = 0, num_items_ = 0;
-  AlignedFloats xp_, hp_;
+  AlignedFloats xp_, hp_, partial_;
+  int64_t partial_stride_ = 0;
   std::vector<float> y_;
   std::array<double, 4> stage_{};
 };

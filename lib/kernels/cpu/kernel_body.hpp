@@ -35,12 +35,20 @@ inline typename V::T vgelu(typename V::T g) {
 
 template <int N>
 void gate_up_rows(const float* xp, const float* wp, int64_t d, float* hp, int64_t col0, int64_t f,
-                  Act act) {
+                  Act act, const float* acc_in, float* acc_out) {
   using T = typename V::T;
   constexpr int L = V::kLanes;
   T a0[N], a1[N];
+  if (acc_in != nullptr) {
 #pragma GCC unroll 16
-  for (int r = 0; r < N; ++r) a0[r] = a1[r] = V::zero();
+    for (int r = 0; r < N; ++r) {
+      a0[r] = V::load(acc_in + r * 2 * L);
+      a1[r] = V::load(acc_in + r * 2 * L + L);
+    }
+  } else {
+#pragma GCC unroll 16
+    for (int r = 0; r < N; ++r) a0[r] = a1[r] = V::zero();
+  }
   for (int64_t i = 0; i < d; ++i) {
     const T w0 = V::load(wp + i * 2 * L);
     const T w1 = V::load(wp + i * 2 * L + L);
@@ -51,6 +59,13 @@ void gate_up_rows(const float* xp, const float* wp, int64_t d, float* hp, int64_
       a0[r] = V::fmadd(xb, w0, a0[r]);
       a1[r] = V::fmadd(xb, w1, a1[r]);
     }
+  }
+  if (acc_out != nullptr) {
+    for (int r = 0; r < N; ++r) {
+      V::store(acc_out + r * 2 * L, a0[r]);
+      V::store(acc_out + r * 2 * L + L, a1[r]);
+    }
+    return;
   }
   alignas(64) float tmp[2 * L];
   for (int r = 0; r < N; ++r) {
@@ -108,10 +123,10 @@ void down_rows(const float* hp, const float* wp, int64_t f, const int32_t* token
 
 template <int N>
 void gate_up_dispatch(const float* xp, const float* wp, int64_t d, int64_t n, float* hp,
-                      int64_t col0, int64_t f, Act act) {
+                      int64_t col0, int64_t f, Act act, const float* acc_in, float* acc_out) {
   if constexpr (N > 0) {
-    if (n == N) return gate_up_rows<N>(xp, wp, d, hp, col0, f, act);
-    return gate_up_dispatch<N - 1>(xp, wp, d, n, hp, col0, f, act);
+    if (n == N) return gate_up_rows<N>(xp, wp, d, hp, col0, f, act, acc_in, acc_out);
+    return gate_up_dispatch<N - 1>(xp, wp, d, n, hp, col0, f, act, acc_in, acc_out);
   }
 }
 
@@ -125,8 +140,8 @@ void down_dispatch(const float* hp, const float* wp, int64_t f, int64_t n, const
 }
 
 void gate_up(const float* xp, const float* wp, int64_t d, int64_t n, float* hp, int64_t col0,
-             int64_t f, Act act) {
-  gate_up_dispatch<kRows>(xp, wp, d, n, hp, col0, f, act);
+             int64_t f, Act act, const float* acc_in, float* acc_out) {
+  gate_up_dispatch<kRows>(xp, wp, d, n, hp, col0, f, act, acc_in, acc_out);
 }
 
 void down(const float* hp, const float* wp, int64_t f, int64_t n, const int32_t* tokens,

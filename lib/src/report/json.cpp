@@ -90,6 +90,7 @@ json result_to_json(const Result& r) {
   j["setup_s"] = r.setup_s;
   j["layers"] = r.layers;
   j["inner_reps"] = r.inner_reps;
+  j["notes"] = r.notes;
   json stages = json::array();  // an array keeps the stages in pipeline order
   for (const StageTime& s : r.stages) stages.push_back({{"name", s.name}, {"seconds", s.seconds}});
   j["stages_s"] = stages;
@@ -263,6 +264,7 @@ Result result_from_json(const json& j) {
   r.setup_s = j.at("setup_s");
   r.layers = j.at("layers");
   r.inner_reps = j.at("inner_reps");
+  r.notes = j.value("notes", std::string{});
   for (const json& stage : j.at("stages_s")) {
     r.stages.push_back({stage.at("name"), stage.at("seconds")});
   }

@@ -1,0 +1,51 @@
+"""The protocol every Python peer shares with moe-bench (see python_peer.cpp).
+
+moe-bench writes the case to a folder: case.json (shape, routing, timing options) and the inputs
+as .npy files (x, wg, logit_bias, selection_bias, w1, w3, w2, ws1, ws3, ws2). The peer loads
+them, warms up, calibrates inner repetitions to the minimum sample time, takes samples until both
+the minimum count and the minimum time are met (or the maximum time), and writes samples.json
+(seconds per call, versions, BLAS) and its output y.npy and selected experts selected.npy.
+"""
+import json
+import os
+import sys
+import time
+
+
+def load_case(folder):
+    with open(os.path.join(folder, "case.json")) as f:
+        return json.load(f)
+
+
+def measure(forward, options):
+    """Warm-up, calibration and sampling by moe-bench's protocol; returns (samples, inner)."""
+    for _ in range(max(options["warmup"], 1)):
+        forward()
+    start = time.perf_counter()
+    forward()
+    one = max(time.perf_counter() - start, 1e-9)
+    inner = max(1, min(1 << 20, int(-(-options["min_sample_s"] // one))))
+    samples = []
+    begin = time.perf_counter()
+    while True:
+        elapsed = time.perf_counter() - begin
+        if len(samples) >= options["reps"] and elapsed >= options["min_time_s"]:
+            break
+        if samples and elapsed >= options["max_time_s"]:
+            break
+        start = time.perf_counter()
+        for _ in range(inner):
+            forward()
+        samples.append((time.perf_counter() - start) / inner)
+    return samples, inner
+
+
+def write_result(folder, samples, inner, versions):
+    with open(os.path.join(folder, "samples.json.tmp"), "w") as f:
+        json.dump({"samples_s": samples, "inner_reps": inner, "versions": versions}, f)
+    os.replace(os.path.join(folder, "samples.json.tmp"), os.path.join(folder, "samples.json"))
+
+
+def fail(message):
+    print("peer error: " + message, file=sys.stderr)
+    sys.exit(3)

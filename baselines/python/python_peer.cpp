@@ -1,0 +1,263 @@
+#include "python_peer.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fmt/format.h>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "npy.hpp"
+
+extern char** environ;
+
+namespace moe_bench::python {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string default_interpreter() {
+  if (const char* env = std::getenv("MOE_BENCH_PYTHON")) return env;
+  if (access("/usr/bin/python3", X_OK) == 0) return "/usr/bin/python3";
+  return "python3";
+}
+
+std::string& interpreter_setting() {
+  static std::string path = default_interpreter();
+  return path;
+}
+
+struct Exit {
+  int code = -1;
+  bool timed_out = false;
+  int signal = 0;
+};
+
+// Runs argv with stdout and stderr into `log`, killing it after `timeout_s`.
+Exit run_process(const std::vector<std::string>& args, const fs::path& log, double timeout_s) {
+  std::vector<char*> argv;
+  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, log.c_str(),
+                                   O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
+  pid_t pid = 0;
+  const int err = posix_spawnp(&pid, argv[0], &actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  Exit out;
+  if (err != 0) return out;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+  int status = 0;
+  while (waitpid(pid, &status, WNOHANG) == 0) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+      out.timed_out = true;
+      return out;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  if (WIFEXITED(status)) out.code = WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) out.signal = WTERMSIG(status);
+  return out;
+}
+
+std::string last_line(const fs::path& log) {
+  std::ifstream in(log);
+  std::string line, last;
+  while (std::getline(in, line)) {
+    if (!line.empty()) last = line;
+  }
+  return last.empty() ? "no output" : last;
+}
+
+// A private folder for one case's files, removed on every way out (failure and Ctrl-C included:
+// SIGINT only sets a flag in moe-bench, so destructors run).
+class TempDir {
+ public:
+  TempDir() {
+    std::string pattern = (fs::temp_directory_path() / "moe-bench-peer-XXXXXX").string();
+    if (mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("cannot create a temp folder");
+    path_ = pattern;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const fs::path& path() const { return path_; }
+
+ private:
+  fs::path path_;
+};
+
+class PythonPeer final : public Kernel {
+ public:
+  PythonPeer(std::string name, std::string module, std::string description)
+      : name_(std::move(name)), module_(std::move(module)), description_(std::move(description)) {}
+
+  KernelInfo info() const override { return {name_, "python", {Dtype::kF32}, description_}; }
+
+  std::optional<std::string> unavailable_reason() const override {
+    // Probed once per interpreter and package: importing torch takes seconds.
+    static std::mutex mutex;
+    static std::map<std::string, std::optional<std::string>> cache;
+    std::lock_guard lock(mutex);
+    const std::string key = interpreter() + "|" + module_;
+    auto it = cache.find(key);
+    if (it != cache.end()) return it->second;
+    TempDir dir;
+    const fs::path log = dir.path() / "probe.log";
+    const Exit e = run_process({interpreter(), "-c", "import " + module_}, log, 120);
+    std::optional<std::string> why;
+    if (e.code != 0) {
+      why = e.code == 127 || (e.code < 0 && !e.timed_out)
+                ? fmt::format("no Python interpreter at '{}' (pass --python PATH)", interpreter())
+                : fmt::format("{} cannot import {} ({}); install python3-{} or pass --python",
+                              interpreter(), module_, last_line(log), module_);
+    }
+    cache[key] = why;
+    return why;
+  }
+
+  std::optional<std::string> can_run(const Shape&, Dtype dtype) const override {
+    if (dtype != Dtype::kF32) return fmt::format("dtype {} not supported", to_string(dtype));
+    return std::nullopt;
+  }
+
+  bool self_timed() const override { return true; }
+
+  void prepare(const Problem& p, int threads) override {
+    problem_ = &p;
+    threads_ = threads;
+    dir_ = std::make_unique<TempDir>();
+    const Shape& s = p.shape;
+    const LayerWeights& w = p.layers[0];
+    const fs::path& d = dir_->path();
+    const int64_t T = s.tokens, E = s.experts, D = s.d_model, F = s.d_ff, FS = s.shared_width();
+    write_npy(d / "x.npy", p.x.data(), {T, D});
+    write_npy(d / "wg.npy", w.wg.data(), {E, D});
+    write_npy(d / "logit_bias.npy", w.logit_bias.data(), {E});
+    write_npy(d / "selection_bias.npy", w.selection_bias.data(), {E});
+    write_npy(d / "w1.npy", w.w1.data(), {E, F, D});
+    if (!w.w3.empty()) write_npy(d / "w3.npy", w.w3.data(), {E, F, D});
+    write_npy(d / "w2.npy", w.w2.data(), {E, D, F});
+    if (FS > 0) {
+      write_npy(d / "ws1.npy", w.ws1.data(), {FS, D});
+      if (!w.ws3.empty()) write_npy(d / "ws3.npy", w.ws3.data(), {FS, D});
+      write_npy(d / "ws2.npy", w.ws2.data(), {D, FS});
+    }
+  }
+
+  void run(int64_t) override { run_self_timed(TimingProtocol{1, 0, 1e9, 0, 0, threads_}); }
+
+  std::optional<SelfTimed> run_self_timed(const TimingProtocol& t) override {
+    const Shape& s = problem_->shape;
+    const fs::path& d = dir_->path();
+    nlohmann::json c{{"experts", s.experts},
+                     {"top_k", s.top_k},
+                     {"tokens", s.tokens},
+                     {"d_model", s.d_model},
+                     {"d_ff", s.d_ff},
+                     {"shared_width", s.shared_width()},
+                     {"activation", to_string(s.activation)},
+                     {"capacity_factor", s.capacity_factor},
+                     {"threads", t.threads},
+                     {"router",
+                      {{"scoring", to_string(s.routing.scoring)},
+                       {"renormalize", s.routing.renormalize},
+                       {"scale", s.routing.scale},
+                       {"selection_bias", s.routing.selection_bias},
+                       {"groups", s.routing.groups},
+                       {"topk_groups", s.routing.topk_groups}}},
+                     {"timing",
+                      {{"reps", t.reps},
+                       {"min_time_s", t.min_time_s},
+                       {"max_time_s", t.max_time_s},
+                       {"min_sample_s", t.min_sample_s},
+                       {"warmup", t.warmup}}}};
+    std::ofstream(d / "case.json") << c.dump();
+    fs::remove(d / "samples.json");
+    const fs::path script = fs::path(MOE_BENCH_PYTHON_DIR) / (module_ + "_moe.py");
+    // Start-up and data loading take seconds; sampling stops at max_time.
+    const double timeout = 120 + 3 * std::min(t.max_time_s, 600.0);
+    const Exit e = run_process({interpreter(), script.string(), d.string()}, d / "peer.log",
+                               timeout);
+    if (e.timed_out) throw std::runtime_error(fmt::format("{} peer timed out after {:.0f} s", name_, timeout));
+    if (e.code != 0) {
+      throw std::runtime_error(fmt::format("{} peer exited with {}: {}", name_,
+                                           e.signal ? fmt::format("signal {}", e.signal)
+                                                    : fmt::format("code {}", e.code),
+                                           last_line(d / "peer.log")));
+    }
+    const int64_t T = s.tokens, D = s.d_model, K = s.top_k;
+    NpyArray y = read_npy(d / "y.npy", "<f4");
+    NpyArray sel = read_npy(d / "selected.npy", "<i4");
+    if (y.shape != std::vector<int64_t>{T, D} || sel.shape != std::vector<int64_t>{T, K}) {
+      throw std::runtime_error(fmt::format("{} peer returned shapes ({}) and ({}), not ({}, {}) and "
+                                           "({}, {})",
+                                           name_, fmt::join(y.shape, ", "),
+                                           fmt::join(sel.shape, ", "), T, D, T, K));
+    }
+    y_.resize(static_cast<size_t>(T * D));
+    std::memcpy(y_.data(), y.bytes.data(), y.bytes.size());
+    selected_.resize(static_cast<size_t>(T * K));
+    std::memcpy(selected_.data(), sel.bytes.data(), sel.bytes.size());
+    std::ifstream in(d / "samples.json");
+    const nlohmann::json r = nlohmann::json::parse(in);
+    SelfTimed out;
+    out.samples_s = r.at("samples_s").get<std::vector<double>>();
+    out.inner_reps = r.at("inner_reps");
+    std::string notes;
+    for (const auto& [k, v] : r.at("versions").items()) {
+      notes += fmt::format("{}{} {}", notes.empty() ? "" : ", ", k,
+                           v.is_string() ? v.get<std::string>() : v.dump());
+    }
+    out.notes = notes;
+    return out;
+  }
+
+  std::span<const float> output() const override { return y_; }
+  std::span<const int32_t> selected_experts() const override { return selected_; }
+
+ private:
+  std::string name_, module_, description_;
+  const Problem* problem_ = nullptr;
+  int threads_ = 1;
+  std::unique_ptr<TempDir> dir_;
+  std::vector<float> y_;
+  std::vector<int32_t> selected_;
+};
+
+}  // namespace
+
+void set_interpreter(std::string path) { interpreter_setting() = std::move(path); }
+const std::string& interpreter() { return interpreter_setting(); }
+
+std::unique_ptr<Kernel> make_numpy_kernel() {
+  return std::make_unique<PythonPeer>(
+      "numpy", "numpy",
+      "NumPy as users write it: router matmul, softmax, top-k, loop over experts with gather, "
+      "SwiGLU, scatter-add (subprocess, .npy exchange)");
+}
+
+std::unique_ptr<Kernel> make_torch_kernel() {
+  return std::make_unique<PythonPeer>(
+      "torch", "torch",
+      "PyTorch as the Hugging Face Mixtral block: router linear, softmax, top-k, loop over "
+      "experts with index_select, SwiGLU, index_add_ (inference mode, subprocess)");
+}
+
+}  // namespace moe_bench::python

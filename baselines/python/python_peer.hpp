@@ -1,0 +1,19 @@
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "moe_bench/kernel.hpp"
+
+namespace moe_bench::python {
+
+/// The interpreter the peers run under: --python PATH, else $MOE_BENCH_PYTHON, else Debian's
+/// /usr/bin/python3 where it exists (that is where python3-numpy and python3-torch install),
+/// else python3 on PATH.
+void set_interpreter(std::string path);
+const std::string& interpreter();
+
+std::unique_ptr<Kernel> make_numpy_kernel();
+std::unique_ptr<Kernel> make_torch_kernel();
+
+}  // namespace moe_bench::python

@@ -1,0 +1,123 @@
+#!/usr/bin/env python3
+"""MoE layer in PyTorch, as the Hugging Face Mixtral sparse block writes it: router linear,
+softmax, top-k, renormalise, then a loop over experts with index_select, SwiGLU and index_add_.
+Inference mode, torch.set_num_threads(threads). Usage: torch_moe.py FOLDER."""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import peer_protocol  # noqa: E402
+
+try:
+    import numpy as np
+    import torch
+except ImportError as e:
+    peer_protocol.fail("{} is not installed for {}".format(e.name, sys.executable))
+
+
+def activation(kind, gate, up):
+    if kind == "swiglu":
+        return torch.nn.functional.silu(gate) * up
+    if kind == "swiglu_oai":
+        gate = gate.clamp(max=7.0)
+        up = up.clamp(-7.0, 7.0)
+        return gate * torch.sigmoid(1.702 * gate) * (up + 1.0)
+    return torch.nn.functional.gelu(gate)
+
+
+def route(case, logits, selection_bias):
+    r = case["router"]
+    k = case["top_k"]
+    if r["scoring"] == "softmax":
+        scores = torch.softmax(logits, dim=-1)
+    elif r["scoring"] == "sigmoid":
+        scores = torch.sigmoid(logits)
+    else:
+        scores = logits
+    select = scores + selection_bias if r["selection_bias"] else scores
+    if r["groups"] > 0:
+        t, e = select.shape
+        per = e // r["groups"]
+        top2 = select.view(t, r["groups"], per).topk(min(2, per), dim=-1).values.sum(-1)
+        # Stable ordering: ties go to the lower group (torch.topk does not promise it).
+        best = torch.sort(-top2, dim=-1, stable=True).indices[:, : r["topk_groups"]]
+        mask = torch.zeros(t, r["groups"], dtype=torch.bool).scatter_(1, best, True)
+        select = select.masked_fill(~mask.repeat_interleave(per, dim=1), float("-inf"))
+    idx = torch.sort(-select, dim=-1, stable=True).indices[:, :k]
+    if r["scoring"] == "topk_softmax":
+        w = torch.softmax(scores.gather(1, idx), dim=-1)
+    else:
+        w = scores.gather(1, idx)
+        if r["renormalize"]:
+            w = w / w.sum(-1, keepdim=True)
+    return idx, w * r["scale"]
+
+
+def capacity_mask(case, idx):
+    keep = torch.ones_like(idx, dtype=torch.bool)
+    c = case["capacity_factor"]
+    if c <= 0:
+        return keep
+    cap = int(-(-c * case["tokens"] * case["top_k"] // case["experts"]))
+    used = [0] * case["experts"]
+    flat = idx.flatten().tolist()
+    for i, e in enumerate(flat):
+        keep.view(-1)[i] = used[e] < cap
+        used[e] += 1 if used[e] < cap else 0
+    return keep
+
+
+def main():
+    folder = sys.argv[1]
+    case = peer_protocol.load_case(folder)
+    torch.set_num_threads(case["threads"])
+    load = lambda name: torch.from_numpy(np.load(os.path.join(folder, name + ".npy")))  # noqa
+    x, wg, lb, sb = load("x"), load("wg"), load("logit_bias"), load("selection_bias")
+    w1, w2 = load("w1"), load("w2")
+    gated = case["activation"] != "gelu"
+    w3 = load("w3") if gated else None
+    shared = case["shared_width"] > 0
+    ws1 = load("ws1") if shared else None
+    ws3 = load("ws3") if shared and gated else None
+    ws2 = load("ws2") if shared else None
+    act = case["activation"]
+    state = {}
+
+    def ffn(xe, a, b, c):
+        up = xe @ b.T if b is not None else None
+        return activation(act, xe @ a.T, up) @ c.T
+
+    def forward():
+        with torch.inference_mode():
+            logits = x @ wg.T + lb
+            idx, w = route(case, logits, sb)
+            keep = capacity_mask(case, idx)
+            y = torch.zeros_like(x)
+            hit = torch.nn.functional.one_hot(idx, case["experts"]).permute(2, 1, 0) & keep.T
+            for e in range(case["experts"]):
+                slot, tok = torch.where(hit[e])
+                if tok.numel() == 0:
+                    continue
+                ye = ffn(x.index_select(0, tok), w1[e], w3[e] if gated else None, w2[e])
+                y.index_add_(0, tok, ye * w[tok, slot, None])
+            if shared:
+                y += ffn(x, ws1, ws3, ws2)
+            state["y"], state["idx"] = y, idx
+
+    samples, inner = peer_protocol.measure(forward, case["timing"])
+    np.save(os.path.join(folder, "y.npy"), state["y"].numpy().astype(np.float32))
+    np.save(os.path.join(folder, "selected.npy"), state["idx"].numpy().astype(np.int32))
+    blas = "unknown"
+    try:
+        config = torch.__config__.show()
+        blas = next((l.split("=")[1].strip() for l in config.splitlines()
+                     if "BLAS_INFO" in l), "unknown")
+    except Exception:
+        pass
+    peer_protocol.write_result(folder, samples, inner,
+                               {"python": sys.version.split()[0], "torch": torch.__version__,
+                                "blas": blas, "threads": torch.get_num_threads()})
+
+
+if __name__ == "__main__":
+    main()
