@@ -3,8 +3,9 @@
 
 Usage: reports/plot.py RESULTS.json [--out DIR]
 
-Writes <stem>_throughput.png, <stem>_speedups.png, <stem>_latency.png and <stem>_roofline.png
-next to the report (or into DIR). Needs Debian's python3-matplotlib.
+Writes <stem>_throughput.png, <stem>_speedups.png, <stem>_latency.png, <stem>_roofline.png and
+<stem>_crosslang.png (speed-ups over the numpy and torch peers; empty without them) next to the
+report (or into DIR). Needs Debian's python3-matplotlib.
 """
 import argparse
 import json
@@ -133,6 +134,29 @@ def plot_roofline(report, path):
     plt.close(fig)
 
 
+def plot_crosslang(report, path):
+    """Speed-up of every implementation over the Python peers, with interval bars."""
+    comps = [c for c in report["comparisons"] if c["b"] in ("numpy", "torch")]
+    fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(comps) + 2), 4.5))
+    if comps:
+        labels = ["{}\n{} over {}".format(case_label(c["case"]), c["a"], c["b"]) for c in comps]
+        xs = range(len(comps))
+        ratios = [c["speedup"] for c in comps]
+        lo = [c["speedup"] - c["speedup_ci"][0] for c in comps]
+        hi = [c["speedup_ci"][1] - c["speedup"] for c in comps]
+        colors = ["tab:blue" if c["b"] == "numpy" else "tab:orange" for c in comps]
+        ax.bar(xs, ratios, yerr=[lo, hi], capsize=3, color=colors)
+        ax.set_xticks(list(xs))
+        ax.set_xticklabels(labels, rotation=45, ha="right", fontsize=7)
+        ax.set_yscale("log")
+    ax.axhline(1.0, color="black", linewidth=1)
+    ax.set_ylabel("speed-up over the peer (95% CI); blue: numpy, orange: torch")
+    ax.set_title("Cross-language comparison")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("report")
@@ -148,7 +172,8 @@ def main():
     out = args.out or os.path.dirname(os.path.abspath(args.report))
     stem = os.path.splitext(os.path.basename(args.report))[0]
     for name, fn in (("throughput", plot_throughput), ("speedups", plot_speedups),
-                     ("latency", plot_latency), ("roofline", plot_roofline)):
+                     ("latency", plot_latency), ("roofline", plot_roofline),
+                     ("crosslang", plot_crosslang)):
         path = os.path.join(out, "{}_{}.png".format(stem, name))
         fn(report, path)
         print(path)

@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 #include <memory>
 
+#include "baselines/python/python_peer.hpp"
 #include "commands.hpp"
 #include "moe_bench/error.hpp"
 #include "moe_bench/harness.hpp"
@@ -25,7 +26,7 @@ struct RunOptions {
   std::string cache = "cold";
   std::string json_path, md_path;
   std::string format = "table";
-  std::string blas_core;
+  std::string blas_core, python;
   bool quiet = false;
 };
 
@@ -47,6 +48,7 @@ void on_sigint(int) { request_interrupt(); }
 
 int run(const RunOptions& o) {
   // Everything that can be wrong with the input is found before any work or any file is made.
+  if (!o.python.empty()) python::set_interpreter(o.python);
   std::vector<Case> cases = plan_cases(o.axes);
   std::vector<std::string> impls = o.impls.empty() ? default_kernel_names() : o.impls;
   for (const auto& name : impls) {
@@ -148,8 +150,11 @@ Command add_run_command(CLI::App& app) {
   sub->add_option("--cache", o.cache,
                   "cold (default): rotate independent layers so weights come from memory; "
                   "warm: repeat one layer");
-  sub->add_option("--baseline", o.harness.baseline,
-                  "Speed-ups are of each implementation over this one (default blas)");
+  sub->add_option("--baseline", o.harness.baselines,
+                  "Speed-ups are of each implementation over these (comma list; default "
+                  "blas,numpy,torch, those present)")
+      ->delimiter(',');
+  sub->add_option("--python", o.python, "Interpreter of the numpy and torch peers");
   sub->add_option("--json", o.json_path, "Write the JSON report to FILE");
   sub->add_option("--md", o.md_path, "Write the Markdown report to FILE");
   sub->add_option("--format", o.format, "Standard output: table, json, jsonl, csv, md");

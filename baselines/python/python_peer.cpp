@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstring>
 #include <cstdlib>
 #include <filesystem>
 #include <fmt/format.h>
@@ -42,8 +43,32 @@ struct Exit {
   int signal = 0;
 };
 
-// Runs argv with stdout and stderr into `log`, killing it after `timeout_s`.
-Exit run_process(const std::vector<std::string>& args, const fs::path& log, double timeout_s) {
+double& startup_allowance() {
+  static double seconds = 120;
+  return seconds;
+}
+
+// Runs argv with stdout and stderr into `log`, killing it after `timeout_s`. `threads`, when
+// positive, caps every BLAS and OpenMP pool of the child at that many threads, as moe-bench's own.
+Exit run_process(const std::vector<std::string>& args, const fs::path& log, double timeout_s,
+                 int threads = 0) {
+  std::vector<std::string> env_strings;
+  for (char** e = environ; *e != nullptr; ++e) {
+    const std::string_view v(*e);
+    if (threads > 0 && (v.starts_with("OMP_NUM_THREADS=") || v.starts_with("OPENBLAS_NUM_THREADS=") ||
+                        v.starts_with("MKL_NUM_THREADS="))) {
+      continue;
+    }
+    env_strings.emplace_back(v);
+  }
+  if (threads > 0) {
+    for (const char* name : {"OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"}) {
+      env_strings.push_back(fmt::format("{}={}", name, threads));
+    }
+  }
+  std::vector<char*> envp;
+  for (auto& e : env_strings) envp.push_back(e.data());
+  envp.push_back(nullptr);
   std::vector<char*> argv;
   for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
@@ -53,7 +78,7 @@ Exit run_process(const std::vector<std::string>& args, const fs::path& log, doub
                                    O_WRONLY | O_CREAT | O_TRUNC, 0644);
   posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
   pid_t pid = 0;
-  const int err = posix_spawnp(&pid, argv[0], &actions, nullptr, argv.data(), environ);
+  const int err = posix_spawnp(&pid, argv[0], &actions, nullptr, argv.data(), envp.data());
   posix_spawn_file_actions_destroy(&actions);
   Exit out;
   if (err != 0) return out;
@@ -192,9 +217,9 @@ class PythonPeer final : public Kernel {
     fs::remove(d / "samples.json");
     const fs::path script = fs::path(MOE_BENCH_PYTHON_DIR) / (module_ + "_moe.py");
     // Start-up and data loading take seconds; sampling stops at max_time.
-    const double timeout = 120 + 3 * std::min(t.max_time_s, 600.0);
+    const double timeout = startup_allowance() + 3 * std::min(t.max_time_s, 600.0);
     const Exit e = run_process({interpreter(), script.string(), d.string()}, d / "peer.log",
-                               timeout);
+                               timeout, t.threads);
     if (e.timed_out) throw std::runtime_error(fmt::format("{} peer timed out after {:.0f} s", name_, timeout));
     if (e.code != 0) {
       throw std::runtime_error(fmt::format("{} peer exited with {}: {}", name_,
@@ -244,6 +269,7 @@ class PythonPeer final : public Kernel {
 }  // namespace
 
 void set_interpreter(std::string path) { interpreter_setting() = std::move(path); }
+void set_startup_allowance(double seconds) { startup_allowance() = seconds; }
 const std::string& interpreter() { return interpreter_setting(); }
 
 std::unique_ptr<Kernel> make_numpy_kernel() {

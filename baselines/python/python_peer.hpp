@@ -12,6 +12,9 @@ namespace moe_bench::python {
 /// else python3 on PATH.
 void set_interpreter(std::string path);
 const std::string& interpreter();
+/// Seconds a peer may take beyond 3 x the maximum sampling time before it is killed (default 120:
+/// importing torch and loading weights take a while).
+void set_startup_allowance(double seconds);
 
 std::unique_ptr<Kernel> make_numpy_kernel();
 std::unique_ptr<Kernel> make_torch_kernel();

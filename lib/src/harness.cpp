@@ -205,16 +205,19 @@ void run_case(const Case& c, const std::vector<std::string>& impls, const Harnes
 
   const Peaks* peaks = peaks_for(report, c.threads);
   for (auto& k : contenders) finish(k, load, peaks, o.seed);
-  const Contender* base = nullptr;
-  for (const auto& k : contenders) {
-    if (k.result.impl == o.baseline && k.result.status == Status::kOk) base = &k;
-  }
-  for (const auto& k : contenders) {
-    report.results.push_back(k.result);
-    if (base == nullptr || &k == base || k.result.status != Status::kOk) continue;
-    report.comparisons.push_back(
-        {c, k.result.impl, base->result.impl,
-         speedup(k.result.samples_s, base->result.samples_s, o.seed)});
+  for (const auto& k : contenders) report.results.push_back(k.result);
+  for (size_t bi = 0; bi < o.baselines.size(); ++bi) {
+    const Contender* base = nullptr;
+    for (const auto& k : contenders) {
+      if (k.result.impl == o.baselines[bi] && k.result.status == Status::kOk) base = &k;
+    }
+    if (base == nullptr) continue;
+    for (const auto& k : contenders) {
+      if (k.result.status != Status::kOk || &k == base) continue;
+      report.comparisons.push_back(
+          {c, k.result.impl, base->result.impl,
+           speedup(k.result.samples_s, base->result.samples_s, o.seed)});
+    }
   }
 }
 

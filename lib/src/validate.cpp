@@ -14,7 +14,7 @@
 namespace moe_bench {
 namespace {
 
-const std::array<Claim, 10> kClaims{{
+const std::array<Claim, 12> kClaims{{
     {"cpu is faster than blas on workload A at 1 token", "A", 1, "uniform", "cpu", "blas", true},
     {"cpu is faster than blas on workload A at 32 tokens", "A", 32, "uniform", "cpu", "blas", true},
     {"cpu is faster than blas on workload A at 512 tokens", "A", 512, "uniform", "cpu", "blas",
@@ -32,6 +32,10 @@ const std::array<Claim, 10> kClaims{{
      "zipf:1.2", "cpu", "blas", false},
     {"cpu is faster than blas on workload B at 1024 tokens with zipf:1.2 routing", "B", 1024,
      "zipf:1.2", "cpu", "blas", false},
+    {"cpu is faster than numpy on workload A at 32 tokens", "A", 32, "uniform", "cpu", "numpy",
+     false},
+    {"cpu is faster than torch on workload A at 32 tokens", "A", 32, "uniform", "cpu", "torch",
+     false},
 }};
 
 Shape grid_shape(int64_t e, int64_t k, int64_t d, int64_t f, int64_t t) {
@@ -220,7 +224,14 @@ void run_validate(ValidateLevel level, Report& report,
       }
     }
   }
-  run_cases(cases, default_kernel_names(), h, report, progress);
+  // The Python peers take part where they can run (validate's claims about them need them).
+  std::vector<std::string> impls = default_kernel_names();
+  if (level != ValidateLevel::kQuick) {
+    for (const char* peer : {"numpy", "torch"}) {
+      if (!make_kernel(peer)->unavailable_reason()) impls.emplace_back(peer);
+    }
+  }
+  run_cases(cases, impls, h, report, progress);
   for (const Result& r : report.results) {
     CheckLine line{"timing", fmt::format("{} on {}", r.impl, case_label(r.kase)), r.status,
                    r.reason};

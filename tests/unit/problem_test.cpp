@@ -10,6 +10,7 @@ using namespace moe_bench;
 TEST_CASE("generated data depends on the seed, not on the thread count") {
   Shape s;
   s.tokens = 3;
+  s.d_ff = 256;
   omp_set_num_threads(1);
   Problem a = make_problem(s, Dtype::kF32, 11);
   omp_set_num_threads(2);

@@ -20,7 +20,8 @@ struct HarnessOptions {
                                     ///< the last one, so the last one's idle threads stop spinning
   CacheMode cache = CacheMode::kCold;
   uint64_t seed = 1;                ///< interleaving order and bootstrap
-  std::string baseline = "blas";    ///< speed-ups are of each implementation over this one
+  /// Speed-ups are of each implementation over each of these present in a case.
+  std::vector<std::string> baselines{"blas", "numpy", "torch"};
   double oracle_flop_budget = 2e9;  ///< FP64 oracle work per case (token sample beyond it)
   /// Makes an implementation by name (the registry; tests substitute their own).
   std::function<std::unique_ptr<Kernel>(std::string_view)> make = make_kernel;

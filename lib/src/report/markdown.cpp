@@ -1,5 +1,8 @@
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <vector>
+
 #include "format.hpp"
 #include "moe_bench/report.hpp"
 
@@ -68,6 +71,42 @@ std::string render_markdown(const Report& report) {
     }
   }
 
+  // Cross-language: every implementation against the Python peers people would otherwise use.
+  std::vector<std::string> peers;
+  for (const char* peer : {"numpy", "torch"}) {
+    for (const Comparison& c : report.comparisons) {
+      if (c.b == peer) {
+        peers.emplace_back(peer);
+        break;
+      }
+    }
+  }
+  if (!peers.empty()) {
+    out += "\n## Cross-language comparison\n\nThe Python peers run in their own process on the same "
+           "inputs, checked against the same oracle, and are timed there by the same protocol (not "
+           "interleaved with the in-process implementations). Speed-up over each peer with its 95% "
+           "interval.\n\n| case | impl | tokens/s |";
+    for (const auto& p : peers) out += fmt::format(" over {} |", p);
+    out += "\n|---|---|---|";
+    for (size_t i = 0; i < peers.size(); ++i) out += "---|";
+    out += "\n";
+    for (const Result& r : report.results) {
+      if (r.status != Status::kOk) continue;
+      out += fmt::format("| {} | {} | {:.1f} |", case_label(r.kase), r.impl, r.derived.tokens_per_s);
+      for (const auto& p : peers) {
+        std::string cell = r.impl == p ? "1 (itself)" : "-";
+        for (const Comparison& c : report.comparisons) {
+          if (c.a == r.impl && c.b == p && c.kase.shape == r.kase.shape &&
+              c.kase.threads == r.kase.threads) {
+            cell = fmt::format("{:.2f}x {}", c.speedup.ratio, format_interval(c.speedup.ci, 1, 2));
+          }
+        }
+        out += " " + cell + " |";
+      }
+      out += "\n";
+    }
+  }
+
   bool any_stages = false;
   for (const Result& r : report.results) any_stages |= !r.stages.empty();
   if (any_stages) {
@@ -101,6 +140,14 @@ std::string render_markdown(const Report& report) {
   out += fmt::format("- OpenBLAS: {} kernel, {} threads, chosen by {}\n", sys.blas.core,
                      sys.blas.threads, sys.blas.chosen_by);
   out += fmt::format("- CUDA: {}\n", sys.cuda);
+  std::vector<std::string> noted;
+  for (const Result& r : report.results) {
+    const std::string line = fmt::format("- {}: {}\n", r.impl, r.notes);
+    if (!r.notes.empty() && std::find(noted.begin(), noted.end(), line) == noted.end()) {
+      noted.push_back(line);
+      out += line;
+    }
+  }
   out += fmt::format("- moe-bench {} ({}), {} build, {} {}\n", sys.tool_version, sys.git_commit,
                      sys.build_type, sys.compiler, sys.cxx_flags);
 

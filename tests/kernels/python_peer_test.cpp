@@ -1,0 +1,109 @@
+#include <catch2/catch.hpp>
+#include <filesystem>
+#include <fstream>
+
+#include "baselines/python/python_peer.hpp"
+#include "grid.hpp"
+#include "moe_bench/correctness.hpp"
+#include "moe_bench/harness.hpp"
+#include "moe_bench/problem.hpp"
+
+using namespace moe_bench;
+namespace fs = std::filesystem;
+
+namespace {
+
+int peer_folders() {
+  int n = 0;
+  for (const auto& e : fs::directory_iterator(fs::temp_directory_path())) {
+    n += e.path().filename().string().rfind("moe-bench-peer-", 0) == 0;
+  }
+  return n;
+}
+
+// A stand-in interpreter: answers the import probe, then does what `body` says.
+std::string fake_interpreter(const std::string& name, const std::string& body) {
+  const fs::path path = fs::temp_directory_path() / ("moe_bench_fake_" + name + ".sh");
+  std::ofstream(path) << "#!/bin/sh\nif [ \"$1\" = \"-c\" ]; then exit 0; fi\n" << body << "\n";
+  fs::permissions(path, fs::perms::owner_all);
+  return path.string();
+}
+
+Result run_peer_case(const std::string& impl) {
+  Case c;
+  c.shape.experts = 4;
+  c.shape.d_model = 16;
+  c.shape.d_ff = 8;
+  c.shape.tokens = 3;
+  c.threads = 1;
+  HarnessOptions o;
+  o.reps = 3;
+  o.min_time_s = 0;
+  o.max_time_s = 0.2;
+  o.baselines.clear();
+  Report report;
+  run_cases({c}, {impl}, o, report);
+  REQUIRE(report.results.size() == 1);
+  return report.results[0];
+}
+
+}  // namespace
+
+TEST_CASE("the Python peers match the oracle on small shapes") {
+  for (auto make : {python::make_numpy_kernel, python::make_torch_kernel}) {
+    auto kernel = make();
+    if (auto why = kernel->unavailable_reason()) {
+      WARN("skipped " << kernel->info().name << ": " << *why);
+      continue;
+    }
+    int checked = 0;
+    for (const NamedShape& ns : consistency_grid()) {
+      if (ns.shape.d_model > 256) continue;  // keep process start-ups and files small
+      INFO(kernel->info().name << " on " << ns.name);
+      Problem p = make_problem(ns.shape, Dtype::kF32, 1);
+      Oracle oracle(p);
+      kernel->prepare(p, 1);
+      kernel->run(0);
+      Correctness c = oracle.check(kernel->output(), kernel->selected_experts());
+      CHECK(c.pass);
+      CHECK(c.selection_mismatches == 0);
+      ++checked;
+    }
+    CHECK(checked >= 10);
+  }
+}
+
+TEST_CASE("a peer that crashes, hangs or returns a wrong shape gives a clear failed result") {
+  const int folders_before = peer_folders();
+  python::set_startup_allowance(1.0);
+
+  python::set_interpreter(fake_interpreter("crash", "echo 'Segmentation fault in fake peer' >&2\nexit 3"));
+  Result crash = run_peer_case("numpy");
+  CHECK(crash.status == Status::kFailed);
+  CHECK_THAT(crash.reason, Catch::Contains("exited with code 3") &&
+                               Catch::Contains("Segmentation fault in fake peer"));
+
+  python::set_interpreter(fake_interpreter("hang", "sleep 30"));
+  Result hang = run_peer_case("torch");
+  CHECK(hang.status == Status::kFailed);
+  CHECK_THAT(hang.reason, Catch::Contains("timed out"));
+
+  if (access("/usr/bin/python3", X_OK) == 0 &&
+      std::system("/usr/bin/python3 -c 'import numpy' 2>/dev/null") == 0) {
+    python::set_interpreter(fake_interpreter(
+        "wrong_shape",
+        "exec /usr/bin/python3 -c \"import numpy as np, json, sys, os; d = sys.argv[1]; "
+        "np.save(os.path.join(d, 'y.npy'), np.zeros((1, 1), np.float32)); "
+        "np.save(os.path.join(d, 'selected.npy'), np.zeros((1, 1), np.int32)); "
+        "json.dump({'samples_s': [1e-3], 'inner_reps': 1, 'versions': {}}, "
+        "open(os.path.join(d, 'samples.json'), 'w'))\" \"$2\""));
+    Result wrong = run_peer_case("numpy");
+    CHECK(wrong.status == Status::kFailed);
+    CHECK_THAT(wrong.reason, Catch::Contains("returned shapes (1, 1)"));
+  }
+
+  python::set_interpreter("/usr/bin/python3");
+  python::set_startup_allowance(120);
+  // Every peer folder was removed, on failure too.
+  CHECK(peer_folders() == folders_before);
+}
