@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include "moe_bench/correctness.hpp"
+#include "moe_bench/grid.hpp"
 #include "moe_bench/kernel.hpp"
 #include "moe_bench/plan.hpp"
 #include "moe_bench/presets.hpp"
@@ -38,52 +39,24 @@ const std::array<Claim, 12> kClaims{{
      false},
 }};
 
-Shape grid_shape(int64_t e, int64_t k, int64_t d, int64_t f, int64_t t) {
-  Shape s;
-  s.experts = e;
-  s.top_k = k;
-  s.d_model = d;
-  s.d_ff = f;
-  s.tokens = t;
-  return s;
-}
-
-// Edge shapes of the spine's tests, each under several routings and with capacity on and off.
+// The consistency grid of the tests, each shape also under other routings and with capacity on
+// and off.
 std::vector<std::pair<std::string, Shape>> correctness_grid(ValidateLevel level) {
-  std::vector<std::pair<std::string, Shape>> base{
-      {"T=1", grid_shape(8, 2, 64, 96, 1)},
-      {"odd sizes", grid_shape(5, 2, 37, 23, 13)},
-      {"k=E", grid_shape(4, 4, 24, 40, 9)},
-      {"idle experts", grid_shape(32, 2, 32, 48, 3)},
-      {"many tokens", grid_shape(16, 4, 96, 80, 70)},
-      {"long reductions", grid_shape(4, 2, 1100, 600, 14)},
-  };
-  Shape gelu = grid_shape(8, 1, 40, 72, 20);
-  gelu.activation = Activation::kGelu;
-  gelu.routing.renormalize = false;
-  base.push_back({"gelu top-1", gelu});
-  Shape oai = grid_shape(8, 4, 48, 48, 12);
-  oai.activation = Activation::kSwigluOai;
-  oai.routing.scoring = Scoring::kSoftmaxTopk;
-  base.push_back({"gpt-oss routing", oai});
-  Shape ds = grid_shape(32, 4, 40, 24, 10);
-  ds.routing = {Scoring::kSigmoid, true, 2.5, true, 8, 4};
-  ds.shared_experts = 1;
-  ds.d_ff_shared = 24;
-  base.push_back({"deepseek-v3 routing + shared", ds});
-  std::vector<std::pair<std::string, Shape>> out;
   const std::vector<std::string> skews = level == ValidateLevel::kQuick
                                              ? std::vector<std::string>{"uniform", "hot:0.6"}
                                              : std::vector<std::string>{"uniform", "zipf:1.2",
                                                                         "hot:0.6"};
-  for (const auto& [name, shape] : base) {
+  std::vector<std::pair<std::string, Shape>> out;
+  for (const NamedShape& base : consistency_grid()) {
+    out.push_back({base.name, base.shape});
     for (const auto& skew : skews) {
       for (double capacity : {0.0, 1.0}) {
-        Shape s = shape;
+        Shape s = base.shape;
         s.skew = parse_skew(skew);
         s.capacity_factor = capacity;
-        out.push_back({fmt::format("{} {}{}", name, skew,
-                                   capacity > 0 ? fmt::format(" C={:g}", capacity) : ""),
+        if (s == base.shape) continue;
+        out.push_back({fmt::format("{}, {}{}", base.name, skew,
+                                   capacity > 0 ? fmt::format(", C={:g}", capacity) : ""),
                        s});
       }
     }
@@ -224,14 +197,22 @@ void run_validate(ValidateLevel level, Report& report,
       }
     }
   }
-  // The Python peers take part where they can run (validate's claims about them need them).
-  std::vector<std::string> impls = default_kernel_names();
+  // The Python peers take part where they can run, on the uniform-routing cases (their claims
+  // are there; skipped, they keep the default under five minutes).
+  const std::vector<std::string> impls = default_kernel_names();
+  std::vector<std::string> with_peers = impls;
   if (level != ValidateLevel::kQuick) {
     for (const char* peer : {"numpy", "torch"}) {
-      if (!make_kernel(peer)->unavailable_reason()) impls.emplace_back(peer);
+      if (!make_kernel(peer)->unavailable_reason()) with_peers.emplace_back(peer);
     }
   }
-  run_cases(cases, impls, h, report, progress);
+  std::vector<Case> uniform, skewed;
+  for (const Case& c : cases) {
+    (c.shape.skew.kind == Skew::Kind::kUniform && c.shape.preset.empty() ? uniform : skewed)
+        .push_back(c);
+  }
+  run_cases(uniform, with_peers, h, report, progress);
+  run_cases(skewed, impls, h, report, progress);
   for (const Result& r : report.results) {
     CheckLine line{"timing", fmt::format("{} on {}", r.impl, case_label(r.kase)), r.status,
                    r.reason};
@@ -262,6 +243,11 @@ void run_validate(ValidateLevel level, Report& report,
       kase.shape.skew = parse_skew(claim.routing);
       line.detail = "not measured";
       for (const std::string& impl : {claim.a, claim.b}) {
+        if (auto why = make_kernel(impl)->unavailable_reason()) {
+          line.status = Status::kSkipped;
+          line.detail = fmt::format("{} cannot run here: {}", impl, *why);
+          break;
+        }
         const Result* r = find_result(report, kase, impl);
         if (r != nullptr && r->status == Status::kSkipped) {
           line.status = Status::kSkipped;

@@ -3,8 +3,8 @@
 #include <fstream>
 
 #include "baselines/python/python_peer.hpp"
-#include "grid.hpp"
 #include "moe_bench/correctness.hpp"
+#include "moe_bench/grid.hpp"
 #include "moe_bench/harness.hpp"
 #include "moe_bench/problem.hpp"
 

@@ -5,14 +5,14 @@
 
 using namespace moe_bench;
 
-TEST_CASE("cold mode rotates enough layers to exceed twice the last-level cache") {
+TEST_CASE("cold mode rotates enough layers to exceed four times the last-level cache") {
   Case c;  // E8 k2 d1024 f4096 T32: one expert is 48 MiB of FP32 weights
   c.shape.tokens = 1;
   const int64_t llc = int64_t{32} << 20, plenty = int64_t{64} << 30;
-  // Two active experts touch ~96 MiB per call, already beyond 2 x 32 MiB: one layer.
-  CHECK(cold_layers(c, CacheMode::kCold, 2, llc, plenty) == 1);
-  // A 300 MiB cache needs ceil(600 / 96.03) = 7 layers.
-  CHECK(cold_layers(c, CacheMode::kCold, 2, int64_t{300} << 20, plenty) == 7);
+  // Two active experts touch ~96 MiB per call: 4 x 32 MiB needs ceil(128 / 96.03) = 2 layers.
+  CHECK(cold_layers(c, CacheMode::kCold, 2, llc, plenty) == 2);
+  // A 300 MiB cache needs ceil(1200 / 96.03) = 13 layers.
+  CHECK(cold_layers(c, CacheMode::kCold, 2, int64_t{300} << 20, plenty) == 13);
   CHECK(cold_layers(c, CacheMode::kWarm, 2, int64_t{300} << 20, plenty) == 1);
   // Memory bounds it: a layer is ~385 MiB, so 1 GiB of available memory allows one.
   CHECK(cold_layers(c, CacheMode::kCold, 2, int64_t{300} << 20, int64_t{1} << 30) == 1);

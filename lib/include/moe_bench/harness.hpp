@@ -31,7 +31,7 @@ struct HarnessOptions {
 using ProgressFn = std::function<void(int64_t, int64_t, const std::string&)>;
 
 /// Independent weight sets for cold-cache timing: enough that the weights one round of calls
-/// touches exceed twice the last-level cache, at most 64, and bounded by memory. 1 when warm.
+/// touches exceed four times the last-level cache, at most 64, and bounded by memory. 1 when warm.
 int64_t cold_layers(const Case& c, CacheMode mode, int64_t active_experts, int64_t llc_bytes,
                     int64_t available_bytes);
 

@@ -68,6 +68,8 @@ Act to_act(Activation a) {
 // Rows of the down projection's weight panel reduced per pass: 512 x 32 floats = 64 KiB, which
 // stays in L2 beside the hidden chunks of all row blocks (measured best of 64..4096 on A at 512).
 constexpr int64_t kDownChunk = 512;
+// Output panels one down-projection item covers at most.
+constexpr int64_t kDownPanelsPerItem = 8;
 // Rows of the gate/up panel (and of each row block) reduced per pass, for the same reason.
 constexpr int64_t kUpChunk = 512;
 
@@ -145,6 +147,11 @@ class CpuKernel final : public Kernel {
     const IsaKernels& isa = *isa_;
     const int64_t T = s.tokens, E = s.experts, k = s.top_k, d = s.d_model, R = isa.rows;
     const int64_t L2 = 2 * isa.lanes, down_panels = (d + L2 - 1) / L2;
+    // Up to 8 panels per down item (their weight chunks fill half of L2), at least two items per
+    // thread for balance.
+    const int64_t panels_per_item =
+        std::clamp<int64_t>(down_panels / (2 * threads_), 1, kDownPanelsPerItem);
+    const int64_t down_items = (down_panels + panels_per_item - 1) / panels_per_item;
     const Act act = to_act(s.activation);
     auto mark = Clock::now();
 
@@ -201,23 +208,29 @@ class CpuKernel final : public Kernel {
       }
 #pragma omp master
       lap(2, mark);
-      // Down projection with the routing weight and the scatter-add fused: one item owns a panel
-      // of output columns for every token, so no two threads write the same y.
+      // Down projection with the routing weight and the scatter-add fused: one item owns a range
+      // of output panels for every token, so no two threads write the same y. Within an item the
+      // hidden chunk of a row block is reused across its panels (from L1) while their weight
+      // chunks stay in L2; the combine is linear, so each chunk of the reduction over f adds its
+      // share to y.
 #pragma omp for schedule(dynamic, 1)
-      for (int64_t q = 0; q < down_panels; ++q) {
-        const int64_t col0 = q * L2, ncols = std::min(L2, d - col0);
-        for (int64_t t = 0; t < T; ++t) std::fill_n(y_.data() + t * d + col0, ncols, 0.0f);
+      for (int64_t item = 0; item < down_items; ++item) {
+        const int64_t q0 = item * panels_per_item;
+        const int64_t q1 = std::min(down_panels, q0 + panels_per_item);
+        const int64_t c0 = q0 * L2, c1 = std::min(d, q1 * L2);
+        for (int64_t t = 0; t < T; ++t) std::fill(y_.data() + t * d + c0, y_.data() + t * d + c1, 0.0f);
         for (int64_t g = 0; g < static_cast<int64_t>(packed.groups.size()); ++g) {
           const Group& grp = packed.groups[g];
-          const float* wp = packed.data.data() + grp.down_offset + q * grp.width * L2;
-          // The combine is linear, so the reduction over f runs in chunks that keep the weight
-          // panel in L1 across all row blocks, each chunk adding its share to y.
           for (int64_t j0 = 0; j0 < grp.width; j0 += kDownChunk) {
             const int64_t fc = std::min(kDownChunk, grp.width - j0);
             for (int64_t b = group_blocks_[g]; b < group_blocks_[g + 1]; ++b) {
-              isa.down(hp_.data() + b * R * max_width_ + j0 * R, wp + j0 * L2, fc, block_rows_[b],
-                       block_tokens_.data() + b * R, block_weights_.data() + b * R, y_.data(), d,
-                       col0, ncols);
+              const float* hp = hp_.data() + b * R * max_width_ + j0 * R;
+              for (int64_t q = q0; q < q1; ++q) {
+                const float* wp = packed.data.data() + grp.down_offset + q * grp.width * L2;
+                isa.down(hp, wp + j0 * L2, fc, block_rows_[b], block_tokens_.data() + b * R,
+                         block_weights_.data() + b * R, y_.data(), d, q * L2,
+                         std::min(L2, d - q * L2));
+              }
             }
           }
         }
