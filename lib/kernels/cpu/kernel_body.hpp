@@ -5,6 +5,10 @@
 // V provides: T, kLanes, zero(), set1(float), load(const float*), store(float*, T),
 // fmadd(a, b, c) = a * b + c, add, sub, mul, div, min, max, exp(T), abs(T), copysign_from(T, T).
 
+// Iterations (rows of a weight panel, 128 B each with AVX-512) between a prefetch and its use:
+// 32 measured best of 0, 8 and 32 on workload A at 32 tokens.
+constexpr int64_t kPrefetchAhead = 32;
+
 template <typename T>
 inline T vsigmoid_times(T g, T scale_in) {
   // g * sigmoid(scale_in * g) = g / (1 + exp(-scale_in * g))
@@ -50,6 +54,9 @@ void gate_up_rows(const float* xp, const float* wp, int64_t d, float* hp, int64_
     for (int r = 0; r < N; ++r) a0[r] = a1[r] = V::zero();
   }
   for (int64_t i = 0; i < d; ++i) {
+    // Weights stream from memory at decode sizes: ask for them a few iterations ahead.
+    __builtin_prefetch(wp + (i + kPrefetchAhead) * 2 * L);
+    __builtin_prefetch(wp + (i + kPrefetchAhead) * 2 * L + L);
     const T w0 = V::load(wp + i * 2 * L);
     const T w1 = V::load(wp + i * 2 * L + L);
     const float* xi = xp + i * kRows;
@@ -96,6 +103,8 @@ void down_rows(const float* hp, const float* wp, int64_t f, const int32_t* token
 #pragma GCC unroll 16
   for (int r = 0; r < N; ++r) a0[r] = a1[r] = V::zero();
   for (int64_t j = 0; j < f; ++j) {
+    __builtin_prefetch(wp + (j + kPrefetchAhead) * 2 * L);
+    __builtin_prefetch(wp + (j + kPrefetchAhead) * 2 * L + L);
     const T w0 = V::load(wp + j * 2 * L);
     const T w1 = V::load(wp + j * 2 * L + L);
     const float* hj = hp + j * kRows;
