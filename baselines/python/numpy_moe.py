@@ -117,16 +117,9 @@ def main():
     samples, inner = peer_protocol.measure(forward, case["timing"])
     np.save(os.path.join(folder, "y.npy"), state["y"].astype(np.float32))
     np.save(os.path.join(folder, "selected.npy"), state["idx"].astype(np.int32))
-    config = np.__config__
-    blas = "unknown"
-    try:
-        info = config.get_info("blas_opt_info") or config.get_info("openblas_info")
-        blas = ",".join(info.get("libraries", [])) or "unknown"
-    except Exception:  # NumPy >= 1.26 changed the config API
-        pass
     peer_protocol.write_result(folder, samples, inner,
                                {"python": sys.version.split()[0], "numpy": np.__version__,
-                                "blas": blas})
+                                "blas": peer_protocol.loaded_blas()})
 
 
 if __name__ == "__main__":

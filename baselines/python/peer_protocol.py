@@ -40,6 +40,21 @@ def measure(forward, options):
     return samples, inner
 
 
+def loaded_blas():
+    """The BLAS libraries this process actually loaded (from /proc/self/maps)."""
+    libs = set()
+    try:
+        with open("/proc/self/maps") as f:
+            for line in f:
+                path = line.split()[-1]
+                name = os.path.basename(path)
+                if path.startswith("/") and ("blas" in name or "mkl" in name or "dnnl" in name):
+                    libs.add(path)
+    except OSError:
+        pass
+    return ", ".join(sorted(libs)) or "unknown"
+
+
 def write_result(folder, samples, inner, versions):
     with open(os.path.join(folder, "samples.json.tmp"), "w") as f:
         json.dump({"samples_s": samples, "inner_reps": inner, "versions": versions}, f)

@@ -107,16 +107,10 @@ def main():
     samples, inner = peer_protocol.measure(forward, case["timing"])
     np.save(os.path.join(folder, "y.npy"), state["y"].numpy().astype(np.float32))
     np.save(os.path.join(folder, "selected.npy"), state["idx"].numpy().astype(np.int32))
-    blas = "unknown"
-    try:
-        config = torch.__config__.show()
-        blas = next((l.split("=")[1].strip() for l in config.splitlines()
-                     if "BLAS_INFO" in l), "unknown")
-    except Exception:
-        pass
     peer_protocol.write_result(folder, samples, inner,
                                {"python": sys.version.split()[0], "torch": torch.__version__,
-                                "blas": blas, "threads": torch.get_num_threads()})
+                                "blas": peer_protocol.loaded_blas(),
+                                "threads": torch.get_num_threads()})
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ class AlignedFloats {
 struct Group {
   int64_t width = 0;
   int64_t up_offset = 0;    ///< gate/up panels: ceil(width / hcols) x d x 2L
-  int64_t down_offset = 0;  ///< down panels: ceil(d / 2L) x width x 2L
+  int64_t down_offset = 0;  ///< down panels, chunk-major: (width / chunk) x ceil(d / 2L) x chunk x 2L
 };
 
 struct PackedLayer {
@@ -225,9 +225,10 @@ class CpuKernel final : public Kernel {
             const int64_t fc = std::min(kDownChunk, grp.width - j0);
             for (int64_t b = group_blocks_[g]; b < group_blocks_[g + 1]; ++b) {
               const float* hp = hp_.data() + b * R * max_width_ + j0 * R;
+              // The chunk of every panel of this item lies in one contiguous run of memory.
+              const float* chunk = packed.data.data() + grp.down_offset + j0 * down_panels * L2;
               for (int64_t q = q0; q < q1; ++q) {
-                const float* wp = packed.data.data() + grp.down_offset + q * grp.width * L2;
-                isa.down(hp, wp + j0 * L2, fc, block_rows_[b], block_tokens_.data() + b * R,
+                isa.down(hp, chunk + q * fc * L2, fc, block_rows_[b], block_tokens_.data() + b * R,
                          block_weights_.data() + b * R, y_.data(), d, q * L2,
                          std::min(L2, d - q * L2));
               }
@@ -306,12 +307,17 @@ class CpuKernel final : public Kernel {
           for (int64_t i = 0; i < d; ++i) dst[i * L2 + c] = srow != nullptr ? srow[i] : 0.0f;
         }
       }
+      // Chunk-major: for each chunk of kDownChunk rows of the reduction, every panel's slice in
+      // turn, so that the slices a down item reads together are adjacent.
       for (int64_t q = 0; q < down_panels; ++q) {
-        float* dst = base + g.down_offset + q * f * L2;
         for (int64_t c = 0; c < L2; ++c) {
           const int64_t row = q * L2 + c;
           const float* srow = row < d ? src.w2 + row * f : nullptr;
-          for (int64_t j = 0; j < f; ++j) dst[j * L2 + c] = srow != nullptr ? srow[j] : 0.0f;
+          for (int64_t j = 0; j < f; ++j) {
+            const int64_t j0 = j / kDownChunk * kDownChunk, fc = std::min(kDownChunk, f - j0);
+            base[g.down_offset + j0 * down_panels * L2 + q * fc * L2 + (j - j0) * L2 + c] =
+                srow != nullptr ? srow[j] : 0.0f;
+          }
         }
       }
     }
