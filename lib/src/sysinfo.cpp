@@ -15,9 +15,7 @@
 #ifndef MOE_BENCH_VERSION
 #define MOE_BENCH_VERSION "unknown"
 #endif
-#ifndef MOE_BENCH_GIT_COMMIT
-#define MOE_BENCH_GIT_COMMIT "unknown"
-#endif
+#include "moe_bench_git_commit.h"
 #ifndef MOE_BENCH_BUILD_TYPE
 #define MOE_BENCH_BUILD_TYPE "unknown"
 #endif
