@@ -68,6 +68,8 @@ Act to_act(Activation a) {
 // Rows of the down projection's weight panel reduced per pass: 512 x 32 floats = 64 KiB, which
 // stays in L2 beside the hidden chunks of all row blocks (measured best of 64..4096 on A at 512).
 constexpr int64_t kDownChunk = 512;
+// The largest row block of any instruction set's micro-kernel.
+constexpr int64_t kMaxRows = 16;
 // Output panels one down-projection item covers at most.
 constexpr int64_t kDownPanelsPerItem = 8;
 // Rows of the gate/up panel (and of each row block) reduced per pass, for the same reason.
@@ -178,9 +180,11 @@ class CpuKernel final : public Kernel {
         float* xp = xp_.data() + b * R * d;
         const int32_t* tokens = block_tokens_.data() + b * R;
         const int64_t n = block_rows_[b];
-        for (int64_t r = 0; r < n; ++r) {
-          const float* x = p.x.data() + static_cast<int64_t>(tokens[r]) * d;
-          for (int64_t i = 0; i < d; ++i) xp[i * R + r] = x[i];
+        // Row pointers first, then one sequential pass over the k-major destination.
+        const float* rows[kMaxRows];
+        for (int64_t r = 0; r < n; ++r) rows[r] = p.x.data() + static_cast<int64_t>(tokens[r]) * d;
+        for (int64_t i = 0; i < d; ++i) {
+          for (int64_t r = 0; r < n; ++r) xp[i * R + r] = rows[r][i];
         }
       }
 #pragma omp master
