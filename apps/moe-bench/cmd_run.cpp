@@ -49,7 +49,6 @@ void on_sigint(int) { request_interrupt(); }
 int run(const RunOptions& o) {
   // Everything that can be wrong with the input is found before any work or any file is made.
   if (!o.python.empty()) python::set_interpreter(o.python);
-  std::vector<Case> cases = plan_cases(o.axes);
   std::vector<std::string> impls = o.impls.empty() ? default_kernel_names() : o.impls;
   for (const auto& name : impls) {
     auto kernel = make_kernel(name);
@@ -59,6 +58,9 @@ int run(const RunOptions& o) {
       }
     }
   }
+  Axes axes = o.axes;
+  axes.extra_weight_copies = extra_weight_copies(impls);
+  std::vector<Case> cases = plan_cases(axes);
   const Format format = parse_format(o.format);
   HarnessOptions h = o.harness;
   if (o.cache != "cold" && o.cache != "warm") {

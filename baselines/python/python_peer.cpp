@@ -133,7 +133,10 @@ class PythonPeer final : public Kernel {
   PythonPeer(std::string name, std::string module, std::string description)
       : name_(std::move(name)), module_(std::move(module)), description_(std::move(description)) {}
 
-  KernelInfo info() const override { return {name_, "python", {Dtype::kF32}, description_}; }
+  /// The peer process loads its own copy of the weights.
+  KernelInfo info() const override {
+    return {name_, "python", {Dtype::kF32}, description_, 1};
+  }
 
   std::optional<std::string> unavailable_reason() const override {
     // Probed once per interpreter and package: importing torch takes seconds.

@@ -138,9 +138,11 @@ void run_case(const Case& c, const std::vector<std::string>& impls, const Harnes
   const double expected_active =
       experts * (1 - std::pow(1 - static_cast<double>(c.shape.top_k) / experts,
                         static_cast<double>(c.shape.tokens)));
+  // Implementations that pack or copy the weights multiply what each layer costs.
+  const int64_t copies = 1 + extra_weight_copies(impls);
   const int64_t layers =
       cold_layers(c, o.cache, std::max<int64_t>(1, std::llround(expected_active)),
-                  last_level_cache_bytes(), memory_available_bytes());
+                  last_level_cache_bytes(), memory_available_bytes() / copies);
   Problem problem = make_problem(c.shape, c.dtype, c.seed, layers);
   Oracle oracle(problem, 0, o.oracle_flop_budget);
   const Load load = oracle.load();

@@ -100,14 +100,17 @@ std::vector<Case> plan_cases(const Axes& a) {
           Case c{b.shape, dtype, t, a.seed};
           c.shape.tokens = tokens;
           if (auto why = invalid_reason(c.shape)) throw UsageError(*why);
-          const int64_t need = case_memory_bytes(c);
+          const int64_t need =
+              case_memory_bytes(c) + a.extra_weight_copies * layer_weight_bytes(c.shape, dtype);
           // Leave a tenth of the available memory for everything else.
           if (available > 0 && static_cast<double>(need) > 0.9 * static_cast<double>(available)) {
             throw UsageError(fmt::format(
-                "{} at {} tokens needs {:.1f} GiB in {} but only {:.1f} GiB is available; try "
-                "fewer experts (--experts) or fewer tokens",
+                "{} at {} tokens needs {:.1f} GiB in {} (weights, {} extra cop{} the chosen "
+                "implementations keep, work space) but only {:.1f} GiB is available; try fewer "
+                "experts (--experts) or fewer tokens",
                 c.shape.preset.empty() ? "this shape" : "preset " + c.shape.preset, tokens,
-                gib(need), to_string(dtype), gib(available)));
+                gib(need), to_string(dtype), a.extra_weight_copies,
+                a.extra_weight_copies == 1 ? "y" : "ies", gib(available)));
           }
           cases.push_back(c);
         }

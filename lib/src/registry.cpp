@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <array>
 #include <fmt/format.h>
 
@@ -39,6 +40,12 @@ std::vector<std::string> default_kernel_names() {
     if (e.runs_by_default) names.emplace_back(e.name);
   }
   return names;
+}
+
+int extra_weight_copies(const std::vector<std::string>& impls) {
+  int copies = 0;
+  for (const auto& name : impls) copies = std::max(copies, make_kernel(name)->info().weight_copies);
+  return copies;
 }
 
 std::unique_ptr<Kernel> make_kernel(std::string_view name) {

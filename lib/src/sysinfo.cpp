@@ -107,9 +107,7 @@ bool blas_core_weaker(std::string_view core, std::string_view wanted) {
 
 std::optional<std::string> blas_core_to_request(const CpuFeatures& f, const char* flag,
                                                 const char* user_env,
-                                                const char* already_requested,
                                                 std::string_view current_core) {
-  if (already_requested != nullptr) return std::nullopt;
   if (flag != nullptr && std::string_view(flag) != "auto") {
     if (lower(flag) == lower(current_core)) return std::nullopt;
     return std::string(flag);
@@ -142,7 +140,7 @@ void prepare_process(int argc, char** argv) {
     if (arg.starts_with("--blas-core=")) flag = argv[i] + std::string_view("--blas-core=").size();
   }
   auto core = blas_core_to_request(cpu_features(), flag, std::getenv("OPENBLAS_CORETYPE"),
-                                   nullptr, openblas_get_corename());
+                                   openblas_get_corename());
   std::string why = "OpenBLAS's own detection";
   if (core) {
     const char* user = std::getenv("OPENBLAS_CORETYPE");

@@ -133,6 +133,8 @@ void check_correctness(ValidateLevel level, Report& report,
 
 std::vector<Case> timing_cases(ValidateLevel level) {
   Axes axes;
+  // The cpu kernels keep a packed copy; the peers load their own (they run the uniform cases).
+  axes.extra_weight_copies = 1;
   axes.threads = {static_cast<int>(std::max(1, cpu_count()))};
   if (level == ValidateLevel::kQuick) {
     axes.workloads = {"A"};
@@ -149,6 +151,7 @@ std::vector<Case> timing_cases(ValidateLevel level) {
     for (const Preset& p : presets()) {
       Axes preset_axes;
       preset_axes.threads = axes.threads;
+      preset_axes.extra_weight_copies = axes.extra_weight_copies;
       preset_axes.presets = {p.name};
       preset_axes.tokens = {1, 32};
       try {

@@ -24,16 +24,15 @@ TEST_CASE("the best OpenBLAS kernel follows the CPU features") {
 
 TEST_CASE("a fallback kernel is replaced, a user's choice is respected") {
   // OpenBLAS fell back to Prescott on a CPU with AVX-512: moe-bench asks for the best kernel.
-  CHECK(blas_core_to_request(kAvx512Bf16, nullptr, nullptr, nullptr, "Prescott") == "Cooperlake");
+  CHECK(blas_core_to_request(kAvx512Bf16, nullptr, nullptr, "Prescott") == "Cooperlake");
   // Detection already found the best kernel: nothing to do.
-  CHECK_FALSE(blas_core_to_request(kAvx512Bf16, nullptr, nullptr, nullptr, "Cooperlake"));
+  CHECK_FALSE(blas_core_to_request(kAvx512Bf16, nullptr, nullptr, "Cooperlake"));
   // The user set OPENBLAS_CORETYPE: respected.
-  CHECK_FALSE(blas_core_to_request(kAvx512Bf16, nullptr, "Haswell", nullptr, "Haswell"));
+  CHECK_FALSE(blas_core_to_request(kAvx512Bf16, nullptr, "Haswell", "Haswell"));
   // --blas-core auto beats the environment; a named core is taken as asked.
-  CHECK(blas_core_to_request(kAvx512Bf16, "auto", "Haswell", nullptr, "Haswell") == "Cooperlake");
-  CHECK(blas_core_to_request(kAvx512Bf16, "SkylakeX", nullptr, nullptr, "Cooperlake") == "SkylakeX");
-  // Never a second re-exec.
-  CHECK_FALSE(blas_core_to_request(kAvx512Bf16, "auto", nullptr, "auto", "Prescott"));
+  CHECK(blas_core_to_request(kAvx512Bf16, "auto", "Haswell", "Haswell") == "Cooperlake");
+  CHECK(blas_core_to_request(kAvx512Bf16, "SkylakeX", nullptr, "Cooperlake") == "SkylakeX");
+  CHECK_FALSE(blas_core_to_request(kAvx512Bf16, "SkylakeX", nullptr, "skylakex"));
 }
 
 TEST_CASE("kernel strength ranks fallbacks below the AVX-512 kernels") {

@@ -19,6 +19,7 @@ struct KernelInfo {
   std::string backend;      ///< "cpu", "cuda", "python"
   std::vector<Dtype> dtypes;
   std::string description;  ///< one line: the algorithm, not a claim
+  int weight_copies = 0;    ///< extra copies of the weights it keeps (packing, another process)
 };
 
 /// The measurement protocol, for implementations that time themselves in another process.
@@ -85,5 +86,7 @@ std::unique_ptr<Kernel> make_kernel(std::string_view name);
 std::vector<std::string> kernel_names();
 /// Names of the implementations a run without --impl uses.
 std::vector<std::string> default_kernel_names();
+/// The most extra weight copies any of these implementations keeps (for memory checks).
+int extra_weight_copies(const std::vector<std::string>& impls);
 
 }  // namespace moe_bench

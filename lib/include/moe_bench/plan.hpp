@@ -20,6 +20,7 @@ struct Axes {
   std::vector<std::string> dtypes;
   std::optional<std::string> activation;
   uint64_t seed = 42;
+  int extra_weight_copies = 0;  ///< copies the chosen implementations keep (memory check)
 };
 
 /// The cases of a run: the cartesian product of every axis over the base shapes (the presets

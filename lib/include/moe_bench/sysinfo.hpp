@@ -35,11 +35,10 @@ bool blas_core_weaker(std::string_view core, std::string_view wanted);
 
 /// The core type to request by re-executing, or nullopt. `flag` is the value of --blas-core
 /// ("auto" or a core name; null when not given), which beats a user's OPENBLAS_CORETYPE;
-/// without it a user's OPENBLAS_CORETYPE is respected. Never when moe-bench already asked, and
-/// "auto" only when OpenBLAS's choice is weaker than what the CPU supports.
+/// without it a user's OPENBLAS_CORETYPE is respected. "auto" asks only when OpenBLAS's choice is
+/// weaker than what the CPU supports.
 std::optional<std::string> blas_core_to_request(const CpuFeatures& f, const char* flag,
                                                 const char* user_env,
-                                                const char* already_requested,
                                                 std::string_view current_core);
 
 /// First thing in main. OpenBLAS and libgomp read their settings when they are loaded, before

@@ -87,7 +87,8 @@ class CpuKernel final : public Kernel {
             fmt::format("fused routing, counting-sort dispatch, packed weights, {} micro-kernel "
                         "with SwiGLU and weighted combine fused in the epilogues, OpenMP over "
                         "(expert, tile)",
-                        forced_ != nullptr ? forced_->name : "best-ISA")};
+                        forced_ != nullptr ? forced_->name : "best-ISA"),
+            1};
   }
 
   std::optional<std::string> unavailable_reason() const override {
