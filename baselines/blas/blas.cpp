@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "moe_bench/activation.hpp"
+#include "moe_bench/dtype.hpp"
 #include "moe_bench/routing.hpp"
 #include "moe_bench/sysinfo.hpp"
 
@@ -24,8 +25,10 @@ void gemm_nt(int64_t m, int64_t n, int64_t k, const float* a, const float* b, fl
 class BlasKernel final : public Kernel {
  public:
   KernelInfo info() const override {
-    return {"blas", "cpu", {Dtype::kF32},
-            "router sgemm, then per expert: gather tokens, three OpenBLAS sgemm, scatter-add"};
+    return {"blas", "cpu", {Dtype::kF32, Dtype::kBF16, Dtype::kF16},
+            "router sgemm, then per expert: gather tokens, three OpenBLAS sgemm, scatter-add "
+            "(16-bit dtypes run as FP32 sgemm on the converted values, as a framework without "
+            "16-bit GEMM does)"};
   }
 
   std::optional<std::string> can_run(const Shape&, Dtype) const override { return std::nullopt; }
@@ -114,6 +117,7 @@ class BlasKernel final : public Kernel {
       for (int64_t i = 0; i < T * d; ++i) y_[i] += ye_[i];
       lap(3, mark);
     }
+    round_all(p.dtype, y_.data(), T * d);
   }
 
   std::span<const float> output() const override { return y_; }
@@ -130,6 +134,7 @@ class BlasKernel final : public Kernel {
     for (int64_t i = 0; i < n * f; ++i) {
       gate_[i] = activate(s.activation, gate_[i], w3 != nullptr ? up_[i] : 0.0f);
     }
+    round_all(problem_->dtype, gate_.data(), n * f);  // hidden activations in the dtype
     gemm_nt(n, d, f, gate_.data(), w2, ye_.data());
   }
 

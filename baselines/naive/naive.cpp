@@ -1,6 +1,9 @@
 #include "naive.hpp"
 
 #include "moe_bench/activation.hpp"
+#include "moe_bench/dtype.hpp"
+
+#include <type_traits>
 
 #include <algorithm>
 #include <cmath>
@@ -10,10 +13,11 @@
 namespace moe_bench::naive {
 namespace {
 
-// y += weight * W2 act(W1 x, W3 x) for one expert of width f; w3 is null for GELU.
+// y += weight * W2 act(W1 x, W3 x) for one expert of width f; w3 is null for GELU. The hidden
+// activations are stored in `hidden` (the dtype), except in the FP64 oracle.
 template <typename Acc>
 void expert_ffn(const float* w1, const float* w3, const float* w2, int64_t d, int64_t f,
-                Activation act, const Acc* x, Acc weight, Acc* h, Acc* y) {
+                Activation act, Dtype hidden, const Acc* x, Acc weight, Acc* h, Acc* y) {
   for (int64_t r = 0; r < f; ++r) {
     Acc g = 0, u = 0;
     for (int64_t i = 0; i < d; ++i) g += static_cast<Acc>(w1[r * d + i]) * x[i];
@@ -21,6 +25,7 @@ void expert_ffn(const float* w1, const float* w3, const float* w2, int64_t d, in
       for (int64_t i = 0; i < d; ++i) u += static_cast<Acc>(w3[r * d + i]) * x[i];
     }
     h[r] = activate(act, g, u);
+    if constexpr (std::is_same_v<Acc, float>) h[r] = round_to(hidden, h[r]);
   }
   for (int64_t c = 0; c < d; ++c) {
     Acc acc = 0;
@@ -58,12 +63,13 @@ void token_output(const Problem& p, const LayerWeights& w, int64_t t, const int3
     if (!kept[j]) continue;
     const int64_t e = experts[j];
     expert_ffn(w.w1.data() + e * f * d, gated ? w.w3.data() + e * f * d : nullptr,
-               w.w2.data() + e * d * f, d, f, s.activation, x, weights[j], h, y);
+               w.w2.data() + e * d * f, d, f, s.activation, p.dtype, x, weights[j], h, y);
   }
   if (s.shared_width() > 0) {
     expert_ffn(w.ws1.data(), gated ? w.ws3.data() : nullptr, w.ws2.data(), d, s.shared_width(),
-               s.activation, x, Acc(1), h, y);
+               s.activation, p.dtype, x, Acc(1), h, y);
   }
+  if constexpr (std::is_same_v<Acc, float>) round_all(p.dtype, y, d);
 }
 
 template <typename Acc>
@@ -103,7 +109,7 @@ constexpr double kMaxTimedGflop = 0.25;
 class NaiveKernel final : public Kernel {
  public:
   KernelInfo info() const override {
-    return {"naive", "cpu", {Dtype::kF32},
+    return {"naive", "cpu", {Dtype::kF32, Dtype::kBF16, Dtype::kF16},
             "plain loops, one token at a time (the readable definition; FP64 twin is the oracle)"};
   }
 

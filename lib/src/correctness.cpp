@@ -9,17 +9,22 @@
 
 namespace moe_bench {
 
+// About 2.5x the worst error measured over 32 shapes (E 8/64, k 2/8, d 64/1024, f 96/2048,
+// uniform and zipf routing) on every implementation: bf16 3.8e-3, f16 6.2e-4, f32 below 2e-6
+// (kept at 1e-4 for reductions up to 16k long). The 16-bit errors come from rounding the hidden
+// activations and the outputs to the dtype, the same in every implementation.
 double tolerance_for(Dtype d) {
   switch (d) {
     case Dtype::kF32: return 1e-4;
+    case Dtype::kBF16: return 1e-2;
+    case Dtype::kF16: return 1.5e-3;
   }
   return 1e-4;
 }
 
-double tie_margin_for(Dtype d) {
-  switch (d) {
-    case Dtype::kF32: return 1e-5;
-  }
+double tie_margin_for(Dtype) {
+  // Inputs are identical (already rounded) in every implementation and the router accumulates
+  // in FP32 everywhere, so the scores differ by FP32 rounding whatever the dtype.
   return 1e-5;
 }
 

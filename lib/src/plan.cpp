@@ -107,10 +107,11 @@ std::vector<Case> plan_cases(const Axes& a) {
             throw UsageError(fmt::format(
                 "{} at {} tokens needs {:.1f} GiB in {} (weights, {} extra cop{} the chosen "
                 "implementations keep, work space) but only {:.1f} GiB is available; try fewer "
-                "experts (--experts) or fewer tokens",
+                "experts (--experts){}",
                 c.shape.preset.empty() ? "this shape" : "preset " + c.shape.preset, tokens,
                 gib(need), to_string(dtype), a.extra_weight_copies,
-                a.extra_weight_copies == 1 ? "y" : "ies", gib(available)));
+                a.extra_weight_copies == 1 ? "y" : "ies", gib(available),
+                dtype == Dtype::kF32 ? " or --dtype bf16" : " or fewer tokens"));
           }
           cases.push_back(c);
         }

@@ -1,5 +1,7 @@
 #include "moe_bench/problem.hpp"
 
+#include "moe_bench/dtype.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <numbers>
@@ -118,6 +120,16 @@ Problem make_problem(const Shape& s, Dtype dtype, uint64_t seed, int64_t layers)
       w.ws1 = normal(fs * s.d_model, in_d, seed, layer_stream(l, kWs1));
       if (gated) w.ws3 = normal(fs * s.d_model, in_d, seed, layer_stream(l, kWs3));
       w.ws2 = normal(s.d_model * fs, in_fs, seed, layer_stream(l, kWs2));
+    }
+  }
+  // Inputs and weights live in the dtype: stored as the floats the dtype can represent, so every
+  // implementation and the oracle start from exactly the same values.
+  if (dtype != Dtype::kF32) {
+    round_all(dtype, p.x.data(), static_cast<int64_t>(p.x.size()));
+    for (LayerWeights& w : p.layers) {
+      for (auto* v : {&w.wg, &w.w1, &w.w3, &w.w2, &w.ws1, &w.ws3, &w.ws2}) {
+        round_all(dtype, v->data(), static_cast<int64_t>(v->size()));
+      }
     }
   }
   return p;

@@ -29,6 +29,8 @@ std::string_view to_string(Scoring s) {
 std::string_view to_string(Dtype d) {
   switch (d) {
     case Dtype::kF32: return "f32";
+    case Dtype::kBF16: return "bf16";
+    case Dtype::kF16: return "f16";
   }
   return "?";
 }
@@ -60,10 +62,9 @@ Activation parse_activation(std::string_view s) {
 
 Dtype parse_dtype(std::string_view s) {
   if (s == "f32") return Dtype::kF32;
-  if (s == "bf16" || s == "f16") {
-    throw UsageError(fmt::format("dtype '{}' is not supported by this build yet (known: f32)", s));
-  }
-  throw UsageError(fmt::format("unknown dtype '{}' (known: f32)", s));
+  if (s == "bf16") return Dtype::kBF16;
+  if (s == "f16") return Dtype::kF16;
+  throw UsageError(fmt::format("unknown dtype '{}' (known: f32, bf16, f16)", s));
 }
 
 namespace {
@@ -93,12 +94,7 @@ Skew parse_skew(std::string_view s) {
   return {Skew::Kind::kHot, v};
 }
 
-int64_t dtype_bytes(Dtype d) {
-  switch (d) {
-    case Dtype::kF32: return 4;
-  }
-  return 4;
-}
+int64_t dtype_bytes(Dtype d) { return d == Dtype::kF32 ? 4 : 2; }
 
 namespace {
 // Largest size of any one dimension; beyond this a "size" is a typo, not a model.

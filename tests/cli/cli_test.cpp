@@ -69,6 +69,7 @@ TEST_CASE("bad input gets one clear line and exit 2") {
   expect_usage_error("run --routing zipf:x", "zipf:x");
   expect_usage_error("run --format xml", "unknown format 'xml'");
   expect_usage_error("run --dtype f64", "unknown dtype 'f64'");
+  expect_usage_error("run --dtype bf32", "known: f32, bf16, f16");
   expect_usage_error("run --threads 0", "--threads");
   expect_usage_error("frobnicate", "frobnicate");
 }

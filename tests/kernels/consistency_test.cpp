@@ -1,8 +1,11 @@
 #include <catch2/catch.hpp>
 #include <omp.h>
 
+#include <algorithm>
+
 #include "baselines/naive/naive.hpp"
 #include "moe_bench/correctness.hpp"
+#include "moe_bench/dtype.hpp"
 #include "moe_bench/kernel.hpp"
 #include "moe_bench/problem.hpp"
 
@@ -26,16 +29,20 @@ Shape make(int64_t e, int64_t k, int64_t d, int64_t f, int64_t t) {
 
 TEST_CASE("every registered implementation matches the FP64 oracle on the consistency grid") {
   const uint64_t seed = GENERATE(1, 7);
+  const Dtype dtype = GENERATE(Dtype::kF32, Dtype::kBF16, Dtype::kF16);
   for (const NamedShape& ns : consistency_grid()) {
-    Problem p = make_problem(ns.shape, Dtype::kF32, seed);
+    Problem p = make_problem(ns.shape, dtype, seed);
     Oracle oracle(p);
     for (const auto& entry : registry()) {
       auto kernel = entry.make();
       // Python peers start a process per call: python_peer_test.cpp checks them on a subset.
       if (kernel->self_timed() || kernel->unavailable_reason()) continue;
-      REQUIRE_FALSE(kernel->can_run(p.shape, Dtype::kF32).has_value());
+      const auto& dtypes = kernel->info().dtypes;
+      if (std::find(dtypes.begin(), dtypes.end(), dtype) == dtypes.end()) continue;
+      REQUIRE_FALSE(kernel->can_run(p.shape, dtype).has_value());
       for (int threads : {1, 2}) {
-        INFO(ns.name << " | seed " << seed << " | " << entry.name << " | threads " << threads);
+        INFO(ns.name << " | seed " << seed << " | " << to_string(dtype) << " | " << entry.name
+                     << " | threads " << threads);
         omp_set_num_threads(threads);
         kernel->prepare(p, threads);
         kernel->run(0);
@@ -143,4 +150,24 @@ TEST_CASE("on large cases the oracle checks a sample that covers every active ex
   Correctness c = oracle.check(kernel->output(), kernel->selected_experts());
   CHECK(c.pass);
   CHECK(c.tokens_checked == static_cast<int64_t>(sample.size()));
+}
+
+TEST_CASE("16-bit dtypes store values the dtype represents and round outputs to it") {
+  Shape s = make(4, 2, 16, 8, 3);
+  for (Dtype d : {Dtype::kBF16, Dtype::kF16}) {
+    Problem p = make_problem(s, d, 2);
+    for (float v : p.x) CHECK(round_to(d, v) == v);
+    for (float v : p.layers[0].w2) CHECK(round_to(d, v) == v);
+    for (const auto& entry : registry()) {
+      auto kernel = entry.make();
+      if (kernel->self_timed() || kernel->unavailable_reason()) continue;
+      kernel->prepare(p, 1);
+      kernel->run(0);
+      for (float v : kernel->output()) CHECK(round_to(d, v) == v);
+    }
+  }
+  CHECK(round_to(Dtype::kBF16, 1.0f + 1.0f / 256) == 1.0f);  // ties to even
+  CHECK(round_to(Dtype::kBF16, 1.0f + 3.0f / 256) == 1.0f + 4.0f / 256);
+  CHECK(round_to(Dtype::kF16, 65504.0f) == 65504.0f);
+  CHECK(to_bf16_bits(-2.0f) == 0xc000);
 }

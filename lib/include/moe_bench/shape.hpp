@@ -13,7 +13,8 @@ enum class Scoring {
   kSigmoid,      ///< sigmoid per expert (DeepSeek-V3)
   kSoftmaxTopk,  ///< select top-k of the logits, softmax over the k (GPT-OSS)
 };
-enum class Dtype { kF32 };
+/// Storage type of weights, activations and outputs; accumulation is always FP32.
+enum class Dtype { kF32, kBF16, kF16 };
 
 /// How expert popularity is skewed: a per-expert logit bias makes the selection follow it.
 struct Skew {

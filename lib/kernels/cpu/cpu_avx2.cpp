@@ -1,5 +1,5 @@
 // AVX2 + FMA micro-kernels: 8 lanes, 6-row blocks (12 accumulators of 16 registers). Compiled
-// with -mavx2 -mfma; only called when the CPU has both.
+// with -mavx2 -mfma -mf16c; only called when the CPU has all three.
 #include <immintrin.h>
 
 #include "cpu_isa.hpp"
@@ -14,6 +14,13 @@ struct V {
   static T set1(float x) { return _mm256_set1_ps(x); }
   static T load(const float* p) { return _mm256_loadu_ps(p); }
   static void store(float* p, T v) { _mm256_storeu_ps(p, v); }
+  static T load_bf16(const uint16_t* p) {
+    const __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
+  }
+  static T load_f16(const uint16_t* p) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  }
   static T fmadd(T a, T b, T c) { return _mm256_fmadd_ps(a, b, c); }
   static T add(T a, T b) { return _mm256_add_ps(a, b); }
   static T sub(T a, T b) { return _mm256_sub_ps(a, b); }

@@ -32,6 +32,23 @@ struct V {
   static void store(float* p, T v) {
     for (int i = 0; i < kLanes; ++i) p[i] = v.v[i];
   }
+  static T load_bf16(const uint16_t* p) {
+    T out;
+    for (int i = 0; i < kLanes; ++i) {
+      const uint32_t bits = static_cast<uint32_t>(p[i]) << 16;
+      __builtin_memcpy(&out.v[i], &bits, 4);
+    }
+    return out;
+  }
+  static T load_f16(const uint16_t* p) {
+    T out;
+    for (int i = 0; i < kLanes; ++i) {
+      _Float16 h;
+      __builtin_memcpy(&h, &p[i], 2);
+      out.v[i] = static_cast<float>(h);
+    }
+    return out;
+  }
   static T fmadd(T a, T b, T c) {
     T out;
     for (int i = 0; i < kLanes; ++i) out.v[i] = std::fma(a.v[i], b.v[i], c.v[i]);

@@ -7,8 +7,14 @@ namespace moe_bench::cpu {
 /// Activations as the micro-kernels take them.
 enum class Act : int { kSwiglu = 0, kGelu = 1, kSwigluOai = 2 };
 
+/// Storage of packed weights and hidden activations (accumulation is always FP32). The
+/// micro-kernels keep their own copy of this enum so they include no shared headers.
+enum class Storage : int { kF32 = 0, kBF16 = 1, kF16 = 2 };
+
 /// The micro-kernels of one instruction set. Layouts (L = lanes, R = rows):
 /// - a row block of activations is packed k-major: xp[i * R + r] for i < d (rows r >= n unused);
+/// - weights are stored as `Storage` (float, or 16-bit bf16/f16 bits), converted to FP32 in
+///   registers; hidden values are rounded to the storage type when written;
 /// - a gate/up weight panel is wp[i * 2L + c]: gated, c < L is W1 row c and c >= L is W3 row
 ///   c - L of the panel; ungated (GELU), 2L rows of W1;
 /// - the hidden block is written k-major for the down projection: hp[j * R + r];
@@ -21,11 +27,12 @@ struct IsaKernels {
   /// n rows of a block: h = act(W1 x, W3 x), reducing over d rows of xp and wp. The reduction can
   /// be split in chunks: `acc_in` (R x 2L raw sums, or null for zero) starts it, and a non-null
   /// `acc_out` receives the raw sums instead of the activated hidden values.
-  void (*gate_up)(const float* xp, const float* wp, int64_t d, int64_t n, float* hp, int64_t col0,
-                  int64_t f, Act act, const float* acc_in, float* acc_out);
+  void (*gate_up)(const float* xp, const void* wp, int64_t d, int64_t n, float* hp, int64_t col0,
+                  int64_t f, Act act, const float* acc_in, float* acc_out, Storage storage);
   /// y[token_r, col0 + c] += weight_r * (W2 h_r)[c] for c < ncols (at most 2L) and r < n.
-  void (*down)(const float* hp, const float* wp, int64_t f, int64_t n, const int32_t* tokens,
-               const float* weights, float* y, int64_t ldy, int64_t col0, int64_t ncols);
+  void (*down)(const float* hp, const void* wp, int64_t f, int64_t n, const int32_t* tokens,
+               const float* weights, float* y, int64_t ldy, int64_t col0, int64_t ncols,
+               Storage storage);
   /// out[e] = dot(x, w[e * d ...]) for e < rows.
   void (*dot_rows)(const float* x, const float* w, int64_t rows, int64_t d, float* out);
 };

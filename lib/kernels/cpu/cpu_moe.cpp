@@ -11,38 +11,42 @@
 #include <vector>
 
 #include "cpu_isa.hpp"
+#include "moe_bench/dtype.hpp"
 #include "moe_bench/routing.hpp"
 #include "moe_bench/sysinfo.hpp"
 
 namespace moe_bench::cpu {
 namespace {
 
-/// 64-byte aligned floats, sized once in prepare().
-class AlignedFloats {
+/// 64-byte aligned storage (2 MiB aligned and huge-page backed when large), sized once in
+/// prepare().
+template <typename T>
+class Aligned {
  public:
   void resize(int64_t n) {
-    // Large buffers are 2 MiB aligned and asked for transparent huge pages before first touch:
-    // streaming weights through 4 KiB pages costs TLB misses that a decode kernel notices.
+    // Large buffers are asked for transparent huge pages before first touch: streaming weights
+    // through 4 KiB pages costs TLB misses that a decode kernel notices.
     constexpr size_t kHuge = size_t{2} << 20;
-    const auto raw = static_cast<size_t>(std::max<int64_t>(n, 1)) * sizeof(float);
+    const auto raw = static_cast<size_t>(std::max<int64_t>(n, 1)) * sizeof(T);
     const size_t align = raw >= kHuge ? kHuge : 64;
     const size_t bytes = (raw + align - 1) / align * align;
-    data_.reset(static_cast<float*>(std::aligned_alloc(align, bytes)));
+    data_.reset(static_cast<T*>(std::aligned_alloc(align, bytes)));
     if (!data_) throw std::bad_alloc();
     if (align == kHuge) madvise(data_.get(), bytes, MADV_HUGEPAGE);
     size_ = n;
   }
-  float* data() { return data_.get(); }
-  const float* data() const { return data_.get(); }
+  T* data() { return data_.get(); }
+  const T* data() const { return data_.get(); }
   int64_t size() const { return size_; }
 
  private:
   struct Free {
-    void operator()(float* p) const { std::free(p); }
+    void operator()(T* p) const { std::free(p); }
   };
-  std::unique_ptr<float, Free> data_;
+  std::unique_ptr<T, Free> data_;
   int64_t size_ = 0;
 };
+using AlignedFloats = Aligned<float>;
 
 /// One FFN in the packed layout: a routed expert, or all shared experts fused into one.
 struct Group {
@@ -52,7 +56,7 @@ struct Group {
 };
 
 struct PackedLayer {
-  AlignedFloats data;
+  Aligned<char> data;  ///< elements of the storage type (4 or 2 bytes)
   std::vector<Group> groups;  ///< E routed experts, then the shared group when there is one
 };
 
@@ -76,14 +80,25 @@ constexpr int64_t kDownPanelsPerItem = 8;
 constexpr int64_t kUpChunk = 512;
 
 bool has_avx512() { return cpu_features().has("avx512f"); }
-bool has_avx2() { return cpu_features().has("avx2") && cpu_features().has("fma"); }
+bool has_avx2() {
+  return cpu_features().has("avx2") && cpu_features().has("fma") && cpu_features().has("f16c");
+}
+
+Storage to_storage(Dtype d) {
+  switch (d) {
+    case Dtype::kF32: return Storage::kF32;
+    case Dtype::kBF16: return Storage::kBF16;
+    case Dtype::kF16: return Storage::kF16;
+  }
+  return Storage::kF32;
+}
 
 class CpuKernel final : public Kernel {
  public:
   CpuKernel(std::string name, const IsaKernels* forced) : name_(std::move(name)), forced_(forced) {}
 
   KernelInfo info() const override {
-    return {name_, "cpu", {Dtype::kF32},
+    return {name_, "cpu", {Dtype::kF32, Dtype::kBF16, Dtype::kF16},
             fmt::format("fused routing, counting-sort dispatch, packed weights, {} micro-kernel "
                         "with SwiGLU and weighted combine fused in the epilogues, OpenMP over "
                         "(expert, tile)",
@@ -93,17 +108,16 @@ class CpuKernel final : public Kernel {
 
   std::optional<std::string> unavailable_reason() const override {
     if (forced_ == &avx512_kernels() && !has_avx512()) return "this CPU has no AVX-512F";
-    if (forced_ == &avx2_kernels() && !has_avx2()) return "this CPU has no AVX2 with FMA";
+    if (forced_ == &avx2_kernels() && !has_avx2()) return "this CPU has no AVX2 with FMA and F16C";
     return std::nullopt;
   }
 
-  std::optional<std::string> can_run(const Shape&, Dtype dtype) const override {
-    if (dtype != Dtype::kF32) return fmt::format("dtype {} not supported", to_string(dtype));
-    return std::nullopt;
-  }
+  std::optional<std::string> can_run(const Shape&, Dtype) const override { return std::nullopt; }
 
   void prepare(const Problem& p, int threads) override {
     problem_ = &p;
+    storage_ = to_storage(p.dtype);
+    elem_ = p.dtype == Dtype::kF32 ? 4 : 2;
     threads_ = std::max(threads, 1);
     isa_ = forced_ != nullptr ? forced_
            : has_avx512()     ? &avx512_kernels()
@@ -199,15 +213,15 @@ class CpuKernel final : public Kernel {
         const int32_t g = item_group_[it];
         const int64_t panel = item_panel_[it];
         const Group& grp = packed.groups[g];
-        const float* wp = packed.data.data() + grp.up_offset + panel * d * L2;
+        const char* wp = packed.data.data() + (grp.up_offset + panel * d * L2) * elem_;
         for (int64_t i0 = 0; i0 < d; i0 += kUpChunk) {
           const int64_t dc = std::min(kUpChunk, d - i0);
           const bool first = i0 == 0, last = i0 + dc == d;
           for (int64_t b = group_blocks_[g]; b < group_blocks_[g + 1]; ++b) {
             float* acc = partial + (b - group_blocks_[g]) * R * L2;
-            isa.gate_up(xp_.data() + b * R * d + i0 * R, wp + i0 * L2, dc, block_rows_[b],
+            isa.gate_up(xp_.data() + b * R * d + i0 * R, wp + i0 * L2 * elem_, dc, block_rows_[b],
                         hp_.data() + b * R * max_width_, panel * hcols_, grp.width, act,
-                        first ? nullptr : acc, last ? nullptr : acc);
+                        first ? nullptr : acc, last ? nullptr : acc, storage_);
           }
         }
       }
@@ -231,11 +245,13 @@ class CpuKernel final : public Kernel {
             for (int64_t b = group_blocks_[g]; b < group_blocks_[g + 1]; ++b) {
               const float* hp = hp_.data() + b * R * max_width_ + j0 * R;
               // The chunk of every panel of this item lies in one contiguous run of memory.
-              const float* chunk = packed.data.data() + grp.down_offset + j0 * down_panels * L2;
+              const char* chunk =
+                  packed.data.data() + (grp.down_offset + j0 * down_panels * L2) * elem_;
               for (int64_t q = q0; q < q1; ++q) {
-                isa.down(hp, chunk + q * fc * L2, fc, block_rows_[b], block_tokens_.data() + b * R,
+                isa.down(hp, chunk + q * fc * L2 * elem_, fc, block_rows_[b],
+                         block_tokens_.data() + b * R,
                          block_weights_.data() + b * R, y_.data(), d, q * L2,
-                         std::min(L2, d - q * L2));
+                         std::min(L2, d - q * L2), storage_);
               }
             }
           }
@@ -244,6 +260,7 @@ class CpuKernel final : public Kernel {
 #pragma omp master
       lap(3, mark);
     }
+    round_all(p.dtype, y_.data(), T * d);  // outputs in the dtype
   }
 
   std::span<const float> output() const override { return y_; }
@@ -293,8 +310,19 @@ class CpuKernel final : public Kernel {
       offset += down_panels * src.width * L2;
       out.groups.push_back(g);
     }
-    out.data.resize(offset);
-    float* base = out.data.data();
+    out.data.resize(offset * elem_);
+    char* base = out.data.data();
+    const Dtype dtype = problem_->dtype;
+    // Stores element `index` of the packed layer in the storage type (the values are already
+    // representable: the problem was generated in the dtype).
+    auto put = [base, dtype](int64_t index, float v) {
+      if (dtype == Dtype::kF32) {
+        reinterpret_cast<float*>(base)[index] = v;
+      } else {
+        reinterpret_cast<uint16_t*>(base)[index] =
+            dtype == Dtype::kBF16 ? to_bf16_bits(v) : to_f16_bits(v);
+      }
+    };
     const bool gated = gated_;
     const int64_t hcols = hcols_;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads_)
@@ -303,13 +331,13 @@ class CpuKernel final : public Kernel {
       const Group& g = out.groups[gi];
       const int64_t f = src.width, panels = (f + hcols - 1) / hcols;
       for (int64_t pnl = 0; pnl < panels; ++pnl) {
-        float* dst = base + g.up_offset + pnl * d * L2;
+        const int64_t dst = g.up_offset + pnl * d * L2;
         for (int64_t c = 0; c < L2; ++c) {
           // Gated: columns [0, L) are W1 rows, [L, 2L) the W3 rows of the same hidden units.
           const bool up = gated && c >= L;
           const int64_t row = pnl * hcols + (gated ? c % L : c);
           const float* srow = row < f ? (up ? src.w3 : src.w1) + row * d : nullptr;
-          for (int64_t i = 0; i < d; ++i) dst[i * L2 + c] = srow != nullptr ? srow[i] : 0.0f;
+          for (int64_t i = 0; i < d; ++i) put(dst + i * L2 + c, srow != nullptr ? srow[i] : 0.0f);
         }
       }
       // Chunk-major: for each chunk of kDownChunk rows of the reduction, every panel's slice in
@@ -320,8 +348,8 @@ class CpuKernel final : public Kernel {
           const float* srow = row < d ? src.w2 + row * f : nullptr;
           for (int64_t j = 0; j < f; ++j) {
             const int64_t j0 = j / kDownChunk * kDownChunk, fc = std::min(kDownChunk, f - j0);
-            base[g.down_offset + j0 * down_panels * L2 + q * fc * L2 + (j - j0) * L2 + c] =
-                srow != nullptr ? srow[j] : 0.0f;
+            put(g.down_offset + j0 * down_panels * L2 + q * fc * L2 + (j - j0) * L2 + c,
+                srow != nullptr ? srow[j] : 0.0f);
           }
         }
       }
@@ -375,6 +403,8 @@ class CpuKernel final : public Kernel {
   const Problem* problem_ = nullptr;
   int threads_ = 1;
   bool gated_ = true;
+  Storage storage_ = Storage::kF32;
+  int64_t elem_ = 4;  ///< bytes per packed weight
   int64_t hcols_ = 0, max_width_ = 0;
   std::vector<PackedLayer> layers_;
   std::vector<float> logits_, scratch_;

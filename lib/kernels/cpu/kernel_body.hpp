@@ -3,7 +3,43 @@
 // instruction set gets its own copies (no shared inline symbols across compile flags).
 //
 // V provides: T, kLanes, zero(), set1(float), load(const float*), store(float*, T),
+// load_bf16(const uint16_t*), load_f16(const uint16_t*) (kLanes 16-bit values widened to FP32),
 // fmadd(a, b, c) = a * b + c, add, sub, mul, div, min, max, exp(T), abs(T), copysign_from(T, T).
+
+// A weight vector of kLanes values at element `index` of a panel stored as S.
+template <Storage S>
+inline typename V::T load_w(const void* base, int64_t index) {
+  if constexpr (S == Storage::kF32) {
+    return V::load(static_cast<const float*>(base) + index);
+  } else if constexpr (S == Storage::kBF16) {
+    return V::load_bf16(static_cast<const uint16_t*>(base) + index);
+  } else {
+    return V::load_f16(static_cast<const uint16_t*>(base) + index);
+  }
+}
+
+template <Storage S>
+inline const void* element(const void* base, int64_t index) {
+  return static_cast<const char*>(base) + index * (S == Storage::kF32 ? 4 : 2);
+}
+
+// Hidden values are stored in the weights' type: a float rounded to bf16 or f16 and back.
+template <Storage S>
+inline float round_hidden(float x) {
+  if constexpr (S == Storage::kF32) {
+    return x;
+  } else if constexpr (S == Storage::kBF16) {
+    uint32_t bits = 0;
+    __builtin_memcpy(&bits, &x, 4);
+    if ((bits & 0x7fffffffu) > 0x7f800000u) return x;
+    bits += 0x7fffu + ((bits >> 16) & 1u);
+    bits &= 0xffff0000u;
+    __builtin_memcpy(&x, &bits, 4);
+    return x;
+  } else {
+    return static_cast<float>(static_cast<_Float16>(x));
+  }
+}
 
 // Iterations (rows of a weight panel, 128 B each with AVX-512) between a prefetch and its use:
 // 32 measured best of 0, 8 and 32 on workload A at 32 tokens.
@@ -37,8 +73,8 @@ inline typename V::T vgelu(typename V::T g) {
   return V::mul(V::mul(half, g), V::add(V::set1(1.0f), verf(V::mul(g, V::set1(0.70710678118654752f)))));
 }
 
-template <int N>
-void gate_up_rows(const float* xp, const float* wp, int64_t d, float* hp, int64_t col0, int64_t f,
+template <int N, Storage S>
+void gate_up_rows(const float* xp, const void* wp, int64_t d, float* hp, int64_t col0, int64_t f,
                   Act act, const float* acc_in, float* acc_out) {
   using T = typename V::T;
   constexpr int L = V::kLanes;
@@ -55,10 +91,10 @@ void gate_up_rows(const float* xp, const float* wp, int64_t d, float* hp, int64_
   }
   for (int64_t i = 0; i < d; ++i) {
     // Weights stream from memory at decode sizes: ask for them a few iterations ahead.
-    __builtin_prefetch(wp + (i + kPrefetchAhead) * 2 * L);
-    __builtin_prefetch(wp + (i + kPrefetchAhead) * 2 * L + L);
-    const T w0 = V::load(wp + i * 2 * L);
-    const T w1 = V::load(wp + i * 2 * L + L);
+    __builtin_prefetch(element<S>(wp, (i + kPrefetchAhead) * 2 * L));
+    __builtin_prefetch(element<S>(wp, (i + kPrefetchAhead) * 2 * L + L));
+    const T w0 = load_w<S>(wp, i * 2 * L);
+    const T w1 = load_w<S>(wp, i * 2 * L + L);
     const float* xi = xp + i * kRows;
 #pragma GCC unroll 16
     for (int r = 0; r < N; ++r) {
@@ -90,12 +126,12 @@ void gate_up_rows(const float* xp, const float* wp, int64_t d, float* hp, int64_
       V::store(tmp, V::mul(vsigmoid_times(g, V::set1(1.702f)), V::add(u, V::set1(1.0f))));
     }
     const int64_t valid = f - col0 < cols ? f - col0 : cols;
-    for (int64_t c = 0; c < valid; ++c) hp[(col0 + c) * kRows + r] = tmp[c];
+    for (int64_t c = 0; c < valid; ++c) hp[(col0 + c) * kRows + r] = round_hidden<S>(tmp[c]);
   }
 }
 
-template <int N>
-void down_rows(const float* hp, const float* wp, int64_t f, const int32_t* tokens,
+template <int N, Storage S>
+void down_rows(const float* hp, const void* wp, int64_t f, const int32_t* tokens,
                const float* weights, float* y, int64_t ldy, int64_t col0, int64_t ncols) {
   using T = typename V::T;
   constexpr int L = V::kLanes;
@@ -103,10 +139,10 @@ void down_rows(const float* hp, const float* wp, int64_t f, const int32_t* token
 #pragma GCC unroll 16
   for (int r = 0; r < N; ++r) a0[r] = a1[r] = V::zero();
   for (int64_t j = 0; j < f; ++j) {
-    __builtin_prefetch(wp + (j + kPrefetchAhead) * 2 * L);
-    __builtin_prefetch(wp + (j + kPrefetchAhead) * 2 * L + L);
-    const T w0 = V::load(wp + j * 2 * L);
-    const T w1 = V::load(wp + j * 2 * L + L);
+    __builtin_prefetch(element<S>(wp, (j + kPrefetchAhead) * 2 * L));
+    __builtin_prefetch(element<S>(wp, (j + kPrefetchAhead) * 2 * L + L));
+    const T w0 = load_w<S>(wp, j * 2 * L);
+    const T w1 = load_w<S>(wp, j * 2 * L + L);
     const float* hj = hp + j * kRows;
 #pragma GCC unroll 16
     for (int r = 0; r < N; ++r) {
@@ -130,32 +166,49 @@ void down_rows(const float* hp, const float* wp, int64_t f, const int32_t* token
   }
 }
 
-template <int N>
-void gate_up_dispatch(const float* xp, const float* wp, int64_t d, int64_t n, float* hp,
+template <int N, Storage S>
+void gate_up_dispatch(const float* xp, const void* wp, int64_t d, int64_t n, float* hp,
                       int64_t col0, int64_t f, Act act, const float* acc_in, float* acc_out) {
   if constexpr (N > 0) {
-    if (n == N) return gate_up_rows<N>(xp, wp, d, hp, col0, f, act, acc_in, acc_out);
-    return gate_up_dispatch<N - 1>(xp, wp, d, n, hp, col0, f, act, acc_in, acc_out);
+    if (n == N) return gate_up_rows<N, S>(xp, wp, d, hp, col0, f, act, acc_in, acc_out);
+    return gate_up_dispatch<N - 1, S>(xp, wp, d, n, hp, col0, f, act, acc_in, acc_out);
   }
 }
 
-template <int N>
-void down_dispatch(const float* hp, const float* wp, int64_t f, int64_t n, const int32_t* tokens,
+template <int N, Storage S>
+void down_dispatch(const float* hp, const void* wp, int64_t f, int64_t n, const int32_t* tokens,
                    const float* weights, float* y, int64_t ldy, int64_t col0, int64_t ncols) {
   if constexpr (N > 0) {
-    if (n == N) return down_rows<N>(hp, wp, f, tokens, weights, y, ldy, col0, ncols);
-    return down_dispatch<N - 1>(hp, wp, f, n, tokens, weights, y, ldy, col0, ncols);
+    if (n == N) return down_rows<N, S>(hp, wp, f, tokens, weights, y, ldy, col0, ncols);
+    return down_dispatch<N - 1, S>(hp, wp, f, n, tokens, weights, y, ldy, col0, ncols);
   }
 }
 
-void gate_up(const float* xp, const float* wp, int64_t d, int64_t n, float* hp, int64_t col0,
-             int64_t f, Act act, const float* acc_in, float* acc_out) {
-  gate_up_dispatch<kRows>(xp, wp, d, n, hp, col0, f, act, acc_in, acc_out);
+void gate_up(const float* xp, const void* wp, int64_t d, int64_t n, float* hp, int64_t col0,
+             int64_t f, Act act, const float* acc_in, float* acc_out, Storage storage) {
+  switch (storage) {
+    case Storage::kF32:
+      return gate_up_dispatch<kRows, Storage::kF32>(xp, wp, d, n, hp, col0, f, act, acc_in, acc_out);
+    case Storage::kBF16:
+      return gate_up_dispatch<kRows, Storage::kBF16>(xp, wp, d, n, hp, col0, f, act, acc_in,
+                                                      acc_out);
+    case Storage::kF16:
+      return gate_up_dispatch<kRows, Storage::kF16>(xp, wp, d, n, hp, col0, f, act, acc_in, acc_out);
+  }
 }
 
-void down(const float* hp, const float* wp, int64_t f, int64_t n, const int32_t* tokens,
-          const float* weights, float* y, int64_t ldy, int64_t col0, int64_t ncols) {
-  down_dispatch<kRows>(hp, wp, f, n, tokens, weights, y, ldy, col0, ncols);
+void down(const float* hp, const void* wp, int64_t f, int64_t n, const int32_t* tokens,
+          const float* weights, float* y, int64_t ldy, int64_t col0, int64_t ncols,
+          Storage storage) {
+  switch (storage) {
+    case Storage::kF32:
+      return down_dispatch<kRows, Storage::kF32>(hp, wp, f, n, tokens, weights, y, ldy, col0, ncols);
+    case Storage::kBF16:
+      return down_dispatch<kRows, Storage::kBF16>(hp, wp, f, n, tokens, weights, y, ldy, col0,
+                                                   ncols);
+    case Storage::kF16:
+      return down_dispatch<kRows, Storage::kF16>(hp, wp, f, n, tokens, weights, y, ldy, col0, ncols);
+  }
 }
 
 void dot_rows(const float* x, const float* w, int64_t rows, int64_t d, float* out) {
