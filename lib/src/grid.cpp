@@ -1,18 +1,18 @@
 #include "moe_bench/grid.hpp"
 
 namespace moe_bench {
-namespace {
-
-Shape make(int64_t e, int64_t k, int64_t d, int64_t f, int64_t t) {
+Shape make_shape(int64_t experts, int64_t top_k, int64_t d_model, int64_t d_ff, int64_t tokens) {
   Shape s;
-  s.experts = e;
-  s.top_k = k;
-  s.d_model = d;
-  s.d_ff = f;
-  s.tokens = t;
+  s.experts = experts;
+  s.top_k = top_k;
+  s.d_model = d_model;
+  s.d_ff = d_ff;
+  s.tokens = tokens;
   return s;
 }
 
+namespace {
+constexpr auto make = make_shape;
 }  // namespace
 
 std::vector<NamedShape> consistency_grid() {

@@ -14,17 +14,7 @@
 using namespace moe_bench;
 
 namespace {
-
-Shape make(int64_t e, int64_t k, int64_t d, int64_t f, int64_t t) {
-  Shape s;
-  s.experts = e;
-  s.top_k = k;
-  s.d_model = d;
-  s.d_ff = f;
-  s.tokens = t;
-  return s;
-}
-
+constexpr auto make = make_shape;
 }  // namespace
 
 TEST_CASE("every registered implementation matches the FP64 oracle on the consistency grid") {
