@@ -9,42 +9,44 @@
 namespace moe_bench::cli {
 
 Command add_list_command(CLI::App& app) {
-  auto* sub = app.add_subcommand("list", "List implementations (and whether they run here) and presets");
+  auto* sub =
+      app.add_subcommand("list", "List implementations (and whether they run here) and presets");
   return {sub, [] {
-    fmt::print("Implementations:\n");
-    for (const auto& entry : registry()) {
-      auto kernel = entry.make();
-      KernelInfo info = kernel->info();
-      auto why = kernel->unavailable_reason();
-      fmt::print("  {:<8} {:<5} available here: {:<3} {}\n", info.name, info.backend,
-                 why ? "no" : "yes", why ? "(" + *why + ")" : "");
-      fmt::print("           {}\n", info.description);
-    }
-    CudaInfo cuda = cuda_info();
-    fmt::print("\nCUDA: {}{}\n", cuda.summary,
-               cuda.available ? "" : "; CUDA implementations cannot run here");
-    BlasInfo blas = blas_info();
-    fmt::print("OpenBLAS: {} kernel (chosen by {}), {} threads\n", blas.core, blas.chosen_by,
-               blas.threads);
+            fmt::print("Implementations:\n");
+            for (const auto& entry : registry()) {
+              auto kernel = entry.make();
+              KernelInfo info = kernel->info();
+              auto why = kernel->unavailable_reason();
+              fmt::print("  {:<8} {:<5} available here: {:<3} {}\n", info.name, info.backend,
+                         why ? "no" : "yes", why ? "(" + *why + ")" : "");
+              fmt::print("           {}\n", info.description);
+            }
+            CudaInfo cuda = cuda_info();
+            fmt::print("\nCUDA: {}{}\n", cuda.summary,
+                       cuda.available ? "" : "; CUDA implementations cannot run here");
+            BlasInfo blas = blas_info();
+            fmt::print("OpenBLAS: {} kernel (chosen by {}), {} threads\n", blas.core,
+                       blas.chosen_by, blas.threads);
 
-    fmt::print("\nPresets (--preset NAME):\n");
-    fmt::print("  {:<16} {:>7} {:>6} {:>7} {:>5} {:>6}  {:<10} {}\n", "name", "d_model", "d_ff",
-               "experts", "top-k", "shared", "activation", "routing");
-    for (const Preset& p : presets()) {
-      const Shape& s = p.shape;
-      fmt::print("  {:<16} {:>7} {:>6} {:>7} {:>5} {:>6}  {:<10} {}{}\n", p.name, s.d_model,
-                 s.d_ff, s.experts, s.top_k, s.shared_experts, to_string(s.activation),
-                 routing_label(s.routing),
-                 s.capacity_factor > 0 ? fmt::format(", capacity {:g}", s.capacity_factor) : "");
-    }
-    fmt::print("\nStandard workloads (--workload NAME):\n");
-    for (const Workload& w : standard_workloads()) {
-      fmt::print("  {}  experts {}, top-k {}, d_model {}, d_ff {}, tokens {}\n", w.name,
-                 w.shape.experts, w.shape.top_k, w.shape.d_model, w.shape.d_ff,
-                 fmt::join(w.tokens, ","));
-    }
-    return 0;
-  }};
+            fmt::print("\nPresets (--preset NAME):\n");
+            fmt::print("  {:<16} {:>7} {:>6} {:>7} {:>5} {:>6}  {:<10} {}\n", "name", "d_model",
+                       "d_ff", "experts", "top-k", "shared", "activation", "routing");
+            for (const Preset& p : presets()) {
+              const Shape& s = p.shape;
+              fmt::print(
+                  "  {:<16} {:>7} {:>6} {:>7} {:>5} {:>6}  {:<10} {}{}\n", p.name, s.d_model,
+                  s.d_ff, s.experts, s.top_k, s.shared_experts, to_string(s.activation),
+                  routing_label(s.routing),
+                  s.capacity_factor > 0 ? fmt::format(", capacity {:g}", s.capacity_factor) : "");
+            }
+            fmt::print("\nStandard workloads (--workload NAME):\n");
+            for (const Workload& w : standard_workloads()) {
+              fmt::print("  {}  experts {}, top-k {}, d_model {}, d_ff {}, tokens {}\n", w.name,
+                         w.shape.experts, w.shape.top_k, w.shape.d_model, w.shape.d_ff,
+                         fmt::join(w.tokens, ","));
+            }
+            return 0;
+          }};
 }
 
 }  // namespace moe_bench::cli

@@ -1,9 +1,9 @@
+#include <fmt/format.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <csignal>
-#include <fmt/format.h>
 #include <memory>
 
 #include "baselines/python/python_peer.hpp"
@@ -35,10 +35,12 @@ ProgressFn progress_line(bool enabled) {
   if (!enabled || isatty(STDERR_FILENO) == 0) return {};
   auto start = std::chrono::steady_clock::now();
   return [start](int64_t step, int64_t total, const std::string& what) {
-    double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    std::string eta = step > 0 ? fmt::format(", ETA {:.0f} s", elapsed / static_cast<double>(step) *
-                                                                  static_cast<double>(total - step))
-                               : "";
+    double elapsed =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    std::string eta = step > 0
+                          ? fmt::format(", ETA {:.0f} s", elapsed / static_cast<double>(step) *
+                                                              static_cast<double>(total - step))
+                          : "";
     fmt::print(stderr, "\r\033[K[{}/{}] {}{}", step, total, what, eta);
     if (step == total) fmt::print(stderr, "\r\033[K");
   };
@@ -121,7 +123,8 @@ Command add_run_command(CLI::App& app) {
       ->delimiter(',');
   sub->add_option("--preset", a.presets, "Real-model presets (comma list, see `list`)")
       ->delimiter(',');
-  sub->add_option("--workload", a.workloads, "Standard workloads A, B (default when no shape is given)")
+  sub->add_option("--workload", a.workloads,
+                  "Standard workloads A, B (default when no shape is given)")
       ->delimiter(',');
   sub->add_option("--experts", a.experts, "Experts E (comma list)")->delimiter(',');
   sub->add_option("--top-k", a.top_k, "Experts per token k (comma list)")->delimiter(',');

@@ -1,8 +1,8 @@
+#include <fmt/format.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <csignal>
-#include <fmt/format.h>
 
 #include "commands.hpp"
 #include "moe_bench/error.hpp"
@@ -40,10 +40,13 @@ int validate(const ValidateOptions& o) {
   Report report;
   report.system = system_info();
   const SystemInfo& s = report.system;
-  fmt::print("moe-bench validate{} | {} build {}\n", o.quick ? " --quick" : o.full ? " --full" : "",
+  fmt::print("moe-bench validate{} | {} build {}\n",
+             o.quick  ? " --quick"
+             : o.full ? " --full"
+                      : "",
              s.build_type, s.git_commit);
-  fmt::print("machine: {} ({} logical CPUs; {}), {:.1f} GiB memory\n", s.cpu_model,
-             s.logical_cpus, s.caches, static_cast<double>(s.memory_total_bytes) / (1 << 30));
+  fmt::print("machine: {} ({} logical CPUs; {}), {:.1f} GiB memory\n", s.cpu_model, s.logical_cpus,
+             s.caches, static_cast<double>(s.memory_total_bytes) / (1 << 30));
   fmt::print("OpenBLAS: {} kernel, chosen by {}\nCUDA: {}\n", s.blas.core, s.blas.chosen_by,
              s.cuda);
   report.peaks.push_back(measure_peaks(cpu_count()));
@@ -105,7 +108,8 @@ int validate(const ValidateOptions& o) {
 Command add_validate_command(CLI::App& app) {
   auto o = std::make_shared<ValidateOptions>();
   auto* sub = app.add_subcommand(
-      "validate", "Check this machine and build: correctness grid, standard workloads, README claims");
+      "validate",
+      "Check this machine and build: correctness grid, standard workloads, README claims");
   sub->add_flag("--quick", o->quick, "Under a minute: a smaller grid and the decode workloads");
   sub->add_flag("--full", o->full, "Also the real-model presets that fit in memory");
   sub->add_option("--json", o->json_path, "JSON report (default moe-bench-validate.json)");

@@ -18,14 +18,16 @@ namespace {
 // C[m,n] = A[m,k] * B[n,k]^T, row-major: the layout of x @ W^T with W stored [out, in].
 void gemm_nt(int64_t m, int64_t n, int64_t k, const float* a, const float* b, float* c) {
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(m),
-              static_cast<blasint>(n), static_cast<blasint>(k), 1.0f, a, static_cast<blasint>(k),
-              b, static_cast<blasint>(k), 0.0f, c, static_cast<blasint>(n));
+              static_cast<blasint>(n), static_cast<blasint>(k), 1.0f, a, static_cast<blasint>(k), b,
+              static_cast<blasint>(k), 0.0f, c, static_cast<blasint>(n));
 }
 
 class BlasKernel final : public Kernel {
  public:
   KernelInfo info() const override {
-    return {"blas", "cpu", {Dtype::kF32, Dtype::kBF16, Dtype::kF16},
+    return {"blas",
+            "cpu",
+            {Dtype::kF32, Dtype::kBF16, Dtype::kF16},
             "router sgemm, then per expert: gather tokens, three OpenBLAS sgemm, scatter-add "
             "(16-bit dtypes run as FP32 sgemm on the converted values, as a framework without "
             "16-bit GEMM does)"};
@@ -52,7 +54,9 @@ class BlasKernel final : public Kernel {
   }
 
   std::vector<StageTime> stage_seconds() const override {
-    return {{"route", stage_[0]}, {"dispatch", stage_[1]}, {"experts", stage_[2]},
+    return {{"route", stage_[0]},
+            {"dispatch", stage_[1]},
+            {"experts", stage_[2]},
             {"combine", stage_[3]}};
   }
   void reset_stages() override { stage_.fill(0.0); }

@@ -1,14 +1,14 @@
 #include "naive.hpp"
 
-#include "moe_bench/activation.hpp"
-#include "moe_bench/dtype.hpp"
-
-#include <type_traits>
+#include <fmt/format.h>
 
 #include <algorithm>
 #include <cmath>
-#include <fmt/format.h>
+#include <type_traits>
 #include <vector>
+
+#include "moe_bench/activation.hpp"
+#include "moe_bench/dtype.hpp"
 
 namespace moe_bench::naive {
 namespace {
@@ -83,9 +83,9 @@ BasicRouting<Acc> route_all(const Problem& p, int64_t layer, Acc* margins, Acc* 
   for (int64_t t = 0; t < s.tokens; ++t) {
     Acc* logits = logits_out ? logits_out + t * s.experts : own_logits.data();
     router_logits(p, w, t, logits);
-    Acc m = route_token(s.routing, logits, w.selection_bias.data(), s.experts, s.top_k,
-                        r.expert.data() + t * s.top_k, r.weight.data() + t * s.top_k,
-                        scratch.data());
+    Acc m =
+        route_token(s.routing, logits, w.selection_bias.data(), s.experts, s.top_k,
+                    r.expert.data() + t * s.top_k, r.weight.data() + t * s.top_k, scratch.data());
     if (margins != nullptr) margins[t] = m;
   }
   apply_capacity(s, r);
@@ -109,15 +109,19 @@ constexpr double kMaxTimedGflop = 0.25;
 class NaiveKernel final : public Kernel {
  public:
   KernelInfo info() const override {
-    return {"naive", "cpu", {Dtype::kF32, Dtype::kBF16, Dtype::kF16},
+    return {"naive",
+            "cpu",
+            {Dtype::kF32, Dtype::kBF16, Dtype::kF16},
             "plain loops, one token at a time (the readable definition; FP64 twin is the oracle)"};
   }
 
   std::optional<std::string> can_run(const Shape& s, Dtype) const override {
     double gflop = forward_flops(s) * 1e-9;
     if (gflop > kMaxTimedGflop) {
-      return fmt::format("{:.2f} GFLOP per call is beyond the naive time budget ({} GFLOP); the "
-                         "FP64 oracle still checks every result", gflop, kMaxTimedGflop);
+      return fmt::format(
+          "{:.2f} GFLOP per call is beyond the naive time budget ({} GFLOP); the "
+          "FP64 oracle still checks every result",
+          gflop, kMaxTimedGflop);
     }
     return std::nullopt;
   }

@@ -16,8 +16,8 @@ void write_npy(const std::filesystem::path& path, const float* data, std::vector
     count *= s;
   }
   if (shape.size() > 1) dims.resize(dims.size() - 2);
-  std::string header = fmt::format("{{'descr': '<f4', 'fortran_order': False, 'shape': ({}), }}",
-                                   dims);
+  std::string header =
+      fmt::format("{{'descr': '<f4', 'fortran_order': False, 'shape': ({}), }}", dims);
   // Magic (6) + version (2) + length (2) + header + newline, padded to a multiple of 64.
   const size_t total = (10 + header.size() + 1 + 63) / 64 * 64;
   header.append(total - 10 - header.size() - 1, ' ');
@@ -52,8 +52,8 @@ NpyArray read_npy(const std::filesystem::path& path, const std::string& descr) {
   in.read(header.data(), static_cast<std::streamsize>(len));
   std::smatch m;
   if (!std::regex_search(header, m, std::regex("'descr':\\s*'([^']+)'")) || m[1] != descr) {
-    throw std::runtime_error(fmt::format("{} has dtype other than {}", path.filename().string(),
-                                         descr));
+    throw std::runtime_error(
+        fmt::format("{} has dtype other than {}", path.filename().string(), descr));
   }
   if (header.find("'fortran_order': False") == std::string::npos) {
     throw std::runtime_error(fmt::format("{} is in Fortran order", path.filename().string()));
@@ -62,8 +62,8 @@ NpyArray read_npy(const std::filesystem::path& path, const std::string& descr) {
   if (std::regex_search(header, m, std::regex("'shape':\\s*\\(([^)]*)\\)"))) {
     const std::string dims = m[1];
     std::regex num("[0-9]+");
-    for (auto it = std::sregex_iterator(dims.begin(), dims.end(), num); it != std::sregex_iterator();
-         ++it) {
+    for (auto it = std::sregex_iterator(dims.begin(), dims.end(), num);
+         it != std::sregex_iterator(); ++it) {
       a.shape.push_back(std::stoll(it->str()));
     }
   }

@@ -1,16 +1,16 @@
 #include "python_peer.hpp"
 
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
-#include <cstring>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
-#include <fmt/format.h>
 #include <fstream>
 #include <map>
 #include <mutex>
@@ -55,8 +55,9 @@ Exit run_process(const std::vector<std::string>& args, const fs::path& log, doub
   std::vector<std::string> env_strings;
   for (char** e = environ; *e != nullptr; ++e) {
     const std::string_view v(*e);
-    if (threads > 0 && (v.starts_with("OMP_NUM_THREADS=") || v.starts_with("OPENBLAS_NUM_THREADS=") ||
-                        v.starts_with("MKL_NUM_THREADS="))) {
+    if (threads > 0 &&
+        (v.starts_with("OMP_NUM_THREADS=") || v.starts_with("OPENBLAS_NUM_THREADS=") ||
+         v.starts_with("MKL_NUM_THREADS="))) {
       continue;
     }
     env_strings.emplace_back(v);
@@ -134,9 +135,7 @@ class PythonPeer final : public Kernel {
       : name_(std::move(name)), module_(std::move(module)), description_(std::move(description)) {}
 
   /// The peer process loads its own copy of the weights.
-  KernelInfo info() const override {
-    return {name_, "python", {Dtype::kF32}, description_, 1};
-  }
+  KernelInfo info() const override { return {name_, "python", {Dtype::kF32}, description_, 1}; }
 
   std::optional<std::string> unavailable_reason() const override {
     // Probed once per interpreter and package: importing torch takes seconds.
@@ -223,21 +222,22 @@ class PythonPeer final : public Kernel {
     const double timeout = startup_allowance() + 3 * std::min(t.max_time_s, 600.0);
     const Exit e = run_process({interpreter(), script.string(), d.string()}, d / "peer.log",
                                timeout, t.threads);
-    if (e.timed_out) throw std::runtime_error(fmt::format("{} peer timed out after {:.0f} s", name_, timeout));
+    if (e.timed_out)
+      throw std::runtime_error(fmt::format("{} peer timed out after {:.0f} s", name_, timeout));
     if (e.code != 0) {
-      throw std::runtime_error(fmt::format("{} peer exited with {}: {}", name_,
-                                           e.signal ? fmt::format("signal {}", e.signal)
-                                                    : fmt::format("code {}", e.code),
-                                           last_line(d / "peer.log")));
+      throw std::runtime_error(fmt::format(
+          "{} peer exited with {}: {}", name_,
+          e.signal ? fmt::format("signal {}", e.signal) : fmt::format("code {}", e.code),
+          last_line(d / "peer.log")));
     }
     const int64_t T = s.tokens, D = s.d_model, K = s.top_k;
     NpyArray y = read_npy(d / "y.npy", "<f4");
     NpyArray sel = read_npy(d / "selected.npy", "<i4");
     if (y.shape != std::vector<int64_t>{T, D} || sel.shape != std::vector<int64_t>{T, K}) {
-      throw std::runtime_error(fmt::format("{} peer returned shapes ({}) and ({}), not ({}, {}) and "
-                                           "({}, {})",
-                                           name_, fmt::join(y.shape, ", "),
-                                           fmt::join(sel.shape, ", "), T, D, T, K));
+      throw std::runtime_error(
+          fmt::format("{} peer returned shapes ({}) and ({}), not ({}, {}) and "
+                      "({}, {})",
+                      name_, fmt::join(y.shape, ", "), fmt::join(sel.shape, ", "), T, D, T, K));
     }
     y_.resize(static_cast<size_t>(T * D));
     std::memcpy(y_.data(), y.bytes.data(), y.bytes.size());

@@ -1,8 +1,9 @@
 #include "moe_bench/compare.hpp"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cmath>
-#include <fmt/format.h>
 #include <map>
 #include <numeric>
 #include <random>
@@ -99,10 +100,14 @@ MannWhitney mann_whitney(std::span<const double> a, std::span<const double> b) {
 
 std::string_view to_string(Verdict v) {
   switch (v) {
-    case Verdict::kRegression: return "regression";
-    case Verdict::kImprovement: return "improvement";
-    case Verdict::kUnchanged: return "unchanged";
-    case Verdict::kInconclusive: return "inconclusive";
+    case Verdict::kRegression:
+      return "regression";
+    case Verdict::kImprovement:
+      return "improvement";
+    case Verdict::kUnchanged:
+      return "unchanged";
+    case Verdict::kInconclusive:
+      return "inconclusive";
   }
   return "?";
 }
@@ -151,7 +156,8 @@ RunComparison compare_reports(const Report& old_run, const Report& new_run,
       const auto old_norm = scaled(orr.samples_s, ro.stats.median_s);
       const auto new_norm = scaled(nr->samples_s, rn.stats.median_s);
       c.ratio = median(new_norm) / median(old_norm);
-      c.ratio_ci = bootstrap_ratio(orr.samples_s, ro.samples_s, nr->samples_s, rn.samples_s, o.seed);
+      c.ratio_ci =
+          bootstrap_ratio(orr.samples_s, ro.samples_s, nr->samples_s, rn.samples_s, o.seed);
       c.p_value = mann_whitney(old_norm, new_norm).p_value;
     } else {
       c.ratio = nr->stats.median_s / orr.stats.median_s;
@@ -160,9 +166,10 @@ RunComparison compare_reports(const Report& old_run, const Report& new_run,
     }
     c.verdict = judge(c.ratio, c.ratio_ci, c.p_value, o);
     if (std::min(c.n_old, c.n_new) < kMinSamples) {
-      out.notes.push_back(fmt::format("{} on {}: only {} and {} samples; fewer than {} make the "
-                                      "test unreliable",
-                                      c.impl, case_label(c.kase), c.n_old, c.n_new, kMinSamples));
+      out.notes.push_back(
+          fmt::format("{} on {}: only {} and {} samples; fewer than {} make the "
+                      "test unreliable",
+                      c.impl, case_label(c.kase), c.n_old, c.n_new, kMinSamples));
     }
     out.changes.push_back(c);
   }
@@ -177,15 +184,16 @@ RunComparison compare_reports(const Report& old_run, const Report& new_run,
 
 std::string render_compare_table(const RunComparison& c, const CompareOptions& o) {
   std::string out = fmt::format(
-      "{} (alpha {:g}, threshold {:g}%){}\n", o.relative_to.empty() ? "time new/old" : "ratio to " + o.relative_to + ", new/old",
-      o.alpha, o.threshold * 100, "");
+      "{} (alpha {:g}, threshold {:g}%){}\n",
+      o.relative_to.empty() ? "time new/old" : "ratio to " + o.relative_to + ", new/old", o.alpha,
+      o.threshold * 100, "");
   out += fmt::format("{:<34} {:<12} {:>8} {:>18} {:>9} {:>7}  {}\n", "case", "impl", "ratio",
                      "95% CI", "p", "n", "verdict");
   for (const Change& ch : c.changes) {
     out += fmt::format("{:<34} {:<12} {:>8.3f} {:>18} {:>9.2g} {:>7}  {}\n", case_label(ch.kase),
                        ch.impl, ch.ratio,
-                       fmt::format("[{:.3f}, {:.3f}]", ch.ratio_ci[0], ch.ratio_ci[1]),
-                       ch.p_value, fmt::format("{}/{}", ch.n_old, ch.n_new), to_string(ch.verdict));
+                       fmt::format("[{:.3f}, {:.3f}]", ch.ratio_ci[0], ch.ratio_ci[1]), ch.p_value,
+                       fmt::format("{}/{}", ch.n_old, ch.n_new), to_string(ch.verdict));
   }
   for (const auto& f : c.failed_new) out += "failed correctness in NEW: " + f + "\n";
   for (const auto& n : c.notes) out += "note: " + n + "\n";
@@ -196,8 +204,8 @@ std::string render_compare_table(const RunComparison& c, const CompareOptions& o
 std::string render_compare_markdown(const RunComparison& c, const CompareOptions& o) {
   int counts[4] = {0, 0, 0, 0};
   for (const Change& ch : c.changes) ++counts[static_cast<int>(ch.verdict)];
-  std::string out = fmt::format("## moe-bench compare: {}\n\n",
-                                c.regression() ? "regression" : "no regression");
+  std::string out =
+      fmt::format("## moe-bench compare: {}\n\n", c.regression() ? "regression" : "no regression");
   out += fmt::format(
       "{} matched results: {} regressions, {} improvements, {} unchanged, {} inconclusive. "
       "Compared: {}; Mann-Whitney U at alpha {:g}, threshold {:g}%.\n\n",

@@ -15,9 +15,12 @@ namespace moe_bench {
 // activations and the outputs to the dtype, the same in every implementation.
 double tolerance_for(Dtype d) {
   switch (d) {
-    case Dtype::kF32: return 1e-4;
-    case Dtype::kBF16: return 1e-2;
-    case Dtype::kF16: return 1.5e-3;
+    case Dtype::kF32:
+      return 1e-4;
+    case Dtype::kBF16:
+      return 1e-2;
+    case Dtype::kF16:
+      return 1.5e-3;
   }
   return 1e-4;
 }

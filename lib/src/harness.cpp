@@ -1,12 +1,12 @@
 #include "moe_bench/harness.hpp"
 
+#include <fmt/format.h>
 #include <omp.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
-#include <fmt/format.h>
 #include <memory>
 #include <random>
 #include <thread>
@@ -74,10 +74,10 @@ bool prepare_and_check(Contender& c, const Problem& problem, const Oracle& oracl
   r.correctness = oracle.check(c.kernel->output(), c.kernel->selected_experts());
   if (r.correctness->pass) return true;
   r.status = Status::kFailed;
-  r.reason = fmt::format("output differs from the FP64 oracle (max rel err {:.3g}, tolerance "
-                         "{:.3g}, {} selection mismatches)",
-                         r.correctness->max_rel_err, r.correctness->tolerance,
-                         r.correctness->selection_mismatches);
+  r.reason = fmt::format(
+      "output differs from the FP64 oracle (max rel err {:.3g}, tolerance "
+      "{:.3g}, {} selection mismatches)",
+      r.correctness->max_rel_err, r.correctness->tolerance, r.correctness->selection_mismatches);
   return false;
 }
 
@@ -89,8 +89,8 @@ void run_elsewhere(Contender& c, const Problem& problem, const Oracle& oracle,
   auto start = Clock::now();
   c.kernel->prepare(problem, threads);
   r.setup_s = seconds_since(start);
-  const TimingProtocol protocol{o.reps, o.min_time_s, o.max_time_s, o.min_sample_s, o.warmup,
-                                threads};
+  const TimingProtocol protocol{o.reps,         o.min_time_s, o.max_time_s,
+                                o.min_sample_s, o.warmup,     threads};
   SelfTimed timed = c.kernel->run_self_timed(protocol).value();
   r.layers = 1;  // a peer process holds one layer: its weights may stay in cache
   r.inner_reps = timed.inner_reps;
@@ -98,10 +98,10 @@ void run_elsewhere(Contender& c, const Problem& problem, const Oracle& oracle,
   r.correctness = oracle.check(c.kernel->output(), c.kernel->selected_experts());
   if (!r.correctness->pass) {
     r.status = Status::kFailed;
-    r.reason = fmt::format("output differs from the FP64 oracle (max rel err {:.3g}, tolerance "
-                           "{:.3g}, {} selection mismatches)",
-                           r.correctness->max_rel_err, r.correctness->tolerance,
-                           r.correctness->selection_mismatches);
+    r.reason = fmt::format(
+        "output differs from the FP64 oracle (max rel err {:.3g}, tolerance "
+        "{:.3g}, {} selection mismatches)",
+        r.correctness->max_rel_err, r.correctness->tolerance, r.correctness->selection_mismatches);
     return;
   }
   r.samples_s = std::move(timed.samples_s);
@@ -137,7 +137,7 @@ void run_case(const Case& c, const std::vector<std::string>& impls, const Harnes
   const double experts = static_cast<double>(c.shape.experts);
   const double expected_active =
       experts * (1 - std::pow(1 - static_cast<double>(c.shape.top_k) / experts,
-                        static_cast<double>(c.shape.tokens)));
+                              static_cast<double>(c.shape.tokens)));
   // Implementations that pack or copy the weights multiply what each layer costs.
   const int64_t copies = 1 + extra_weight_copies(impls);
   const int64_t layers =
@@ -216,9 +216,8 @@ void run_case(const Case& c, const std::vector<std::string>& impls, const Harnes
     if (base == nullptr) continue;
     for (const auto& k : contenders) {
       if (k.result.status != Status::kOk || &k == base) continue;
-      report.comparisons.push_back(
-          {c, k.result.impl, base->result.impl,
-           speedup(k.result.samples_s, base->result.samples_s, o.seed)});
+      report.comparisons.push_back({c, k.result.impl, base->result.impl,
+                                    speedup(k.result.samples_s, base->result.samples_s, o.seed)});
     }
   }
 }
@@ -227,9 +226,12 @@ void run_case(const Case& c, const std::vector<std::string>& impls, const Harnes
 
 std::string_view to_string(Status s) {
   switch (s) {
-    case Status::kOk: return "ok";
-    case Status::kFailed: return "failed";
-    case Status::kSkipped: return "skipped";
+    case Status::kOk:
+      return "ok";
+    case Status::kFailed:
+      return "failed";
+    case Status::kSkipped:
+      return "skipped";
   }
   return "?";
 }

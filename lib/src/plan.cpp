@@ -1,7 +1,8 @@
 #include "moe_bench/plan.hpp"
 
-#include <thread>
 #include <fmt/format.h>
+
+#include <thread>
 
 #include "moe_bench/error.hpp"
 #include "moe_bench/presets.hpp"
@@ -86,9 +87,11 @@ std::vector<Case> plan_cases(const Axes& a) {
   for (const auto& d : a.dtypes) dtypes.push_back(parse_dtype(d));
   if (dtypes.empty()) dtypes.push_back(Dtype::kF32);
   std::vector<int> threads = a.threads;
-  if (threads.empty()) threads.push_back(static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+  if (threads.empty())
+    threads.push_back(static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
   for (int t : threads) {
-    if (t <= 0 || t > 4096) throw UsageError(fmt::format("--threads must be in 1..4096 (got {})", t));
+    if (t <= 0 || t > 4096)
+      throw UsageError(fmt::format("--threads must be in 1..4096 (got {})", t));
   }
 
   const int64_t available = memory_available_bytes();

@@ -1,7 +1,8 @@
 #include "moe_bench/presets.hpp"
 
-#include <array>
 #include <fmt/format.h>
+
+#include <array>
 
 #include "moe_bench/error.hpp"
 

@@ -1,11 +1,11 @@
 #include "moe_bench/problem.hpp"
 
-#include "moe_bench/dtype.hpp"
-
 #include <algorithm>
 #include <cmath>
 #include <numbers>
 #include <numeric>
+
+#include "moe_bench/dtype.hpp"
 
 namespace moe_bench {
 namespace {

@@ -1,6 +1,7 @@
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <array>
-#include <fmt/format.h>
 
 #include "../../baselines/blas/blas.hpp"
 #include "../../baselines/naive/naive.hpp"

@@ -18,43 +18,43 @@ int64_t argmax_allowed(const T* v, const uint8_t* allowed, int64_t n) {
 
 template <typename T>
 void compute_scores(const RoutingConfig& cfg, const T* logits, int64_t experts, T* score) {
-switch (cfg.scoring) {
-  case Scoring::kSoftmax: {
-    T m = *std::max_element(logits, logits + experts);
-    T sum = 0;
-    for (int64_t e = 0; e < experts; ++e) sum += score[e] = std::exp(logits[e] - m);
-    for (int64_t e = 0; e < experts; ++e) score[e] /= sum;
-    break;
+  switch (cfg.scoring) {
+    case Scoring::kSoftmax: {
+      T m = *std::max_element(logits, logits + experts);
+      T sum = 0;
+      for (int64_t e = 0; e < experts; ++e) sum += score[e] = std::exp(logits[e] - m);
+      for (int64_t e = 0; e < experts; ++e) score[e] /= sum;
+      break;
+    }
+    case Scoring::kSigmoid:
+      for (int64_t e = 0; e < experts; ++e) score[e] = T(1) / (T(1) + std::exp(-logits[e]));
+      break;
+    case Scoring::kSoftmaxTopk:
+      std::copy(logits, logits + experts, score);
+      break;
   }
-  case Scoring::kSigmoid:
-    for (int64_t e = 0; e < experts; ++e) score[e] = T(1) / (T(1) + std::exp(-logits[e]));
-    break;
-  case Scoring::kSoftmaxTopk:
-    std::copy(logits, logits + experts, score);
-    break;
-}
 }
 
 // Combine weights of the chosen experts from their scores: renormalised, softmaxed over the k
 // (GPT-OSS) and scaled as the config says.
 template <typename T>
-void combine_weights(const RoutingConfig& cfg, const T* score, const int32_t* chosen,
-                     int64_t top_k, T* out_weight) {
-if (cfg.scoring == Scoring::kSoftmaxTopk) {
-  T m = score[chosen[0]];
-  T sum = 0;
-  for (int64_t j = 0; j < top_k; ++j) sum += out_weight[j] = std::exp(score[chosen[j]] - m);
-  for (int64_t j = 0; j < top_k; ++j) out_weight[j] /= sum;
-} else {
-  T sum = 0;
-  for (int64_t j = 0; j < top_k; ++j) sum += out_weight[j] = score[chosen[j]];
-  if (cfg.renormalize && sum > T(0)) {
+void combine_weights(const RoutingConfig& cfg, const T* score, const int32_t* chosen, int64_t top_k,
+                     T* out_weight) {
+  if (cfg.scoring == Scoring::kSoftmaxTopk) {
+    T m = score[chosen[0]];
+    T sum = 0;
+    for (int64_t j = 0; j < top_k; ++j) sum += out_weight[j] = std::exp(score[chosen[j]] - m);
     for (int64_t j = 0; j < top_k; ++j) out_weight[j] /= sum;
+  } else {
+    T sum = 0;
+    for (int64_t j = 0; j < top_k; ++j) sum += out_weight[j] = score[chosen[j]];
+    if (cfg.renormalize && sum > T(0)) {
+      for (int64_t j = 0; j < top_k; ++j) out_weight[j] /= sum;
+    }
   }
-}
-if (cfg.scale != 1.0) {
-  for (int64_t j = 0; j < top_k; ++j) out_weight[j] *= static_cast<T>(cfg.scale);
-}
+  if (cfg.scale != 1.0) {
+    for (int64_t j = 0; j < top_k; ++j) out_weight[j] *= static_cast<T>(cfg.scale);
+  }
 }
 
 }  // namespace
@@ -62,8 +62,8 @@ if (cfg.scale != 1.0) {
 template <typename T>
 T route_token(const RoutingConfig& cfg, const T* logits, const float* selection_bias,
               int64_t experts, int64_t top_k, int32_t* out_expert, T* out_weight, T* scratch) {
-  T* score = scratch;            // what the weights come from
-  T* select = scratch + experts; // what selection ranks
+  T* score = scratch;             // what the weights come from
+  T* select = scratch + experts;  // what selection ranks
   compute_scores(cfg, logits, experts, score);
   for (int64_t e = 0; e < experts; ++e) {
     select[e] = score[e] + (cfg.selection_bias ? static_cast<T>(selection_bias[e]) : T(0));

@@ -1,8 +1,9 @@
 #include "moe_bench/shape.hpp"
 
+#include <fmt/format.h>
+
 #include <charconv>
 #include <cmath>
-#include <fmt/format.h>
 
 #include "moe_bench/error.hpp"
 
@@ -10,36 +11,48 @@ namespace moe_bench {
 
 std::string_view to_string(Activation a) {
   switch (a) {
-    case Activation::kSwiglu: return "swiglu";
-    case Activation::kGelu: return "gelu";
-    case Activation::kSwigluOai: return "swiglu_oai";
+    case Activation::kSwiglu:
+      return "swiglu";
+    case Activation::kGelu:
+      return "gelu";
+    case Activation::kSwigluOai:
+      return "swiglu_oai";
   }
   return "?";
 }
 
 std::string_view to_string(Scoring s) {
   switch (s) {
-    case Scoring::kSoftmax: return "softmax";
-    case Scoring::kSigmoid: return "sigmoid";
-    case Scoring::kSoftmaxTopk: return "topk_softmax";
+    case Scoring::kSoftmax:
+      return "softmax";
+    case Scoring::kSigmoid:
+      return "sigmoid";
+    case Scoring::kSoftmaxTopk:
+      return "topk_softmax";
   }
   return "?";
 }
 
 std::string_view to_string(Dtype d) {
   switch (d) {
-    case Dtype::kF32: return "f32";
-    case Dtype::kBF16: return "bf16";
-    case Dtype::kF16: return "f16";
+    case Dtype::kF32:
+      return "f32";
+    case Dtype::kBF16:
+      return "bf16";
+    case Dtype::kF16:
+      return "f16";
   }
   return "?";
 }
 
 std::string to_string(const Skew& s) {
   switch (s.kind) {
-    case Skew::Kind::kUniform: return "uniform";
-    case Skew::Kind::kZipf: return fmt::format("zipf:{:g}", s.param);
-    case Skew::Kind::kHot: return fmt::format("hot:{:g}", s.param);
+    case Skew::Kind::kUniform:
+      return "uniform";
+    case Skew::Kind::kZipf:
+      return fmt::format("zipf:{:g}", s.param);
+    case Skew::Kind::kHot:
+      return fmt::format("hot:{:g}", s.param);
   }
   return "?";
 }
@@ -87,7 +100,8 @@ Skew parse_skew(std::string_view s) {
   }
   double v = parse_number(s.substr(colon + 1), s);
   if (kind == "zipf") {
-    if (v <= 0 || v > 10) throw UsageError(fmt::format("zipf exponent in '{}' must be in (0, 10]", s));
+    if (v <= 0 || v > 10)
+      throw UsageError(fmt::format("zipf exponent in '{}' must be in (0, 10]", s));
     return {Skew::Kind::kZipf, v};
   }
   if (v <= 0 || v >= 1) throw UsageError(fmt::format("hot fraction in '{}' must be in (0, 1)", s));
@@ -100,7 +114,9 @@ namespace {
 // Largest size of any one dimension; beyond this a "size" is a typo, not a model.
 constexpr int64_t kMaxDim = int64_t{1} << 24;
 
-bool mul_overflows(int64_t a, int64_t b, int64_t& out) { return __builtin_mul_overflow(a, b, &out); }
+bool mul_overflows(int64_t a, int64_t b, int64_t& out) {
+  return __builtin_mul_overflow(a, b, &out);
+}
 }  // namespace
 
 std::optional<std::string> invalid_reason(const Shape& s) {
@@ -108,10 +124,11 @@ std::optional<std::string> invalid_reason(const Shape& s) {
     const char* name;
     int64_t value;
   };
-  for (Named n : {Named{"experts", s.experts}, Named{"top-k", s.top_k},
-                  Named{"d-model", s.d_model}, Named{"d-ff", s.d_ff}, Named{"tokens", s.tokens}}) {
+  for (Named n : {Named{"experts", s.experts}, Named{"top-k", s.top_k}, Named{"d-model", s.d_model},
+                  Named{"d-ff", s.d_ff}, Named{"tokens", s.tokens}}) {
     if (n.value <= 0) return fmt::format("--{} must be positive (got {})", n.name, n.value);
-    if (n.value > kMaxDim) return fmt::format("--{} {} is absurdly large (limit {})", n.name, n.value, kMaxDim);
+    if (n.value > kMaxDim)
+      return fmt::format("--{} {} is absurdly large (limit {})", n.name, n.value, kMaxDim);
   }
   if (s.top_k > s.experts) {
     return fmt::format("--top-k {} exceeds --experts {}", s.top_k, s.experts);
@@ -124,12 +141,13 @@ std::optional<std::string> invalid_reason(const Shape& s) {
     return fmt::format("--capacity-factor must be >= 0 (got {:g})", s.capacity_factor);
   }
   const auto& r = s.routing;
-  if (r.groups < 0 || r.topk_groups < 0 || (r.groups > 0 && (s.experts % r.groups != 0 ||
-                                                             r.topk_groups > r.groups ||
-                                                             r.topk_groups <= 0))) {
-    return fmt::format("group-limited routing needs experts divisible by groups and 0 < top groups "
-                       "<= groups (got {} experts, {} groups, {} top groups)",
-                       s.experts, r.groups, r.topk_groups);
+  if (r.groups < 0 || r.topk_groups < 0 ||
+      (r.groups > 0 &&
+       (s.experts % r.groups != 0 || r.topk_groups > r.groups || r.topk_groups <= 0))) {
+    return fmt::format(
+        "group-limited routing needs experts divisible by groups and 0 < top groups "
+        "<= groups (got {} experts, {} groups, {} top groups)",
+        s.experts, r.groups, r.topk_groups);
   }
   if (r.groups > 0 && s.top_k > r.topk_groups * (s.experts / r.groups)) {
     return fmt::format("--top-k {} exceeds the {} experts in the {} selected groups", s.top_k,
@@ -144,8 +162,10 @@ std::optional<std::string> invalid_reason(const Shape& s) {
   if (mul_overflows(s.experts, s.d_ff, t) || mul_overflows(t, s.d_model, t) ||
       mul_overflows(t, 3 * 8, t) || mul_overflows(s.tokens, s.d_model, t) ||
       mul_overflows(t, s.top_k * 8, t) || mul_overflows(s.tokens * s.top_k, ffn * 8, t)) {
-    return fmt::format("sizes overflow: {} experts x {} x {} with {} tokens is not a layer that "
-                       "fits any machine", s.experts, s.d_model, s.d_ff, s.tokens);
+    return fmt::format(
+        "sizes overflow: {} experts x {} x {} with {} tokens is not a layer that "
+        "fits any machine",
+        s.experts, s.d_model, s.d_ff, s.tokens);
   }
   return std::nullopt;
 }
@@ -184,7 +204,8 @@ double forward_bytes(const Shape& s, Dtype d, int64_t active_experts) {
   double b = static_cast<double>(dtype_bytes(d));
   double router = static_cast<double>(s.experts * s.d_model) * b;
   double shared = static_cast<double>(matrices(s.activation) * s.d_model * s.shared_width()) * b;
-  double experts = static_cast<double>(active_experts) * static_cast<double>(expert_weight_bytes(s, d));
+  double experts =
+      static_cast<double>(active_experts) * static_cast<double>(expert_weight_bytes(s, d));
   double io = 2.0 * static_cast<double>(s.tokens * s.d_model) * b;
   return router + shared + experts + io;
 }

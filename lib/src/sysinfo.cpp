@@ -65,9 +65,21 @@ std::string lower(std::string_view s) {
 // OpenBLAS x86-64 core types from weakest to strongest SGEMM kernel.
 int core_rank(std::string_view core) {
   static const std::array<std::pair<const char*, int>, 16> kRanks{{
-      {"prescott", 0}, {"core2", 1}, {"penryn", 1}, {"dunnington", 1}, {"nehalem", 2},
-      {"atom", 0}, {"barcelona", 2}, {"bulldozer", 2}, {"piledriver", 3}, {"steamroller", 3},
-      {"excavator", 3}, {"sandybridge", 3}, {"haswell", 4}, {"zen", 4}, {"skylakex", 5},
+      {"prescott", 0},
+      {"core2", 1},
+      {"penryn", 1},
+      {"dunnington", 1},
+      {"nehalem", 2},
+      {"atom", 0},
+      {"barcelona", 2},
+      {"bulldozer", 2},
+      {"piledriver", 3},
+      {"steamroller", 3},
+      {"excavator", 3},
+      {"sandybridge", 3},
+      {"haswell", 4},
+      {"zen", 4},
+      {"skylakex", 5},
       {"cooperlake", 6},
   }};
   std::string c = lower(core);
@@ -164,8 +176,8 @@ BlasInfo blas_info() {
   BlasInfo info;
   info.core = openblas_get_corename();
   info.threads = openblas_get_num_threads();
-  info.chosen_by = chosen_by_note().empty() ? "OpenBLAS's own detection (not re-executed)"
-                                             : chosen_by_note();
+  info.chosen_by =
+      chosen_by_note().empty() ? "OpenBLAS's own detection (not re-executed)" : chosen_by_note();
   std::string best = best_blas_core(cpu_features());
   info.fallback = !best.empty() && blas_core_weaker(info.core, best);
   return info;
@@ -236,11 +248,12 @@ SystemInfo system_info() {
   s.build_type = MOE_BENCH_BUILD_TYPE;
   s.compiler = std::string(
 #if defined(__clang__)
-      "clang "
+                   "clang "
 #elif defined(__GNUC__)
-      "gcc "
+                   "gcc "
 #endif
-      ) + __VERSION__;
+                   ) +
+               __VERSION__;
   s.cxx_flags = MOE_BENCH_CXX_FLAGS;
   s.blas = blas_info();
   CudaInfo cuda = cuda_info();

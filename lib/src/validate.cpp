@@ -1,7 +1,8 @@
 #include "moe_bench/validate.hpp"
 
-#include <array>
 #include <fmt/format.h>
+
+#include <array>
 
 #include "moe_bench/correctness.hpp"
 #include "moe_bench/grid.hpp"
@@ -42,10 +43,9 @@ const std::array<Claim, 12> kClaims{{
 // The consistency grid of the tests, each shape also under other routings and with capacity on
 // and off.
 std::vector<std::pair<std::string, Shape>> correctness_grid(ValidateLevel level) {
-  const std::vector<std::string> skews = level == ValidateLevel::kQuick
-                                             ? std::vector<std::string>{"uniform", "hot:0.6"}
-                                             : std::vector<std::string>{"uniform", "zipf:1.2",
-                                                                        "hot:0.6"};
+  const std::vector<std::string> skews =
+      level == ValidateLevel::kQuick ? std::vector<std::string>{"uniform", "hot:0.6"}
+                                     : std::vector<std::string>{"uniform", "zipf:1.2", "hot:0.6"};
   std::vector<std::pair<std::string, Shape>> out;
   for (const NamedShape& base : consistency_grid()) {
     out.push_back({base.name, base.shape});
@@ -119,13 +119,13 @@ void check_correctness(ValidateLevel level, Report& report,
       }
     }
     const int64_t total = static_cast<int64_t>(cases.size() * info.dtypes.size());
-    line.status = first_failure.empty() ? (passed > 0 ? Status::kOk : Status::kSkipped)
-                                        : Status::kFailed;
-    line.detail = first_failure.empty()
-                      ? fmt::format("{}/{} passed, {} skipped; worst error {:.2g} of the tolerance",
-                                    passed, total, skipped, worst)
-                      : fmt::format("{}/{} passed; first failure: {}", passed, total,
-                                    first_failure);
+    line.status =
+        first_failure.empty() ? (passed > 0 ? Status::kOk : Status::kSkipped) : Status::kFailed;
+    line.detail =
+        first_failure.empty()
+            ? fmt::format("{}/{} passed, {} skipped; worst error {:.2g} of the tolerance", passed,
+                          total, skipped, worst)
+            : fmt::format("{}/{} passed; first failure: {}", passed, total, first_failure);
     emit(line);
     report.checks.push_back(line);
   }
@@ -237,10 +237,10 @@ void run_validate(ValidateLevel level, Report& report,
     CheckLine line{"timing", fmt::format("{} on {}", r.impl, case_label(r.kase)), r.status,
                    r.reason};
     if (r.status == Status::kOk) {
-      line.detail = fmt::format("median {:.4g} ms [{:.4g}, {:.4g}], {:.0f}% of roofline, CV {:.1f}%",
-                                r.stats.median_s * 1e3, r.stats.median_ci_s[0] * 1e3,
-                                r.stats.median_ci_s[1] * 1e3, r.derived.roofline_pct,
-                                r.stats.cv * 100);
+      line.detail =
+          fmt::format("median {:.4g} ms [{:.4g}, {:.4g}], {:.0f}% of roofline, CV {:.1f}%",
+                      r.stats.median_s * 1e3, r.stats.median_ci_s[0] * 1e3,
+                      r.stats.median_ci_s[1] * 1e3, r.derived.roofline_pct, r.stats.cv * 100);
     }
     emit(line);
     report.checks.push_back(line);
@@ -253,8 +253,7 @@ void run_validate(ValidateLevel level, Report& report,
       line.status = c->speedup.faster_with_confidence ? Status::kOk : Status::kFailed;
       line.detail = fmt::format("{:.2f}x [{:.2f}, {:.2f}]{}", c->speedup.ratio, c->speedup.ci[0],
                                 c->speedup.ci[1],
-                                c->speedup.faster_with_confidence ? ""
-                                                                  : ": interval not above 1");
+                                c->speedup.faster_with_confidence ? "" : ": interval not above 1");
     } else {
       // No comparison: say why (an implementation that cannot run here is a skip, not a failure).
       Case kase;

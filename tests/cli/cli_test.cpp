@@ -64,8 +64,7 @@ TEST_CASE("bad input gets one clear line and exit 2") {
   expect_usage_error("run --experts 4 --top-k 6", "--top-k 6 exceeds --experts 4");
   expect_usage_error("run --tokens 0", "--tokens must be positive");
   expect_usage_error("run --d-model -5", "--d-model must be positive");
-  expect_usage_error("run --experts 10000000 --d-model 10000000 --d-ff 10000000",
-                     "overflow");
+  expect_usage_error("run --experts 10000000 --d-model 10000000 --d-ff 10000000", "overflow");
   expect_usage_error("run --routing zipf:x", "zipf:x");
   expect_usage_error("run --format xml", "unknown format 'xml'");
   expect_usage_error("run --dtype f64", "unknown dtype 'f64'");
@@ -103,9 +102,10 @@ TEST_CASE("run writes a JSON report that parses and carries the schema version")
   namespace fs = std::filesystem;
   const fs::path path = fs::temp_directory_path() / "moe_bench_cli_run.json";
   fs::remove(path);
-  Outcome o = moe_bench("run --experts 4,6 --top-k 2 --d-model 32 --d-ff 24 --tokens 1,5 "
-                        "--routing uniform,zipf:1.1 --reps 2 --min-time 0 --quiet --format json --json " +
-                        path.string());
+  Outcome o = moe_bench(
+      "run --experts 4,6 --top-k 2 --d-model 32 --d-ff 24 --tokens 1,5 "
+      "--routing uniform,zipf:1.1 --reps 2 --min-time 0 --quiet --format json --json " +
+      path.string());
   REQUIRE(o.code == 0);
   auto from_stdout = nlohmann::json::parse(o.out);
   auto from_file = nlohmann::json::parse(slurp(path.string()));
@@ -123,19 +123,22 @@ TEST_CASE("run writes a JSON report that parses and carries the schema version")
 }
 
 TEST_CASE("csv and jsonl print one row per result for sweeps") {
-  Outcome csv = moe_bench("run --experts 4 --d-model 16 --d-ff 8 --tokens 1,2,3 --reps 1 "
-                          "--min-time 0 --impl blas --format csv");
+  Outcome csv = moe_bench(
+      "run --experts 4 --d-model 16 --d-ff 8 --tokens 1,2,3 --reps 1 "
+      "--min-time 0 --impl blas --format csv");
   REQUIRE(csv.code == 0);
   CHECK(lines(csv.out) == 4);
-  Outcome jsonl = moe_bench("run --experts 4 --d-model 16 --d-ff 8 --tokens 1,2 --reps 1 "
-                            "--min-time 0 --impl blas,naive --format jsonl");
+  Outcome jsonl = moe_bench(
+      "run --experts 4 --d-model 16 --d-ff 8 --tokens 1,2 --reps 1 "
+      "--min-time 0 --impl blas,naive --format jsonl");
   REQUIRE(jsonl.code == 0);
   CHECK(lines(jsonl.out) == 4);
 }
 
 TEST_CASE("the blas baseline reports the OpenBLAS kernel it ran on") {
-  Outcome o = moe_bench("run --experts 4 --d-model 16 --d-ff 8 --tokens 2 --reps 1 --min-time 0 --impl blas "
-                        "--format json --blas-core auto");
+  Outcome o = moe_bench(
+      "run --experts 4 --d-model 16 --d-ff 8 --tokens 2 --reps 1 --min-time 0 --impl blas "
+      "--format json --blas-core auto");
   REQUIRE(o.code == 0);
   auto j = nlohmann::json::parse(o.out);
   CHECK(j["context"]["blas"]["fallback"] == false);
@@ -152,7 +155,9 @@ TEST_CASE("report renders a saved run as Markdown") {
   const fs::path md = fs::temp_directory_path() / "moe_bench_cli_report.md";
   fs::remove(md);
   REQUIRE(moe_bench("run --experts 4 --d-model 16 --d-ff 8 --tokens 2 --reps 3 --min-time 0 "
-                    "--quiet --json " + json.string()).code == 0);
+                    "--quiet --json " +
+                    json.string())
+              .code == 0);
   Outcome o = moe_bench("report " + json.string() + " --md " + md.string());
   CHECK(o.code == 0);
   const std::string text = slurp(md.string());

@@ -62,8 +62,8 @@ std::filesystem::path write_run(const std::string& name, bool slowed) {
 
 int compare_exit(const std::filesystem::path& a, const std::filesystem::path& b,
                  const std::string& extra) {
-  const std::string cmd = std::string(MOE_BENCH_EXE) + " compare " + a.string() + " " +
-                          b.string() + " " + extra + " >/dev/null 2>&1";
+  const std::string cmd = std::string(MOE_BENCH_EXE) + " compare " + a.string() + " " + b.string() +
+                          " " + extra + " >/dev/null 2>&1";
   const int status = std::system(cmd.c_str());
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }

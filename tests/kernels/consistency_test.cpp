@@ -1,15 +1,14 @@
-#include <catch2/catch.hpp>
 #include <omp.h>
 
 #include <algorithm>
+#include <catch2/catch.hpp>
 
 #include "baselines/naive/naive.hpp"
 #include "moe_bench/correctness.hpp"
 #include "moe_bench/dtype.hpp"
+#include "moe_bench/grid.hpp"
 #include "moe_bench/kernel.hpp"
 #include "moe_bench/problem.hpp"
-
-#include "moe_bench/grid.hpp"
 
 using namespace moe_bench;
 

@@ -1,8 +1,9 @@
+#include "baselines/python/python_peer.hpp"
+
 #include <catch2/catch.hpp>
 #include <filesystem>
 #include <fstream>
 
-#include "baselines/python/python_peer.hpp"
 #include "moe_bench/correctness.hpp"
 #include "moe_bench/grid.hpp"
 #include "moe_bench/harness.hpp"
@@ -77,7 +78,8 @@ TEST_CASE("a peer that crashes, hangs or returns a wrong shape gives a clear fai
   const int folders_before = peer_folders();
   python::set_startup_allowance(1.0);
 
-  python::set_interpreter(fake_interpreter("crash", "echo 'Segmentation fault in fake peer' >&2\nexit 3"));
+  python::set_interpreter(
+      fake_interpreter("crash", "echo 'Segmentation fault in fake peer' >&2\nexit 3"));
   Result crash = run_peer_case("numpy");
   CHECK(crash.status == Status::kFailed);
   CHECK_THAT(crash.reason, Catch::Contains("exited with code 3") &&

@@ -1,7 +1,8 @@
+#include "moe_bench/compare.hpp"
+
 #include <catch2/catch.hpp>
 #include <random>
 
-#include "moe_bench/compare.hpp"
 #include "moe_bench/error.hpp"
 #include "sample_report.hpp"
 
@@ -112,6 +113,7 @@ TEST_CASE("compare refuses runs with nothing in common") {
   CHECK_THROWS_AS(compare_reports(run_with(0.010, 0.005, 0.01, 1), other, {}), UsageError);
   CompareOptions o;
   o.relative_to = "torch";
-  CHECK_THROWS_AS(compare_reports(run_with(0.01, 0.005, 0.01, 1), run_with(0.01, 0.005, 0.01, 2), o),
-                  UsageError);
+  CHECK_THROWS_AS(
+      compare_reports(run_with(0.01, 0.005, 0.01, 1), run_with(0.01, 0.005, 0.01, 2), o),
+      UsageError);
 }

@@ -1,6 +1,7 @@
+#include "moe_bench/harness.hpp"
+
 #include <catch2/catch.hpp>
 
-#include "moe_bench/harness.hpp"
 #include "moe_bench/roofline.hpp"
 
 using namespace moe_bench;

@@ -1,9 +1,11 @@
-#include <catch2/catch.hpp>
-#include <cmath>
+#include "moe_bench/problem.hpp"
+
 #include <omp.h>
 
+#include <catch2/catch.hpp>
+#include <cmath>
+
 #include "moe_bench/correctness.hpp"
-#include "moe_bench/problem.hpp"
 
 using namespace moe_bench;
 
@@ -52,7 +54,8 @@ TEST_CASE("routing skew makes popularity follow the chosen distribution") {
         Approx(0.518).margin(0.05));
   s.skew = parse_skew("hot:0.6");
   Load hot = Oracle(make_problem(s, Dtype::kF32, 3), 0, 1e6).load();
-  const double share = static_cast<double>(hot.tokens_per_expert[0]) / static_cast<double>(s.tokens);
+  const double share =
+      static_cast<double>(hot.tokens_per_expert[0]) / static_cast<double>(s.tokens);
   CHECK(share == Approx(0.6).margin(0.05));
   s.skew = {};
   Load uniform = Oracle(make_problem(s, Dtype::kF32, 3), 0, 1e6).load();

@@ -1,3 +1,5 @@
+#include "moe_bench/report.hpp"
+
 #include <catch2/catch.hpp>
 #include <cstdlib>
 #include <filesystem>
@@ -5,7 +7,6 @@
 #include <sstream>
 
 #include "moe_bench/error.hpp"
-#include "moe_bench/report.hpp"
 #include "sample_report.hpp"
 
 using namespace moe_bench;

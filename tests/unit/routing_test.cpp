@@ -1,8 +1,8 @@
+#include "moe_bench/routing.hpp"
+
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <vector>
-
-#include "moe_bench/routing.hpp"
 
 using namespace moe_bench;
 

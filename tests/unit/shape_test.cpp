@@ -1,8 +1,9 @@
+#include "moe_bench/shape.hpp"
+
 #include <catch2/catch.hpp>
 
 #include "moe_bench/error.hpp"
 #include "moe_bench/presets.hpp"
-#include "moe_bench/shape.hpp"
 
 using namespace moe_bench;
 

@@ -1,8 +1,8 @@
+#include "moe_bench/stats.hpp"
+
 #include <catch2/catch.hpp>
 #include <random>
 #include <vector>
-
-#include "moe_bench/stats.hpp"
 
 using namespace moe_bench;
 

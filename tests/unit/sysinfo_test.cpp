@@ -1,6 +1,6 @@
-#include <catch2/catch.hpp>
-
 #include "moe_bench/sysinfo.hpp"
+
+#include <catch2/catch.hpp>
 
 using namespace moe_bench;
 

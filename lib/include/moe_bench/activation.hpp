@@ -11,8 +11,10 @@ namespace moe_bench {
 template <typename T>
 inline T activate(Activation a, T gate, T up) {
   switch (a) {
-    case Activation::kSwiglu: return gate / (T(1) + std::exp(-gate)) * up;
-    case Activation::kGelu: return T(0.5) * gate * (T(1) + std::erf(gate / std::sqrt(T(2))));
+    case Activation::kSwiglu:
+      return gate / (T(1) + std::exp(-gate)) * up;
+    case Activation::kGelu:
+      return T(0.5) * gate * (T(1) + std::erf(gate / std::sqrt(T(2))));
     case Activation::kSwigluOai: {
       // GPT-OSS: gate clamped above at 7, up clamped to [-7, 7].
       gate = std::min(gate, T(7));

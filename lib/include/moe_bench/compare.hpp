@@ -30,7 +30,7 @@ struct CompareOptions {
 struct Change {
   Case kase;
   std::string impl;
-  double ratio = 0;       ///< new / old median time (or in-run ratio); above 1 is slower
+  double ratio = 0;         ///< new / old median time (or in-run ratio); above 1 is slower
   Interval ratio_ci{0, 0};  ///< 95% bootstrap interval of the ratio
   double p_value = 1;
   int64_t n_old = 0, n_new = 0;
@@ -39,14 +39,15 @@ struct Change {
 
 struct RunComparison {
   std::vector<Change> changes;
-  std::vector<std::string> notes;      ///< few samples, unmatched results, ...
-  std::vector<std::string> failed_new; ///< results of NEW that failed correctness
+  std::vector<std::string> notes;       ///< few samples, unmatched results, ...
+  std::vector<std::string> failed_new;  ///< results of NEW that failed correctness
   bool regression() const;
 };
 
 /// Matches results by case (without the seed) and implementation and judges each change.
 /// Throws UsageError when nothing matches or the --relative-to implementation is absent.
-RunComparison compare_reports(const Report& old_run, const Report& new_run, const CompareOptions& o);
+RunComparison compare_reports(const Report& old_run, const Report& new_run,
+                              const CompareOptions& o);
 
 std::string render_compare_table(const RunComparison& c, const CompareOptions& o);
 std::string render_compare_markdown(const RunComparison& c, const CompareOptions& o);

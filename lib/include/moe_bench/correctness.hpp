@@ -52,7 +52,7 @@ class Oracle {
   std::vector<double> logits_;  ///< router logits [T,E]
   std::vector<double> probs_;   ///< router probabilities [T,E] for the aux loss
   std::vector<int64_t> sample_;
-  std::vector<double> ref_;     ///< oracle output of the sampled tokens [sample, d]
+  std::vector<double> ref_;  ///< oracle output of the sampled tokens [sample, d]
 };
 
 }  // namespace moe_bench

@@ -40,9 +40,12 @@ inline float from_f16_bits(uint16_t b) {
 /// `x` rounded to the dtype and back to float (identity for f32).
 inline float round_to(Dtype d, float x) {
   switch (d) {
-    case Dtype::kF32: return x;
-    case Dtype::kBF16: return from_bf16_bits(to_bf16_bits(x));
-    case Dtype::kF16: return from_f16_bits(to_f16_bits(x));
+    case Dtype::kF32:
+      return x;
+    case Dtype::kBF16:
+      return from_bf16_bits(to_bf16_bits(x));
+    case Dtype::kF16:
+      return from_f16_bits(to_f16_bits(x));
   }
   return x;
 }

@@ -11,15 +11,15 @@
 namespace moe_bench {
 
 struct HarnessOptions {
-  int reps = 20;                    ///< at least this many samples per result
-  double min_time_s = 0.5;          ///< and at least this much sampling per case
-  double max_time_s = 30.0;         ///< but stop sampling a case after this long
-  double min_sample_s = 0.005;      ///< inner repetitions make a sample at least this long
-  int warmup = 1;                   ///< untimed calls before calibration
-  double settle_s = 0.003;          ///< pause before a sample whose implementation differs from
-                                    ///< the last one, so the last one's idle threads stop spinning
+  int reps = 20;                ///< at least this many samples per result
+  double min_time_s = 0.5;      ///< and at least this much sampling per case
+  double max_time_s = 30.0;     ///< but stop sampling a case after this long
+  double min_sample_s = 0.005;  ///< inner repetitions make a sample at least this long
+  int warmup = 1;               ///< untimed calls before calibration
+  double settle_s = 0.003;      ///< pause before a sample whose implementation differs from
+                                ///< the last one, so the last one's idle threads stop spinning
   CacheMode cache = CacheMode::kCold;
-  uint64_t seed = 1;                ///< interleaving order and bootstrap
+  uint64_t seed = 1;  ///< interleaving order and bootstrap
   /// Speed-ups are of each implementation over each of these present in a case.
   std::vector<std::string> baselines{"blas", "numpy", "torch"};
   double oracle_flop_budget = 2e9;  ///< FP64 oracle work per case (token sample beyond it)

@@ -15,8 +15,8 @@ namespace moe_bench {
 
 /// What an implementation is.
 struct KernelInfo {
-  std::string name;         ///< what --impl takes, e.g. "blas"
-  std::string backend;      ///< "cpu", "cuda", "python"
+  std::string name;     ///< what --impl takes, e.g. "blas"
+  std::string backend;  ///< "cpu", "cuda", "python"
   std::vector<Dtype> dtypes;
   std::string description;  ///< one line: the algorithm, not a claim
   int weight_copies = 0;    ///< extra copies of the weights it keeps (packing, another process)

@@ -53,8 +53,8 @@ struct Result {
   Derived derived;
   Load load;
   BlasInfo blas;
-  double setup_s = 0;  ///< prepare() time
-  int64_t layers = 1;  ///< independent weight sets the samples rotated through
+  double setup_s = 0;      ///< prepare() time
+  int64_t layers = 1;      ///< independent weight sets the samples rotated through
   int64_t inner_reps = 1;  ///< calls per sample (calibrated to the minimum sample time)
   std::string notes;       ///< e.g. a peer's versions and BLAS
   std::vector<StageTime> stages;

@@ -17,8 +17,8 @@ Peaks measure_peaks(int threads);
 
 /// Where a result stands against the roofline.
 struct RooflinePoint {
-  double bound_s = 0;     ///< max(flops / peak, bytes / bandwidth)
-  double percent = 0;     ///< bound_s / measured time * 100
+  double bound_s = 0;  ///< max(flops / peak, bytes / bandwidth)
+  double percent = 0;  ///< bound_s / measured time * 100
   bool compute_bound = false;
 };
 RooflinePoint roofline(double flops, double bytes, double seconds, const Peaks& peaks);

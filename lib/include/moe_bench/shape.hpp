@@ -27,11 +27,11 @@ struct Skew {
 
 struct RoutingConfig {
   Scoring scoring = Scoring::kSoftmax;
-  bool renormalize = true;     ///< selected weights rescaled to sum 1
-  double scale = 1.0;          ///< routed scaling factor applied after renormalisation
-  bool selection_bias = false; ///< add a bias `bg` to the scores used for selection only
-  int64_t groups = 0;          ///< group-limited routing: experts in this many groups (0 = off)
-  int64_t topk_groups = 0;     ///< only this many best groups compete
+  bool renormalize = true;      ///< selected weights rescaled to sum 1
+  double scale = 1.0;           ///< routed scaling factor applied after renormalisation
+  bool selection_bias = false;  ///< add a bias `bg` to the scores used for selection only
+  int64_t groups = 0;           ///< group-limited routing: experts in this many groups (0 = off)
+  int64_t topk_groups = 0;      ///< only this many best groups compete
 
   friend bool operator==(const RoutingConfig&, const RoutingConfig&) = default;
 };
@@ -61,7 +61,8 @@ std::string_view to_string(Activation a);
 std::string_view to_string(Scoring s);
 std::string_view to_string(Dtype d);
 std::string to_string(const Skew& s);
-/// Short description of the routing, e.g. "softmax,top-k,renorm" or "sigmoid+bias,groups 8->4,x2.5".
+/// Short description of the routing, e.g. "softmax,top-k,renorm" or "sigmoid+bias,groups
+/// 8->4,x2.5".
 std::string routing_label(const RoutingConfig& r);
 
 /// Parse helpers throw UsageError with a message naming the bad value.

@@ -15,10 +15,10 @@ struct Stats {
   int64_t n = 0;
   double median_s = 0, mean_s = 0, stddev_s = 0, cv = 0, min_s = 0, max_s = 0;
   double p50_s = 0, p90_s = 0, p95_s = 0, p99_s = 0;
-  Interval median_ci_s{0, 0};  ///< 95% bootstrap percentile interval of the median
-  Interval mean_ci_s{0, 0};    ///< 95% Student t interval of the mean
-  int64_t outliers_mild = 0;   ///< beyond 1.5 IQR of the quartiles but within 3 IQR (kept)
-  int64_t outliers_severe = 0; ///< beyond 3 IQR (kept)
+  Interval median_ci_s{0, 0};   ///< 95% bootstrap percentile interval of the median
+  Interval mean_ci_s{0, 0};     ///< 95% Student t interval of the mean
+  int64_t outliers_mild = 0;    ///< beyond 1.5 IQR of the quartiles but within 3 IQR (kept)
+  int64_t outliers_severe = 0;  ///< beyond 3 IQR (kept)
 };
 
 /// Median (mean of the two middle values for even n); 0 for no samples.

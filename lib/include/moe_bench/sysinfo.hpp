@@ -65,9 +65,9 @@ struct SystemInfo {
   std::string cpu_model;
   std::vector<std::string> features;  ///< the SIMD features that matter to the kernels
   int logical_cpus = 0;
-  std::string caches;    ///< e.g. "L1d 48K, L2 1024K, L3 32768K"
-  std::string governor;  ///< cpufreq scaling governor, or "unknown"
-  std::string turbo;     ///< "on", "off" or "unknown"
+  std::string caches;       ///< e.g. "L1d 48K, L2 1024K, L3 32768K"
+  std::string governor;     ///< cpufreq scaling governor, or "unknown"
+  std::string turbo;        ///< "on", "off" or "unknown"
   double load_average = 0;  ///< 1-minute load average when the run started
   int64_t memory_total_bytes = 0;
   int64_t memory_available_bytes = 0;

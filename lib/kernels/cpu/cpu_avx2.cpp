@@ -15,7 +15,8 @@ struct V {
   static T load(const float* p) { return _mm256_loadu_ps(p); }
   static void store(float* p, T v) { _mm256_storeu_ps(p, v); }
   static T load_bf16(const uint16_t* p) {
-    const __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    const __m256i wide =
+        _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
     return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
   }
   static T load_f16(const uint16_t* p) {
@@ -47,8 +48,8 @@ struct V {
     p = fmadd(p, r, set1(1.6666665459e-1f));
     p = fmadd(p, r, set1(5.0000001201e-1f));
     p = fmadd(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, set1(1.0f)));
-    const __m256i e = _mm256_slli_epi32(
-        _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    const __m256i e =
+        _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
     return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
   }
 };
@@ -59,8 +60,8 @@ constexpr int kRows = 6;
 }  // namespace avx2
 
 const IsaKernels& avx2_kernels() {
-  static const IsaKernels kKernels{"avx2", avx2::V::kLanes, avx2::kRows, avx2::gate_up,
-                                   avx2::down, avx2::dot_rows};
+  static const IsaKernels kKernels{"avx2",        avx2::V::kLanes, avx2::kRows,
+                                   avx2::gate_up, avx2::down,      avx2::dot_rows};
   return kKernels;
 }
 

@@ -16,7 +16,8 @@ struct V {
   static T load(const float* p) { return _mm512_loadu_ps(p); }
   static void store(float* p, T v) { _mm512_storeu_ps(p, v); }
   static T load_bf16(const uint16_t* p) {
-    const __m512i wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    const __m512i wide =
+        _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
     return _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
   }
   static T load_f16(const uint16_t* p) {
@@ -32,9 +33,8 @@ struct V {
   static T abs(T x) { return _mm512_abs_ps(x); }
   static T copysign_from(T magnitude, T sign) {
     const __m512i m = _mm512_set1_epi32(0x7fffffff);
-    return _mm512_castsi512_ps(
-        _mm512_or_si512(_mm512_and_si512(_mm512_castps_si512(magnitude), m),
-                        _mm512_andnot_si512(m, _mm512_castps_si512(sign))));
+    return _mm512_castsi512_ps(_mm512_or_si512(_mm512_and_si512(_mm512_castps_si512(magnitude), m),
+                                               _mm512_andnot_si512(m, _mm512_castps_si512(sign))));
   }
   // Cephes expf: x = n ln2 + r, exp(r) by a degree-6 polynomial, times 2^n via scalef.
   static T exp(T x) {
@@ -60,8 +60,8 @@ constexpr int kRows = 14;
 }  // namespace avx512
 
 const IsaKernels& avx512_kernels() {
-  static const IsaKernels kKernels{"avx512", avx512::V::kLanes, avx512::kRows, avx512::gate_up,
-                                   avx512::down, avx512::dot_rows};
+  static const IsaKernels kKernels{"avx512",        avx512::V::kLanes, avx512::kRows,
+                                   avx512::gate_up, avx512::down,      avx512::dot_rows};
   return kKernels;
 }
 

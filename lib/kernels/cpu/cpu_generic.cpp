@@ -54,17 +54,33 @@ struct V {
     for (int i = 0; i < kLanes; ++i) out.v[i] = std::fma(a.v[i], b.v[i], c.v[i]);
     return out;
   }
-  static T add(T a, T b) { return map(a, b, [](float x, float y) { return x + y; }); }
-  static T sub(T a, T b) { return map(a, b, [](float x, float y) { return x - y; }); }
-  static T mul(T a, T b) { return map(a, b, [](float x, float y) { return x * y; }); }
-  static T div(T a, T b) { return map(a, b, [](float x, float y) { return x / y; }); }
-  static T min(T a, T b) { return map(a, b, [](float x, float y) { return x < y ? x : y; }); }
-  static T max(T a, T b) { return map(a, b, [](float x, float y) { return x > y ? x : y; }); }
-  static T abs(T a) { return map(a, a, [](float x, float) { return std::fabs(x); }); }
+  static T add(T a, T b) {
+    return map(a, b, [](float x, float y) { return x + y; });
+  }
+  static T sub(T a, T b) {
+    return map(a, b, [](float x, float y) { return x - y; });
+  }
+  static T mul(T a, T b) {
+    return map(a, b, [](float x, float y) { return x * y; });
+  }
+  static T div(T a, T b) {
+    return map(a, b, [](float x, float y) { return x / y; });
+  }
+  static T min(T a, T b) {
+    return map(a, b, [](float x, float y) { return x < y ? x : y; });
+  }
+  static T max(T a, T b) {
+    return map(a, b, [](float x, float y) { return x > y ? x : y; });
+  }
+  static T abs(T a) {
+    return map(a, a, [](float x, float) { return std::fabs(x); });
+  }
   static T copysign_from(T m, T s) {
     return map(m, s, [](float x, float y) { return std::copysign(x, y); });
   }
-  static T exp(T a) { return map(a, a, [](float x, float) { return std::exp(x); }); }
+  static T exp(T a) {
+    return map(a, a, [](float x, float) { return std::exp(x); });
+  }
 };
 
 constexpr int kRows = 4;
@@ -73,8 +89,8 @@ constexpr int kRows = 4;
 }  // namespace generic
 
 const IsaKernels& generic_kernels() {
-  static const IsaKernels kKernels{"generic", generic::V::kLanes, generic::kRows, generic::gate_up,
-                                   generic::down, generic::dot_rows};
+  static const IsaKernels kKernels{"generic",        generic::V::kLanes, generic::kRows,
+                                   generic::gate_up, generic::down,      generic::dot_rows};
   return kKernels;
 }
 

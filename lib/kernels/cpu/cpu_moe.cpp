@@ -1,5 +1,6 @@
 #include "cpu_moe.hpp"
 
+#include <fmt/format.h>
 #include <omp.h>
 #include <sys/mman.h>
 
@@ -7,7 +8,6 @@
 #include <array>
 #include <chrono>
 #include <cstdlib>
-#include <fmt/format.h>
 #include <vector>
 
 #include "cpu_isa.hpp"
@@ -51,20 +51,24 @@ using AlignedFloats = Aligned<float>;
 /// One FFN in the packed layout: a routed expert, or all shared experts fused into one.
 struct Group {
   int64_t width = 0;
-  int64_t up_offset = 0;    ///< gate/up panels: ceil(width / hcols) x d x 2L
-  int64_t down_offset = 0;  ///< down panels, chunk-major: (width / chunk) x ceil(d / 2L) x chunk x 2L
+  int64_t up_offset = 0;  ///< gate/up panels: ceil(width / hcols) x d x 2L
+  int64_t down_offset =
+      0;  ///< down panels, chunk-major: (width / chunk) x ceil(d / 2L) x chunk x 2L
 };
 
 struct PackedLayer {
-  Aligned<char> data;  ///< elements of the storage type (4 or 2 bytes)
+  Aligned<char> data;         ///< elements of the storage type (4 or 2 bytes)
   std::vector<Group> groups;  ///< E routed experts, then the shared group when there is one
 };
 
 Act to_act(Activation a) {
   switch (a) {
-    case Activation::kSwiglu: return Act::kSwiglu;
-    case Activation::kGelu: return Act::kGelu;
-    case Activation::kSwigluOai: return Act::kSwigluOai;
+    case Activation::kSwiglu:
+      return Act::kSwiglu;
+    case Activation::kGelu:
+      return Act::kGelu;
+    case Activation::kSwigluOai:
+      return Act::kSwigluOai;
   }
   return Act::kSwiglu;
 }
@@ -86,9 +90,12 @@ bool has_avx2() {
 
 Storage to_storage(Dtype d) {
   switch (d) {
-    case Dtype::kF32: return Storage::kF32;
-    case Dtype::kBF16: return Storage::kBF16;
-    case Dtype::kF16: return Storage::kF16;
+    case Dtype::kF32:
+      return Storage::kF32;
+    case Dtype::kBF16:
+      return Storage::kBF16;
+    case Dtype::kF16:
+      return Storage::kF16;
   }
   return Storage::kF32;
 }
@@ -98,7 +105,9 @@ class CpuKernel final : public Kernel {
   CpuKernel(std::string name, const IsaKernels* forced) : name_(std::move(name)), forced_(forced) {}
 
   KernelInfo info() const override {
-    return {name_, "cpu", {Dtype::kF32, Dtype::kBF16, Dtype::kF16},
+    return {name_,
+            "cpu",
+            {Dtype::kF32, Dtype::kBF16, Dtype::kF16},
             fmt::format("fused routing, counting-sort dispatch, packed weights, {} micro-kernel "
                         "with SwiGLU and weighted combine fused in the epilogues, OpenMP over "
                         "(expert, tile)",
@@ -237,7 +246,8 @@ class CpuKernel final : public Kernel {
         const int64_t q0 = item * panels_per_item;
         const int64_t q1 = std::min(down_panels, q0 + panels_per_item);
         const int64_t c0 = q0 * L2, c1 = std::min(d, q1 * L2);
-        for (int64_t t = 0; t < T; ++t) std::fill(y_.data() + t * d + c0, y_.data() + t * d + c1, 0.0f);
+        for (int64_t t = 0; t < T; ++t)
+          std::fill(y_.data() + t * d + c0, y_.data() + t * d + c1, 0.0f);
         for (int64_t g = 0; g < static_cast<int64_t>(packed.groups.size()); ++g) {
           const Group& grp = packed.groups[g];
           for (int64_t j0 = 0; j0 < grp.width; j0 += kDownChunk) {
@@ -249,9 +259,8 @@ class CpuKernel final : public Kernel {
                   packed.data.data() + (grp.down_offset + j0 * down_panels * L2) * elem_;
               for (int64_t q = q0; q < q1; ++q) {
                 isa.down(hp, chunk + q * fc * L2 * elem_, fc, block_rows_[b],
-                         block_tokens_.data() + b * R,
-                         block_weights_.data() + b * R, y_.data(), d, q * L2,
-                         std::min(L2, d - q * L2), storage_);
+                         block_tokens_.data() + b * R, block_weights_.data() + b * R, y_.data(), d,
+                         q * L2, std::min(L2, d - q * L2), storage_);
               }
             }
           }
@@ -266,7 +275,9 @@ class CpuKernel final : public Kernel {
   std::span<const float> output() const override { return y_; }
   std::span<const int32_t> selected_experts() const override { return routing_.expert; }
   std::vector<StageTime> stage_seconds() const override {
-    return {{"route", stage_[0]}, {"dispatch", stage_[1]}, {"gate_up", stage_[2]},
+    return {{"route", stage_[0]},
+            {"dispatch", stage_[1]},
+            {"gate_up", stage_[2]},
             {"down_combine", stage_[3]}};
   }
   void reset_stages() override { stage_.fill(0.0); }
@@ -296,8 +307,8 @@ class CpuKernel final : public Kernel {
                          w.w2.data() + e * d * s.d_ff, s.d_ff});
     }
     if (s.shared_width() > 0) {
-      sources.push_back({w.ws1.data(), gated_ ? w.ws3.data() : nullptr, w.ws2.data(),
-                         s.shared_width()});
+      sources.push_back(
+          {w.ws1.data(), gated_ ? w.ws3.data() : nullptr, w.ws2.data(), s.shared_width()});
     }
     out.groups.clear();
     int64_t offset = 0;

@@ -70,7 +70,8 @@ inline typename V::T verf(typename V::T x) {
 
 inline typename V::T vgelu(typename V::T g) {
   const auto half = V::set1(0.5f);
-  return V::mul(V::mul(half, g), V::add(V::set1(1.0f), verf(V::mul(g, V::set1(0.70710678118654752f)))));
+  return V::mul(V::mul(half, g),
+                V::add(V::set1(1.0f), verf(V::mul(g, V::set1(0.70710678118654752f)))));
 }
 
 template <int N, Storage S>
@@ -188,12 +189,14 @@ void gate_up(const float* xp, const void* wp, int64_t d, int64_t n, float* hp, i
              int64_t f, Act act, const float* acc_in, float* acc_out, Storage storage) {
   switch (storage) {
     case Storage::kF32:
-      return gate_up_dispatch<kRows, Storage::kF32>(xp, wp, d, n, hp, col0, f, act, acc_in, acc_out);
+      return gate_up_dispatch<kRows, Storage::kF32>(xp, wp, d, n, hp, col0, f, act, acc_in,
+                                                    acc_out);
     case Storage::kBF16:
       return gate_up_dispatch<kRows, Storage::kBF16>(xp, wp, d, n, hp, col0, f, act, acc_in,
-                                                      acc_out);
+                                                     acc_out);
     case Storage::kF16:
-      return gate_up_dispatch<kRows, Storage::kF16>(xp, wp, d, n, hp, col0, f, act, acc_in, acc_out);
+      return gate_up_dispatch<kRows, Storage::kF16>(xp, wp, d, n, hp, col0, f, act, acc_in,
+                                                    acc_out);
   }
 }
 
@@ -202,12 +205,14 @@ void down(const float* hp, const void* wp, int64_t f, int64_t n, const int32_t* 
           Storage storage) {
   switch (storage) {
     case Storage::kF32:
-      return down_dispatch<kRows, Storage::kF32>(hp, wp, f, n, tokens, weights, y, ldy, col0, ncols);
+      return down_dispatch<kRows, Storage::kF32>(hp, wp, f, n, tokens, weights, y, ldy, col0,
+                                                 ncols);
     case Storage::kBF16:
       return down_dispatch<kRows, Storage::kBF16>(hp, wp, f, n, tokens, weights, y, ldy, col0,
-                                                   ncols);
+                                                  ncols);
     case Storage::kF16:
-      return down_dispatch<kRows, Storage::kF16>(hp, wp, f, n, tokens, weights, y, ldy, col0, ncols);
+      return down_dispatch<kRows, Storage::kF16>(hp, wp, f, n, tokens, weights, y, ldy, col0,
+                                                 ncols);
   }
 }
 

@@ -129,8 +129,9 @@ nlohmann::json to_json(const Report& report) {
   // The design's context.peaks: the peaks at the most threads used.
   json main_peaks = nullptr;
   if (!report.peaks.empty()) {
-    auto top = std::max_element(report.peaks.begin(), report.peaks.end(),
-                                [](const Peaks& a, const Peaks& b) { return a.threads < b.threads; });
+    auto top =
+        std::max_element(report.peaks.begin(), report.peaks.end(),
+                         [](const Peaks& a, const Peaks& b) { return a.threads < b.threads; });
     main_peaks = peaks[top - report.peaks.begin()];
   }
   return json{
@@ -242,10 +243,14 @@ Result result_from_json(const json& j) {
   r.reason = j.at("reason");
   if (!j.at("correctness").is_null()) {
     const json& c = j.at("correctness");
-    r.correctness = Correctness{c.at("pass"),           c.at("max_abs_err"),
-                                c.at("max_rel_err"),    c.at("nmse"),
-                                c.at("tolerance"),      c.at("tokens_checked"),
-                                c.at("near_tie_tokens"), c.at("near_tie_reselected"),
+    r.correctness = Correctness{c.at("pass"),
+                                c.at("max_abs_err"),
+                                c.at("max_rel_err"),
+                                c.at("nmse"),
+                                c.at("tolerance"),
+                                c.at("tokens_checked"),
+                                c.at("near_tie_tokens"),
+                                c.at("near_tie_reselected"),
                                 c.at("selection_mismatches")};
   }
   r.samples_s = j.at("samples_s").get<std::vector<double>>();
@@ -294,8 +299,8 @@ Report report_from_json(const json& j) {
   const json& blas = ctx.at("blas");
   s.blas = {blas.at("core"), blas.at("threads"), blas.at("chosen_by"), blas.at("fallback")};
   for (const json& p : ctx.at("peaks_by_threads")) {
-    report.peaks.push_back({p.at("threads"), p.at("fp32_gflops"), p.at("read_gbytes_per_s"),
-                            p.at("fma_isa")});
+    report.peaks.push_back(
+        {p.at("threads"), p.at("fp32_gflops"), p.at("read_gbytes_per_s"), p.at("fma_isa")});
   }
   report.cache = ctx.at("cache_mode") == "warm" ? CacheMode::kWarm : CacheMode::kCold;
   s.cuda = ctx.at("cuda_status");
@@ -303,8 +308,8 @@ Report report_from_json(const json& j) {
   report.warnings = ctx.at("warnings").get<std::vector<std::string>>();
   report.interrupted = j.at("interrupted");
   for (const json& c : j.value("validation", json::array())) {
-    report.checks.push_back({c.at("group"), c.at("name"), parse_status(c.at("status")),
-                             c.at("detail")});
+    report.checks.push_back(
+        {c.at("group"), c.at("name"), parse_status(c.at("status")), c.at("detail")});
   }
   for (const json& r : j.at("results")) report.results.push_back(result_from_json(r));
   for (const json& c : j.at("comparisons")) {

@@ -38,8 +38,9 @@ std::string render_markdown(const Report& report) {
   }
 
   out += "\n## Results\n\nTimes are per call of one layer forward; intervals are 95%.\n\n";
-  out += "| case | impl | status | median | median 95% CI | mean 95% CI | CV | tokens/s | "
-         "GFLOP/s | GB/s | % roofline | bound | max rel err | n | outliers (mild/severe) |\n";
+  out +=
+      "| case | impl | status | median | median 95% CI | mean 95% CI | CV | tokens/s | "
+      "GFLOP/s | GB/s | % roofline | bound | max rel err | n | outliers (mild/severe) |\n";
   out += "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
   for (const Result& r : report.results) {
     if (r.status != Status::kOk) {
@@ -53,15 +54,16 @@ std::string render_markdown(const Report& report) {
         "| {} | {} | ok | {:.3f} {} | {} | {} | {:.1f}% | {:.1f} | {:.1f} | {:.1f} | {:.1f}% | "
         "{} | {:.2e} | {} | {}/{} |\n",
         case_label(r.kase), r.impl, r.stats.median_s * scale, unit,
-        format_interval(r.stats.median_ci_s, scale, 3), format_interval(r.stats.mean_ci_s, scale, 3),
-        r.stats.cv * 100, r.derived.tokens_per_s, r.derived.gflops, r.derived.gbytes_per_s,
-        r.derived.roofline_pct, r.derived.bound, r.correctness->max_rel_err, r.stats.n,
-        r.stats.outliers_mild, r.stats.outliers_severe);
+        format_interval(r.stats.median_ci_s, scale, 3),
+        format_interval(r.stats.mean_ci_s, scale, 3), r.stats.cv * 100, r.derived.tokens_per_s,
+        r.derived.gflops, r.derived.gbytes_per_s, r.derived.roofline_pct, r.derived.bound,
+        r.correctness->max_rel_err, r.stats.n, r.stats.outliers_mild, r.stats.outliers_severe);
   }
 
   if (!report.comparisons.empty()) {
-    out += "\n## Speed-ups\n\nRatio of medians (B / A) with a 95% bootstrap interval; "
-           "\"faster with confidence\" only when the whole interval is above 1.\n\n";
+    out +=
+        "\n## Speed-ups\n\nRatio of medians (B / A) with a 95% bootstrap interval; "
+        "\"faster with confidence\" only when the whole interval is above 1.\n\n";
     out += "| case | A | B | speed-up of A over B | 95% CI | faster with confidence |\n";
     out += "|---|---|---|---|---|---|\n";
     for (const Comparison& c : report.comparisons) {
@@ -82,17 +84,19 @@ std::string render_markdown(const Report& report) {
     }
   }
   if (!peers.empty()) {
-    out += "\n## Cross-language comparison\n\nThe Python peers run in their own process on the same "
-           "inputs, checked against the same oracle, and are timed there by the same protocol (not "
-           "interleaved with the in-process implementations). Speed-up over each peer with its 95% "
-           "interval.\n\n| case | impl | tokens/s |";
+    out +=
+        "\n## Cross-language comparison\n\nThe Python peers run in their own process on the same "
+        "inputs, checked against the same oracle, and are timed there by the same protocol (not "
+        "interleaved with the in-process implementations). Speed-up over each peer with its 95% "
+        "interval.\n\n| case | impl | tokens/s |";
     for (const auto& p : peers) out += fmt::format(" over {} |", p);
     out += "\n|---|---|---|";
     for (size_t i = 0; i < peers.size(); ++i) out += "---|";
     out += "\n";
     for (const Result& r : report.results) {
       if (r.status != Status::kOk) continue;
-      out += fmt::format("| {} | {} | {:.1f} |", case_label(r.kase), r.impl, r.derived.tokens_per_s);
+      out +=
+          fmt::format("| {} | {} | {:.1f} |", case_label(r.kase), r.impl, r.derived.tokens_per_s);
       for (const auto& p : peers) {
         std::string cell = r.impl == p ? "1 (itself)" : "-";
         for (const Comparison& c : report.comparisons) {
@@ -110,22 +114,23 @@ std::string render_markdown(const Report& report) {
   bool any_stages = false;
   for (const Result& r : report.results) any_stages |= !r.stages.empty();
   if (any_stages) {
-    out += "\n## Stages\n\nMean time per call of each stage, where an implementation reports "
-           "them.\n\n| case | impl | stages |\n|---|---|---|\n";
+    out +=
+        "\n## Stages\n\nMean time per call of each stage, where an implementation reports "
+        "them.\n\n| case | impl | stages |\n|---|---|---|\n";
     for (const Result& r : report.results) {
       if (r.stages.empty()) continue;
       std::string stages;
       for (const StageTime& s : r.stages) {
-        stages += fmt::format("{}{} {}", stages.empty() ? "" : ", ", s.name,
-                              format_duration(s.seconds));
+        stages +=
+            fmt::format("{}{} {}", stages.empty() ? "" : ", ", s.name, format_duration(s.seconds));
       }
       out += fmt::format("| {} | {} | {} |\n", case_label(r.kase), r.impl, stages);
     }
   }
 
   out += "\n## Environment\n\n";
-  out += fmt::format("- CPU: {} ({} logical CPUs; {})\n", sys.cpu_model, sys.logical_cpus,
-                     sys.caches);
+  out +=
+      fmt::format("- CPU: {} ({} logical CPUs; {})\n", sys.cpu_model, sys.logical_cpus, sys.caches);
   out += fmt::format("- features: {}\n", fmt::join(sys.features, ", "));
   out += fmt::format("- governor: {}, turbo: {}, load average at start: {:.2f}\n", sys.governor,
                      sys.turbo, sys.load_average);
@@ -133,9 +138,10 @@ std::string render_markdown(const Report& report) {
                      static_cast<double>(sys.memory_total_bytes) / (1 << 30),
                      static_cast<double>(sys.memory_available_bytes) / (1 << 30));
   for (const Peaks& p : report.peaks) {
-    out += fmt::format("- measured peaks at {} threads: {:.1f} GFLOP/s FP32 FMA ({}), {:.1f} GB/s "
-                       "read\n",
-                       p.threads, p.fp32_gflops, p.fma_isa, p.read_gbytes_per_s);
+    out += fmt::format(
+        "- measured peaks at {} threads: {:.1f} GFLOP/s FP32 FMA ({}), {:.1f} GB/s "
+        "read\n",
+        p.threads, p.fp32_gflops, p.fma_isa, p.read_gbytes_per_s);
   }
   out += fmt::format("- OpenBLAS: {} kernel, {} threads, chosen by {}\n", sys.blas.core,
                      sys.blas.threads, sys.blas.chosen_by);

@@ -11,8 +11,8 @@ std::string render_table(const Report& report) {
       "moe-bench {} ({} build) on {} | OpenBLAS {} kernel ({}) | cache {}\n", sys.tool_version,
       sys.build_type, sys.cpu_model, sys.blas.core, sys.blas.chosen_by, to_string(report.cache));
   out += fmt::format("{:<34} {:<6} {:<7} {:>26} {:>10} {:>8} {:>7} {:>9} {:>9} {:>4}\n", "case",
-                     "impl", "status", "median [95% CI]", "tokens/s", "GFLOP/s", "GB/s",
-                     "roofline", "max rel", "n");
+                     "impl", "status", "median [95% CI]", "tokens/s", "GFLOP/s", "GB/s", "roofline",
+                     "max rel", "n");
   for (const Result& r : report.results) {
     out += fmt::format("{:<34} {:<6} {:<7} ", case_label(r.kase), r.impl, to_string(r.status));
     if (r.status != Status::kOk) {
@@ -28,12 +28,11 @@ std::string render_table(const Report& report) {
                        r.derived.roofline_pct, r.correctness->max_rel_err, r.stats.n);
   }
   if (!report.comparisons.empty()) {
-    out += fmt::format("\n{:<34} {:<16} {:>8} {:>18}  {}\n", "case", "speed-up", "median",
-                       "95% CI", "faster with confidence");
+    out += fmt::format("\n{:<34} {:<16} {:>8} {:>18}  {}\n", "case", "speed-up", "median", "95% CI",
+                       "faster with confidence");
     for (const Comparison& c : report.comparisons) {
       out += fmt::format("{:<34} {:<16} {:>7.2f}x {:>18}  {}\n", case_label(c.kase),
-                         c.a + " over " + c.b, c.speedup.ratio,
-                         format_interval(c.speedup.ci, 1, 2),
+                         c.a + " over " + c.b, c.speedup.ratio, format_interval(c.speedup.ci, 1, 2),
                          c.speedup.faster_with_confidence ? "yes" : "no");
     }
   }

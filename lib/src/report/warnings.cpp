@@ -27,10 +27,11 @@ std::vector<std::string> collect_warnings(const Report& report) {
     w.push_back(fmt::format("{} build: timings are not representative", s.build_type));
   }
   if (s.blas.fallback) {
-    w.push_back(fmt::format("OpenBLAS runs its {} kernel (chosen by {}), slower than this CPU "
-                            "supports ({}): the blas baseline is not at its best; pass "
-                            "--blas-core auto",
-                            s.blas.core, s.blas.chosen_by, best_blas_core(cpu_features())));
+    w.push_back(
+        fmt::format("OpenBLAS runs its {} kernel (chosen by {}), slower than this CPU "
+                    "supports ({}): the blas baseline is not at its best; pass "
+                    "--blas-core auto",
+                    s.blas.core, s.blas.chosen_by, best_blas_core(cpu_features())));
   }
   if (s.logical_cpus > 0 && s.load_average >= 0.5 * s.logical_cpus) {
     w.push_back(fmt::format("busy machine: load average {:.2f} on {} CPUs when the run started",

@@ -1,6 +1,6 @@
+#include <fmt/format.h>
 #include <unistd.h>
 
-#include <fmt/format.h>
 #include <fstream>
 
 #include "moe_bench/error.hpp"
@@ -19,11 +19,16 @@ Format parse_format(std::string_view s) {
 
 std::string render(const Report& report, Format format) {
   switch (format) {
-    case Format::kTable: return render_table(report);
-    case Format::kJson: return render_json(report);
-    case Format::kJsonl: return render_jsonl(report);
-    case Format::kCsv: return render_csv(report);
-    case Format::kMarkdown: return render_markdown(report);
+    case Format::kTable:
+      return render_table(report);
+    case Format::kJson:
+      return render_json(report);
+    case Format::kJsonl:
+      return render_jsonl(report);
+    case Format::kCsv:
+      return render_csv(report);
+    case Format::kMarkdown:
+      return render_markdown(report);
   }
   return {};
 }
@@ -37,8 +42,8 @@ void check_writable(const std::filesystem::path& path) {
   }
   fs::path dir = path.parent_path().empty() ? fs::path(".") : path.parent_path();
   if (!fs::is_directory(dir, ec)) {
-    throw UsageError(fmt::format("cannot write '{}': folder '{}' does not exist", path.string(),
-                                 dir.string()));
+    throw UsageError(
+        fmt::format("cannot write '{}': folder '{}' does not exist", path.string(), dir.string()));
   }
   if (access(dir.c_str(), W_OK) != 0 || (fs::exists(path, ec) && access(path.c_str(), W_OK) != 0)) {
     throw UsageError(fmt::format("cannot write '{}': permission denied", path.string()));
