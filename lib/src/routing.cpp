@@ -41,7 +41,10 @@ template <typename T>
 void combine_weights(const RoutingConfig& cfg, const T* score, const int32_t* chosen, int64_t top_k,
                      T* out_weight) {
   if (cfg.scoring == Scoring::kSoftmaxTopk) {
+    // The largest chosen logit (not necessarily the first when an implementation's near-tie
+    // choice is being weighed) keeps exp() in range.
     T m = score[chosen[0]];
+    for (int64_t j = 1; j < top_k; ++j) m = std::max(m, score[chosen[j]]);
     T sum = 0;
     for (int64_t j = 0; j < top_k; ++j) sum += out_weight[j] = std::exp(score[chosen[j]] - m);
     for (int64_t j = 0; j < top_k; ++j) out_weight[j] /= sum;
