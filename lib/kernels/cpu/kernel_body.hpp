@@ -74,6 +74,31 @@ inline typename V::T vgelu(typename V::T g) {
                 V::add(V::set1(1.0f), verf(V::mul(g, V::set1(0.70710678118654752f)))));
 }
 
+// The register-blocked core both projections share: for each of `len` reduction rows k, the two
+// weight vectors of the panel times src[k * kRows + r] (a k-major block of N rows) accumulate into
+// a0[r] and a1[r]. Inlined so that the accumulators stay in registers.
+template <int N, Storage S>
+__attribute__((always_inline)) inline void accumulate(const float* src, const void* wp,
+                                                      int64_t len, typename V::T* a0,
+                                                      typename V::T* a1) {
+  using T = typename V::T;
+  constexpr int L = V::kLanes;
+  for (int64_t k = 0; k < len; ++k) {
+    // Weights stream from memory at decode sizes: ask for them a few iterations ahead.
+    __builtin_prefetch(element<S>(wp, (k + kPrefetchAhead) * 2 * L));
+    __builtin_prefetch(element<S>(wp, (k + kPrefetchAhead) * 2 * L + L));
+    const T w0 = load_w<S>(wp, k * 2 * L);
+    const T w1 = load_w<S>(wp, k * 2 * L + L);
+    const float* sk = src + k * kRows;
+#pragma GCC unroll 16
+    for (int r = 0; r < N; ++r) {
+      const T b = V::set1(sk[r]);
+      a0[r] = V::fmadd(b, w0, a0[r]);
+      a1[r] = V::fmadd(b, w1, a1[r]);
+    }
+  }
+}
+
 template <int N, Storage S>
 void gate_up_rows(const float* xp, const void* wp, int64_t d, float* hp, int64_t col0, int64_t f,
                   Act act, const float* acc_in, float* acc_out) {
@@ -90,20 +115,7 @@ void gate_up_rows(const float* xp, const void* wp, int64_t d, float* hp, int64_t
 #pragma GCC unroll 16
     for (int r = 0; r < N; ++r) a0[r] = a1[r] = V::zero();
   }
-  for (int64_t i = 0; i < d; ++i) {
-    // Weights stream from memory at decode sizes: ask for them a few iterations ahead.
-    __builtin_prefetch(element<S>(wp, (i + kPrefetchAhead) * 2 * L));
-    __builtin_prefetch(element<S>(wp, (i + kPrefetchAhead) * 2 * L + L));
-    const T w0 = load_w<S>(wp, i * 2 * L);
-    const T w1 = load_w<S>(wp, i * 2 * L + L);
-    const float* xi = xp + i * kRows;
-#pragma GCC unroll 16
-    for (int r = 0; r < N; ++r) {
-      const T xb = V::set1(xi[r]);
-      a0[r] = V::fmadd(xb, w0, a0[r]);
-      a1[r] = V::fmadd(xb, w1, a1[r]);
-    }
-  }
+  accumulate<N, S>(xp, wp, d, a0, a1);
   if (acc_out != nullptr) {
     for (int r = 0; r < N; ++r) {
       V::store(acc_out + r * 2 * L, a0[r]);
@@ -139,19 +151,7 @@ void down_rows(const float* hp, const void* wp, int64_t f, const int32_t* tokens
   T a0[N], a1[N];
 #pragma GCC unroll 16
   for (int r = 0; r < N; ++r) a0[r] = a1[r] = V::zero();
-  for (int64_t j = 0; j < f; ++j) {
-    __builtin_prefetch(element<S>(wp, (j + kPrefetchAhead) * 2 * L));
-    __builtin_prefetch(element<S>(wp, (j + kPrefetchAhead) * 2 * L + L));
-    const T w0 = load_w<S>(wp, j * 2 * L);
-    const T w1 = load_w<S>(wp, j * 2 * L + L);
-    const float* hj = hp + j * kRows;
-#pragma GCC unroll 16
-    for (int r = 0; r < N; ++r) {
-      const T hb = V::set1(hj[r]);
-      a0[r] = V::fmadd(hb, w0, a0[r]);
-      a1[r] = V::fmadd(hb, w1, a1[r]);
-    }
-  }
+  accumulate<N, S>(hp, wp, f, a0, a1);
   for (int r = 0; r < N; ++r) {
     float* yr = y + static_cast<int64_t>(tokens[r]) * ldy + col0;
     const T w = V::set1(weights[r]);
