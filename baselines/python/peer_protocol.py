@@ -17,6 +17,19 @@ def load_case(folder):
         return json.load(f)
 
 
+def load_inputs(folder, case, convert=lambda a: a):
+    """The case's arrays by name (None where the case has none: w3 and ws3 for GELU experts, the
+    shared experts' weights without shared experts), each passed through `convert`."""
+    import numpy as np
+
+    gated = case["activation"] != "gelu"
+    shared = case["shared_width"] > 0
+    present = {"x": True, "wg": True, "logit_bias": True, "selection_bias": True, "w1": True,
+               "w3": gated, "w2": True, "ws1": shared, "ws3": shared and gated, "ws2": shared}
+    return {name: convert(np.load(os.path.join(folder, name + ".npy"))) if there else None
+            for name, there in present.items()}
+
+
 def measure(forward, options):
     """Warm-up, calibration and sampling by moe-bench's protocol; returns (samples, inner)."""
     for _ in range(max(options["warmup"], 1)):

@@ -71,15 +71,11 @@ def main():
     folder = sys.argv[1]
     case = peer_protocol.load_case(folder)
     torch.set_num_threads(case["threads"])
-    load = lambda name: torch.from_numpy(np.load(os.path.join(folder, name + ".npy")))  # noqa
-    x, wg, lb, sb = load("x"), load("wg"), load("logit_bias"), load("selection_bias")
-    w1, w2 = load("w1"), load("w2")
-    gated = case["activation"] != "gelu"
-    w3 = load("w3") if gated else None
-    shared = case["shared_width"] > 0
-    ws1 = load("ws1") if shared else None
-    ws3 = load("ws3") if shared and gated else None
-    ws2 = load("ws2") if shared else None
+    a = peer_protocol.load_inputs(folder, case, torch.from_numpy)
+    x, wg, lb, sb = a["x"], a["wg"], a["logit_bias"], a["selection_bias"]
+    w1, w3, w2, ws1, ws3, ws2 = a["w1"], a["w3"], a["w2"], a["ws1"], a["ws3"], a["ws2"]
+    gated = w3 is not None
+    shared = ws1 is not None
     act = case["activation"]
     state = {}
 

@@ -1,5 +1,6 @@
 #include <fmt/format.h>
 
+#include "moe_bench/presets.hpp"
 #include "moe_bench/report.hpp"
 
 namespace moe_bench {
@@ -13,6 +14,16 @@ std::string case_label(const Case& c) {
   std::string label = s.preset.empty()
                           ? fmt::format("E{} k{} d{} f{}", s.experts, s.top_k, s.d_model, s.d_ff)
                           : s.preset;
+  if (!s.preset.empty()) {
+    // Axis flags given with a preset override its sizes: say which.
+    for (const Preset& p : presets()) {
+      if (p.name != s.preset) continue;
+      if (s.experts != p.shape.experts) label += fmt::format(" E{}", s.experts);
+      if (s.top_k != p.shape.top_k) label += fmt::format(" k{}", s.top_k);
+      if (s.d_model != p.shape.d_model) label += fmt::format(" d{}", s.d_model);
+      if (s.d_ff != p.shape.d_ff) label += fmt::format(" f{}", s.d_ff);
+    }
+  }
   label += fmt::format(" T={}", s.tokens);
   if (s.skew.kind != Skew::Kind::kUniform) label += " " + to_string(s.skew);
   if (s.capacity_factor > 0) label += fmt::format(" C={:g}", s.capacity_factor);
