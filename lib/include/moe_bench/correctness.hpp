@@ -42,7 +42,6 @@ class Oracle {
   Load load() const;
   const BasicRouting<double>& routing() const { return routing_; }
   const std::vector<int64_t>& sampled_tokens() const { return sample_; }
-  std::span<const double> margins() const { return margin_; }
 
  private:
   const Problem& problem_;
