@@ -93,6 +93,7 @@ int run(const RunOptions& o) {
   for (Peaks& p : report.peaks) {
     const Peaks again = measure_peaks(p.threads);
     p.fp32_gflops = std::max(p.fp32_gflops, again.fp32_gflops);
+    p.bf16_gflops = std::max(p.bf16_gflops, again.bf16_gflops);
     p.read_gbytes_per_s = std::max(p.read_gbytes_per_s, again.read_gbytes_per_s);
   }
   refresh_derived(report);
@@ -138,7 +139,7 @@ Command add_run_command(CLI::App& app) {
       ->delimiter(',');
   sub->add_option("--threads", a.threads, "Threads (comma list; default: all cores)")
       ->delimiter(',');
-  sub->add_option("--dtype", a.dtypes, "Data types (comma list): f32")->delimiter(',');
+  sub->add_option("--dtype", a.dtypes, "Data types (comma list): f32, bf16, f16")->delimiter(',');
   sub->add_option("--activation", a.activation, "Expert activation: swiglu, gelu, swiglu_oai");
   sub->add_option("--seed", a.seed, "Seed of the generated data");
   sub->add_option("--timing-seed", o.harness.seed, "Seed of the interleaving and the bootstrap");

@@ -50,9 +50,9 @@ int validate(const ValidateOptions& o) {
   fmt::print("OpenBLAS: {} kernel, chosen by {}\nCUDA: {}\n", s.blas.core, s.blas.chosen_by,
              s.cuda);
   report.peaks.push_back(measure_peaks(cpu_count()));
-  fmt::print("measured peaks ({} threads): {:.1f} GFLOP/s FP32 FMA ({}), {:.1f} GB/s read\n\n",
+  fmt::print("measured peaks ({} threads): {:.1f} GFLOP/s FP32 FMA ({}){}, {:.1f} GB/s read\n\n",
              report.peaks[0].threads, report.peaks[0].fp32_gflops, report.peaks[0].fma_isa,
-             report.peaks[0].read_gbytes_per_s);
+             bf16_peak(report.peaks[0]), report.peaks[0].read_gbytes_per_s);
   std::fflush(stdout);
 
   const bool live = !o.quiet && isatty(STDERR_FILENO) != 0;
@@ -70,6 +70,7 @@ int validate(const ValidateOptions& o) {
            : ProgressFn{});
   const Peaks again = measure_peaks(cpu_count());
   report.peaks[0].fp32_gflops = std::max(report.peaks[0].fp32_gflops, again.fp32_gflops);
+  report.peaks[0].bf16_gflops = std::max(report.peaks[0].bf16_gflops, again.bf16_gflops);
   report.peaks[0].read_gbytes_per_s =
       std::max(report.peaks[0].read_gbytes_per_s, again.read_gbytes_per_s);
   refresh_derived(report);

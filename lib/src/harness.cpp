@@ -41,7 +41,7 @@ Derived derive(const Case& c, const Stats& st, const Load& load, const Peaks* pe
   d.gflops = flops / st.median_s * 1e-9;
   d.gbytes_per_s = bytes / st.median_s * 1e-9;
   if (peaks != nullptr) {
-    RooflinePoint r = roofline(flops, bytes, st.median_s, *peaks);
+    RooflinePoint r = roofline(flops, bytes, st.median_s, *peaks, c.dtype);
     d.roofline_pct = r.percent;
     d.bound = r.compute_bound ? "compute" : "memory";
   }
@@ -70,6 +70,7 @@ bool prepare_and_check(Contender& c, const Problem& problem, const Oracle& oracl
   auto start = Clock::now();
   c.kernel->prepare(problem, r.kase.threads);
   r.setup_s = seconds_since(start);
+  r.notes = c.kernel->notes();
   c.kernel->run(0);
   r.correctness = oracle.check(c.kernel->output(), c.kernel->selected_experts());
   if (r.correctness->pass) return true;

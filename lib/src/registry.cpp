@@ -21,6 +21,7 @@ constexpr std::array kRegistry{
     RegistryEntry{"numpy", python::make_numpy_kernel, false},
     RegistryEntry{"torch", python::make_torch_kernel, false},
     RegistryEntry{"cpu_avx512", cpu::make_avx512_kernel, false},
+    RegistryEntry{"cpu_avx512_bf16", cpu::make_avx512_bf16_kernel, false},
     RegistryEntry{"cpu_avx2", cpu::make_avx2_kernel, false},
     RegistryEntry{"cpu_generic", cpu::make_generic_kernel, false},
 };

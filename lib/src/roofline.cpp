@@ -1,5 +1,6 @@
 #include "moe_bench/roofline.hpp"
 
+#include <fmt/format.h>
 #include <immintrin.h>
 #include <omp.h>
 
@@ -70,6 +71,47 @@ __attribute__((noinline)) float fma_generic(int64_t iterations, float seed) {
   return out;
 }
 
+// The same with vdpbf16ps: each instruction takes 16 lanes of bf16 pairs, 64 flops.
+__attribute__((target("avx512f,avx512bf16"), noinline)) float dpbf16_avx512(int64_t iterations,
+                                                                            float seed) {
+  __m512 acc[kChains];
+  const __m512i one_pair = _mm512_set1_epi32(0x3f803f80);   // (1.0, 1.0) in bf16
+  const __m512i tiny_pair = _mm512_set1_epi32(0x33d633d6);  // (~1e-7, ~1e-7)
+  __m512bh a, b;
+  __builtin_memcpy(&a, &one_pair, sizeof a);
+  __builtin_memcpy(&b, &tiny_pair, sizeof b);
+  for (int c = 0; c < kChains; ++c) acc[c] = _mm512_set1_ps(seed + static_cast<float>(c));
+  for (int64_t i = 0; i < iterations; ++i) {
+#pragma GCC unroll 16
+    for (int c = 0; c < kChains; ++c) acc[c] = _mm512_dpbf16_ps(acc[c], a, b);
+  }
+  __m512 sum = acc[0];
+  for (int c = 1; c < kChains; ++c) sum = _mm512_add_ps(sum, acc[c]);
+  alignas(64) float lanes[16];
+  _mm512_store_ps(lanes, sum);
+  float out = 0;
+  for (float l : lanes) out += l;
+  return out;
+}
+
+// Best of five timings of `loop` on every thread; `flops_per_op` per chain and iteration.
+double best_gflops(int threads, float (*loop)(int64_t, float), int flops_per_op) {
+  constexpr int64_t kIterations = 8'000'000;
+  double best = 0;
+  volatile float sink = 0;
+  // Best of five: the first ones may run before the clock has ramped up.
+  for (int rep = 0; rep < 5; ++rep) {
+    auto start = Clock::now();
+#pragma omp parallel num_threads(threads)
+    sink = sink + loop(kIterations, static_cast<float>(omp_get_thread_num()));
+    const double s = std::chrono::duration<double>(Clock::now() - start).count();
+    const double flops =
+        static_cast<double>(flops_per_op) * kChains * static_cast<double>(kIterations) * threads;
+    best = std::max(best, flops / s * 1e-9);
+  }
+  return best;
+}
+
 double fma_gflops(int threads, std::string& isa) {
   float (*loop)(int64_t, float) = fma_generic;
   int lanes = 4;
@@ -83,19 +125,7 @@ double fma_gflops(int threads, std::string& isa) {
     lanes = 8;
     isa = "avx2";
   }
-  constexpr int64_t kIterations = 8'000'000;
-  double best = 0;
-  volatile float sink = 0;
-  // Best of five: the first ones may run before the clock has ramped up.
-  for (int rep = 0; rep < 5; ++rep) {
-    auto start = Clock::now();
-#pragma omp parallel num_threads(threads)
-    sink = sink + loop(kIterations, static_cast<float>(omp_get_thread_num()));
-    const double s = std::chrono::duration<double>(Clock::now() - start).count();
-    const double flops = 2.0 * kChains * lanes * static_cast<double>(kIterations) * threads;
-    best = std::max(best, flops / s * 1e-9);
-  }
-  return best;
+  return best_gflops(threads, loop, 2 * lanes);
 }
 
 // Reads n floats as kStreams interleaved sequential streams: more streams in flight keep more of
@@ -171,14 +201,23 @@ Peaks measure_peaks(int threads) {
   Peaks p;
   p.threads = threads;
   p.fp32_gflops = fma_gflops(threads, p.fma_isa);
+  if (cpu_features().has("avx512f") && cpu_features().has("avx512_bf16")) {
+    p.bf16_gflops = best_gflops(threads, dpbf16_avx512, 64);
+  }
   p.read_gbytes_per_s = read_gbytes_per_s(threads);
   return p;
 }
 
-RooflinePoint roofline(double flops, double bytes, double seconds, const Peaks& peaks) {
+std::string bf16_peak(const Peaks& peaks) {
+  if (peaks.bf16_gflops <= 0) return {};
+  return fmt::format(", {:.1f} GFLOP/s BF16 dot product (avx512-bf16)", peaks.bf16_gflops);
+}
+
+RooflinePoint roofline(double flops, double bytes, double seconds, const Peaks& peaks,
+                       Dtype dtype) {
   RooflinePoint r;
   if (peaks.fp32_gflops <= 0 || peaks.read_gbytes_per_s <= 0) return r;
-  const double compute_s = flops / (peaks.fp32_gflops * 1e9);
+  const double compute_s = flops / (peaks.compute_gflops(dtype) * 1e9);
   const double memory_s = bytes / (peaks.read_gbytes_per_s * 1e9);
   r.compute_bound = compute_s >= memory_s;
   r.bound_s = std::max(compute_s, memory_s);

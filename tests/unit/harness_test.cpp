@@ -22,13 +22,24 @@ TEST_CASE("cold mode rotates enough layers to exceed four times the last-level c
 TEST_CASE("the roofline bound is the slower of compute and memory") {
   Peaks p{2, 100.0, 10.0, "avx512"};
   // 1 GFLOP takes 10 ms of compute; 0.05 GB takes 5 ms of memory: compute-bound at 10 ms.
-  RooflinePoint r = roofline(1e9, 0.05e9, 0.02, p);
+  RooflinePoint r = roofline(1e9, 0.05e9, 0.02, p, Dtype::kF32);
   CHECK(r.compute_bound);
   CHECK(r.bound_s == Approx(0.01));
   CHECK(r.percent == Approx(50.0));
-  RooflinePoint m = roofline(1e6, 1e9, 0.2, p);
+  RooflinePoint m = roofline(1e6, 1e9, 0.2, p, Dtype::kF32);
   CHECK_FALSE(m.compute_bound);
   CHECK(m.percent == Approx(50.0));
+}
+
+TEST_CASE("bf16 results are held to the BF16 dot-product peak where one was measured") {
+  Peaks p{2, 100.0, 10.0, "avx512"};
+  // Without a BF16 peak every dtype uses the FP32 one.
+  CHECK(roofline(1e9, 0.05e9, 0.02, p, Dtype::kBF16).percent == Approx(50.0));
+  p.bf16_gflops = 200.0;
+  // 1 GFLOP at 200 GFLOP/s takes 5 ms: still compute-bound (ties go to compute), 25%.
+  CHECK(roofline(1e9, 0.05e9, 0.02, p, Dtype::kBF16).percent == Approx(25.0));
+  CHECK(roofline(1e9, 0.05e9, 0.02, p, Dtype::kF16).percent == Approx(50.0));
+  CHECK(roofline(1e9, 0.05e9, 0.02, p, Dtype::kF32).percent == Approx(50.0));
 }
 
 TEST_CASE("interleaved timing gives every implementation its samples and a comparison") {

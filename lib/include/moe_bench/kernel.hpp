@@ -52,6 +52,8 @@ class Kernel {
   /// Packs or uploads the weights of every layer and sizes all workspaces. The problem outlives
   /// the kernel's use of it.
   virtual void prepare(const Problem& problem, int threads) = 0;
+  /// What `prepare` chose for this case (a micro-kernel variant), for the report; may be empty.
+  virtual std::string notes() const { return {}; }
   /// One layer forward on the problem's activations with weights of `layer`.
   virtual void run(int64_t layer) = 0;
   /// Output y[T,d] of the last run.

@@ -2,6 +2,8 @@
 
 #include <string>
 
+#include "moe_bench/dtype.hpp"
+
 namespace moe_bench {
 
 /// This machine's measured ceilings for a thread count.
@@ -10,7 +12,17 @@ struct Peaks {
   double fp32_gflops = 0;        ///< FMA throughput with the widest vectors the CPU has
   double read_gbytes_per_s = 0;  ///< streaming reads from a buffer well beyond the caches
   std::string fma_isa;           ///< "avx512", "avx2" or "generic"
+  /// BF16 dot-product throughput (vdpbf16ps, two products and two adds per lane) where the CPU
+  /// has AVX512-BF16; 0 where bf16 math runs at the FP32 rate.
+  double bf16_gflops = 0;
+  /// The compute ceiling for a dtype: the BF16 rate for bf16 where measured, else FP32 FMA.
+  double compute_gflops(Dtype dtype) const {
+    return dtype == Dtype::kBF16 && bf16_gflops > 0 ? bf16_gflops : fp32_gflops;
+  }
 };
+
+/// ", N GFLOP/s BF16 dot product (avx512-bf16)" where measured, else empty: for context lines.
+std::string bf16_peak(const Peaks& peaks);
 
 /// Runs the two microbenchmarks (about a quarter of a second together).
 Peaks measure_peaks(int threads);
@@ -21,6 +33,7 @@ struct RooflinePoint {
   double percent = 0;  ///< bound_s / measured time * 100
   bool compute_bound = false;
 };
-RooflinePoint roofline(double flops, double bytes, double seconds, const Peaks& peaks);
+/// Against the compute ceiling of `dtype` (Peaks::compute_gflops).
+RooflinePoint roofline(double flops, double bytes, double seconds, const Peaks& peaks, Dtype dtype);
 
 }  // namespace moe_bench

@@ -35,10 +35,18 @@ struct IsaKernels {
                Storage storage);
   /// out[e] = dot(x, w[e * d ...]) for e < rows.
   void (*dot_rows)(const float* x, const float* w, int64_t rows, int64_t d, float* out);
+  /// Reduction rows per step: 1 for the layouts above; 2 for the bf16 pair layouts of
+  /// cpu_avx512_bf16.cpp, where xp and hp hold one 32-bit word (two bf16 values) per pair of rows
+  /// and a row, panels are padded to an even number of rows, and pointers into xp/hp advance by
+  /// (row / kpack) * R words.
+  int kpack = 1;
+  /// Takes bf16 storage only.
+  bool bf16_only = false;
 };
 
 const IsaKernels& generic_kernels();
 const IsaKernels& avx2_kernels();
 const IsaKernels& avx512_kernels();
+const IsaKernels& avx512_bf16_kernels();
 
 }  // namespace moe_bench::cpu

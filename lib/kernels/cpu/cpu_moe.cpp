@@ -8,6 +8,7 @@
 #include <array>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <vector>
 
 #include "cpu_isa.hpp"
@@ -84,8 +85,19 @@ constexpr int64_t kDownPanelsPerItem = 8;
 constexpr int64_t kUpChunk = 512;
 
 bool has_avx512() { return cpu_features().has("avx512f"); }
+bool has_avx512_bf16() { return has_avx512() && cpu_features().has("avx512_bf16"); }
 bool has_avx2() {
   return cpu_features().has("avx2") && cpu_features().has("fma") && cpu_features().has("f16c");
+}
+
+int64_t round_up(int64_t n, int64_t multiple) { return (n + multiple - 1) / multiple * multiple; }
+
+// The micro-kernels for a dtype on this CPU: vdpbf16ps pairs for bf16 where the CPU has them.
+const IsaKernels* best_isa(Dtype dtype) {
+  if (dtype == Dtype::kBF16 && has_avx512_bf16()) return &avx512_bf16_kernels();
+  if (has_avx512()) return &avx512_kernels();
+  if (has_avx2()) return &avx2_kernels();
+  return &generic_kernels();
 }
 
 Storage to_storage(Dtype d) {
@@ -105,9 +117,10 @@ class CpuKernel final : public Kernel {
   CpuKernel(std::string name, const IsaKernels* forced) : name_(std::move(name)), forced_(forced) {}
 
   KernelInfo info() const override {
-    return {name_,
-            "cpu",
-            {Dtype::kF32, Dtype::kBF16, Dtype::kF16},
+    return {name_, "cpu",
+            forced_ != nullptr && forced_->bf16_only
+                ? std::vector<Dtype>{Dtype::kBF16}
+                : std::vector<Dtype>{Dtype::kF32, Dtype::kBF16, Dtype::kF16},
             fmt::format("fused routing, counting-sort dispatch, packed weights, {} micro-kernel "
                         "with SwiGLU and weighted combine fused in the epilogues, OpenMP over "
                         "(expert, tile)",
@@ -118,21 +131,32 @@ class CpuKernel final : public Kernel {
   std::optional<std::string> unavailable_reason() const override {
     if (forced_ == &avx512_kernels() && !has_avx512()) return "this CPU has no AVX-512F";
     if (forced_ == &avx2_kernels() && !has_avx2()) return "this CPU has no AVX2 with FMA and F16C";
+    if (forced_ == &avx512_bf16_kernels() && !has_avx512_bf16())
+      return "this CPU has no AVX512-BF16 (vdpbf16ps)";
     return std::nullopt;
   }
 
-  std::optional<std::string> can_run(const Shape&, Dtype) const override { return std::nullopt; }
+  std::optional<std::string> can_run(const Shape&, Dtype dtype) const override {
+    if (forced_ != nullptr && forced_->bf16_only && dtype != Dtype::kBF16)
+      return fmt::format("{} runs bf16 only", name_);
+    return std::nullopt;
+  }
+
+  std::string notes() const override {
+    if (isa_ == nullptr) return {};
+    return fmt::format("{} micro-kernel{}", isa_->name,
+                       isa_->kpack == 2 ? " (bf16 pairs, vdpbf16ps)" : "");
+  }
 
   void prepare(const Problem& p, int threads) override {
     problem_ = &p;
     storage_ = to_storage(p.dtype);
     elem_ = p.dtype == Dtype::kF32 ? 4 : 2;
     threads_ = std::max(threads, 1);
-    isa_ = forced_ != nullptr ? forced_
-           : has_avx512()     ? &avx512_kernels()
-           : has_avx2()       ? &avx2_kernels()
-                              : &generic_kernels();
+    isa_ = forced_ != nullptr ? forced_ : best_isa(p.dtype);
+    kpack_ = isa_->kpack;
     const Shape& s = p.shape;
+    d_pad_ = round_up(s.d_model, kpack_);
     const int64_t L = isa_->lanes, R = isa_->rows;
     gated_ = s.activation != Activation::kGelu;
     hcols_ = gated_ ? L : 2 * L;
@@ -207,8 +231,19 @@ class CpuKernel final : public Kernel {
         // Row pointers first, then one sequential pass over the k-major destination.
         const float* rows[kMaxRows];
         for (int64_t r = 0; r < n; ++r) rows[r] = p.x.data() + static_cast<int64_t>(tokens[r]) * d;
-        for (int64_t i = 0; i < d; ++i) {
-          for (int64_t r = 0; r < n; ++r) xp[i * R + r] = rows[r][i];
+        if (kpack_ == 1) {
+          for (int64_t i = 0; i < d; ++i) {
+            for (int64_t r = 0; r < n; ++r) xp[i * R + r] = rows[r][i];
+          }
+        } else {
+          // bf16 pairs (the values are bf16 already): rows 2i and 2i+1 in one word, zero padded.
+          auto* words = reinterpret_cast<uint32_t*>(xp);
+          for (int64_t i = 0; i < d; i += 2) {
+            for (int64_t r = 0; r < n; ++r) {
+              const uint32_t hi = i + 1 < d ? to_bf16_bits(rows[r][i + 1]) : 0u;
+              words[i / 2 * R + r] = to_bf16_bits(rows[r][i]) | hi << 16;
+            }
+          }
         }
       }
 #pragma omp master
@@ -222,15 +257,15 @@ class CpuKernel final : public Kernel {
         const int32_t g = item_group_[it];
         const int64_t panel = item_panel_[it];
         const Group& grp = packed.groups[g];
-        const char* wp = packed.data.data() + (grp.up_offset + panel * d * L2) * elem_;
+        const char* wp = packed.data.data() + (grp.up_offset + panel * d_pad_ * L2) * elem_;
         for (int64_t i0 = 0; i0 < d; i0 += kUpChunk) {
           const int64_t dc = std::min(kUpChunk, d - i0);
           const bool first = i0 == 0, last = i0 + dc == d;
           for (int64_t b = group_blocks_[g]; b < group_blocks_[g + 1]; ++b) {
             float* acc = partial + (b - group_blocks_[g]) * R * L2;
-            isa.gate_up(xp_.data() + b * R * d + i0 * R, wp + i0 * L2 * elem_, dc, block_rows_[b],
-                        hp_.data() + b * R * max_width_, panel * hcols_, grp.width, act,
-                        first ? nullptr : acc, last ? nullptr : acc, storage_);
+            isa.gate_up(xp_.data() + b * R * d + i0 / kpack_ * R, wp + i0 * L2 * elem_, dc,
+                        block_rows_[b], hp_.data() + b * R * max_width_, panel * hcols_, grp.width,
+                        act, first ? nullptr : acc, last ? nullptr : acc, storage_);
           }
         }
       }
@@ -252,13 +287,14 @@ class CpuKernel final : public Kernel {
           const Group& grp = packed.groups[g];
           for (int64_t j0 = 0; j0 < grp.width; j0 += kDownChunk) {
             const int64_t fc = std::min(kDownChunk, grp.width - j0);
+            const int64_t fc_pad = round_up(fc, kpack_);
             for (int64_t b = group_blocks_[g]; b < group_blocks_[g + 1]; ++b) {
-              const float* hp = hp_.data() + b * R * max_width_ + j0 * R;
+              const float* hp = hp_.data() + b * R * max_width_ + j0 / kpack_ * R;
               // The chunk of every panel of this item lies in one contiguous run of memory.
               const char* chunk =
                   packed.data.data() + (grp.down_offset + j0 * down_panels * L2) * elem_;
               for (int64_t q = q0; q < q1; ++q) {
-                isa.down(hp, chunk + q * fc * L2 * elem_, fc, block_rows_[b],
+                isa.down(hp, chunk + q * fc_pad * L2 * elem_, fc, block_rows_[b],
                          block_tokens_.data() + b * R, block_weights_.data() + b * R, y_.data(), d,
                          q * L2, std::min(L2, d - q * L2), storage_);
               }
@@ -300,6 +336,11 @@ class CpuKernel final : public Kernel {
       const float *w1, *w3, *w2;
       int64_t width;
     };
+    const int64_t kp = kpack_, d_pad = d_pad_;
+    // Element of reduction row i, column c in a panel: row-major, or bf16 pairs of rows.
+    auto at = [kp, L2](int64_t i, int64_t c) {
+      return kp == 1 ? i * L2 + c : (i & ~int64_t{1}) * L2 + 2 * c + (i & 1);
+    };
     std::vector<Source> sources;
     for (int64_t e = 0; e < s.experts; ++e) {
       sources.push_back({w.w1.data() + e * s.d_ff * d,
@@ -316,13 +357,15 @@ class CpuKernel final : public Kernel {
       Group g;
       g.width = src.width;
       g.up_offset = offset;
-      offset += (src.width + hcols_ - 1) / hcols_ * d * L2;
+      offset += (src.width + hcols_ - 1) / hcols_ * d_pad * L2;
       g.down_offset = offset;
-      offset += down_panels * src.width * L2;
+      offset += down_panels * round_up(src.width, kp) * L2;
       out.groups.push_back(g);
     }
     out.data.resize(offset * elem_);
     char* base = out.data.data();
+    // Pair layouts pad odd reductions with a zero row.
+    if (kp != 1) std::memset(base, 0, static_cast<size_t>(offset * elem_));
     const Dtype dtype = problem_->dtype;
     // Stores element `index` of the packed layer in the storage type (the values are already
     // representable: the problem was generated in the dtype).
@@ -342,13 +385,13 @@ class CpuKernel final : public Kernel {
       const Group& g = out.groups[gi];
       const int64_t f = src.width, panels = (f + hcols - 1) / hcols;
       for (int64_t pnl = 0; pnl < panels; ++pnl) {
-        const int64_t dst = g.up_offset + pnl * d * L2;
+        const int64_t dst = g.up_offset + pnl * d_pad * L2;
         for (int64_t c = 0; c < L2; ++c) {
           // Gated: columns [0, L) are W1 rows, [L, 2L) the W3 rows of the same hidden units.
           const bool up = gated && c >= L;
           const int64_t row = pnl * hcols + (gated ? c % L : c);
           const float* srow = row < f ? (up ? src.w3 : src.w1) + row * d : nullptr;
-          for (int64_t i = 0; i < d; ++i) put(dst + i * L2 + c, srow != nullptr ? srow[i] : 0.0f);
+          for (int64_t i = 0; i < d; ++i) put(dst + at(i, c), srow != nullptr ? srow[i] : 0.0f);
         }
       }
       // Chunk-major: for each chunk of kDownChunk rows of the reduction, every panel's slice in
@@ -358,8 +401,9 @@ class CpuKernel final : public Kernel {
           const int64_t row = q * L2 + c;
           const float* srow = row < d ? src.w2 + row * f : nullptr;
           for (int64_t j = 0; j < f; ++j) {
-            const int64_t j0 = j / kDownChunk * kDownChunk, fc = std::min(kDownChunk, f - j0);
-            put(g.down_offset + j0 * down_panels * L2 + q * fc * L2 + (j - j0) * L2 + c,
+            const int64_t j0 = j / kDownChunk * kDownChunk;
+            const int64_t fc_pad = round_up(std::min(kDownChunk, f - j0), kp);
+            put(g.down_offset + j0 * down_panels * L2 + q * fc_pad * L2 + at(j - j0, c),
                 srow != nullptr ? srow[j] : 0.0f);
           }
         }
@@ -415,7 +459,9 @@ class CpuKernel final : public Kernel {
   int threads_ = 1;
   bool gated_ = true;
   Storage storage_ = Storage::kF32;
-  int64_t elem_ = 4;  ///< bytes per packed weight
+  int64_t elem_ = 4;   ///< bytes per packed weight
+  int64_t kpack_ = 1;  ///< reduction rows per micro-kernel step (IsaKernels::kpack)
+  int64_t d_pad_ = 0;  ///< d rounded up to kpack_: rows of a gate/up panel
   int64_t hcols_ = 0, max_width_ = 0;
   std::vector<PackedLayer> layers_;
   std::vector<float> logits_, scratch_;
@@ -435,6 +481,9 @@ class CpuKernel final : public Kernel {
 std::unique_ptr<Kernel> make_kernel() { return std::make_unique<CpuKernel>("cpu", nullptr); }
 std::unique_ptr<Kernel> make_avx512_kernel() {
   return std::make_unique<CpuKernel>("cpu_avx512", &avx512_kernels());
+}
+std::unique_ptr<Kernel> make_avx512_bf16_kernel() {
+  return std::make_unique<CpuKernel>("cpu_avx512_bf16", &avx512_bf16_kernels());
 }
 std::unique_ptr<Kernel> make_avx2_kernel() {
   return std::make_unique<CpuKernel>("cpu_avx2", &avx2_kernels());

@@ -10,6 +10,7 @@ namespace moe_bench::cpu {
 std::unique_ptr<Kernel> make_kernel();
 /// The same, forced to one instruction set (unavailable where the CPU lacks it).
 std::unique_ptr<Kernel> make_avx512_kernel();
+std::unique_ptr<Kernel> make_avx512_bf16_kernel();
 std::unique_ptr<Kernel> make_avx2_kernel();
 std::unique_ptr<Kernel> make_generic_kernel();
 

@@ -124,7 +124,8 @@ nlohmann::json to_json(const Report& report) {
     peaks.push_back({{"threads", p.threads},
                      {"fp32_gflops", p.fp32_gflops},
                      {"read_gbytes_per_s", p.read_gbytes_per_s},
-                     {"fma_isa", p.fma_isa}});
+                     {"fma_isa", p.fma_isa},
+                     {"bf16_gflops", p.bf16_gflops}});
   }
   // The design's context.peaks: the peaks at the most threads used.
   json main_peaks = nullptr;
@@ -299,8 +300,8 @@ Report report_from_json(const json& j) {
   const json& blas = ctx.at("blas");
   s.blas = {blas.at("core"), blas.at("threads"), blas.at("chosen_by"), blas.at("fallback")};
   for (const json& p : ctx.at("peaks_by_threads")) {
-    report.peaks.push_back(
-        {p.at("threads"), p.at("fp32_gflops"), p.at("read_gbytes_per_s"), p.at("fma_isa")});
+    report.peaks.push_back({p.at("threads"), p.at("fp32_gflops"), p.at("read_gbytes_per_s"),
+                            p.at("fma_isa"), p.value("bf16_gflops", 0.0)});
   }
   report.cache = ctx.at("cache_mode") == "warm" ? CacheMode::kWarm : CacheMode::kCold;
   s.cuda = ctx.at("cuda_status");

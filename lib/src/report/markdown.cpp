@@ -139,9 +139,9 @@ std::string render_markdown(const Report& report) {
                      static_cast<double>(sys.memory_available_bytes) / (1 << 30));
   for (const Peaks& p : report.peaks) {
     out += fmt::format(
-        "- measured peaks at {} threads: {:.1f} GFLOP/s FP32 FMA ({}), {:.1f} GB/s "
+        "- measured peaks at {} threads: {:.1f} GFLOP/s FP32 FMA ({}){}, {:.1f} GB/s "
         "read\n",
-        p.threads, p.fp32_gflops, p.fma_isa, p.read_gbytes_per_s);
+        p.threads, p.fp32_gflops, p.fma_isa, bf16_peak(p), p.read_gbytes_per_s);
   }
   out += fmt::format("- OpenBLAS: {} kernel, {} threads, chosen by {}\n", sys.blas.core,
                      sys.blas.threads, sys.blas.chosen_by);
