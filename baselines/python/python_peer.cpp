@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -129,38 +130,36 @@ class TempDir {
   fs::path path_;
 };
 
+/// What probing an interpreter found: why the peer cannot run at all, or which of its dtypes this
+/// version of the package cannot compute in (dtype name -> reason).
+struct Probe {
+  std::optional<std::string> why;
+  std::map<std::string, std::string> unsupported;
+};
+
 class PythonPeer final : public Kernel {
  public:
-  PythonPeer(std::string name, std::string module, std::string description)
-      : name_(std::move(name)), module_(std::move(module)), description_(std::move(description)) {}
+  /// `probe` is Python run with -c: it imports the package and prints a line
+  /// "unsupported DTYPE REASON" for each of `dtypes` the installed version cannot compute in.
+  PythonPeer(std::string name, std::string module, std::string description,
+             std::vector<Dtype> dtypes, std::string no_dtype_reason, std::string probe)
+      : name_(std::move(name)),
+        module_(std::move(module)),
+        description_(std::move(description)),
+        dtypes_(std::move(dtypes)),
+        no_dtype_reason_(std::move(no_dtype_reason)),
+        probe_(std::move(probe)) {}
 
   /// The peer process loads its own copy of the weights.
-  KernelInfo info() const override { return {name_, "python", {Dtype::kF32}, description_, 1}; }
+  KernelInfo info() const override { return {name_, "python", dtypes_, description_, 1}; }
 
-  std::optional<std::string> unavailable_reason() const override {
-    // Probed once per interpreter and package: importing torch takes seconds.
-    static std::mutex mutex;
-    static std::map<std::string, std::optional<std::string>> cache;
-    std::lock_guard lock(mutex);
-    const std::string key = interpreter() + "|" + module_;
-    auto it = cache.find(key);
-    if (it != cache.end()) return it->second;
-    TempDir dir;
-    const fs::path log = dir.path() / "probe.log";
-    const Exit e = run_process({interpreter(), "-c", "import " + module_}, log, 120);
-    std::optional<std::string> why;
-    if (e.code != 0) {
-      why = e.code == 127 || (e.code < 0 && !e.timed_out)
-                ? fmt::format("no Python interpreter at '{}' (pass --python PATH)", interpreter())
-                : fmt::format("{} cannot import {} ({}); install python3-{} or pass --python",
-                              interpreter(), module_, last_line(log), module_);
-    }
-    cache[key] = why;
-    return why;
-  }
+  std::optional<std::string> unavailable_reason() const override { return probe().why; }
 
   std::optional<std::string> can_run(const Shape&, Dtype dtype) const override {
-    if (dtype != Dtype::kF32) return fmt::format("dtype {} not supported", to_string(dtype));
+    if (std::find(dtypes_.begin(), dtypes_.end(), dtype) == dtypes_.end()) return no_dtype_reason_;
+    const Probe& found = probe();
+    auto it = found.unsupported.find(std::string(to_string(dtype)));
+    if (it != found.unsupported.end()) return it->second;
     return std::nullopt;
   }
 
@@ -200,6 +199,7 @@ class PythonPeer final : public Kernel {
                      {"d_ff", s.d_ff},
                      {"shared_width", s.shared_width()},
                      {"activation", to_string(s.activation)},
+                     {"dtype", to_string(problem_->dtype)},
                      {"capacity_factor", s.capacity_factor},
                      {"threads", t.threads},
                      {"router",
@@ -261,7 +261,40 @@ class PythonPeer final : public Kernel {
   std::span<const int32_t> selected_experts() const override { return selected_; }
 
  private:
+  // Probed once per interpreter and package: importing torch takes seconds.
+  const Probe& probe() const {
+    static std::mutex mutex;
+    static std::map<std::string, Probe> cache;
+    std::lock_guard lock(mutex);
+    const std::string key = interpreter() + "|" + module_;
+    auto it = cache.find(key);
+    if (it != cache.end()) return it->second;
+    TempDir dir;
+    const fs::path log = dir.path() / "probe.log";
+    const Exit e = run_process({interpreter(), "-c", probe_}, log, 120);
+    Probe found;
+    if (e.code != 0) {
+      found.why =
+          e.code == 127 || (e.code < 0 && !e.timed_out)
+              ? fmt::format("no Python interpreter at '{}' (pass --python PATH)", interpreter())
+              : fmt::format("{} cannot import {} ({}); install python3-{} or pass --python",
+                            interpreter(), module_, last_line(log), module_);
+    } else {
+      std::ifstream in(log);
+      std::string line;
+      while (std::getline(in, line)) {
+        if (!line.starts_with("unsupported ")) continue;
+        const auto space = line.find(' ', 12);
+        if (space == std::string::npos) continue;
+        found.unsupported[line.substr(12, space - 12)] = line.substr(space + 1);
+      }
+    }
+    return cache[key] = found;
+  }
+
   std::string name_, module_, description_;
+  std::vector<Dtype> dtypes_;
+  std::string no_dtype_reason_, probe_;
   const Problem* problem_ = nullptr;
   int threads_ = 1;
   std::unique_ptr<TempDir> dir_;
@@ -279,14 +312,28 @@ std::unique_ptr<Kernel> make_numpy_kernel() {
   return std::make_unique<PythonPeer>(
       "numpy", "numpy",
       "NumPy as users write it: router matmul, softmax, top-k, loop over experts with gather, "
-      "SwiGLU, scatter-add (subprocess, .npy exchange)");
+      "SwiGLU, scatter-add (subprocess, .npy exchange)",
+      std::vector<Dtype>{Dtype::kF32},
+      "the NumPy peer runs f32 only: NumPy has no bfloat16 type, and its float16 matmul has no "
+      "BLAS kernel",
+      "import numpy");
 }
 
 std::unique_ptr<Kernel> make_torch_kernel() {
   return std::make_unique<PythonPeer>(
       "torch", "torch",
       "PyTorch as the Hugging Face Mixtral block: router linear, softmax, top-k, loop over "
-      "experts with index_select, SwiGLU, index_add_ (inference mode, subprocess)");
+      "experts with index_select, SwiGLU, index_add_ (inference mode, subprocess; 16-bit "
+      "dtypes: experts in the dtype, router and combine in FP32)",
+      std::vector<Dtype>{Dtype::kF32, Dtype::kBF16, Dtype::kF16}, "",
+      "import torch\n"
+      "for name, t in (('bf16', torch.bfloat16), ('f16', torch.float16)):\n"
+      "    try:\n"
+      "        a = torch.ones(2, 2, dtype=t)\n"
+      "        a @ a\n"
+      "    except Exception as e:\n"
+      "        print('unsupported', name, 'torch', torch.__version__, 'has no', t,\n"
+      "              'matmul on the CPU:', str(e).replace(chr(10), ' '))\n");
 }
 
 }  // namespace moe_bench::python

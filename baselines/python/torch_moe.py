@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """MoE layer in PyTorch, as the Hugging Face Mixtral sparse block writes it: router linear,
 softmax, top-k, renormalise, then a loop over experts with index_select, SwiGLU and index_add_.
-Inference mode, torch.set_num_threads(threads). Usage: torch_moe.py FOLDER."""
+Inference mode, torch.set_num_threads(threads). In bf16 and f16 the experts' weights and matmuls
+are in the dtype while the router and the weighted combine stay in FP32 (the tool's semantics:
+FP32 accumulation, outputs rounded to the dtype). Usage: torch_moe.py FOLDER."""
 import os
 import sys
 
@@ -72,8 +74,12 @@ def main():
     case = peer_protocol.load_case(folder)
     torch.set_num_threads(case["threads"])
     a = peer_protocol.load_inputs(folder, case, torch.from_numpy)
+    dtype = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16}[case["dtype"]]
     x, wg, lb, sb = a["x"], a["wg"], a["logit_bias"], a["selection_bias"]
-    w1, w3, w2, ws1, ws3, ws2 = a["w1"], a["w3"], a["w2"], a["ws1"], a["ws3"], a["ws2"]
+    # The values are representable in the dtype already: these conversions are exact.
+    w1, w3, w2, ws1, ws3, ws2 = (v.to(dtype) if v is not None else None
+                                 for v in (a["w1"], a["w3"], a["w2"], a["ws1"], a["ws3"], a["ws2"]))
+    xd = x.to(dtype)
     gated = w3 is not None
     shared = ws1 is not None
     act = case["activation"]
@@ -94,14 +100,14 @@ def main():
                 slot, tok = torch.where(hit[e])
                 if tok.numel() == 0:
                     continue
-                ye = ffn(x.index_select(0, tok), w1[e], w3[e] if gated else None, w2[e])
-                y.index_add_(0, tok, ye * w[tok, slot, None])
+                ye = ffn(xd.index_select(0, tok), w1[e], w3[e] if gated else None, w2[e])
+                y.index_add_(0, tok, ye.float() * w[tok, slot, None])
             if shared:
-                y += ffn(x, ws1, ws3, ws2)
-            state["y"], state["idx"] = y, idx
+                y += ffn(xd, ws1, ws3, ws2).float()
+            state["y"], state["idx"] = y.to(dtype), idx
 
     samples, inner = peer_protocol.measure(forward, case["timing"])
-    np.save(os.path.join(folder, "y.npy"), state["y"].numpy().astype(np.float32))
+    np.save(os.path.join(folder, "y.npy"), state["y"].float().numpy())
     np.save(os.path.join(folder, "selected.npy"), state["idx"].numpy().astype(np.int32))
     peer_protocol.write_result(folder, samples, inner,
                                {"python": sys.version.split()[0], "torch": torch.__version__,

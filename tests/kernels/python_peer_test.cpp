@@ -5,6 +5,7 @@
 #include <fstream>
 
 #include "moe_bench/correctness.hpp"
+#include "moe_bench/dtype.hpp"
 #include "moe_bench/grid.hpp"
 #include "moe_bench/harness.hpp"
 #include "moe_bench/problem.hpp"
@@ -57,21 +58,43 @@ TEST_CASE("the Python peers match the oracle on small shapes") {
       WARN("skipped " << kernel->info().name << ": " << *why);
       continue;
     }
-    int checked = 0;
-    for (const NamedShape& ns : consistency_grid()) {
-      if (ns.shape.d_model > 256) continue;  // keep process start-ups and files small
-      INFO(kernel->info().name << " on " << ns.name);
-      Problem p = make_problem(ns.shape, Dtype::kF32, 1);
-      Oracle oracle(p);
-      kernel->prepare(p, 1);
-      kernel->run(0);
-      Correctness c = oracle.check(kernel->output(), kernel->selected_experts());
-      CHECK(c.pass);
-      CHECK(c.selection_mismatches == 0);
-      ++checked;
+    for (Dtype dtype : {Dtype::kF32, Dtype::kBF16, Dtype::kF16}) {
+      const auto grid = consistency_grid();
+      if (auto why = kernel->can_run(grid[0].shape, dtype)) {
+        // Only 16-bit dtypes may be refused, and always with a reason.
+        CHECK(dtype != Dtype::kF32);
+        CHECK_FALSE(why->empty());
+        WARN(kernel->info().name << " skips " << to_string(dtype) << ": " << *why);
+        continue;
+      }
+      int checked = 0;
+      for (size_t i = 0; i < grid.size(); ++i) {
+        const NamedShape& ns = grid[i];
+        if (ns.shape.d_model > 256) continue;              // keep process start-ups and files small
+        if (dtype != Dtype::kF32 && i % 3 != 0) continue;  // and 16-bit runs fewer
+        INFO(kernel->info().name << " on " << ns.name << " in " << to_string(dtype));
+        Problem p = make_problem(ns.shape, dtype, 1);
+        Oracle oracle(p);
+        kernel->prepare(p, 1);
+        kernel->run(0);
+        Correctness c = oracle.check(kernel->output(), kernel->selected_experts());
+        CHECK(c.pass);
+        CHECK(c.selection_mismatches == 0);
+        for (float v : kernel->output()) CHECK(round_to(dtype, v) == v);
+        ++checked;
+      }
+      CHECK(checked >= (dtype == Dtype::kF32 ? 10 : 3));
     }
-    CHECK(checked >= 10);
   }
+}
+
+TEST_CASE("NumPy refuses 16-bit dtypes with the reason") {
+  auto kernel = python::make_numpy_kernel();
+  const Shape s = consistency_grid()[0].shape;
+  CHECK_FALSE(kernel->can_run(s, Dtype::kF32).has_value());
+  const auto why = kernel->can_run(s, Dtype::kBF16);
+  REQUIRE(why.has_value());
+  CHECK_THAT(*why, Catch::Contains("no bfloat16"));
 }
 
 TEST_CASE("a peer that crashes, hangs or returns a wrong shape gives a clear failed result") {
