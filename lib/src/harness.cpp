@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "moe_bench/correctness.hpp"
+#include "moe_bench/error.hpp"
 #include "moe_bench/problem.hpp"
 #include "moe_bench/sysinfo.hpp"
 
@@ -58,9 +59,12 @@ struct Contender {
   double sample() {
     const int64_t layers = result.layers;
     auto start = Clock::now();
+    kernel->take_device_seconds();
     for (int64_t i = 0; i < result.inner_reps; ++i) kernel->run(next_layer++ % layers);
     calls += result.inner_reps;
-    return seconds_since(start) / static_cast<double>(result.inner_reps);
+    const double seconds =
+        kernel->device_timed() ? kernel->take_device_seconds() : seconds_since(start);
+    return seconds / static_cast<double>(result.inner_reps);
   }
 };
 
@@ -169,6 +173,8 @@ void run_case(const Case& c, const std::vector<std::string>& impls, const Harnes
         } else if (prepare_and_check(k, problem, oracle)) {
           calibrate(k, o);
         }
+      } catch (const EnvironmentError&) {
+        throw;  // no device, out of device memory, a failed launch: the run stops (exit 3)
       } catch (const std::exception& e) {
         k.result.status = Status::kFailed;
         k.result.reason = fmt::format("{} threw: {}", impl, e.what());

@@ -7,6 +7,7 @@
 #include "../../baselines/naive/naive.hpp"
 #include "../../baselines/python/python_peer.hpp"
 #include "../kernels/cpu/cpu_moe.hpp"
+#include "../kernels/cuda/cuda_kernel.hpp"
 #include "moe_bench/error.hpp"
 #include "moe_bench/kernel.hpp"
 
@@ -24,6 +25,8 @@ constexpr std::array kRegistry{
     RegistryEntry{"cpu_avx512_bf16", cpu::make_avx512_bf16_kernel, false},
     RegistryEntry{"cpu_avx2", cpu::make_avx2_kernel, false},
     RegistryEntry{"cpu_generic", cpu::make_generic_kernel, false},
+    RegistryEntry{"cuda", cuda::make_cuda_kernel, false},
+    RegistryEntry{"cublas", cuda::make_cublas_kernel, false},
 };
 
 }  // namespace

@@ -70,6 +70,10 @@ class Kernel {
   /// return nullopt and are timed by the harness, interleaved.
   virtual std::optional<SelfTimed> run_self_timed(const TimingProtocol&) { return std::nullopt; }
   virtual bool self_timed() const { return false; }
+  /// Implementations on a device time each run with device events: samples are the device time
+  /// of the runs (take_device_seconds: the sum since the last take), not the host's clock.
+  virtual bool device_timed() const { return false; }
+  virtual double take_device_seconds() { return 0; }
 };
 
 using KernelFactory = std::unique_ptr<Kernel> (*)();

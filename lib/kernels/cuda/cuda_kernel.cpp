@@ -1,0 +1,149 @@
+// The CUDA engines as moe-bench implementations. Compiled by the host compiler in every build; the
+// engines themselves come from cuda_moe.cu (nvcc) or no_cuda.cpp.
+#include "cuda_kernel.hpp"
+
+#include <fmt/format.h>
+
+#include "cuda_engine.hpp"
+#include "moe_bench/error.hpp"
+
+namespace moe_bench::cuda {
+namespace {
+
+Elem to_elem(Dtype d) {
+  switch (d) {
+    case Dtype::kF32:
+      return Elem::kF32;
+    case Dtype::kBF16:
+      return Elem::kBF16;
+    case Dtype::kF16:
+      return Elem::kF16;
+  }
+  return Elem::kF32;
+}
+
+Act to_act(Activation a) {
+  switch (a) {
+    case Activation::kSwiglu:
+      return Act::kSwiglu;
+    case Activation::kGelu:
+      return Act::kGelu;
+    case Activation::kSwigluOai:
+      return Act::kSwigluOai;
+  }
+  return Act::kSwiglu;
+}
+
+int scoring_code(Scoring s) {
+  switch (s) {
+    case Scoring::kSoftmax:
+      return 0;
+    case Scoring::kSigmoid:
+      return 1;
+    case Scoring::kSoftmaxTopk:
+      return 2;
+  }
+  return 0;
+}
+
+class CudaKernel final : public Kernel {
+ public:
+  CudaKernel(std::string name, Algo algo) : name_(std::move(name)), algo_(algo) {}
+
+  KernelInfo info() const override {
+    return {name_,
+            "cuda",
+            {Dtype::kF32, Dtype::kBF16, Dtype::kF16},
+            algo_ == Algo::kGrouped
+                ? "one warp per token routing, padded expert-contiguous permutation, one grouped "
+                  "GEMM launch per projection (WMMA tensor cores for bf16/f16, FP32 SIMT for "
+                  "f32) with SwiGLU and the routing weight fused, atomic-free combine"
+                : "router GEMM, then per expert: gather, cublasGemmEx gate/up, activation "
+                  "kernel, cublasGemmEx down; combine (expert sizes read back to the host)",
+            0};
+  }
+
+  std::optional<std::string> unavailable_reason() const override {
+    static const std::string why = cuda::unavailable_reason();
+    if (why.empty()) return std::nullopt;
+    return why;
+  }
+
+  std::optional<std::string> can_run(const Shape&, Dtype) const override { return std::nullopt; }
+
+  void prepare(const Problem& p, int) override {
+    const Shape& s = p.shape;
+    LayerSpec spec;
+    spec.tokens = s.tokens;
+    spec.experts = s.experts;
+    spec.top_k = s.top_k;
+    spec.d_model = s.d_model;
+    spec.d_ff = s.d_ff;
+    spec.shared_width = s.shared_width();
+    spec.capacity = expert_capacity(s);
+    spec.act = to_act(s.activation);
+    spec.elem = to_elem(p.dtype);
+    spec.routing.scoring = scoring_code(s.routing.scoring);
+    spec.routing.renormalize = s.routing.renormalize;
+    spec.routing.scale = static_cast<float>(s.routing.scale);
+    spec.routing.selection_bias = s.routing.selection_bias;
+    spec.routing.groups = static_cast<int>(s.routing.groups);
+    spec.routing.topk_groups = static_cast<int>(s.routing.topk_groups);
+    std::vector<HostLayer> layers;
+    auto ptr = [](const std::vector<float>& v) { return v.empty() ? nullptr : v.data(); };
+    for (const LayerWeights& w : p.layers) {
+      layers.push_back({w.wg.data(), w.logit_bias.data(), w.selection_bias.data(), ptr(w.w1),
+                        ptr(w.w3), ptr(w.w2), ptr(w.ws1), ptr(w.ws3), ptr(w.ws2)});
+    }
+    engine_.reset();  // the previous case's device memory first
+    try {
+      engine_ = make_engine(algo_, spec, p.x.data(), layers);
+    } catch (const DeviceError& e) {
+      throw EnvironmentError(fmt::format("{}: {}", name_, e.what()));
+    }
+  }
+
+  void run(int64_t layer) override {
+    try {
+      engine_->run(layer);
+    } catch (const DeviceError& e) {
+      throw EnvironmentError(fmt::format("{}: {}", name_, e.what()));
+    }
+  }
+
+  std::span<const float> output() const override { return engine_->output(); }
+  std::span<const int32_t> selected_experts() const override { return engine_->selected(); }
+  std::vector<StageTime> stage_seconds() const override {
+    std::vector<StageTime> out;
+    if (engine_ == nullptr) return out;
+    for (const auto& [name, s] : engine_->stage_seconds()) out.push_back({name, s});
+    return out;
+  }
+  void reset_stages() override {
+    if (engine_ != nullptr) engine_->reset_stages();
+  }
+  bool device_timed() const override { return true; }
+  double take_device_seconds() override { return engine_->take_device_seconds(); }
+  std::string notes() const override {
+    if (engine_ == nullptr) return {};
+    const DeviceInfo d = device_info();
+    return fmt::format("{} on {} (sm_{}{}, {} SMs)", engine_->notes(), d.name, d.cc_major,
+                       d.cc_minor, d.sms);
+  }
+
+ private:
+  std::string name_;
+  Algo algo_;
+  std::unique_ptr<Engine> engine_;
+};
+
+}  // namespace
+
+std::unique_ptr<Kernel> make_cuda_kernel() {
+  return std::make_unique<CudaKernel>("cuda", Algo::kGrouped);
+}
+std::unique_ptr<Kernel> make_cublas_kernel() {
+  return std::make_unique<CudaKernel>("cublas", Algo::kCublas);
+}
+
+}  // namespace moe_bench::cuda

@@ -1,0 +1,13 @@
+#pragma once
+
+#include <memory>
+
+#include "moe_bench/kernel.hpp"
+
+namespace moe_bench::cuda {
+
+/// The grouped-GEMM CUDA implementation (`cuda`) and the cuBLAS per-expert baseline (`cublas`).
+std::unique_ptr<Kernel> make_cuda_kernel();
+std::unique_ptr<Kernel> make_cublas_kernel();
+
+}  // namespace moe_bench::cuda

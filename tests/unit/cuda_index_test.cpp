@@ -1,0 +1,187 @@
+// The CUDA kernels' routing and permutation arithmetic (lib/kernels/cuda/moe_index.hpp), run on
+// the CPU against the reference semantics: these are the same functions the device executes.
+#include <algorithm>
+#include <catch2/catch.hpp>
+#include <random>
+#include <vector>
+
+#include "lib/kernels/cuda/moe_index.hpp"
+#include "moe_bench/grid.hpp"
+#include "moe_bench/routing.hpp"
+
+using namespace moe_bench;
+namespace mc = moe_bench::cuda;
+
+namespace {
+
+mc::DevRouting to_dev(const RoutingConfig& r) {
+  mc::DevRouting d;
+  d.scoring = r.scoring == Scoring::kSoftmax ? 0 : r.scoring == Scoring::kSigmoid ? 1 : 2;
+  d.renormalize = r.renormalize;
+  d.scale = static_cast<float>(r.scale);
+  d.selection_bias = r.selection_bias;
+  d.groups = static_cast<int>(r.groups);
+  d.topk_groups = static_cast<int>(r.topk_groups);
+  return d;
+}
+
+// The permutation as the device builds it, one group after another.
+struct Permutation {
+  std::vector<int64_t> kept, offsets, inv;
+  std::vector<int32_t> row_token;
+  std::vector<float> row_weight;
+  int groups = 0;
+};
+
+Permutation permute(const std::vector<int32_t>& expert, const std::vector<float>& weight,
+                    int experts, int top_k, int64_t capacity, int64_t shared_rows, int64_t tile) {
+  Permutation p;
+  const auto n = static_cast<int64_t>(expert.size());
+  p.kept.resize(static_cast<size_t>(experts));
+  p.offsets.assign(static_cast<size_t>(experts + 2), -7);
+  const int64_t rows = mc::max_rows(n, experts, shared_rows, tile);
+  p.row_token.assign(static_cast<size_t>(rows), -7);
+  p.row_weight.assign(static_cast<size_t>(rows), -7.0f);
+  p.inv.assign(static_cast<size_t>(n), -7);
+  for (int g = 0; g < experts; ++g) p.kept[g] = mc::kept_rows(expert.data(), n, g, capacity);
+  p.groups = mc::scan_offsets(p.kept.data(), experts, shared_rows, tile, p.offsets.data());
+  for (int g = 0; g < experts; ++g) {
+    mc::place_group(g, expert.data(), weight.data(), n, top_k, capacity, p.offsets.data(),
+                    p.row_token.data(), p.row_weight.data(), p.inv.data());
+  }
+  if (shared_rows > 0) {
+    mc::place_shared(shared_rows, p.offsets.data(), experts, p.row_token.data(),
+                     p.row_weight.data());
+  }
+  return p;
+}
+
+}  // namespace
+
+TEST_CASE("the device routing function chooses and weighs as the reference does") {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> normal(0.0f, 2.0f);
+  int checked = 0;
+  for (const NamedShape& ns : consistency_grid()) {
+    const Shape& s = ns.shape;
+    const auto E = static_cast<int>(s.experts), k = static_cast<int>(s.top_k);
+    const mc::DevRouting dev = to_dev(s.routing);
+    std::vector<float> logits(static_cast<size_t>(E)), bias(static_cast<size_t>(E));
+    for (float& b : bias) b = 0.1f * normal(rng);
+    std::vector<float> scratch(static_cast<size_t>(3 * E + 2 * (dev.groups + 1)));
+    mc::RouteScratch rs{scratch.data(), scratch.data() + E,
+                        reinterpret_cast<unsigned char*>(scratch.data() + 2 * E),
+                        scratch.data() + 3 * E,
+                        reinterpret_cast<unsigned char*>(scratch.data() + 3 * E + dev.groups + 1)};
+    std::vector<float> ref_scratch(static_cast<size_t>(2 * E));
+    for (int trial = 0; trial < 200; ++trial) {
+      for (float& l : logits) l = normal(rng);
+      std::vector<int32_t> ref_e(static_cast<size_t>(k)), dev_e(static_cast<size_t>(k));
+      std::vector<float> ref_w(static_cast<size_t>(k)), dev_w(static_cast<size_t>(k));
+      route_token(s.routing, logits.data(), bias.data(), E, k, ref_e.data(), ref_w.data(),
+                  ref_scratch.data());
+      mc::route_one(dev, logits.data(), bias.data(), E, k, dev_e.data(), dev_w.data(), rs);
+      INFO(ns.name << " trial " << trial);
+      REQUIRE(dev_e == ref_e);
+      for (int j = 0; j < k; ++j) CHECK(dev_w[j] == Approx(ref_w[j]).epsilon(1e-6));
+      ++checked;
+    }
+  }
+  CHECK(checked == 200 * static_cast<int>(consistency_grid().size()));
+}
+
+TEST_CASE("the permutation keeps each expert's rows contiguous, in order, padded to the tile") {
+  std::mt19937 rng(11);
+  for (int64_t tile : {1, 16, 64}) {
+    for (double capacity_factor : {0.0, 0.3, 1.0, 4.0}) {
+      for (int64_t shared_rows : {0, 37}) {
+        const int experts = 9, top_k = 3;
+        const int64_t tokens = 37, n = tokens * top_k;
+        Shape s;
+        s.experts = experts;
+        s.top_k = top_k;
+        s.tokens = tokens;
+        s.capacity_factor = capacity_factor;
+        const int64_t capacity = expert_capacity(s);  // -1 when dropless
+        // Skewed choices, distinct within a token; expert 8 is never chosen (an empty group).
+        std::vector<int32_t> expert(static_cast<size_t>(n));
+        std::vector<float> weight(static_cast<size_t>(n));
+        std::discrete_distribution<int> pick({8, 4, 2, 1, 1, 1, 1, 1, 0});
+        for (int64_t t = 0; t < tokens; ++t) {
+          for (int j = 0; j < top_k; ++j) {
+            int e = 0;
+            do {
+              e = pick(rng);
+            } while (std::find(expert.begin() + t * top_k, expert.begin() + t * top_k + j, e) !=
+                     expert.begin() + t * top_k + j);
+            expert[t * top_k + j] = e;
+            weight[t * top_k + j] = static_cast<float>(t * top_k + j) + 0.5f;
+          }
+        }
+        INFO("tile " << tile << ", capacity " << capacity << ", shared " << shared_rows);
+        const Permutation p = permute(expert, weight, experts, top_k, capacity, shared_rows, tile);
+        CHECK(p.groups == experts + (shared_rows > 0 ? 1 : 0));
+        CHECK(p.offsets[p.groups] <= mc::max_rows(n, experts, shared_rows, tile));
+
+        // What capacity keeps, by the reference (apply_capacity).
+        Routing ref;
+        ref.resize(tokens, top_k);
+        ref.expert = expert;
+        apply_capacity(s, ref);
+        std::vector<int64_t> used(static_cast<size_t>(experts), 0);
+        for (int64_t i = 0; i < n; ++i) {
+          CHECK((p.inv[i] >= 0) == (ref.kept[i] != 0));
+          used[expert[i]] += ref.kept[i];
+        }
+        if (capacity_factor == 0.3) CHECK(ref.dropped > 0);
+        for (int g = 0; g < p.groups; ++g) {
+          CHECK(p.offsets[g] % tile == 0);
+          CHECK(p.offsets[g + 1] >= p.offsets[g]);
+        }
+        for (int g = 0; g < experts; ++g) {
+          CHECK(p.kept[g] == used[g]);
+          CHECK(p.offsets[g + 1] - p.offsets[g] == mc::round_up(used[g], tile));
+          // Rows of g: its kept assignments in flat order, then padding.
+          int64_t row = p.offsets[g];
+          for (int64_t i = 0; i < n; ++i) {
+            if (expert[i] != g || p.inv[i] < 0) continue;
+            CHECK(p.inv[i] == row);
+            CHECK(p.row_token[row] == i / top_k);
+            CHECK(p.row_weight[row] == weight[i]);
+            ++row;
+          }
+          for (; row < p.offsets[g + 1]; ++row) {
+            CHECK(p.row_token[row] == -1);
+            CHECK(p.row_weight[row] == 0.0f);
+          }
+        }
+        if (shared_rows > 0) {
+          for (int64_t t = 0; t < shared_rows; ++t) {
+            CHECK(p.row_token[p.offsets[experts] + t] == t);
+            CHECK(p.row_weight[p.offsets[experts] + t] == 1.0f);
+          }
+        }
+        // Every row belongs to the group whose range holds it; rows past the end to none.
+        for (int64_t row = 0; row < p.offsets[p.groups] + tile; ++row) {
+          const int g = mc::group_of_row(p.offsets.data(), p.groups, row);
+          if (row >= p.offsets[p.groups]) {
+            CHECK(g == p.groups);
+          } else {
+            CHECK(p.offsets[g] <= row);
+            CHECK(row < p.offsets[g + 1]);
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("padding arithmetic") {
+  CHECK(mc::round_up(0, 16) == 0);
+  CHECK(mc::round_up(1, 16) == 16);
+  CHECK(mc::round_up(32, 16) == 32);
+  CHECK(mc::round_up(33, 1) == 33);
+  // 10 assignments over 4 experts, 16-row tiles: at most 16 + 4 * 16 rows; with 5 shared: + 16.
+  CHECK(mc::max_rows(10, 4, 0, 16) == 80);
+  CHECK(mc::max_rows(10, 4, 5, 16) == 96);
+}
