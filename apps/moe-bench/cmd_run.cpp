@@ -87,6 +87,7 @@ int run(const RunOptions& o) {
     }
   }
   for (int t : threads) report.peaks.push_back(measure_peaks(t));
+  report.device_peaks = device_peaks_for(impls);
   run_cases(cases, impls, h, report, progress_line(!o.quiet));
   // Peaks are ceilings: measured again after the run, the best of the two stands (a neighbour
   // that was busy at the start must not make results look better than the machine allows).

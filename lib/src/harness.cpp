@@ -11,6 +11,7 @@
 #include <random>
 #include <thread>
 
+#include "../kernels/cuda/cuda_engine.hpp"
 #include "moe_bench/correctness.hpp"
 #include "moe_bench/error.hpp"
 #include "moe_bench/problem.hpp"
@@ -33,7 +34,16 @@ const Peaks* peaks_for(const Report& report, int threads) {
   return nullptr;
 }
 
-Derived derive(const Case& c, const Stats& st, const Load& load, const Peaks* peaks) {
+// Whether an implementation runs on a device (its results are held to the device's ceilings).
+bool on_device(const std::string& impl) {
+  for (const auto& e : registry()) {
+    if (impl == e.name) return e.make()->info().backend == "cuda";
+  }
+  return false;
+}
+
+Derived derive(const Case& c, const Stats& st, const Load& load, const Peaks* peaks,
+               const DevicePeaks* device) {
   Derived d;
   if (st.median_s <= 0) return d;
   const double flops = forward_flops(c.shape);
@@ -41,10 +51,15 @@ Derived derive(const Case& c, const Stats& st, const Load& load, const Peaks* pe
   d.tokens_per_s = static_cast<double>(c.shape.tokens) / st.median_s;
   d.gflops = flops / st.median_s * 1e-9;
   d.gbytes_per_s = bytes / st.median_s * 1e-9;
-  if (peaks != nullptr) {
-    RooflinePoint r = roofline(flops, bytes, st.median_s, *peaks, c.dtype);
-    d.roofline_pct = r.percent;
-    d.bound = r.compute_bound ? "compute" : "memory";
+  std::optional<RooflinePoint> r;
+  if (device != nullptr) {
+    r = roofline(flops, bytes, st.median_s, *device, c.dtype);
+  } else if (peaks != nullptr) {
+    r = roofline(flops, bytes, st.median_s, *peaks, c.dtype);
+  }
+  if (r && r->percent > 0) {
+    d.roofline_pct = r->percent;
+    d.bound = r->compute_bound ? "compute" : "memory";
   }
   return d;
 }
@@ -119,7 +134,8 @@ void calibrate(Contender& c, const HarnessOptions& o) {
       static_cast<int64_t>(std::ceil(o.min_sample_s / std::max(one, 1e-9))), 1, 1 << 20);
 }
 
-void finish(Contender& c, const Load& load, const Peaks* peaks, uint64_t seed) {
+void finish(Contender& c, const Load& load, const Peaks* peaks, const DevicePeaks* device,
+            uint64_t seed) {
   Result& r = c.result;
   if (r.status != Status::kOk) return;
   if (r.samples_s.empty()) {
@@ -128,7 +144,8 @@ void finish(Contender& c, const Load& load, const Peaks* peaks, uint64_t seed) {
     return;
   }
   r.stats = summarize(r.samples_s, seed);
-  r.derived = derive(r.kase, r.stats, load, peaks);
+  r.derived = derive(r.kase, r.stats, load, c.kernel->info().backend == "cuda" ? nullptr : peaks,
+                     c.kernel->info().backend == "cuda" ? device : nullptr);
   r.stages = c.kernel->stage_seconds();
   for (StageTime& s : r.stages) s.seconds /= static_cast<double>(std::max<int64_t>(c.calls, 1));
 }
@@ -213,7 +230,8 @@ void run_case(const Case& c, const std::vector<std::string>& impls, const Harnes
   }
 
   const Peaks* peaks = peaks_for(report, c.threads);
-  for (auto& k : contenders) finish(k, load, peaks, o.seed);
+  const DevicePeaks* device = report.device_peaks ? &*report.device_peaks : nullptr;
+  for (auto& k : contenders) finish(k, load, peaks, device, o.seed);
   for (const auto& k : contenders) report.results.push_back(k.result);
   for (size_t bi = 0; bi < o.baselines.size(); ++bi) {
     const Contender* base = nullptr;
@@ -260,10 +278,21 @@ int64_t cold_layers(const Case& c, CacheMode mode, int64_t active_experts, int64
   return std::min(layers, fit);
 }
 
+std::optional<DevicePeaks> device_peaks_for(const std::vector<std::string>& impls) {
+  for (const std::string& impl : impls) {
+    if (!on_device(impl) || make_kernel(impl)->unavailable_reason()) continue;
+    const cuda::DevicePeaks p = cuda::measure_device_peaks();
+    return DevicePeaks{cuda::device_info().name, p.copy_gbytes_per_s, p.bf16_tflops};
+  }
+  return std::nullopt;
+}
+
 void refresh_derived(Report& report) {
   for (Result& r : report.results) {
     if (r.status == Status::kOk) {
-      r.derived = derive(r.kase, r.stats, r.load, peaks_for(report, r.kase.threads));
+      const bool dev = on_device(r.impl);
+      r.derived = derive(r.kase, r.stats, r.load, dev ? nullptr : peaks_for(report, r.kase.threads),
+                         dev && report.device_peaks ? &*report.device_peaks : nullptr);
     }
   }
 }

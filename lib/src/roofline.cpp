@@ -208,6 +208,19 @@ Peaks measure_peaks(int threads) {
   return p;
 }
 
+RooflinePoint roofline(double flops, double bytes, double seconds, const DevicePeaks& peaks,
+                       Dtype dtype) {
+  RooflinePoint r;
+  if (peaks.copy_gbytes_per_s <= 0) return r;
+  const double compute_s =
+      dtype != Dtype::kF32 && peaks.bf16_tflops > 0 ? flops / (peaks.bf16_tflops * 1e12) : 0.0;
+  const double memory_s = bytes / (peaks.copy_gbytes_per_s * 1e9);
+  r.compute_bound = compute_s > memory_s;
+  r.bound_s = std::max(compute_s, memory_s);
+  r.percent = seconds > 0 ? r.bound_s / seconds * 100.0 : 0;
+  return r;
+}
+
 std::string bf16_peak(const Peaks& peaks) {
   if (peaks.bf16_gflops <= 0) return {};
   return fmt::format(", {:.1f} GFLOP/s BF16 dot product (avx512-bf16)", peaks.bf16_gflops);

@@ -69,3 +69,16 @@ TEST_CASE("interleaved timing gives every implementation its samples and a compa
   CHECK(report.comparisons[0].b == "blas");
   CHECK(report.comparisons[0].speedup.ratio > 0);
 }
+
+TEST_CASE("device results are held to the device's copy bandwidth and BF16 GEMM rate") {
+  DevicePeaks d{"test GPU", 2000.0, 500.0};
+  // 1 TFLOP at 500 TFLOP/s takes 2 ms; 1 GB at 2000 GB/s takes 0.5 ms: compute-bound in bf16.
+  RooflinePoint b = roofline(1e12, 1e9, 0.004, d, Dtype::kBF16);
+  CHECK(b.compute_bound);
+  CHECK(b.percent == Approx(50.0));
+  // f32 has no measured compute ceiling on the device: the bandwidth alone.
+  RooflinePoint f = roofline(1e12, 1e9, 0.004, d, Dtype::kF32);
+  CHECK_FALSE(f.compute_bound);
+  CHECK(f.percent == Approx(12.5));
+  CHECK(roofline(1e12, 1e9, 0.004, DevicePeaks{}, Dtype::kBF16).percent == 0.0);
+}

@@ -39,6 +39,10 @@ int64_t cold_layers(const Case& c, CacheMode mode, int64_t active_experts, int64
 /// peaks, e.g. after the peaks were measured again.
 void refresh_derived(Report& report);
 
+/// The device's ceilings when any of `impls` runs on a usable device (measured now, about a
+/// second), else nullopt.
+std::optional<DevicePeaks> device_peaks_for(const std::vector<std::string>& impls);
+
 /// Asks the harness to stop after the current sample (from a SIGINT handler: async-safe).
 void request_interrupt();
 bool interrupt_requested();

@@ -78,7 +78,8 @@ struct CheckLine {
 /// One run of the tool: where it ran and what it found.
 struct Report {
   SystemInfo system;
-  std::vector<Peaks> peaks;  ///< measured once per thread count used
+  std::vector<Peaks> peaks;                 ///< measured once per thread count used
+  std::optional<DevicePeaks> device_peaks;  ///< when a device implementation ran
   CacheMode cache = CacheMode::kCold;
   std::vector<Result> results;
   std::vector<Comparison> comparisons;

@@ -36,4 +36,16 @@ struct RooflinePoint {
 /// Against the compute ceiling of `dtype` (Peaks::compute_gflops).
 RooflinePoint roofline(double flops, double bytes, double seconds, const Peaks& peaks, Dtype dtype);
 
+/// A device's ceilings, measured on it in the same run (CUDA implementations are held to these).
+struct DevicePeaks {
+  std::string device;
+  double copy_gbytes_per_s = 0;  ///< device-to-device copy, read + write bytes per second
+  double bf16_tflops = 0;        ///< cuBLAS BF16 GEMM, 8192^3, FP32 accumulation
+};
+
+/// Against a device: bandwidth from the copy, compute from the BF16 GEMM for 16-bit dtypes; f32
+/// results have no measured compute ceiling and are held to the bandwidth alone.
+RooflinePoint roofline(double flops, double bytes, double seconds, const DevicePeaks& peaks,
+                       Dtype dtype);
+
 }  // namespace moe_bench

@@ -161,6 +161,11 @@ nlohmann::json to_json(const Report& report) {
           {"fallback", s.blas.fallback}}},
         {"peaks", main_peaks},
         {"peaks_by_threads", peaks},
+        {"device_peaks", report.device_peaks
+                             ? json{{"device", report.device_peaks->device},
+                                    {"copy_gbytes_per_s", report.device_peaks->copy_gbytes_per_s},
+                                    {"bf16_tflops", report.device_peaks->bf16_tflops}}
+                             : json(nullptr)},
         {"cache_mode", to_string(report.cache)},
         {"cuda", s.cuda_available ? json(s.cuda) : json(nullptr)},
         {"cuda_status", s.cuda},
@@ -304,6 +309,11 @@ Report report_from_json(const json& j) {
                             p.at("fma_isa"), p.value("bf16_gflops", 0.0)});
   }
   report.cache = ctx.at("cache_mode") == "warm" ? CacheMode::kWarm : CacheMode::kCold;
+  if (ctx.contains("device_peaks") && !ctx.at("device_peaks").is_null()) {
+    const json& dp = ctx.at("device_peaks");
+    report.device_peaks =
+        DevicePeaks{dp.at("device"), dp.at("copy_gbytes_per_s"), dp.at("bf16_tflops")};
+  }
   s.cuda = ctx.at("cuda_status");
   s.cuda_available = !ctx.at("cuda").is_null();
   report.warnings = ctx.at("warnings").get<std::vector<std::string>>();

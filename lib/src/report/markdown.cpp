@@ -143,6 +143,12 @@ std::string render_markdown(const Report& report) {
         "read\n",
         p.threads, p.fp32_gflops, p.fma_isa, bf16_peak(p), p.read_gbytes_per_s);
   }
+  if (report.device_peaks) {
+    out += fmt::format(
+        "- measured on {}: {:.0f} GB/s device-to-device copy, {:.1f} TFLOP/s cuBLAS BF16 GEMM\n",
+        report.device_peaks->device, report.device_peaks->copy_gbytes_per_s,
+        report.device_peaks->bf16_tflops);
+  }
   out += fmt::format("- OpenBLAS: {} kernel, {} threads, chosen by {}\n", sys.blas.core,
                      sys.blas.threads, sys.blas.chosen_by);
   out += fmt::format("- CUDA: {}\n", sys.cuda);
