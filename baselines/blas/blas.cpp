@@ -1,6 +1,7 @@
 #include "blas.hpp"
 
 #include <cblas.h>
+#include <dlfcn.h>
 
 #include <algorithm>
 #include <array>
@@ -34,6 +35,17 @@ class BlasKernel final : public Kernel {
   }
 
   std::optional<std::string> can_run(const Shape&, Dtype) const override { return std::nullopt; }
+
+  std::string notes() const override {
+    if (problem_ == nullptr || problem_->dtype == Dtype::kF32) return {};
+    // Debian's OpenBLAS 0.3.21 is built without BUILD_BFLOAT16: its cblas.h declares sbgemm but
+    // the library does not export it. Say which path ran.
+    return dlsym(RTLD_DEFAULT, "cblas_sbgemm") != nullptr
+               ? "16-bit as FP32 sgemm on converted values (this OpenBLAS exports cblas_sbgemm; "
+                 "the baseline does not use it)"
+               : "16-bit as FP32 sgemm on converted values (this OpenBLAS build has no "
+                 "cblas_sbgemm)";
+  }
 
   void prepare(const Problem& p, int threads) override {
     problem_ = &p;

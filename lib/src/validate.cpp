@@ -16,7 +16,7 @@
 namespace moe_bench {
 namespace {
 
-const std::array<Claim, 12> kClaims{{
+const std::array<Claim, 14> kClaims{{
     {"cpu is faster than blas on workload A at 1 token", "A", 1, "uniform", "cpu", "blas", true},
     {"cpu is faster than blas on workload A at 32 tokens", "A", 32, "uniform", "cpu", "blas", true},
     {"cpu is faster than blas on workload A at 512 tokens", "A", 512, "uniform", "cpu", "blas",
@@ -38,6 +38,10 @@ const std::array<Claim, 12> kClaims{{
      false},
     {"cpu is faster than torch on workload A at 32 tokens", "A", 32, "uniform", "cpu", "torch",
      false},
+    {"cpu is faster than torch in bf16 on workload A at 512 tokens", "A", 512, "uniform", "cpu",
+     "torch", false, "bf16"},
+    {"cpu is faster than torch in bf16 on workload B at 1024 tokens", "B", 1024, "uniform", "cpu",
+     "torch", false, "bf16"},
 }};
 
 // The consistency grid of the tests, each shape also under other routings and with capacity on
@@ -147,6 +151,15 @@ std::vector<Case> timing_cases(ValidateLevel level) {
   }
   axes.routing = {"uniform", "zipf:1.2"};
   std::vector<Case> cases = plan_cases(axes);
+  // The prefill sizes in bf16, for the claims against the PyTorch peer in bf16.
+  for (const auto& [workload, tokens] : {std::pair<const char*, int64_t>{"A", 512}, {"B", 1024}}) {
+    Axes b = axes;
+    b.routing = {"uniform"};
+    b.workloads = {workload};
+    b.tokens = {tokens};
+    b.dtypes = {"bf16"};
+    for (const Case& c : plan_cases(b)) cases.push_back(c);
+  }
   if (level == ValidateLevel::kFull) {
     for (const Preset& p : presets()) {
       Axes preset_axes;
@@ -170,7 +183,8 @@ const Comparison* find_comparison(const Report& report, const Claim& claim) {
     const Shape& s = c.kase.shape;
     if (c.a == claim.a && c.b == claim.b && s.preset.empty() && s.experts == w.shape.experts &&
         s.top_k == w.shape.top_k && s.d_model == w.shape.d_model && s.d_ff == w.shape.d_ff &&
-        s.tokens == claim.tokens && to_string(s.skew) == claim.routing) {
+        s.tokens == claim.tokens && to_string(s.skew) == claim.routing &&
+        to_string(c.kase.dtype) == claim.dtype) {
       return &c;
     }
   }
@@ -179,7 +193,7 @@ const Comparison* find_comparison(const Report& report, const Claim& claim) {
 
 const Result* find_result(const Report& report, const Case& kase, const std::string& impl) {
   for (const Result& r : report.results) {
-    if (r.impl == impl && r.kase.shape == kase.shape) return &r;
+    if (r.impl == impl && r.kase.shape == kase.shape && r.kase.dtype == kase.dtype) return &r;
   }
   return nullptr;
 }
@@ -260,6 +274,7 @@ void run_validate(ValidateLevel level, Report& report,
       kase.shape = find_workload(claim.workload).shape;
       kase.shape.tokens = claim.tokens;
       kase.shape.skew = parse_skew(claim.routing);
+      kase.dtype = parse_dtype(claim.dtype);
       line.detail = "not measured";
       for (const std::string& impl : {claim.a, claim.b}) {
         if (auto why = make_kernel(impl)->unavailable_reason()) {

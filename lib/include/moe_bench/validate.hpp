@@ -19,6 +19,7 @@ struct Claim {
   std::string routing = "uniform";
   std::string a, b;
   bool quick = false;  ///< also checked by --quick
+  std::string dtype = "f32";
 };
 std::span<const Claim> readme_claims();
 

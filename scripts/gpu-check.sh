@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The GPU check (../shared/DEVICE.md): build for the lent device, run the CUDA tests,
+# compute-sanitizer on one small case, then the CUDA benchmarks beside the cuBLAS baseline, with
+# the JSON and Markdown reports copied to $OUT (or reports/gpu/ when OUT is unset).
+#
+# Needs .devdeps (../shared/device/fetch-debs.sh) where the Debian build dependencies are not
+# installed. Without a CUDA device it builds, then stops at the first GPU step with
+# "no CUDA device" and exit 3.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+out=${OUT:-$root/reports/gpu}
+mkdir -p "$out"
+build=build/gpu
+jobs=$(nproc)
+arch=${MOE_BENCH_CUDA_ARCHS:-90a-real}
+log() { printf '\n== %s (%s)\n' "$*" "$(date +%T)"; }
+
+prefix=()
+if [ -d .devdeps/usr ]; then
+  prefix=(-DCMAKE_PREFIX_PATH="$root/.devdeps/usr")
+  export LD_LIBRARY_PATH="$root/.devdeps/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+fi
+nvcc=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
+
+log "configure and build ($arch, $jobs jobs)"
+cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_COMPILER="$nvcc" \
+  -DCMAKE_CUDA_ARCHITECTURES="$arch" "${prefix[@]}" >"$out/build.log" 2>&1 ||
+  { tail -30 "$out/build.log"; exit 1; }
+cmake --build "$build" -j "$jobs" >>"$out/build.log" 2>&1 || { tail -40 "$out/build.log"; exit 1; }
+bench=$build/apps/moe-bench/moe-bench
+tests=$build/tests/moe_bench_tests
+
+log "device"
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv || true
+status=$("$bench" run --impl cuda --experts 4 --top-k 2 --d-model 64 --d-ff 64 --tokens 4 \
+  --reps 1 --min-time 0 --max-time 1 -q 2>&1) || {
+  code=$?
+  echo "gpu-check: $status"
+  [ "$code" -eq 3 ] && echo "gpu-check: no CUDA device, stopping before the GPU steps"
+  exit "$code"
+}
+
+log "CUDA tests (oracle on the consistency grid in every dtype, bitwise repeat)"
+"$tests" "CUDA implementations match the oracle and repeat bit for bit" 2>&1 | tee "$out/tests.log" | tail -5
+"$tests" "every registered implementation matches the FP64 oracle on the consistency grid" 2>&1 | tail -3
+
+log "compute-sanitizer on one small case"
+sanitizer=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+"$sanitizer" --tool memcheck --leak-check full --error-exitcode 9 \
+  "$bench" run --impl cuda,cublas --experts 8 --top-k 2 --d-model 200 --d-ff 136 --tokens 37 \
+  --dtype f32,bf16 --routing zipf:1.2 --capacity-factor 0,1 --reps 2 --min-time 0 --max-time 1 \
+  -q 2>&1 | tee "$out/sanitizer.log" | tail -12
+
+log "benchmarks: workload A (1, 32 tokens) and mixtral-8x7b (decode 1..64, prefill 4096), bf16"
+common=(--impl cuda,cublas --baseline cublas --dtype bf16 --reps 10 --min-time 0.3 --max-time 3)
+"$bench" run --workload A --tokens 1,32 "${common[@]}" --json "$out/gpu-workload-a.json" \
+  --md "$out/gpu-workload-a.md" 2>&1 | tail -12
+"$bench" run --preset mixtral-8x7b --tokens 1,8,64,4096 "${common[@]}" \
+  --json "$out/gpu-mixtral.json" --md "$out/gpu-mixtral.md" 2>&1 | tail -16
+
+log "done"
+ls -la "$out"
