@@ -185,3 +185,50 @@ TEST_CASE("padding arithmetic") {
   CHECK(mc::max_rows(10, 4, 0, 16) == 80);
   CHECK(mc::max_rows(10, 4, 5, 16) == 96);
 }
+
+TEST_CASE("the packed gate/up layout and the epilogue's column mapping pair gate with up") {
+  constexpr int64_t kTile = 64;  // the grouped GEMM's column tile
+  std::mt19937 rng(3);
+  std::normal_distribution<float> normal;
+  for (bool gated : {true, false}) {
+    for (int64_t f : {1, 23, 32, 33, 100}) {
+      const int64_t d = 5, width_pad = mc::round_up(f, gated ? kTile / 2 : kTile);
+      std::vector<float> w1(static_cast<size_t>(f * d)), w3(w1.size()), x(static_cast<size_t>(d));
+      for (float& v : w1) v = normal(rng);
+      for (float& v : w3) v = normal(rng);
+      for (float& v : x) v = normal(rng);
+      auto dot = [&](const std::vector<float>& w, int64_t unit) {
+        float s = 0;
+        for (int64_t i = 0; i < d; ++i) s += w[unit * d + i] * x[i];
+        return s;
+      };
+      // What the GEMM computes: column r of the output is packed row r times x.
+      const int64_t rows = mc::packed_up_rows(width_pad, gated);
+      REQUIRE(rows % kTile == 0);
+      std::vector<float> acc(static_cast<size_t>(rows));
+      for (int64_t r = 0; r < rows; ++r) {
+        bool is_up = false;
+        const int64_t unit = mc::packed_up_unit(r, gated, kTile, &is_up);
+        CHECK((!is_up || gated));
+        acc[r] = unit < f ? dot(is_up ? w3 : w1, unit) : 0.0f;
+      }
+      // What the epilogue writes: each hidden column once, from its own gate and up.
+      std::vector<int> written(static_cast<size_t>(width_pad), 0);
+      for (int64_t tile = 0; tile < rows / kTile; ++tile) {
+        for (int64_t j = 0; j < (gated ? kTile / 2 : kTile); ++j) {
+          const int64_t col = mc::hidden_column(tile, j, gated, kTile);
+          REQUIRE(col < width_pad);
+          ++written[col];
+          const float g = acc[tile * kTile + j];
+          if (col >= f) {
+            CHECK(g == 0.0f);
+            continue;
+          }
+          CHECK(g == Approx(dot(w1, col)));
+          if (gated) CHECK(acc[tile * kTile + kTile / 2 + j] == Approx(dot(w3, col)));
+        }
+      }
+      for (int n : written) CHECK(n == 1);
+    }
+  }
+}

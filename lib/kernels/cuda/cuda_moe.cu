@@ -334,14 +334,14 @@ __global__ void __launch_bounds__(kThreads) grouped_gemm(GemmArgs<T> args) {
       constexpr int kHalf = kBN / 2;
       for (int v = tid; v < BM * kHalf; v += kThreads) {
         const int r = v / kHalf, j = v % kHalf;
-        const int64_t col = blockIdx.x * kHalf + j;
+        const int64_t col = hidden_column(blockIdx.x, j, true, kBN);
         const float h = activate(args.act, cs[r * kLdc + j], cs[r * kLdc + kHalf + j]);
         args.h[(row0 + r) * args.ldh + col] = to_elem<T>(col < valid ? h : 0.0f);
       }
     } else {
       for (int v = tid; v < BM * kBN; v += kThreads) {
         const int r = v / kBN, j = v % kBN;
-        const int64_t col = col0 + j;
+        const int64_t col = hidden_column(blockIdx.x, j, false, kBN);
         const float h = activate(args.act, cs[r * kLdc + j], 0.0f);
         args.h[(row0 + r) * args.ldh + col] = to_elem<T>(col < valid ? h : 0.0f);
       }
@@ -660,7 +660,7 @@ class GroupedEngine final : public EngineBase<T> {
 
  private:
   // Rows of a packed gate/up matrix for a padded width: gate and up interleaved per 32 units.
-  int64_t up_rows(int64_t width_pad) const { return gated_ ? 2 * width_pad : width_pad; }
+  int64_t up_rows(int64_t width_pad) const { return packed_up_rows(width_pad, gated_); }
 
   // Gated: blocks of 64 rows, the first 32 W1 rows of 32 hidden units, then their 32 W3 rows;
   // GELU: W1 rows. Each row d_pad long, zero beyond d and beyond the width.
@@ -669,13 +669,9 @@ class GroupedEngine final : public EngineBase<T> {
     const int64_t d = s_.d_model, base = static_cast<int64_t>(out.size());
     out.resize(out.size() + up_rows(width_pad) * d_pad_, to_elem<T>(0.0f));
     for (int64_t r = 0; r < up_rows(width_pad); ++r) {
-      int64_t unit = r;
-      const float* src = w1;
-      if (gated_) {
-        const int64_t block = r / kBN, j = r % kBN;
-        unit = block * (kBN / 2) + j % (kBN / 2);
-        src = j < kBN / 2 ? w1 : w3;
-      }
+      bool is_up = false;
+      const int64_t unit = packed_up_unit(r, gated_, kBN, &is_up);
+      const float* src = is_up ? w3 : w1;
       if (unit >= width) continue;
       for (int64_t i = 0; i < d; ++i) out[base + r * d_pad_ + i] = to_elem<T>(src[unit * d + i]);
     }

@@ -195,4 +195,32 @@ MOE_HD inline int group_of_row(const int64_t* offsets, int groups, int64_t row) 
   return lo;
 }
 
+// The grouped GEMM's packed layouts. Gate/up: one matrix of rows [n][k] per expert; gated, in
+// blocks of `block_cols` rows (the GEMM's column tile), the first half the W1 rows of block_cols/2
+// hidden units and the second half the W3 rows of the same units, so that one output tile holds
+// the gate and the up value of each of its units; ungated (GELU), plain W1 rows.
+
+/// Rows of a packed gate/up matrix for a hidden width padded to `width_pad`.
+MOE_HD inline int64_t packed_up_rows(int64_t width_pad, bool gated) {
+  return gated ? 2 * width_pad : width_pad;
+}
+
+/// Which weight row packed row r holds: its hidden unit (may lie beyond the true width, then the
+/// row is zero) and whether it is a W3 (up) row.
+MOE_HD inline int64_t packed_up_unit(int64_t r, bool gated, int64_t block_cols, bool* is_up) {
+  if (!gated) {
+    *is_up = false;
+    return r;
+  }
+  const int64_t block = r / block_cols, j = r % block_cols, half = block_cols / 2;
+  *is_up = j >= half;
+  return block * half + j % half;
+}
+
+/// The hidden column the epilogue of column tile `tile_x` writes for its column j (gated: j below
+/// half the tile, pairing tile columns j and j + half; GELU: every column).
+MOE_HD inline int64_t hidden_column(int64_t tile_x, int64_t j, bool gated, int64_t block_cols) {
+  return gated ? tile_x * (block_cols / 2) + j : tile_x * block_cols + j;
+}
+
 }  // namespace moe_bench::cuda
