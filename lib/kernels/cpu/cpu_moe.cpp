@@ -83,6 +83,8 @@ constexpr int64_t kMaxRows = 16;
 constexpr int64_t kDownPanelsPerItem = 8;
 // Rows of the gate/up panel (and of each row block) reduced per pass, for the same reason.
 constexpr int64_t kUpChunk = 512;
+// Gate/up items a thread takes at once: its share of the items over this.
+constexpr int64_t kUpGrabDiv = 16;
 
 bool has_avx512() { return cpu_features().has("avx512f"); }
 bool has_avx512_bf16() { return has_avx512() && cpu_features().has("avx512_bf16"); }
@@ -252,7 +254,12 @@ class CpuKernel final : public Kernel {
       // The reduction over d runs in chunks so that a chunk of the weight panel and the same
       // chunk of every row block stay in L2; raw sums wait in a per-thread buffer between chunks.
       float* partial = partial_.data() + omp_get_thread_num() * partial_stride_;
-#pragma omp for schedule(dynamic, 1)
+      // Runs of adjacent panels per grab (1/16 of a thread's share): a thread streams contiguous
+      // weights, which the prefetchers follow from one item into the next, and the tail stays
+      // balanced. Measured against single items side by side: 1.02-1.14x at decode sizes in bf16
+      // (workloads A and B, uniform and zipf routing), neutral at prefill sizes.
+      const int64_t up_grab = std::max<int64_t>(1, num_items_ / (threads_ * kUpGrabDiv));
+#pragma omp for schedule(dynamic, up_grab)
       for (int64_t it = 0; it < num_items_; ++it) {
         const int32_t g = item_group_[it];
         const int64_t panel = item_panel_[it];
