@@ -10,6 +10,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "../kernels/cuda/cuda_engine.hpp"
 #include "moe_bench/cuda_info.hpp"
 
 #ifndef MOE_BENCH_VERSION
@@ -259,6 +260,12 @@ SystemInfo system_info() {
   CudaInfo cuda = cuda_info();
   s.cuda = cuda.summary;
   s.cuda_available = cuda.available;
+  if (cuda.available) {
+    const cuda::DeviceInfo d = cuda::device_info();
+    s.cuda_device = SystemInfo::CudaDevice{
+        d.name,           d.sms,          d.cc_major, d.cc_minor, d.sm_clock_mhz, d.mem_clock_mhz,
+        d.bus_width_bits, d.memory_bytes, d.driver,   d.runtime};
+  }
   return s;
 }
 

@@ -67,6 +67,26 @@ TEST_CASE("a saved report reads back to the same report") {
   CHECK(render_markdown(parse_report(json, "mem")) == render_markdown(report));
 }
 
+TEST_CASE("a report from a GPU machine carries the device and its measured ceilings") {
+  Report report = sample_report();
+  report.system.cuda_available = true;
+  report.system.cuda_device = SystemInfo::CudaDevice{
+      "NVIDIA H100 80GB HBM3", 132, 9, 0, 1980, 2619, 5120, int64_t{85520809984}, 13000, 13000};
+  report.device_peaks = DevicePeaks{"NVIDIA H100 80GB HBM3", 3000.0, 790.0};
+  const std::string json = render_json(report);
+  const auto j = nlohmann::json::parse(json);
+  CHECK(j["context"]["cuda"]["name"] == "NVIDIA H100 80GB HBM3");
+  CHECK(j["context"]["cuda"]["compute_capability"] == "9.0");
+  CHECK(j["context"]["cuda"]["sms"] == 132);
+  CHECK(j["context"]["device_peaks"]["bf16_tflops"] == 790.0);
+  const Report back = parse_report(json, "mem");
+  REQUIRE(back.system.cuda_device.has_value());
+  CHECK(back.system.cuda_device->cc_major == 9);
+  CHECK(back.system.cuda_device->memory_bytes == int64_t{85520809984});
+  CHECK(render_json(back) == json);
+  CHECK_THAT(render_markdown(report), Catch::Contains("3000 GB/s device-to-device copy"));
+}
+
 TEST_CASE("malformed or foreign JSON is refused with the reason") {
   CHECK_THROWS_WITH(parse_report("{nope", "a.json"), Catch::Contains("not valid JSON"));
   CHECK_THROWS_WITH(parse_report("[1,2]", "a.json"), Catch::Contains("no schema_version"));

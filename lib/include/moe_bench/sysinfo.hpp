@@ -75,6 +75,15 @@ struct SystemInfo {
   BlasInfo blas;
   std::string cuda;  ///< CUDA device summary, or why there is none
   bool cuda_available = false;
+  /// The CUDA device (device 0) where one is usable.
+  struct CudaDevice {
+    std::string name;
+    int sms = 0, cc_major = 0, cc_minor = 0;
+    int sm_clock_mhz = 0, mem_clock_mhz = 0, bus_width_bits = 0;
+    int64_t memory_bytes = 0;
+    int driver = 0, runtime = 0;  ///< versions as CUDA encodes them (e.g. 13000)
+  };
+  std::optional<CudaDevice> cuda_device;
 };
 
 SystemInfo system_info();

@@ -1,5 +1,6 @@
 #include <fmt/format.h>
 
+#include <cstdlib>
 #include <fstream>
 
 #include "moe_bench/error.hpp"
@@ -167,7 +168,18 @@ nlohmann::json to_json(const Report& report) {
                                     {"bf16_tflops", report.device_peaks->bf16_tflops}}
                              : json(nullptr)},
         {"cache_mode", to_string(report.cache)},
-        {"cuda", s.cuda_available ? json(s.cuda) : json(nullptr)},
+        {"cuda", s.cuda_device
+                     ? json{{"name", s.cuda_device->name},
+                            {"sms", s.cuda_device->sms},
+                            {"compute_capability", fmt::format("{}.{}", s.cuda_device->cc_major,
+                                                               s.cuda_device->cc_minor)},
+                            {"sm_clock_mhz", s.cuda_device->sm_clock_mhz},
+                            {"memory_clock_mhz", s.cuda_device->mem_clock_mhz},
+                            {"memory_bus_bits", s.cuda_device->bus_width_bits},
+                            {"memory_bytes", s.cuda_device->memory_bytes},
+                            {"driver", s.cuda_device->driver},
+                            {"runtime", s.cuda_device->runtime}}
+                     : json(nullptr)},
         {"cuda_status", s.cuda},
         {"warnings", report.warnings}}},
       {"interrupted", report.interrupted},
@@ -316,6 +328,22 @@ Report report_from_json(const json& j) {
   }
   s.cuda = ctx.at("cuda_status");
   s.cuda_available = !ctx.at("cuda").is_null();
+  if (ctx.at("cuda").is_object()) {
+    const json& c = ctx.at("cuda");
+    SystemInfo::CudaDevice d;
+    d.name = c.at("name");
+    d.sms = c.at("sms");
+    const std::string cc = c.at("compute_capability");
+    d.cc_major = std::atoi(cc.c_str());
+    d.cc_minor = cc.find('.') != std::string::npos ? std::atoi(cc.c_str() + cc.find('.') + 1) : 0;
+    d.sm_clock_mhz = c.at("sm_clock_mhz");
+    d.mem_clock_mhz = c.at("memory_clock_mhz");
+    d.bus_width_bits = c.at("memory_bus_bits");
+    d.memory_bytes = c.at("memory_bytes");
+    d.driver = c.at("driver");
+    d.runtime = c.at("runtime");
+    s.cuda_device = d;
+  }
   report.warnings = ctx.at("warnings").get<std::vector<std::string>>();
   report.interrupted = j.at("interrupted");
   for (const json& c : j.value("validation", json::array())) {
