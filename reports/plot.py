@@ -26,6 +26,8 @@ def case_label(case):
         label += " " + case["routing"]
     if case["capacity_factor"] > 0:
         label += " C={:g}".format(case["capacity_factor"])
+    if case.get("dtype", "f32") != "f32":
+        label += " " + case["dtype"]
     return label
 
 
