@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <array>
+#include <bit>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -238,12 +239,14 @@ class CpuKernel final : public Kernel {
             for (int64_t r = 0; r < n; ++r) xp[i * R + r] = rows[r][i];
           }
         } else {
-          // bf16 pairs (the values are bf16 already): rows 2i and 2i+1 in one word, zero padded.
+          // bf16 pairs: rows 2i and 2i+1 in one word, zero padded. The values are bf16 already,
+          // so their upper 16 bits are exact.
           auto* words = reinterpret_cast<uint32_t*>(xp);
+          auto top = [](float v) { return std::bit_cast<uint32_t>(v) >> 16; };
           for (int64_t i = 0; i < d; i += 2) {
             for (int64_t r = 0; r < n; ++r) {
-              const uint32_t hi = i + 1 < d ? to_bf16_bits(rows[r][i + 1]) : 0u;
-              words[i / 2 * R + r] = to_bf16_bits(rows[r][i]) | hi << 16;
+              const uint32_t hi = i + 1 < d ? top(rows[r][i + 1]) : 0u;
+              words[i / 2 * R + r] = top(rows[r][i]) | hi << 16;
             }
           }
         }
