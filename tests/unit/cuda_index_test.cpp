@@ -6,7 +6,9 @@
 #include <vector>
 
 #include "lib/kernels/cuda/moe_index.hpp"
+#include "moe_bench/correctness.hpp"
 #include "moe_bench/grid.hpp"
+#include "moe_bench/problem.hpp"
 #include "moe_bench/routing.hpp"
 
 using namespace moe_bench;
@@ -230,5 +232,99 @@ TEST_CASE("the packed gate/up layout and the epilogue's column mapping pair gate
       }
       for (int n : written) CHECK(n == 1);
     }
+  }
+}
+
+// The CUDA implementation's dataflow, run on the host with the same helpers: routing per token,
+// the padded permutation, the gate/up GEMM over the packed layout with its epilogue, the down GEMM
+// with the routing weight, the combine. Only the GEMM arithmetic itself is plain loops here.
+TEST_CASE("the CUDA dataflow with its helpers reproduces the oracle on the host") {
+  constexpr int64_t kTile = 16, kCols = 64;
+  for (const NamedShape& ns : consistency_grid()) {
+    const Shape& s = ns.shape;
+    INFO(ns.name);
+    const Problem p = make_problem(s, Dtype::kF32, 5);
+    const Oracle oracle(p);
+    const LayerWeights& w = p.layers[0];
+    const auto E = static_cast<int>(s.experts), k = static_cast<int>(s.top_k);
+    const int64_t T = s.tokens, d = s.d_model, fs = s.shared_width();
+    const bool gated = s.activation != Activation::kGelu;
+    const int act = s.activation == Activation::kSwiglu ? 0
+                    : s.activation == Activation::kGelu ? 1
+                                                        : 2;
+    // Routing.
+    const mc::DevRouting dev = to_dev(s.routing);
+    std::vector<int32_t> expert(static_cast<size_t>(T * k));
+    std::vector<float> weight(expert.size()), logits(static_cast<size_t>(E));
+    std::vector<float> scratch(static_cast<size_t>(3 * E + 2 * (dev.groups + 1)));
+    const mc::RouteScratch rs{
+        scratch.data(), scratch.data() + E,
+        reinterpret_cast<unsigned char*>(scratch.data() + 2 * E), scratch.data() + 3 * E,
+        reinterpret_cast<unsigned char*>(scratch.data() + 3 * E + dev.groups + 1)};
+    for (int64_t t = 0; t < T; ++t) {
+      for (int e = 0; e < E; ++e) {
+        float sum = 0;
+        for (int64_t i = 0; i < d; ++i) sum += p.x[t * d + i] * w.wg[e * d + i];
+        logits[e] = sum + w.logit_bias[e];
+      }
+      mc::route_one(dev, logits.data(), w.selection_bias.data(), E, k, expert.data() + t * k,
+                    weight.data() + t * k, rs);
+    }
+    // Permutation.
+    const Permutation perm =
+        permute(expert, weight, E, k, expert_capacity(s), fs > 0 ? T : 0, kTile);
+    const int64_t rows = perm.offsets[perm.groups];
+    // Gate/up over the packed layout, then the epilogue's mapping, into H [rows, width].
+    const int64_t width = std::max(s.d_ff, fs);
+    std::vector<float> h(static_cast<size_t>(rows * width), -1.0f);
+    for (int64_t row = 0; row < rows; ++row) {
+      const int g = mc::group_of_row(perm.offsets.data(), perm.groups, row);
+      const bool sh = g >= E;
+      const int64_t f = sh ? fs : s.d_ff;
+      const float* w1 = sh ? w.ws1.data() : w.w1.data() + g * s.d_ff * d;
+      const float* w3 = gated ? (sh ? w.ws3.data() : w.w3.data() + g * s.d_ff * d) : nullptr;
+      const int32_t token = perm.row_token[row];
+      const int64_t width_pad = mc::round_up(f, gated ? kCols / 2 : kCols);
+      const int64_t n = mc::packed_up_rows(width_pad, gated);
+      std::vector<float> acc(static_cast<size_t>(n), 0.0f);
+      for (int64_t r = 0; r < n && token >= 0; ++r) {
+        bool is_up = false;
+        const int64_t unit = mc::packed_up_unit(r, gated, kCols, &is_up);
+        if (unit >= f) continue;
+        const float* src = (is_up ? w3 : w1) + unit * d;
+        for (int64_t i = 0; i < d; ++i) acc[r] += src[i] * p.x[token * d + i];
+      }
+      for (int64_t tile = 0; tile < n / kCols; ++tile) {
+        for (int64_t j = 0; j < (gated ? kCols / 2 : kCols); ++j) {
+          const int64_t col = mc::hidden_column(tile, j, gated, kCols);
+          if (col >= f) continue;
+          const float up = gated ? acc[tile * kCols + kCols / 2 + j] : 0.0f;
+          h[row * width + col] = mc::activate(act, acc[tile * kCols + j], up);
+        }
+      }
+    }
+    // Down projection with the routing weight, then the combine.
+    std::vector<float> o(static_cast<size_t>(rows * d), 0.0f);
+    for (int64_t row = 0; row < rows; ++row) {
+      const int g = mc::group_of_row(perm.offsets.data(), perm.groups, row);
+      const bool sh = g >= E;
+      const int64_t f = sh ? fs : s.d_ff;
+      const float* w2 = sh ? w.ws2.data() : w.w2.data() + g * d * s.d_ff;
+      for (int64_t c = 0; c < d; ++c) {
+        float sum = 0;
+        for (int64_t j = 0; j < f; ++j) sum += h[row * width + j] * w2[c * f + j];
+        o[row * d + c] = perm.row_weight[row] * sum;
+      }
+    }
+    std::vector<float> y(static_cast<size_t>(T * d));
+    for (int64_t t = 0; t < T; ++t) {
+      for (int64_t c = 0; c < d; ++c) {
+        y[t * d + c] = mc::combine_element(o.data(), d, perm.inv.data(), perm.offsets.data(), E,
+                                           fs > 0, nullptr, k, t, c);
+      }
+    }
+    const Correctness c = oracle.check(y, expert);
+    CHECK(c.pass);
+    CHECK(c.selection_mismatches == 0);
   }
 }

@@ -113,15 +113,6 @@ cudaDataType_t blas_type() {
   }
 }
 
-__device__ inline float activate(int act, float g, float u) {
-  if (act == static_cast<int>(Act::kSwiglu)) return g / (1.0f + expf(-g)) * u;
-  if (act == static_cast<int>(Act::kGelu))
-    return 0.5f * g * (1.0f + erff(g * 0.70710678118654752f));
-  const float gc = fminf(g, 7.0f);
-  const float uc = fmaxf(fminf(u, 7.0f), -7.0f);
-  return gc / (1.0f + expf(-1.702f * gc)) * (uc + 1.0f);
-}
-
 // ---- routing and permutation ------------------------------------------------------------------
 
 // One warp per token: lanes split the router dot products over d (FP32), lane 0 then ranks the
@@ -184,14 +175,9 @@ __global__ void combine_kernel(const float* o, int64_t ldo, const int64_t* inv,
                                int elem, float* y) {
   const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= tokens * d) return;
-  const int64_t t = idx / d, c = idx % d;
-  float acc = 0;
-  for (int j = 0; j < top_k; ++j) {
-    const int64_t row = inv[t * top_k + j];
-    if (row >= 0) acc += o[row * ldo + c] * (row_weight != nullptr ? row_weight[row] : 1.0f);
-  }
-  if (shared) acc += o[(offsets[experts] + t) * ldo + c];
-  y[idx] = round_elem(acc, elem);
+  y[idx] = round_elem(
+      combine_element(o, ldo, inv, offsets, experts, shared, row_weight, top_k, idx / d, idx % d),
+      elem);
 }
 
 // ---- grouped GEMM -----------------------------------------------------------------------------

@@ -223,4 +223,30 @@ MOE_HD inline int64_t hidden_column(int64_t tile_x, int64_t j, bool gated, int64
   return gated ? tile_x * (block_cols / 2) + j : tile_x * block_cols + j;
 }
 
+/// The expert activation on the raw gate and up sums (act: 0 SwiGLU, 1 GELU with erf, 2 GPT-OSS's
+/// clamped SwiGLU); `u` is unused for GELU.
+MOE_HD inline float activate(int act, float g, float u) {
+  if (act == 0) return g / (1.0f + expf(-g)) * u;
+  if (act == 1) return 0.5f * g * (1.0f + erff(g * 0.70710678118654752f));
+  const float gc = fminf(g, 7.0f);
+  const float uc = fmaxf(fminf(u, 7.0f), -7.0f);
+  return gc / (1.0f + expf(-1.702f * gc)) * (uc + 1.0f);
+}
+
+/// Output element (t, c) of the combine, before rounding to the dtype: the token's kept rows of O
+/// in rank order (times their routing weight when O's rows are unweighted, row_weight non-null),
+/// plus its row of the shared group. A fixed order per element: no atomics, the same bits on
+/// every run.
+MOE_HD inline float combine_element(const float* o, int64_t ldo, const int64_t* inv,
+                                    const int64_t* offsets, int experts, bool shared,
+                                    const float* row_weight, int top_k, int64_t t, int64_t c) {
+  float acc = 0;
+  for (int j = 0; j < top_k; ++j) {
+    const int64_t row = inv[t * top_k + j];
+    if (row >= 0) acc += o[row * ldo + c] * (row_weight != nullptr ? row_weight[row] : 1.0f);
+  }
+  if (shared) acc += o[(offsets[experts] + t) * ldo + c];
+  return acc;
+}
+
 }  // namespace moe_bench::cuda
