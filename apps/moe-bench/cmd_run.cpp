@@ -89,14 +89,7 @@ int run(const RunOptions& o) {
   for (int t : threads) report.peaks.push_back(measure_peaks(t));
   report.device_peaks = device_peaks_for(impls);
   run_cases(cases, impls, h, report, progress_line(!o.quiet));
-  // Peaks are ceilings: measured again after the run, the best of the two stands (a neighbour
-  // that was busy at the start must not make results look better than the machine allows).
-  for (Peaks& p : report.peaks) {
-    const Peaks again = measure_peaks(p.threads);
-    p.fp32_gflops = std::max(p.fp32_gflops, again.fp32_gflops);
-    p.bf16_gflops = std::max(p.bf16_gflops, again.bf16_gflops);
-    p.read_gbytes_per_s = std::max(p.read_gbytes_per_s, again.read_gbytes_per_s);
-  }
+  for (Peaks& p : report.peaks) keep_higher(p, measure_peaks(p.threads));  // measured again
   refresh_derived(report);
   report.system.blas = blas_info();
   report.warnings = collect_warnings(report);

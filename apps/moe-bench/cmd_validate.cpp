@@ -68,11 +68,7 @@ int validate(const ValidateOptions& o) {
         if (i == n) fmt::print(stderr, "\r\033[K");
       })
            : ProgressFn{});
-  const Peaks again = measure_peaks(cpu_count());
-  report.peaks[0].fp32_gflops = std::max(report.peaks[0].fp32_gflops, again.fp32_gflops);
-  report.peaks[0].bf16_gflops = std::max(report.peaks[0].bf16_gflops, again.bf16_gflops);
-  report.peaks[0].read_gbytes_per_s =
-      std::max(report.peaks[0].read_gbytes_per_s, again.read_gbytes_per_s);
+  keep_higher(report.peaks[0], measure_peaks(cpu_count()));
   refresh_derived(report);
   report.system.blas = blas_info();
   report.warnings = collect_warnings(report);

@@ -144,8 +144,8 @@ void finish(Contender& c, const Load& load, const Peaks* peaks, const DevicePeak
     return;
   }
   r.stats = summarize(r.samples_s, seed);
-  r.derived = derive(r.kase, r.stats, load, c.kernel->info().backend == "cuda" ? nullptr : peaks,
-                     c.kernel->info().backend == "cuda" ? device : nullptr);
+  const bool dev = c.kernel->info().backend == "cuda";
+  r.derived = derive(r.kase, r.stats, load, dev ? nullptr : peaks, dev ? device : nullptr);
   r.stages = c.kernel->stage_seconds();
   for (StageTime& s : r.stages) s.seconds /= static_cast<double>(std::max<int64_t>(c.calls, 1));
 }

@@ -221,6 +221,12 @@ RooflinePoint roofline(double flops, double bytes, double seconds, const DeviceP
   return r;
 }
 
+void keep_higher(Peaks& peaks, const Peaks& again) {
+  peaks.fp32_gflops = std::max(peaks.fp32_gflops, again.fp32_gflops);
+  peaks.bf16_gflops = std::max(peaks.bf16_gflops, again.bf16_gflops);
+  peaks.read_gbytes_per_s = std::max(peaks.read_gbytes_per_s, again.read_gbytes_per_s);
+}
+
 std::string bf16_peak(const Peaks& peaks) {
   if (peaks.bf16_gflops <= 0) return {};
   return fmt::format(", {:.1f} GFLOP/s BF16 dot product (avx512-bf16)", peaks.bf16_gflops);

@@ -24,6 +24,10 @@ struct Peaks {
 /// ", N GFLOP/s BF16 dot product (avx512-bf16)" where measured, else empty: for context lines.
 std::string bf16_peak(const Peaks& peaks);
 
+/// Peaks are ceilings: of two measurements (before and after a run) each figure keeps the higher,
+/// so a neighbour busy at one of them cannot make results look better than the machine allows.
+void keep_higher(Peaks& peaks, const Peaks& again);
+
 /// Runs the two microbenchmarks (about a quarter of a second together).
 Peaks measure_peaks(int threads);
 

@@ -85,17 +85,6 @@ __host__ __device__ inline T to_elem(float v) {
   }
 }
 
-template <typename T>
-__host__ __device__ inline float to_float(T v) {
-  if constexpr (std::is_same_v<T, float>) {
-    return v;
-  } else if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-    return __bfloat162float(v);
-  } else {
-    return __half2float(v);
-  }
-}
-
 __device__ inline float round_elem(float v, int elem) {
   if (elem == 1) return __bfloat162float(__float2bfloat16_rn(v));
   if (elem == 2) return __half2float(__float2half_rn(v));
