@@ -61,25 +61,10 @@ void gate_up_rows(const float* xw, const void* wp, int64_t d, float* hw, int64_t
                   Act act, const float* acc_in, float* acc_out) {
   constexpr int L = V::kLanes;
   __m512 a0[N], a1[N];
-  if (acc_in != nullptr) {
-#pragma GCC unroll 16
-    for (int r = 0; r < N; ++r) {
-      a0[r] = V::load(acc_in + r * 2 * L);
-      a1[r] = V::load(acc_in + r * 2 * L + L);
-    }
-  } else {
-#pragma GCC unroll 16
-    for (int r = 0; r < N; ++r) a0[r] = a1[r] = V::zero();
-  }
+  start_sums<N>(acc_in, a0, a1);
   accumulate_pairs<N>(reinterpret_cast<const uint32_t*>(xw), static_cast<const uint16_t*>(wp),
                       (d + 1) / 2, a0, a1);
-  if (acc_out != nullptr) {
-    for (int r = 0; r < N; ++r) {
-      V::store(acc_out + r * 2 * L, a0[r]);
-      V::store(acc_out + r * 2 * L + L, a1[r]);
-    }
-    return;
-  }
+  if (acc_out != nullptr) return save_sums<N>(acc_out, a0, a1);
   alignas(64) float tmp[2 * L];
   for (int r = 0; r < N; ++r) {
     const int64_t cols = activate(a0[r], a1[r], act, tmp);
@@ -96,8 +81,7 @@ template <int N>
 void down_rows(const float* hw, const void* wp, int64_t f, const int32_t* tokens,
                const float* weights, float* y, int64_t ldy, int64_t col0, int64_t ncols) {
   __m512 a0[N], a1[N];
-#pragma GCC unroll 16
-  for (int r = 0; r < N; ++r) a0[r] = a1[r] = V::zero();
+  start_sums<N>(nullptr, a0, a1);
   accumulate_pairs<N>(reinterpret_cast<const uint32_t*>(hw), static_cast<const uint16_t*>(wp),
                       (f + 1) / 2, a0, a1);
   for (int r = 0; r < N; ++r) {

@@ -55,24 +55,9 @@ void gate_up_rows(const float* xp, const void* wp, int64_t d, float* hp, int64_t
   using T = typename V::T;
   constexpr int L = V::kLanes;
   T a0[N], a1[N];
-  if (acc_in != nullptr) {
-#pragma GCC unroll 16
-    for (int r = 0; r < N; ++r) {
-      a0[r] = V::load(acc_in + r * 2 * L);
-      a1[r] = V::load(acc_in + r * 2 * L + L);
-    }
-  } else {
-#pragma GCC unroll 16
-    for (int r = 0; r < N; ++r) a0[r] = a1[r] = V::zero();
-  }
+  start_sums<N>(acc_in, a0, a1);
   accumulate<N, S>(xp, wp, d, a0, a1);
-  if (acc_out != nullptr) {
-    for (int r = 0; r < N; ++r) {
-      V::store(acc_out + r * 2 * L, a0[r]);
-      V::store(acc_out + r * 2 * L + L, a1[r]);
-    }
-    return;
-  }
+  if (acc_out != nullptr) return save_sums<N>(acc_out, a0, a1);
   alignas(64) float tmp[2 * L];
   for (int r = 0; r < N; ++r) {
     const int64_t cols = activate(a0[r], a1[r], act, tmp);
@@ -85,8 +70,7 @@ template <int N, Storage S>
 void down_rows(const float* hp, const void* wp, int64_t f, const int32_t* tokens,
                const float* weights, float* y, int64_t ldy, int64_t col0, int64_t ncols) {
   typename V::T a0[N], a1[N];
-#pragma GCC unroll 16
-  for (int r = 0; r < N; ++r) a0[r] = a1[r] = V::zero();
+  start_sums<N>(nullptr, a0, a1);
   accumulate<N, S>(hp, wp, f, a0, a1);
   for (int r = 0; r < N; ++r) {
     combine_row(a0[r], a1[r], weights[r], y + static_cast<int64_t>(tokens[r]) * ldy + col0, ncols);

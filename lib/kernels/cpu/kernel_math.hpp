@@ -74,6 +74,34 @@ inline int64_t activate(typename V::T g, typename V::T u, Act act, float* tmp) {
   return L;
 }
 
+// The raw sums of N rows of a block: started from a chunk's partial buffer (N x 2L, or zero when
+// acc_in is null) and saved to it for the next chunk. Inlined so the sums stay in registers.
+template <int N>
+__attribute__((always_inline)) inline void start_sums(const float* acc_in, typename V::T* a0,
+                                                      typename V::T* a1) {
+  constexpr int L = V::kLanes;
+  if (acc_in != nullptr) {
+#pragma GCC unroll 16
+    for (int r = 0; r < N; ++r) {
+      a0[r] = V::load(acc_in + r * 2 * L);
+      a1[r] = V::load(acc_in + r * 2 * L + L);
+    }
+  } else {
+#pragma GCC unroll 16
+    for (int r = 0; r < N; ++r) a0[r] = a1[r] = V::zero();
+  }
+}
+
+template <int N>
+__attribute__((always_inline)) inline void save_sums(float* acc_out, const typename V::T* a0,
+                                                     const typename V::T* a1) {
+  constexpr int L = V::kLanes;
+  for (int r = 0; r < N; ++r) {
+    V::store(acc_out + r * 2 * L, a0[r]);
+    V::store(acc_out + r * 2 * L + L, a1[r]);
+  }
+}
+
 // yr[c] += weight * (a0 | a1)[c] for the ncols (at most 2L) output columns of one row.
 inline void combine_row(typename V::T a0, typename V::T a1, float weight, float* yr,
                         int64_t ncols) {
