@@ -1,10 +1,10 @@
 #include <fmt/format.h>
 
 #include "commands.hpp"
-#include "moe_bench/cuda_info.hpp"
 #include "moe_bench/kernel.hpp"
 #include "moe_bench/presets.hpp"
 #include "moe_bench/sysinfo.hpp"
+#include "registry.hpp"
 
 namespace moe_bench::cli {
 
@@ -21,9 +21,9 @@ Command add_list_command(CLI::App& app) {
                          why ? "no" : "yes", why ? "(" + *why + ")" : "");
               fmt::print("                  {}\n", info.description);
             }
-            CudaInfo cuda = cuda_info();
-            fmt::print("\nCUDA: {}{}\n", cuda.summary,
-                       cuda.available ? "" : "; CUDA implementations cannot run here");
+            const DeviceDescription device = registry().device();
+            fmt::print("\nCUDA: {}{}\n", device.summary,
+                       device.available ? "" : "; CUDA implementations cannot run here");
             BlasInfo blas = blas_info();
             fmt::print("OpenBLAS: {} kernel (chosen by {}), {} threads\n", blas.core,
                        blas.chosen_by, blas.threads);

@@ -15,6 +15,7 @@
 #include "moe_bench/report.hpp"
 #include "moe_bench/roofline.hpp"
 #include "moe_bench/sysinfo.hpp"
+#include "registry.hpp"
 
 namespace moe_bench::cli {
 namespace {
@@ -51,7 +52,7 @@ void on_sigint(int) { request_interrupt(); }
 int run(const RunOptions& o) {
   // Everything that can be wrong with the input is found before any work or any file is made.
   if (!o.python.empty()) python::set_interpreter(o.python);
-  std::vector<std::string> impls = o.impls.empty() ? default_kernel_names() : o.impls;
+  std::vector<std::string> impls = o.impls.empty() ? registry().default_names() : o.impls;
   for (const auto& name : impls) {
     auto kernel = make_kernel(name);
     if (!o.impls.empty()) {
@@ -61,10 +62,11 @@ int run(const RunOptions& o) {
     }
   }
   Axes axes = o.axes;
-  axes.extra_weight_copies = extra_weight_copies(impls);
+  axes.extra_weight_copies = registry().extra_weight_copies(impls);
   std::vector<Case> cases = plan_cases(axes);
   const Format format = parse_format(o.format);
   HarnessOptions h = o.harness;
+  h.make = make_kernel;
   if (o.cache != "cold" && o.cache != "warm") {
     throw UsageError(fmt::format("unknown cache mode '{}' (known: cold, warm)", o.cache));
   }
@@ -79,7 +81,7 @@ int run(const RunOptions& o) {
 
   std::signal(SIGINT, on_sigint);
   Report report;
-  report.system = system_info();
+  report.system = system_info(registry().device());
   std::vector<int> threads;
   for (const Case& c : cases) {
     if (std::find(threads.begin(), threads.end(), c.threads) == threads.end()) {
@@ -87,7 +89,7 @@ int run(const RunOptions& o) {
     }
   }
   for (int t : threads) report.peaks.push_back(measure_peaks(t));
-  report.device_peaks = device_peaks_for(impls);
+  report.device_peaks = registry().device_peaks_for(impls);
   run_cases(cases, impls, h, report, progress_line(!o.quiet));
   for (Peaks& p : report.peaks) keep_higher(p, measure_peaks(p.threads));  // measured again
   refresh_derived(report);

@@ -11,6 +11,7 @@
 #include "moe_bench/roofline.hpp"
 #include "moe_bench/sysinfo.hpp"
 #include "moe_bench/validate.hpp"
+#include "registry.hpp"
 
 namespace moe_bench::cli {
 namespace {
@@ -38,7 +39,7 @@ int validate(const ValidateOptions& o) {
   const auto start = std::chrono::steady_clock::now();
 
   Report report;
-  report.system = system_info();
+  report.system = system_info(registry().device());
   const SystemInfo& s = report.system;
   fmt::print("moe-bench validate{} | {} build {}\n",
              o.quick  ? " --quick"
@@ -57,7 +58,7 @@ int validate(const ValidateOptions& o) {
 
   const bool live = !o.quiet && isatty(STDERR_FILENO) != 0;
   run_validate(
-      level, report,
+      registry(), level, report,
       [](const CheckLine& line) {
         fmt::print("[{}] {:<11} {}{}\n", mark(line.status), line.group, line.name,
                    line.detail.empty() ? "" : ": " + line.detail);

@@ -5,7 +5,7 @@
 #include <numeric>
 #include <random>
 
-#include "../../baselines/naive/naive.hpp"
+#include "moe_bench/reference.hpp"
 
 namespace moe_bench {
 
@@ -88,7 +88,7 @@ void reference_outputs(const Problem& p, int64_t layer, const BasicRouting<doubl
     for (int64_t i = 0; i < n; ++i) {
       if (only != nullptr && !(*only)[i]) continue;
       const int64_t t = tokens[i], o = t * s.top_k;
-      naive::token_output(p, p.layers[layer], t, r.expert.data() + o, r.weight.data() + o,
+      reference::token_output(p, p.layers[layer], t, r.expert.data() + o, r.weight.data() + o,
                           r.kept.data() + o, out.data() + i * d, scratch.data());
     }
   }
@@ -108,7 +108,7 @@ Oracle::Oracle(const Problem& problem, int64_t layer, double flop_budget)
   const Shape& s = problem.shape;
   margin_.assign(static_cast<size_t>(s.tokens), 0.0);
   logits_.resize(static_cast<size_t>(s.tokens * s.experts));
-  routing_ = naive::route_all<double>(problem, layer, margin_.data(), logits_.data());
+  routing_ = reference::route_all<double>(problem, layer, margin_.data(), logits_.data());
   probs_.resize(logits_.size());
   for (int64_t t = 0; t < s.tokens; ++t) {
     router_probabilities(s.routing, logits_.data() + t * s.experts, s.experts,

@@ -9,9 +9,9 @@
 #include <cmath>
 #include <memory>
 #include <random>
+#include <stdexcept>
 #include <thread>
 
-#include "../kernels/cuda/cuda_engine.hpp"
 #include "moe_bench/correctness.hpp"
 #include "moe_bench/error.hpp"
 #include "moe_bench/problem.hpp"
@@ -32,14 +32,6 @@ const Peaks* peaks_for(const Report& report, int threads) {
     if (p.threads == threads) return &p;
   }
   return nullptr;
-}
-
-// Whether an implementation runs on a device (its results are held to the device's ceilings).
-bool on_device(const std::string& impl) {
-  for (const auto& e : registry()) {
-    if (impl == e.name) return e.make()->info().backend == "cuda";
-  }
-  return false;
 }
 
 Derived derive(const Case& c, const Stats& st, const Load& load, const Peaks* peaks,
@@ -161,7 +153,10 @@ void run_case(const Case& c, const std::vector<std::string>& impls, const Harnes
       experts * (1 - std::pow(1 - static_cast<double>(c.shape.top_k) / experts,
                               static_cast<double>(c.shape.tokens)));
   // Implementations that pack or copy the weights multiply what each layer costs.
-  const int64_t copies = 1 + extra_weight_copies(impls);
+  int64_t copies = 1;
+  for (const std::string& impl : impls) {
+    copies = std::max<int64_t>(copies, 1 + o.make(impl)->info().weight_copies);
+  }
   const int64_t layers =
       cold_layers(c, o.cache, std::max<int64_t>(1, std::llround(expected_active)),
                   last_level_cache_bytes(), memory_available_bytes() / copies);
@@ -177,6 +172,7 @@ void run_case(const Case& c, const std::vector<std::string>& impls, const Harnes
     k.result.load = load;
     k.result.layers = layers;
     k.kernel = o.make(impl);
+    k.result.device_timed = k.kernel->device_timed();
     if (auto why = k.kernel->unavailable_reason()) {
       k.result.reason = *why;
     } else if (auto why_not = k.kernel->can_run(c.shape, c.dtype)) {
@@ -278,19 +274,10 @@ int64_t cold_layers(const Case& c, CacheMode mode, int64_t active_experts, int64
   return std::min(layers, fit);
 }
 
-std::optional<DevicePeaks> device_peaks_for(const std::vector<std::string>& impls) {
-  for (const std::string& impl : impls) {
-    if (!on_device(impl) || make_kernel(impl)->unavailable_reason()) continue;
-    const cuda::DevicePeaks p = cuda::measure_device_peaks();
-    return DevicePeaks{cuda::device_info().name, p.copy_gbytes_per_s, p.bf16_tflops};
-  }
-  return std::nullopt;
-}
-
 void refresh_derived(Report& report) {
   for (Result& r : report.results) {
     if (r.status == Status::kOk) {
-      const bool dev = on_device(r.impl);
+      const bool dev = r.device_timed;
       r.derived = derive(r.kase, r.stats, r.load, dev ? nullptr : peaks_for(report, r.kase.threads),
                          dev && report.device_peaks ? &*report.device_peaks : nullptr);
     }
@@ -302,6 +289,7 @@ bool interrupt_requested() { return g_interrupted.load(); }
 
 void run_cases(const std::vector<Case>& cases, const std::vector<std::string>& impls,
                const HarnessOptions& options, Report& report, const ProgressFn& progress) {
+  if (!options.make) throw std::logic_error("run_cases needs HarnessOptions::make");
   report.cache = options.cache;
   const auto total = static_cast<int64_t>(cases.size());
   for (int64_t i = 0; i < total; ++i) {

@@ -10,12 +10,10 @@
 #include <fstream>
 #include <sstream>
 
-#include "../kernels/cuda/cuda_engine.hpp"
-#include "moe_bench/cuda_info.hpp"
-
 #ifndef MOE_BENCH_VERSION
 #define MOE_BENCH_VERSION "unknown"
 #endif
+#include "moe_bench/kernel.hpp"
 #include "moe_bench_git_commit.h"
 #ifndef MOE_BENCH_BUILD_TYPE
 #define MOE_BENCH_BUILD_TYPE "unknown"
@@ -218,7 +216,7 @@ int64_t last_level_cache_bytes() {
 
 int64_t memory_available_bytes() { return meminfo_kib("MemAvailable") * 1024; }
 
-SystemInfo system_info() {
+SystemInfo system_info(const DeviceDescription& device) {
   SystemInfo s;
   s.cpu_model = cpuinfo_field("model name");
   for (const char* f : {"avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_bf16",
@@ -257,15 +255,9 @@ SystemInfo system_info() {
                __VERSION__;
   s.cxx_flags = MOE_BENCH_CXX_FLAGS;
   s.blas = blas_info();
-  CudaInfo cuda = cuda_info();
-  s.cuda = cuda.summary;
-  s.cuda_available = cuda.available;
-  if (cuda.available) {
-    const cuda::DeviceInfo d = cuda::device_info();
-    s.cuda_device = SystemInfo::CudaDevice{
-        d.name,           d.sms,          d.cc_major, d.cc_minor, d.sm_clock_mhz, d.mem_clock_mhz,
-        d.bus_width_bits, d.memory_bytes, d.driver,   d.runtime};
-  }
+  s.cuda = device.summary;
+  s.cuda_available = device.available;
+  s.cuda_device = device.properties;
   return s;
 }
 

@@ -68,10 +68,10 @@ std::vector<std::pair<std::string, Shape>> correctness_grid(ValidateLevel level)
   return out;
 }
 
-void check_correctness(ValidateLevel level, Report& report,
+void check_correctness(const Registry& registry, ValidateLevel level, Report& report,
                        const std::function<void(const CheckLine&)>& emit) {
   const auto grid = correctness_grid(level);
-  for (const auto& entry : registry()) {
+  for (const auto& entry : registry) {
     auto kernel = entry.make();
     const KernelInfo info = kernel->info();
     CheckLine line{"correctness", fmt::format("{} on {} grid cases", info.name, grid.size()),
@@ -202,15 +202,16 @@ const Result* find_result(const Report& report, const Case& kase, const std::str
 
 std::span<const Claim> readme_claims() { return kClaims; }
 
-void run_validate(ValidateLevel level, Report& report,
+void run_validate(const Registry& registry, ValidateLevel level, Report& report,
                   const std::function<void(const CheckLine&)>& on_check,
                   const ProgressFn& progress) {
   auto emit = [&](const CheckLine& line) {
     if (on_check) on_check(line);
   };
-  check_correctness(level, report, emit);
+  check_correctness(registry, level, report, emit);
 
   HarnessOptions h;
+  h.make = [&registry](std::string_view name) { return registry.make(name); };
   if (level == ValidateLevel::kQuick) {
     h.reps = 10;
     h.min_time_s = 0.2;
@@ -233,11 +234,11 @@ void run_validate(ValidateLevel level, Report& report,
   }
   // The Python peers take part where they can run, on the uniform-routing cases (their claims
   // are there; skipped, they keep the default under five minutes).
-  const std::vector<std::string> impls = default_kernel_names();
+  const std::vector<std::string> impls = registry.default_names();
   std::vector<std::string> with_peers = impls;
   if (level != ValidateLevel::kQuick) {
     for (const char* peer : {"numpy", "torch"}) {
-      if (!make_kernel(peer)->unavailable_reason()) with_peers.emplace_back(peer);
+      if (!registry.make(peer)->unavailable_reason()) with_peers.emplace_back(peer);
     }
   }
   std::vector<Case> uniform, skewed;
@@ -277,7 +278,7 @@ void run_validate(ValidateLevel level, Report& report,
       kase.dtype = parse_dtype(claim.dtype);
       line.detail = "not measured";
       for (const std::string& impl : {claim.a, claim.b}) {
-        if (auto why = make_kernel(impl)->unavailable_reason()) {
+        if (auto why = registry.make(impl)->unavailable_reason()) {
           line.status = Status::kSkipped;
           line.detail = fmt::format("{} cannot run here: {}", impl, *why);
           break;

@@ -6,6 +6,7 @@
 #include <fstream>
 #include <thread>
 
+#include "apps/moe-bench/registry.hpp"
 #include "moe_bench/harness.hpp"
 #include "moe_bench/report.hpp"
 #include "moe_bench/validate.hpp"
@@ -45,6 +46,7 @@ std::filesystem::path write_run(const std::string& name, bool slowed) {
   HarnessOptions o;
   o.reps = 15;
   o.min_time_s = 0;
+  o.make = make_kernel;
   if (slowed) {
     o.make = [](std::string_view impl) -> std::unique_ptr<Kernel> {
       auto k = make_kernel(impl);
@@ -53,7 +55,7 @@ std::filesystem::path write_run(const std::string& name, bool slowed) {
     };
   }
   Report report;
-  report.system = system_info();
+  report.system = system_info(registry().device());
   run_cases({c}, {"blas", "cpu"}, o, report);
   const auto path = std::filesystem::temp_directory_path() / name;
   write_file_atomically(path, render_json(report));

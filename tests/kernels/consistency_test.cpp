@@ -3,12 +3,13 @@
 #include <algorithm>
 #include <catch2/catch.hpp>
 
-#include "baselines/naive/naive.hpp"
+#include "apps/moe-bench/registry.hpp"
 #include "moe_bench/correctness.hpp"
 #include "moe_bench/dtype.hpp"
 #include "moe_bench/grid.hpp"
 #include "moe_bench/kernel.hpp"
 #include "moe_bench/problem.hpp"
+#include "moe_bench/reference.hpp"
 
 using namespace moe_bench;
 
@@ -79,10 +80,10 @@ TEST_CASE("a near tie lets an implementation choose the other expert") {
   std::vector<float> y(static_cast<size_t>(s.tokens * s.d_model));
   for (int64_t t = 0; t < s.tokens; ++t) {
     std::vector<double> logits(4), weight(1), sc(8);
-    naive::router_logits(p, w, t, logits.data());
+    reference::router_logits(p, w, t, logits.data());
     route_token_with(s.routing, logits.data(), 4, 1, &selected[t], weight.data(), sc.data());
     uint8_t kept = 1;
-    naive::token_output(p, w, t, &selected[t], weight.data(), &kept, yd.data(), scratch.data());
+    reference::token_output(p, w, t, &selected[t], weight.data(), &kept, yd.data(), scratch.data());
     for (int64_t i = 0; i < s.d_model; ++i) y[t * s.d_model + i] = static_cast<float>(yd[i]);
   }
   Correctness c = oracle.check(y, selected);

@@ -1,6 +1,7 @@
 #include <catch2/catch.hpp>
 #include <cmath>
 
+#include "apps/moe-bench/registry.hpp"
 #include "moe_bench/correctness.hpp"
 #include "moe_bench/kernel.hpp"
 #include "moe_bench/problem.hpp"

@@ -43,6 +43,9 @@ Result run_peer_case(const std::string& impl) {
   o.min_time_s = 0;
   o.max_time_s = 0.2;
   o.baselines.clear();
+  o.make = [](std::string_view name) {
+    return name == "numpy" ? python::make_numpy_kernel() : python::make_torch_kernel();
+  };
   Report report;
   run_cases({c}, {impl}, o, report);
   REQUIRE(report.results.size() == 1);

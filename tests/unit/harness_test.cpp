@@ -2,6 +2,7 @@
 
 #include <catch2/catch.hpp>
 
+#include "apps/moe-bench/registry.hpp"
 #include "moe_bench/roofline.hpp"
 
 using namespace moe_bench;
@@ -53,6 +54,7 @@ TEST_CASE("interleaved timing gives every implementation its samples and a compa
   o.reps = 5;
   o.min_time_s = 0;
   o.min_sample_s = 0;
+  o.make = make_kernel;
   Report report;
   report.peaks = {{1, 100.0, 10.0, "avx512"}};
   run_cases({c}, {"naive", "blas"}, o, report);

@@ -23,8 +23,8 @@ struct HarnessOptions {
   /// Speed-ups are of each implementation over each of these present in a case.
   std::vector<std::string> baselines{"blas", "numpy", "torch"};
   double oracle_flop_budget = 2e9;  ///< FP64 oracle work per case (token sample beyond it)
-  /// Makes an implementation by name (the registry; tests substitute their own).
-  std::function<std::unique_ptr<Kernel>(std::string_view)> make = make_kernel;
+  /// Makes an implementation by name: the registry's `make` (tests substitute their own).
+  std::function<std::unique_ptr<Kernel>(std::string_view)> make;
 };
 
 /// Called before each case with (case index, number of cases, what).
@@ -38,10 +38,6 @@ int64_t cold_layers(const Case& c, CacheMode mode, int64_t active_experts, int64
 /// Recomputes every result's derived figures (roofline included) from its stats and the report's
 /// peaks, e.g. after the peaks were measured again.
 void refresh_derived(Report& report);
-
-/// The device's ceilings when any of `impls` runs on a usable device (measured now, about a
-/// second), else nullopt.
-std::optional<DevicePeaks> device_peaks_for(const std::vector<std::string>& impls);
 
 /// Asks the harness to stop after the current sample (from a SIGINT handler: async-safe).
 void request_interrupt();

@@ -5,6 +5,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "moe_bench/problem.hpp"
@@ -20,6 +21,13 @@ struct KernelInfo {
   std::vector<Dtype> dtypes;
   std::string description;  ///< one line: the algorithm, not a claim
   int weight_copies = 0;    ///< extra copies of the weights it keeps (packing, another process)
+};
+
+/// A device as reports describe it (the report's context.cuda).
+struct DeviceDescription {
+  std::string summary;  ///< name and versions, or why there is none
+  bool available = false;
+  std::optional<SystemInfo::CudaDevice> properties;
 };
 
 /// The measurement protocol, for implementations that time themselves in another process.
@@ -74,6 +82,10 @@ class Kernel {
   /// of the runs (take_device_seconds: the sum since the last take), not the host's clock.
   virtual bool device_timed() const { return false; }
   virtual double take_device_seconds() { return 0; }
+  /// Implementations on a device describe it for the report's context (nullopt on the CPU).
+  virtual std::optional<DeviceDescription> device() const { return std::nullopt; }
+  /// The ceilings of the device this implementation runs on, measured now (nullopt on the CPU).
+  virtual std::optional<DevicePeaks> measure_device_peaks() const { return std::nullopt; }
 };
 
 using KernelFactory = std::unique_ptr<Kernel> (*)();
@@ -84,15 +96,30 @@ struct RegistryEntry {
   bool runs_by_default = true;  ///< part of a run without --impl (variants are asked for by name)
 };
 
-/// The one explicit list of implementations, in the order reports show them.
-std::span<const RegistryEntry> registry();
-/// Creates an implementation by name; throws UsageError naming the known ones otherwise.
-std::unique_ptr<Kernel> make_kernel(std::string_view name);
-/// Names of all registered implementations.
-std::vector<std::string> kernel_names();
-/// Names of the implementations a run without --impl uses.
-std::vector<std::string> default_kernel_names();
-/// The most extra weight copies any of these implementations keeps (for memory checks).
-int extra_weight_copies(const std::vector<std::string>& impls);
+/// A list of implementations, in the order reports show them. The core holds none: the one list
+/// lives above the implementations (apps/moe-bench/registry.cpp) and is handed to the core.
+class Registry {
+ public:
+  explicit Registry(std::vector<RegistryEntry> entries) : entries_(std::move(entries)) {}
+
+  auto begin() const { return entries_.begin(); }
+  auto end() const { return entries_.end(); }
+  /// Creates an implementation by name; throws UsageError naming the known ones otherwise.
+  std::unique_ptr<Kernel> make(std::string_view name) const;
+  std::vector<std::string> names() const;
+  /// Names of the implementations a run without --impl uses.
+  std::vector<std::string> default_names() const;
+  /// The most extra weight copies any of these implementations keeps (for memory checks).
+  int extra_weight_copies(const std::vector<std::string>& impls) const;
+  /// The device the device implementations run on, for the report's context (the first one that
+  /// describes a device; "no device implementation" when none does).
+  DeviceDescription device() const;
+  /// The device's ceilings when any of `impls` runs on a usable device (measured now, about a
+  /// second), else nullopt.
+  std::optional<DevicePeaks> device_peaks_for(const std::vector<std::string>& impls) const;
+
+ private:
+  std::vector<RegistryEntry> entries_;
+};
 
 }  // namespace moe_bench

@@ -58,6 +58,7 @@ struct Result {
   int64_t inner_reps = 1;  ///< calls per sample (calibrated to the minimum sample time)
   std::string notes;       ///< e.g. a peer's versions and BLAS
   std::vector<StageTime> stages;
+  bool device_timed = false;  ///< held to the device's ceilings, not the CPU's
 };
 
 /// Speed-up of implementation `a` over `b` on one case.

@@ -86,7 +86,9 @@ struct SystemInfo {
   std::optional<CudaDevice> cuda_device;
 };
 
-SystemInfo system_info();
+struct DeviceDescription;
+/// The machine's facts, with the device the registry's device implementations describe.
+SystemInfo system_info(const DeviceDescription& device);
 
 /// Bytes of memory available for a new allocation (MemAvailable), 0 when unknown.
 int64_t memory_available_bytes();

@@ -27,7 +27,8 @@ enum class ValidateLevel { kQuick, kDefault, kFull };
 
 /// Runs the checks of `validate`: correctness grid, standard workloads timed, README claims.
 /// Each check line is reported through `on_check` as it finishes and stored in report.checks.
-void run_validate(ValidateLevel level, Report& report,
+/// Every implementation of `registry` is checked for correctness.
+void run_validate(const Registry& registry, ValidateLevel level, Report& report,
                   const std::function<void(const CheckLine&)>& on_check,
                   const ProgressFn& progress = {});
 

@@ -1,6 +1,6 @@
 // The seam between the CUDA translation units (nvcc, C++17) and the rest of moe-bench (C++20):
 // plain structs and one abstract engine. cuda_kernel.cpp wraps an engine as a moe_bench::Kernel;
-// cuda_moe.cu implements it; no_cuda.cpp answers where nvcc was not found.
+// the .cu files implement it; no_cuda.cpp answers where nvcc was not found.
 #pragma once
 
 #include <cstdint>
@@ -51,6 +51,8 @@ struct DeviceInfo {
 /// Why no engine can run here (not compiled with CUDA, no device), or empty.
 std::string unavailable_reason();
 DeviceInfo device_info();
+/// One line for reports: device, compute capability, SMs, memory and versions, or why none.
+std::string device_summary();
 
 class Engine {
  public:

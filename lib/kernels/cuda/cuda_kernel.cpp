@@ -1,5 +1,5 @@
 // The CUDA engines as moe-bench implementations. Compiled by the host compiler in every build; the
-// engines themselves come from cuda_moe.cu (nvcc) or no_cuda.cpp.
+// engines themselves come from the .cu files here (nvcc) or no_cuda.cpp.
 #include "cuda_kernel.hpp"
 
 #include <fmt/format.h>
@@ -123,6 +123,21 @@ class CudaKernel final : public Kernel {
     if (engine_ != nullptr) engine_->reset_stages();
   }
   bool device_timed() const override { return true; }
+  std::optional<DeviceDescription> device() const override {
+    DeviceDescription out{device_summary(), !unavailable_reason(), std::nullopt};
+    if (out.available) {
+      const DeviceInfo d = device_info();
+      out.properties = SystemInfo::CudaDevice{
+          d.name,           d.sms,          d.cc_major, d.cc_minor, d.sm_clock_mhz, d.mem_clock_mhz,
+          d.bus_width_bits, d.memory_bytes, d.driver,   d.runtime};
+    }
+    return out;
+  }
+  std::optional<moe_bench::DevicePeaks> measure_device_peaks() const override {
+    if (unavailable_reason()) return std::nullopt;
+    const cuda::DevicePeaks p = cuda::measure_device_peaks();
+    return moe_bench::DevicePeaks{device_info().name, p.copy_gbytes_per_s, p.bf16_tflops};
+  }
   double take_device_seconds() override { return engine_->take_device_seconds(); }
   std::string notes() const override {
     if (engine_ == nullptr) return {};

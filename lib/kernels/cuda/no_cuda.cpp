@@ -1,22 +1,15 @@
 // Built where nvcc was not found: the CUDA implementations exist and say why they cannot run.
 #include "cuda_engine.hpp"
-#include "moe_bench/cuda_info.hpp"
 
-namespace moe_bench {
-
-CudaInfo cuda_info() {
-  return {false, false, "built without CUDA (no nvcc found at configure time)"};
-}
-
-namespace cuda {
+namespace moe_bench::cuda {
 
 std::string unavailable_reason() { return "built without CUDA (no nvcc found at configure time)"; }
 DeviceInfo device_info() { return {}; }
+std::string device_summary() { return unavailable_reason(); }
 std::unique_ptr<Engine> make_engine(Algo, const LayerSpec&, const float*,
                                     const std::vector<HostLayer>&) {
   throw DeviceError(unavailable_reason());
 }
 DevicePeaks measure_device_peaks() { return {}; }
 
-}  // namespace cuda
-}  // namespace moe_bench
+}  // namespace moe_bench::cuda

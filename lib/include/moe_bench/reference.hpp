@@ -1,0 +1,28 @@
+#pragma once
+
+#include <cstdint>
+
+#include "moe_bench/problem.hpp"
+#include "moe_bench/routing.hpp"
+
+/// The layer's definition, token by token, accumulated in Acc (float or double).
+namespace moe_bench::reference {
+
+/// Router logits of token t with the logit bias added, accumulated in Acc. Writes E values.
+template <typename Acc>
+void router_logits(const Problem& p, const LayerWeights& w, int64_t t, Acc* logits);
+
+/// Output of token t: the weighted sum of its kept experts' outputs plus the shared experts,
+/// accumulated in Acc. `experts`, `weights` and `kept` hold the token's k entries.
+/// `scratch` must hold d + max(f, fs) values.
+template <typename Acc>
+void token_output(const Problem& p, const LayerWeights& w, int64_t t, const int32_t* experts,
+                  const Acc* weights, const uint8_t* kept, Acc* y, Acc* scratch);
+
+/// Routes every token of the problem with weights of `layer` (logits, top-k, weights, capacity).
+/// Writes the selection margins [T] and the logits [T,E] where those pointers are not null.
+template <typename Acc>
+BasicRouting<Acc> route_all(const Problem& p, int64_t layer, Acc* margins = nullptr,
+                            Acc* logits = nullptr);
+
+}  // namespace moe_bench::reference

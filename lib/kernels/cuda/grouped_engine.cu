@@ -1,0 +1,174 @@
+// The `cuda` engine: routing, permutation, the grouped GEMM for gate/up (activation fused) and
+// for down (routing weight fused), then the combine.
+#include "engine_base.cuh"
+#include "grouped_gemm.cuh"
+
+namespace moe_bench::cuda {
+namespace {
+
+template <typename T, int BM>
+class GroupedEngine final : public EngineBase<T> {
+  using Base = EngineBase<T>;
+  using Base::r_;
+  using Base::s_;
+
+ public:
+  GroupedEngine(const LayerSpec& s, const float* x, const std::vector<HostLayer>& layers)
+      : Base(s, x, layers.size(), BM, {"route", "permute", "gate_up", "down_combine"}) {
+    gated_ = s.act != Act::kGelu;
+    const int64_t d = s.d_model;
+    d_pad_ = round_up(d, kBN);
+    f_pad_ = round_up(s.d_ff, gated_ ? kBN / 2 : kBN);
+    fs_pad_ = round_up(s.shared_width, gated_ ? kBN / 2 : kBN);
+    ldh_ = std::max(f_pad_, fs_pad_);
+    const double per_layer = static_cast<double>(sizeof(T)) *
+                                 (static_cast<double>(s.experts) *
+                                      (up_rows(f_pad_) + d_pad_ * 1.0) * std::max(d_pad_, f_pad_) +
+                                  (up_rows(fs_pad_) + d_pad_ * 1.0) * std::max(d_pad_, fs_pad_)) +
+                             static_cast<double>(s.experts * d) * 4 * 3;
+    check_fits(per_layer * static_cast<double>(layers.size()) +
+               work_bytes(s, this->rows_, ldh_, d_pad_, sizeof(T)));
+    this->upload_x_elem(x, d_pad_);
+    h_.resize(this->rows_ * ldh_);
+    o_.resize(this->rows_ * d_pad_);
+    up_.resize(layers.size());
+    down_.resize(layers.size());
+    sup_.resize(layers.size());
+    sdown_.resize(layers.size());
+    for (size_t l = 0; l < layers.size(); ++l) {
+      const HostLayer& w = layers[l];
+      this->upload_router(l, w);
+      std::vector<T> up, down;
+      for (int64_t e = 0; e < s.experts; ++e) {
+        pack_up(w.w1 + e * s.d_ff * d, gated_ ? w.w3 + e * s.d_ff * d : nullptr, s.d_ff, f_pad_,
+                up);
+        pack_down(w.w2 + e * d * s.d_ff, s.d_ff, f_pad_, down);
+      }
+      up_[l].resize(up.size());
+      up_[l].upload(up);
+      down_[l].resize(down.size());
+      down_[l].upload(down);
+      if (s.shared_width > 0) {
+        std::vector<T> sup, sdown;
+        pack_up(w.ws1, gated_ ? w.ws3 : nullptr, s.shared_width, fs_pad_, sup);
+        pack_down(w.ws2, s.shared_width, fs_pad_, sdown);
+        sup_[l].resize(sup.size());
+        sup_[l].upload(sup);
+        sdown_[l].resize(sdown.size());
+        sdown_[l].upload(sdown);
+      }
+    }
+  }
+
+  void run(int64_t layer) override {
+    this->clock_.mark(0);
+    this->route(layer, false);
+    this->clock_.mark(1);
+    this->permute();
+    this->clock_.mark(2);
+    const unsigned row_tiles = static_cast<unsigned>(this->rows_ / BM);
+    GemmArgs<T> a{};
+    a.offsets = r_.offsets.get();
+    a.experts = static_cast<int>(s_.experts);
+    a.groups = this->groups_;
+    a.act = static_cast<int>(s_.act);
+    a.gated = gated_;
+    a.valid_routed = s_.d_ff;
+    a.valid_shared = s_.shared_width;
+    a.h = h_.get();
+    a.ldh = ldh_;
+    a.o = o_.get();
+    a.ldo = d_pad_;
+    a.row_weight = r_.row_weight.get();
+
+    a.a = this->x_elem_.get();
+    a.lda = d_pad_;
+    a.gather = r_.row_token.get();
+    a.routed = {up_[layer].get(), up_rows(f_pad_) * d_pad_, up_rows(f_pad_), d_pad_};
+    a.shared = {sup_[layer].get(), 0, up_rows(fs_pad_), d_pad_};
+    const int64_t up_cols = std::max(up_rows(f_pad_), up_rows(fs_pad_));
+    grouped_gemm<T, BM, Epi::kGateUp>
+        <<<dim3(static_cast<unsigned>(up_cols / kBN), row_tiles), kThreads>>>(a);
+    check_launch("grouped_gemm (gate/up)");
+    this->clock_.mark(3);
+
+    a.a = h_.get();
+    a.lda = ldh_;
+    a.gather = nullptr;
+    a.routed = {down_[layer].get(), d_pad_ * f_pad_, d_pad_, f_pad_};
+    a.shared = {sdown_[layer].get(), 0, d_pad_, fs_pad_};
+    grouped_gemm<T, BM, Epi::kDown>
+        <<<dim3(static_cast<unsigned>(d_pad_ / kBN), row_tiles), kThreads>>>(a);
+    check_launch("grouped_gemm (down)");
+    this->combine(o_.get(), d_pad_, false);
+    this->clock_.mark(4);
+    this->clock_.finish();
+  }
+
+  std::string notes() const override {
+    return std::string("grouped GEMM, ") +
+           (std::is_same_v<T, float> ? "FP32 SIMT" : "WMMA tensor cores") + ", " +
+           std::to_string(BM) + "x" + std::to_string(kBN) + " tiles";
+  }
+
+ private:
+  // Rows of a packed gate/up matrix for a padded width: gate and up interleaved per 32 units.
+  int64_t up_rows(int64_t width_pad) const { return packed_up_rows(width_pad, gated_); }
+
+  // Gated: blocks of 64 rows, the first 32 W1 rows of 32 hidden units, then their 32 W3 rows;
+  // GELU: W1 rows. Each row d_pad long, zero beyond d and beyond the width.
+  void pack_up(const float* w1, const float* w3, int64_t width, int64_t width_pad,
+               std::vector<T>& out) const {
+    const int64_t d = s_.d_model, base = static_cast<int64_t>(out.size());
+    out.resize(out.size() + up_rows(width_pad) * d_pad_, to_elem<T>(0.0f));
+    for (int64_t r = 0; r < up_rows(width_pad); ++r) {
+      bool is_up = false;
+      const int64_t unit = packed_up_unit(r, gated_, kBN, &is_up);
+      const float* src = is_up ? w3 : w1;
+      if (unit >= width) continue;
+      for (int64_t i = 0; i < d; ++i) out[base + r * d_pad_ + i] = to_elem<T>(src[unit * d + i]);
+    }
+  }
+
+  // W2 [d, width] into [d_pad, width_pad], zero padded.
+  void pack_down(const float* w2, int64_t width, int64_t width_pad, std::vector<T>& out) const {
+    const int64_t d = s_.d_model, base = static_cast<int64_t>(out.size());
+    out.resize(out.size() + d_pad_ * width_pad, to_elem<T>(0.0f));
+    for (int64_t r = 0; r < d; ++r) {
+      for (int64_t j = 0; j < width; ++j)
+        out[base + r * width_pad + j] = to_elem<T>(w2[r * width + j]);
+    }
+  }
+
+  bool gated_ = true;
+  int64_t d_pad_ = 0, f_pad_ = 0, fs_pad_ = 0, ldh_ = 0;
+  DeviceBuffer<T> h_;
+  DeviceBuffer<float> o_;
+  std::vector<DeviceBuffer<T>> up_, down_, sup_, sdown_;
+};
+// Few rows per expert (decode): 16-row tiles waste less of the tensor cores on padding.
+template <typename T>
+std::unique_ptr<Engine> make_tiled(const LayerSpec& s, const float* x,
+                                   const std::vector<HostLayer>& layers) {
+  const double rows_per_expert =
+      static_cast<double>(s.tokens * s.top_k) / static_cast<double>(s.experts);
+  if (rows_per_expert <= 16) return std::make_unique<GroupedEngine<T, 16>>(s, x, layers);
+  return std::make_unique<GroupedEngine<T, 64>>(s, x, layers);
+}
+
+}  // namespace
+
+std::unique_ptr<Engine> make_grouped_engine(const LayerSpec& s, const float* x,
+                                            const std::vector<HostLayer>& layers) {
+  switch (s.elem) {
+    case Elem::kF32:
+      return make_tiled<float>(s, x, layers);
+    case Elem::kBF16:
+      return make_tiled<__nv_bfloat16>(s, x, layers);
+    case Elem::kF16:
+      return make_tiled<__half>(s, x, layers);
+  }
+  return nullptr;
+}
+
+}  // namespace moe_bench::cuda
