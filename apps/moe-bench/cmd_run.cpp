@@ -31,17 +31,23 @@ struct RunOptions {
   bool quiet = false;
 };
 
-// A live "case i/N" line with an ETA, only on a terminal and never under --quiet.
+// A live "case i/N" line with an ETA on a terminal; elsewhere (a log, a script waiting for a case
+// to start timing) one line per step. Nothing under --quiet.
 ProgressFn progress_line(bool enabled) {
-  if (!enabled || isatty(STDERR_FILENO) == 0) return {};
+  if (!enabled) return {};
   auto start = std::chrono::steady_clock::now();
-  return [start](int64_t step, int64_t total, const std::string& what) {
+  const bool live = isatty(STDERR_FILENO) != 0;
+  return [start, live](int64_t step, int64_t total, const std::string& what) {
     double elapsed =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     std::string eta = step > 0
                           ? fmt::format(", ETA {:.0f} s", elapsed / static_cast<double>(step) *
                                                               static_cast<double>(total - step))
                           : "";
+    if (!live) {
+      fmt::print(stderr, "[{}/{}] {}{}\n", step, total, what, eta);
+      return;
+    }
     fmt::print(stderr, "\r\033[K[{}/{}] {}{}", step, total, what, eta);
     if (step == total) fmt::print(stderr, "\r\033[K");
   };

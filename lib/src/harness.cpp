@@ -142,8 +142,10 @@ void finish(Contender& c, const Load& load, const Peaks* peaks, const DevicePeak
   for (StageTime& s : r.stages) s.seconds /= static_cast<double>(std::max<int64_t>(c.calls, 1));
 }
 
+// `timing` is called once every implementation has its first sample (a SIGINT after it leaves
+// each with at least one).
 void run_case(const Case& c, const std::vector<std::string>& impls, const HarnessOptions& o,
-              Report& report) {
+              Report& report, const std::function<void()>& timing) {
   omp_set_num_threads(c.threads);
   set_blas_threads(c.threads);
   // The layer count is chosen before the data exists, from the experts that T*k uniform
@@ -223,6 +225,7 @@ void run_case(const Case& c, const std::vector<std::string>& impls, const Harnes
       report.interrupted = true;
       break;
     }
+    if (round == 0 && timing) timing();
   }
 
   const Peaks* peaks = peaks_for(report, c.threads);
@@ -298,7 +301,9 @@ void run_cases(const std::vector<Case>& cases, const std::vector<std::string>& i
       break;
     }
     if (progress) progress(i, total, fmt::format("case {} of {}", i + 1, total));
-    run_case(cases[i], impls, options, report);
+    run_case(cases[i], impls, options, report, [&] {
+      if (progress) progress(i, total, fmt::format("case {} of {}: timing", i + 1, total));
+    });
   }
   if (progress) progress(total, total, "done");
 }

@@ -158,6 +158,10 @@ void prepare_process(int argc, char** argv) {
     why = flag != nullptr ? std::string("--blas-core ") + flag : "CPU features";
     if (user != nullptr) why += std::string(", over OPENBLAS_CORETYPE=") + user;
     setenv("OPENBLAS_CORETYPE", core->c_str(), 1);
+  } else if (flag != nullptr) {
+    // Asked for, and already loaded: an inherited OPENBLAS_CORETYPE that happens to name the
+    // kernel the flag wants is not the user's choice.
+    why = std::string("--blas-core ") + flag + " (already the kernel in use)";
   } else if (std::getenv("OPENBLAS_CORETYPE") != nullptr) {
     why = std::string("the user (OPENBLAS_CORETYPE=") + std::getenv("OPENBLAS_CORETYPE") + ")";
   }

@@ -3,10 +3,13 @@
 
 #include <array>
 #include <catch2/catch.hpp>
+#include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 namespace {
 
@@ -27,6 +30,22 @@ std::string slurp(const std::string& path) {
   return text;
 }
 
+// Children get an explicit environment, not the test process's: the test runner may have set
+// OPENBLAS_CORETYPE (prepare_process re-executes it) or anything else a user's shell holds.
+std::vector<std::string> child_environment() {
+  std::vector<std::string> env;
+  for (const char* name : {"PATH", "HOME", "TMPDIR", "ASAN_OPTIONS", "UBSAN_OPTIONS"}) {
+    if (const char* v = std::getenv(name)) env.push_back(std::string(name) + "=" + v);
+  }
+  return env;
+}
+
+std::string env_prefix() {
+  std::string prefix = "env -i";
+  for (const auto& var : child_environment()) prefix += " '" + var + "'";
+  return prefix + " ";
+}
+
 Outcome moe_bench_with_prefix(const std::string& prefix, const std::string& args) {
   namespace fs = std::filesystem;
   const fs::path dir = fs::temp_directory_path();
@@ -34,7 +53,8 @@ Outcome moe_bench_with_prefix(const std::string& prefix, const std::string& args
   const std::string tag = std::to_string(getpid()) + "_" + std::to_string(++calls);
   const std::string out = (dir / ("moe_bench_cli_out_" + tag)).string();
   const std::string err = (dir / ("moe_bench_cli_err_" + tag)).string();
-  const std::string cmd = prefix + MOE_BENCH_EXE + " " + args + " >" + out + " 2>" + err;
+  const std::string cmd =
+      prefix + env_prefix() + MOE_BENCH_EXE + " " + args + " >" + out + " 2>" + err;
   const int status = std::system(cmd.c_str());
   Outcome o{WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(out), slurp(err)};
   fs::remove(out);
@@ -173,13 +193,48 @@ TEST_CASE("ctrl-c finishes the current sample and writes what finished, marked i
   namespace fs = std::filesystem;
   const fs::path json = fs::temp_directory_path() / "moe_bench_cli_interrupt.json";
   fs::remove(json);
-  // A long sampling budget that SIGINT cuts short after four seconds (enough for start-up and
-  // the peak benchmarks even in the sanitizer build).
-  Outcome o = moe_bench_with_prefix("timeout --preserve-status -s INT 4 ",
-                                    "run --experts 4 --d-model 16 --d-ff 8 --tokens 1,2,3 "
-                                    "--reps 1000000 --min-time 100 --max-time 100 --quiet --json " +
-                                        json.string());
-  CHECK(o.code == 130);
+  // A sampling budget far longer than the test; SIGINT is sent once the first case reports that
+  // it is timing (every implementation then has a sample), however slow the machine is.
+  std::vector<std::string> argv_s = {
+      MOE_BENCH_EXE, "run", "--experts",  "4",     "--d-model", "16",
+      "--d-ff",      "8",   "--tokens",   "1,2,3", "--reps",    "1000000",
+      "--min-time",  "100", "--max-time", "100",   "--json",    json.string()};
+  std::vector<std::string> env_s = child_environment();
+  std::vector<char*> argv, envp;
+  for (auto& a : argv_s) argv.push_back(a.data());
+  for (auto& e : env_s) envp.push_back(e.data());
+  argv.push_back(nullptr);
+  envp.push_back(nullptr);
+  int err_pipe[2];
+  REQUIRE(pipe(err_pipe) == 0);
+  const pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    dup2(err_pipe[1], STDERR_FILENO);
+    close(err_pipe[0]);
+    close(err_pipe[1]);
+    if (std::freopen("/dev/null", "w", stdout) == nullptr) _exit(127);
+    execve(argv[0], argv.data(), envp.data());
+    _exit(127);
+  }
+  close(err_pipe[1]);
+  std::string err;
+  std::array<char, 256> buf{};
+  ssize_t n = 0;
+  while (err.find(": timing") == std::string::npos &&
+         (n = read(err_pipe[0], buf.data(), buf.size())) > 0) {
+    err.append(buf.data(), static_cast<size_t>(n));
+  }
+  INFO("stderr before the interrupt: " << err);
+  REQUIRE(err.find("case 1 of 3: timing") != std::string::npos);
+  kill(pid, SIGINT);
+  while (read(err_pipe[0], buf.data(), buf.size()) > 0) {
+  }
+  close(err_pipe[0]);
+  int status = 0;
+  REQUIRE(waitpid(pid, &status, 0) == pid);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 130);
   auto j = nlohmann::json::parse(slurp(json.string()));
   CHECK(j["interrupted"] == true);
   REQUIRE(j["results"].size() >= 1);

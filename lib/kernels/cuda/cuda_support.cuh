@@ -99,6 +99,7 @@ cudaDataType_t blas_type() {
 unsigned blocks_for(int64_t n, int threads) {
   return static_cast<unsigned>((n + threads - 1) / threads);
 }
+
 // Events around each stage; elapsed times are collected after the run's last event completed.
 class StageClock {
  public:
@@ -152,5 +153,6 @@ void check_fits(double need_bytes) {
     throw DeviceError(msg);
   }
 }
+
 }  // namespace
 }  // namespace moe_bench::cuda

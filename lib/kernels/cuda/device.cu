@@ -39,6 +39,7 @@ DeviceInfo device_info() {
   cudaRuntimeGetVersion(&info.runtime);
   return info;
 }
+
 std::string device_summary() {
   int runtime = 0;
   cudaRuntimeGetVersion(&runtime);

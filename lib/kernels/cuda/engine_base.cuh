@@ -129,6 +129,7 @@ double work_bytes(const LayerSpec& s, int64_t rows, int64_t width, int64_t d_pad
              (static_cast<double>(width) * (elem + 8) + static_cast<double>(d_pad) * 4 + 16) +
          T_ * static_cast<double>(s.top_k) * 16;
 }
+
 }  // namespace
 
 /// The two engines, made for the layer's element type (grouped_engine.cu, cublas_engine.cu).

@@ -168,5 +168,6 @@ __global__ void __launch_bounds__(kThreads) grouped_gemm(GemmArgs<T> args) {
     }
   }
 }
+
 }  // namespace
 }  // namespace moe_bench::cuda

@@ -72,5 +72,6 @@ __global__ void combine_kernel(const float* o, int64_t ldo, const int64_t* inv,
       combine_element(o, ldo, inv, offsets, experts, shared, row_weight, top_k, idx / d, idx % d),
       elem);
 }
+
 }  // namespace
 }  // namespace moe_bench::cuda
