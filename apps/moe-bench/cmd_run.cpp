@@ -40,7 +40,7 @@ ProgressFn progress_line(bool enabled) {
   return [start, live](int64_t step, int64_t total, const std::string& what) {
     double elapsed =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    std::string eta = step > 0
+    std::string eta = step > 0 && step < total
                           ? fmt::format(", ETA {:.0f} s", elapsed / static_cast<double>(step) *
                                                               static_cast<double>(total - step))
                           : "";

@@ -11,6 +11,32 @@ int fail(moe_bench::ExitCode code, const std::string& message) {
   return static_cast<int>(code);
 }
 
+// CLI11 drops empty items of a comma list ("1,,2" becomes 1,2); an empty item is a typo the user
+// should hear about, so the values of list options are checked as typed.
+void reject_empty_list_items(const CLI::App& sub, int argc, char** argv) {
+  for (const CLI::Option* opt : sub.get_options()) {
+    if (opt->get_delimiter() != ',') continue;
+    for (const std::string& name : opt->get_lnames()) {
+      const std::string flag = "--" + name;
+      for (int i = 1; i < argc; ++i) {
+        std::string_view arg = argv[i], value;
+        if (arg == flag && i + 1 < argc) {
+          value = argv[i + 1];
+        } else if (arg.starts_with(flag + "=")) {
+          value = arg.substr(flag.size() + 1);
+        } else {
+          continue;
+        }
+        if (value.empty() || value.front() == ',' || value.back() == ',' ||
+            value.find(",,") != std::string_view::npos) {
+          throw moe_bench::UsageError(
+              fmt::format("{} '{}' has an empty item in its comma list", flag, value));
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -30,6 +56,9 @@ int main(int argc, char** argv) {
       return fail(ExitCode::kUsage,
                   fmt::format("unknown command '{}' (known: list, run, report, compare, validate)",
                               argv[1]));
+    }
+    for (const auto& command : commands) {
+      if (first == command.sub->get_name()) reject_empty_list_items(*command.sub, argc, argv);
     }
     app.parse(argc, argv);
     for (const auto& command : commands) {

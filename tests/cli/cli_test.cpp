@@ -91,6 +91,9 @@ TEST_CASE("bad input gets one clear line and exit 2") {
   expect_usage_error("run --dtype bf32", "known: f32, bf16, f16");
   expect_usage_error("run --threads 0", "--threads");
   expect_usage_error("frobnicate", "frobnicate");
+  expect_usage_error("run --tokens 1,,2", "--tokens '1,,2' has an empty item");
+  expect_usage_error("run --impl=blas,", "--impl 'blas,' has an empty item");
+  expect_usage_error("run --routing ,uniform", "empty item");
 }
 
 TEST_CASE("a preset that does not fit in memory is refused with the size it needs") {
@@ -106,6 +109,12 @@ TEST_CASE("an unwritable output path is refused before anything runs or is writt
   fs::remove_all(target.parent_path());
   expect_usage_error("run --tokens 1 --json " + target.string(), "does not exist");
   CHECK_FALSE(fs::exists(target.parent_path()));
+  // A folder that exists and looks writable but takes no new file: refused at once, not after
+  // the run.
+  if (fs::is_directory("/proc")) {
+    expect_usage_error("run --tokens 1 --json /proc/moe_bench_report.json",
+                       "cannot write '/proc/moe_bench_report.json'");
+  }
 }
 
 TEST_CASE("list shows every implementation with whether it runs here and why not") {

@@ -45,9 +45,24 @@ void check_writable(const std::filesystem::path& path) {
     throw UsageError(
         fmt::format("cannot write '{}': folder '{}' does not exist", path.string(), dir.string()));
   }
-  if (access(dir.c_str(), W_OK) != 0 || (fs::exists(path, ec) && access(path.c_str(), W_OK) != 0)) {
+  if (fs::exists(path, ec) && access(path.c_str(), W_OK) != 0) {
     throw UsageError(fmt::format("cannot write '{}': permission denied", path.string()));
   }
+  // The report is written as a temporary file beside it and renamed: try exactly that now, so a
+  // folder that looks writable but is not (/proc, a read-only mount) fails before the run.
+  fs::path probe = path;
+  probe += fmt::format(".probe.{}", getpid());
+  {
+    std::ofstream out(probe, std::ios::binary | std::ios::trunc);
+    out << '\n';
+    out.close();
+    if (out.fail()) {
+      fs::remove(probe, ec);
+      throw UsageError(fmt::format("cannot write '{}': a file cannot be created in '{}'",
+                                   path.string(), dir.string()));
+    }
+  }
+  fs::remove(probe, ec);
 }
 
 void write_file_atomically(const std::filesystem::path& path, std::string_view content) {
