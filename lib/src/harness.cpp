@@ -173,6 +173,9 @@ void run_case(const Case& c, const std::vector<std::string>& impls, const Harnes
     k.result.impl = impl;
     k.result.load = load;
     k.result.layers = layers;
+    k.result.round_bytes =
+        static_cast<double>(layers) *
+        forward_bytes(c.shape, c.dtype, std::max<int64_t>(1, load.active_experts));
     k.kernel = o.make(impl);
     k.result.device_timed = k.kernel->device_timed();
     if (auto why = k.kernel->unavailable_reason()) {
@@ -258,6 +261,12 @@ std::string_view to_string(Status s) {
       return "skipped";
   }
   return "?";
+}
+
+std::string roofline_text(const Derived& d) {
+  if (d.roofline_pct <= 0) return "-";
+  if (d.over_ceiling()) return "over ceiling";
+  return fmt::format("{:.1f}%", d.roofline_pct);
 }
 
 std::string_view to_string(CacheMode m) { return m == CacheMode::kCold ? "cold" : "warm"; }

@@ -103,35 +103,36 @@ Problem make_problem(const Shape& s, Dtype dtype, uint64_t seed, int64_t layers)
   const bool gated = s.activation != Activation::kGelu;
   const int64_t fs = s.shared_width();
   const std::vector<float> skew_bias = skew_logit_bias(s.skew, s.experts, s.top_k);
-  p.layers.resize(static_cast<size_t>(layers));
-  for (int64_t l = 0; l < layers; ++l) {
-    LayerWeights& w = p.layers[l];
-    w.wg = normal(s.experts * s.d_model, in_d, seed, layer_stream(l, kWg));
-    w.logit_bias = skew_bias;
-    w.selection_bias = s.routing.selection_bias
-                           ? normal(s.experts, 0.05, seed, layer_stream(l, kSelBias))
-                           : std::vector<float>(static_cast<size_t>(s.experts), 0.0f);
-    w.w1 = normal(s.experts * s.d_ff * s.d_model, in_d, seed, layer_stream(l, kW1));
-    if (gated) w.w3 = normal(s.experts * s.d_ff * s.d_model, in_d, seed, layer_stream(l, kW3));
-    w.w2 = normal(s.experts * s.d_model * s.d_ff, in_f, seed, layer_stream(l, kW2));
-    if (fs > 0) {
-      // Each shared expert has fan-in d_ff_shared in its down projection.
-      const double in_fs = 1.0 / std::sqrt(static_cast<double>(s.d_ff_shared));
-      w.ws1 = normal(fs * s.d_model, in_d, seed, layer_stream(l, kWs1));
-      if (gated) w.ws3 = normal(fs * s.d_model, in_d, seed, layer_stream(l, kWs3));
-      w.ws2 = normal(s.d_model * fs, in_fs, seed, layer_stream(l, kWs2));
-    }
+  // Layer 0 comes from the generator; the others are copies of it, each its own allocation:
+  // rotating through them defeats the caches as well as distinct values would, and a machine with
+  // a large cache (many layers) does not spend its run in the generator.
+  p.layers.resize(static_cast<size_t>(std::max<int64_t>(layers, 1)));
+  LayerWeights& w = p.layers[0];
+  const int64_t l = 0;
+  w.wg = normal(s.experts * s.d_model, in_d, seed, layer_stream(l, kWg));
+  w.logit_bias = skew_bias;
+  w.selection_bias = s.routing.selection_bias
+                         ? normal(s.experts, 0.05, seed, layer_stream(l, kSelBias))
+                         : std::vector<float>(static_cast<size_t>(s.experts), 0.0f);
+  w.w1 = normal(s.experts * s.d_ff * s.d_model, in_d, seed, layer_stream(l, kW1));
+  if (gated) w.w3 = normal(s.experts * s.d_ff * s.d_model, in_d, seed, layer_stream(l, kW3));
+  w.w2 = normal(s.experts * s.d_model * s.d_ff, in_f, seed, layer_stream(l, kW2));
+  if (fs > 0) {
+    // Each shared expert has fan-in d_ff_shared in its down projection.
+    const double in_fs = 1.0 / std::sqrt(static_cast<double>(s.d_ff_shared));
+    w.ws1 = normal(fs * s.d_model, in_d, seed, layer_stream(l, kWs1));
+    if (gated) w.ws3 = normal(fs * s.d_model, in_d, seed, layer_stream(l, kWs3));
+    w.ws2 = normal(s.d_model * fs, in_fs, seed, layer_stream(l, kWs2));
   }
   // Inputs and weights live in the dtype: stored as the floats the dtype can represent, so every
   // implementation and the oracle start from exactly the same values.
   if (dtype != Dtype::kF32) {
     round_all(dtype, p.x.data(), static_cast<int64_t>(p.x.size()));
-    for (LayerWeights& w : p.layers) {
-      for (auto* v : {&w.wg, &w.w1, &w.w3, &w.w2, &w.ws1, &w.ws3, &w.ws2}) {
-        round_all(dtype, v->data(), static_cast<int64_t>(v->size()));
-      }
+    for (auto* v : {&w.wg, &w.w1, &w.w3, &w.w2, &w.ws1, &w.ws3, &w.ws2}) {
+      round_all(dtype, v->data(), static_cast<int64_t>(v->size()));
     }
   }
+  for (size_t i = 1; i < p.layers.size(); ++i) p.layers[i] = p.layers[0];
   return p;
 }
 

@@ -63,3 +63,19 @@ TEST_CASE("routing skew makes popularity follow the chosen distribution") {
   // A balanced router gives an auxiliary loss close to 1.
   CHECK(uniform.aux_loss == Approx(1.0).epsilon(0.1));
 }
+
+TEST_CASE("cold-cache layers are separate copies of the first layer") {
+  Shape s;
+  s.experts = 4;
+  s.d_model = 16;
+  s.d_ff = 8;
+  s.tokens = 2;
+  const Problem p = make_problem(s, Dtype::kBF16, 5, 3);
+  REQUIRE(p.layers.size() == 3);
+  CHECK(make_problem(s, Dtype::kBF16, 5, 1).layers[0].w1 == p.layers[0].w1);
+  for (size_t l = 1; l < p.layers.size(); ++l) {
+    CHECK(p.layers[l].w1 == p.layers[0].w1);
+    CHECK(p.layers[l].w2 == p.layers[0].w2);
+    CHECK(p.layers[l].w1.data() != p.layers[0].w1.data());
+  }
+}

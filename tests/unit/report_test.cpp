@@ -147,3 +147,21 @@ TEST_CASE("reports are written atomically and unwritable paths are refused up fr
   CHECK_THROWS_AS(check_writable(dir), UsageError);
   fs::remove_all(dir);
 }
+
+TEST_CASE("a result above its ceiling is flagged as a measurement problem, not a percentage") {
+  Report report = sample_report();
+  report.results[1].derived.roofline_pct = 131.0;
+  const std::string table = render_table(report);
+  CHECK(table.find("over ceiling") != std::string::npos);
+  CHECK(table.find("131") == std::string::npos);
+  CHECK(render_markdown(report).find("| over ceiling |") != std::string::npos);
+  auto j = nlohmann::json::parse(render_json(report));
+  CHECK(j["results"][1]["derived"]["over_ceiling"] == true);
+  CHECK(j["results"][0]["derived"]["over_ceiling"] == false);
+  bool warned = false;
+  for (const auto& w : collect_warnings(report)) {
+    warned |= w.starts_with("over ceiling: blas on") && w.find("131%") != std::string::npos;
+  }
+  CHECK(warned);
+  CHECK(roofline_text(report.results[0].derived) == "60.0%");
+}

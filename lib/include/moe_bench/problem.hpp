@@ -28,7 +28,8 @@ struct Problem {
 };
 
 /// Generates a problem deterministically from (shape, seed); the result does not depend on the
-/// number of threads used.
+/// number of threads used. Of `layers` weight sets the first is generated and the others are
+/// copies of it in memory of their own (for cold-cache rotation).
 Problem make_problem(const Shape& shape, Dtype dtype, uint64_t seed, int64_t layers = 1);
 
 /// Per-expert logit bias that makes the share of top-k assignments per expert follow the skew

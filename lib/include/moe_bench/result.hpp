@@ -30,7 +30,13 @@ struct Derived {
   double tokens_per_s = 0, gflops = 0, gbytes_per_s = 0;
   double roofline_pct = 0;  ///< the roofline bound's time as a percentage of the median
   std::string bound;        ///< "compute" or "memory"
+  /// The result ran faster than its ceiling allows: the peak was measured low (a busy machine) or
+  /// the data came from a cache. A measurement problem, never a percentage to quote.
+  bool over_ceiling() const { return roofline_pct > 100.0; }
 };
+
+/// A result's place on the roofline for people: "85.2%", "over ceiling" above 100%, "-" unknown.
+std::string roofline_text(const Derived& d);
 
 /// Time per call of one stage of an implementation (route, dispatch, experts, combine).
 struct StageTime {
@@ -55,6 +61,7 @@ struct Result {
   BlasInfo blas;
   double setup_s = 0;      ///< prepare() time
   int64_t layers = 1;      ///< independent weight sets the samples rotated through
+  double round_bytes = 0;  ///< bytes one round through the layers touches (weights, x and y)
   int64_t inner_reps = 1;  ///< calls per sample (calibrated to the minimum sample time)
   std::string notes;       ///< e.g. a peer's versions and BLAS
   std::vector<StageTime> stages;

@@ -1,17 +1,31 @@
 #pragma once
 
 #include <functional>
+#include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "moe_bench/harness.hpp"
 #include "moe_bench/result.hpp"
+#include "moe_bench/sysinfo.hpp"
 
 namespace moe_bench {
 
+/// The CPUs a claim was measured on and is stated for.
+enum class MachineClass {
+  kAvx512,          ///< x86-64 with AVX-512 (AMD Zen 4/5, Intel Xeon since Skylake)
+  kAvx512Bf16NoAmx  ///< AVX512-BF16 without AMX (AMD Zen 4/5): vdpbf16ps at twice the FMA rate
+};
+/// How the README names a machine class ("CPUs with AVX-512").
+std::string_view to_string(MachineClass m);
+/// Why a CPU with these features is outside the class, or nullopt when it is inside.
+std::optional<std::string> outside_class(MachineClass m, const CpuFeatures& cpu);
+
 /// A performance claim the README makes, checked by `validate`: implementation `a` is faster than
-/// `b` with confidence on a standard workload case.
+/// `b` with confidence on a standard workload case, on the machines of its class (skipped, with
+/// the reason, on others).
 struct Claim {
   std::string text;  ///< exactly as the README states it
   std::string workload;
@@ -20,6 +34,7 @@ struct Claim {
   std::string a, b;
   bool quick = false;  ///< also checked by --quick
   std::string dtype = "f32";
+  MachineClass machines = MachineClass::kAvx512;
 };
 std::span<const Claim> readme_claims();
 

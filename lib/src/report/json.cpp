@@ -77,11 +77,10 @@ json result_to_json(const Result& r) {
   }
   j["samples_s"] = r.samples_s;
   j["stats"] = stats_to_json(r.stats);
-  j["derived"] = {{"tokens_per_s", r.derived.tokens_per_s},
-                  {"gflops", r.derived.gflops},
-                  {"gbytes_per_s", r.derived.gbytes_per_s},
-                  {"roofline_pct", r.derived.roofline_pct},
-                  {"bound", r.derived.bound}};
+  j["derived"] = {
+      {"tokens_per_s", r.derived.tokens_per_s},   {"gflops", r.derived.gflops},
+      {"gbytes_per_s", r.derived.gbytes_per_s},   {"roofline_pct", r.derived.roofline_pct},
+      {"over_ceiling", r.derived.over_ceiling()}, {"bound", r.derived.bound}};
   j["load"] = {{"tokens_per_expert", r.load.tokens_per_expert},
                {"imbalance", r.load.imbalance},
                {"dropped", r.load.dropped},
@@ -90,6 +89,7 @@ json result_to_json(const Result& r) {
   j["blas"] = {{"core", r.blas.core}, {"threads", r.blas.threads}};
   j["setup_s"] = r.setup_s;
   j["layers"] = r.layers;
+  j["round_bytes"] = r.round_bytes;
   j["inner_reps"] = r.inner_reps;
   j["notes"] = r.notes;
   json stages = json::array();  // an array keeps the stages in pipeline order
@@ -286,6 +286,7 @@ Result result_from_json(const json& j) {
   r.blas.threads = j.at("blas").at("threads");
   r.setup_s = j.at("setup_s");
   r.layers = j.at("layers");
+  r.round_bytes = j.value("round_bytes", 0.0);
   r.inner_reps = j.at("inner_reps");
   r.notes = j.value("notes", std::string{});
   for (const json& stage : j.at("stages_s")) {

@@ -51,12 +51,12 @@ std::string render_markdown(const Report& report) {
     const char* unit = "";
     const double scale = time_scale(r.stats.median_s, &unit);
     out += fmt::format(
-        "| {} | {} | ok | {:.3f} {} | {} | {} | {:.1f}% | {:.1f} | {:.1f} | {:.1f} | {:.1f}% | "
+        "| {} | {} | ok | {:.3f} {} | {} | {} | {:.1f}% | {:.1f} | {:.1f} | {:.1f} | {} | "
         "{} | {:.2e} | {} | {}/{} |\n",
         case_label(r.kase), r.impl, r.stats.median_s * scale, unit,
         format_interval(r.stats.median_ci_s, scale, 3),
         format_interval(r.stats.mean_ci_s, scale, 3), r.stats.cv * 100, r.derived.tokens_per_s,
-        r.derived.gflops, r.derived.gbytes_per_s, r.derived.roofline_pct, r.derived.bound,
+        r.derived.gflops, r.derived.gbytes_per_s, roofline_text(r.derived), r.derived.bound,
         r.correctness->max_rel_err, r.stats.n, r.stats.outliers_mild, r.stats.outliers_severe);
   }
 

@@ -10,7 +10,7 @@ std::string render_table(const Report& report) {
   std::string out = fmt::format(
       "moe-bench {} ({} build) on {} | OpenBLAS {} kernel ({}) | cache {}\n", sys.tool_version,
       sys.build_type, sys.cpu_model, sys.blas.core, sys.blas.chosen_by, to_string(report.cache));
-  out += fmt::format("{:<34} {:<6} {:<7} {:>26} {:>10} {:>8} {:>7} {:>9} {:>9} {:>4}\n", "case",
+  out += fmt::format("{:<34} {:<6} {:<7} {:>26} {:>10} {:>8} {:>7} {:>12} {:>9} {:>4}\n", "case",
                      "impl", "status", "median [95% CI]", "tokens/s", "GFLOP/s", "GB/s", "roofline",
                      "max rel", "n");
   for (const Result& r : report.results) {
@@ -23,9 +23,9 @@ std::string render_table(const Report& report) {
     const double scale = time_scale(r.stats.median_s, &unit);
     const std::string median = fmt::format("{:.3f} {} {}", r.stats.median_s * scale, unit,
                                            format_interval(r.stats.median_ci_s, scale, 3));
-    out += fmt::format("{:>26} {:>10.1f} {:>8.1f} {:>7.1f} {:>8.1f}% {:>9.2e} {:>4}\n", median,
+    out += fmt::format("{:>26} {:>10.1f} {:>8.1f} {:>7.1f} {:>12} {:>9.2e} {:>4}\n", median,
                        r.derived.tokens_per_s, r.derived.gflops, r.derived.gbytes_per_s,
-                       r.derived.roofline_pct, r.correctness->max_rel_err, r.stats.n);
+                       roofline_text(r.derived), r.correctness->max_rel_err, r.stats.n);
   }
   if (!report.comparisons.empty()) {
     out += fmt::format("\n{:<34} {:<16} {:>8} {:>18}  {}\n", "case", "speed-up", "median", "95% CI",

@@ -54,6 +54,15 @@ std::vector<std::string> collect_warnings(const Report& report) {
                               case_label(r.kase), r.stats.cv * 100, kNoisyCv * 100));
     }
   }
+  for (const Result& r : report.results) {
+    if (r.status == Status::kOk && r.derived.over_ceiling()) {
+      w.push_back(fmt::format(
+          "over ceiling: {} on {} ran at {:.0f}% of its {} ceiling: the peak was measured low "
+          "(another process busy) or the data came from a cache; its roofline figure is not "
+          "a result",
+          r.impl, case_label(r.kase), r.derived.roofline_pct, r.derived.bound));
+    }
+  }
   if (report.interrupted) w.push_back("interrupted: the report holds what finished");
   return w;
 }
