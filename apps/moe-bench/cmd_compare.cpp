@@ -1,43 +1,121 @@
 #include <fmt/format.h>
+#include <unistd.h>
 
+#include <climits>
+#include <csignal>
+#include <filesystem>
+
+#include "case_options.hpp"
 #include "commands.hpp"
 #include "moe_bench/compare.hpp"
 #include "moe_bench/error.hpp"
 #include "moe_bench/report.hpp"
+#include "moe_bench/side_by_side.hpp"
 
 namespace moe_bench::cli {
+namespace {
+
+struct CompareCommand {
+  std::string old_path, new_path, md_path, json_path;
+  CompareOptions compare;
+  std::string against;  ///< the old build's binary: compare side by side in one run
+  CaseOptions cases;
+  std::string slowdown;  ///< test-only: IMPL:FRACTION slows the new build's IMPL
+  bool quiet = false;
+};
+
+void on_sigint(int) { request_interrupt(); }
+
+std::string this_binary() {
+  char buf[PATH_MAX];
+  const ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n <= 0) throw EnvironmentError("cannot find this moe-bench's own path (/proc/self/exe)");
+  return std::string(buf, static_cast<size_t>(n));
+}
+
+// Old and new reports: two files, or the two builds measured side by side now.
+std::pair<Report, Report> reports_to_compare(CompareCommand& o) {
+  if (o.against.empty()) {
+    if (o.old_path.empty() || o.new_path.empty()) {
+      throw UsageError("compare needs OLD.json NEW.json, or --against OLD_BINARY");
+    }
+    return {read_report(o.old_path), read_report(o.new_path)};
+  }
+  if (!o.old_path.empty()) {
+    throw UsageError("compare --against measures both builds now: give no report files");
+  }
+  if (!std::filesystem::is_regular_file(o.against) || access(o.against.c_str(), X_OK) != 0) {
+    throw UsageError(fmt::format("--against '{}' is not an executable file", o.against));
+  }
+  SideBySideOptions sbs;
+  sbs.old_binary = o.against;
+  sbs.new_binary = this_binary();
+  sbs.slowdown = parse_slowdown(o.slowdown);
+  const std::vector<Case> cases = plan_checked(o.cases, 2);
+  sbs.worker_args = case_arguments(o.cases);
+  std::signal(SIGINT, on_sigint);
+  return run_side_by_side(cases, o.cases.harness, sbs, progress_lines(!o.quiet));
+}
+
+int compare(CompareCommand& o) {
+  const CompareOptions& c = o.compare;
+  if (!(c.alpha > 0 && c.alpha < 1)) throw UsageError("--alpha must be in (0, 1)");
+  if (!(c.threshold >= 0 && c.threshold < 10)) throw UsageError("--threshold must be in [0, 10)");
+  for (const auto& path : {o.md_path, o.json_path}) {
+    if (!path.empty()) check_writable(path);
+  }
+  const auto [old_run, new_run] = reports_to_compare(o);
+  const RunComparison result = compare_reports(old_run, new_run, c);
+  fmt::print("{}", render_compare_table(result, c));
+  if (!o.md_path.empty()) write_file_atomically(o.md_path, render_compare_markdown(result, c));
+  if (!o.json_path.empty()) write_file_atomically(o.json_path, render_compare_json(result, c));
+  if (new_run.interrupted) return 130;
+  return result.regression() ? static_cast<int>(ExitCode::kCheckFailed) : 0;
+}
+
+}  // namespace
 
 Command add_compare_command(CLI::App& app) {
-  struct Options {
-    std::string old_path, new_path, md_path;
-    CompareOptions compare;
-  };
-  auto o = std::make_shared<Options>();
+  auto o = std::make_shared<CompareCommand>();
   auto* sub = app.add_subcommand(
-      "compare", "Compare two JSON runs: exit 1 on a regression (the CI gate), 0 otherwise");
-  sub->add_option("OLD", o->old_path, "Reference report (JSON)")->required();
-  sub->add_option("NEW", o->new_path, "Report to judge (JSON)")->required();
+      "compare",
+      "Compare two JSON runs, or this build against another one side by side (--against): exit "
+      "1 on a regression (the CI gate), 0 otherwise");
+  sub->add_option("OLD", o->old_path, "Reference report (JSON)");
+  sub->add_option("NEW", o->new_path, "Report to judge (JSON)");
+  sub->add_option("--against", o->against,
+                  "The old build's moe-bench: run both builds now on the cases the run flags "
+                  "give, sample by sample");
   sub->add_option("--alpha", o->compare.alpha, "Significance level of the Mann-Whitney U test");
   sub->add_option("--threshold", o->compare.threshold,
                   "A regression is slower by more than this fraction (default 0.05)");
   sub->add_option("--relative-to", o->compare.relative_to,
                   "Compare each implementation's in-run ratio to IMPL instead of raw times");
   sub->add_option("--md", o->md_path, "Write a Markdown summary to FILE");
+  sub->add_option("--json", o->json_path, "Write the verdicts as JSON to FILE");
+  sub->add_flag("--quiet,-q", o->quiet, "No progress lines (--against)");
+  add_case_options(sub, o->cases);
+  // Test-only: how the gate's power is measured (docs/checks.md).
+  sub->add_option("--inject-slowdown", o->slowdown,
+                  "Test only: IMPL:FRACTION makes the new build's IMPL that much slower")
+      ->group("");
+  return {sub, [o] { return compare(*o); }};
+}
+
+Command add_worker_command(CLI::App& app) {
+  struct WorkerCommand {
+    CaseOptions cases;
+    std::string slowdown;
+  };
+  auto o = std::make_shared<WorkerCommand>();
+  auto* sub = app.add_subcommand("worker", "One build's side of compare --against (internal)");
+  sub->group("");
+  add_case_options(sub, o->cases);
+  sub->add_option("--inject-slowdown", o->slowdown, "Test only: IMPL:FRACTION");
   return {sub, [o] {
-            const CompareOptions& c = o->compare;
-            if (!(c.alpha > 0 && c.alpha < 1)) throw UsageError("--alpha must be in (0, 1)");
-            if (!(c.threshold >= 0 && c.threshold < 10)) {
-              throw UsageError("--threshold must be in [0, 10)");
-            }
-            if (!o->md_path.empty()) check_writable(o->md_path);
-            const Report old_run = read_report(o->old_path);
-            const Report new_run = read_report(o->new_path);
-            const RunComparison result = compare_reports(old_run, new_run, c);
-            fmt::print("{}", render_compare_table(result, c));
-            if (!o->md_path.empty()) {
-              write_file_atomically(o->md_path, render_compare_markdown(result, c));
-            }
-            return result.regression() ? static_cast<int>(ExitCode::kCheckFailed) : 0;
+            const std::vector<Case> cases = plan_checked(o->cases);
+            return serve_worker(cases, o->cases.impls, o->cases.harness,
+                                parse_slowdown(o->slowdown), stdin, stdout);
           }};
 }
 

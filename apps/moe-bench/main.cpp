@@ -46,13 +46,13 @@ int main(int argc, char** argv) {
   CLI::App app{"moe-bench: Mixture-of-Experts layer benchmarks you can check"};
   app.require_subcommand(1);
   const moe_bench::cli::Command commands[] = {
-      moe_bench::cli::add_list_command(app), moe_bench::cli::add_run_command(app),
-      moe_bench::cli::add_report_command(app), moe_bench::cli::add_compare_command(app),
-      moe_bench::cli::add_validate_command(app)};
+      moe_bench::cli::add_list_command(app),     moe_bench::cli::add_run_command(app),
+      moe_bench::cli::add_report_command(app),   moe_bench::cli::add_compare_command(app),
+      moe_bench::cli::add_validate_command(app), moe_bench::cli::add_worker_command(app)};
   try {
     const std::string_view first = argc > 1 ? argv[1] : "-";
     if (!first.starts_with('-') && first != "list" && first != "run" && first != "report" &&
-        first != "compare" && first != "validate") {
+        first != "compare" && first != "validate" && first != "worker") {
       return fail(ExitCode::kUsage,
                   fmt::format("unknown command '{}' (known: list, run, report, compare, validate)",
                               argv[1]));

@@ -230,4 +230,28 @@ std::string render_compare_markdown(const RunComparison& c, const CompareOptions
   return out;
 }
 
+std::string render_compare_json(const RunComparison& c, const CompareOptions& o) {
+  nlohmann::json changes = nlohmann::json::array();
+  for (const Change& ch : c.changes) {
+    changes.push_back({{"case", case_to_json(ch.kase)},
+                       {"impl", ch.impl},
+                       {"ratio", ch.ratio},
+                       {"ratio_ci", {ch.ratio_ci[0], ch.ratio_ci[1]}},
+                       {"p_value", ch.p_value},
+                       {"n_old", ch.n_old},
+                       {"n_new", ch.n_new},
+                       {"verdict", to_string(ch.verdict)}});
+  }
+  const nlohmann::json j{
+      {"schema_version", kSchemaVersion},
+      {"compared", o.relative_to.empty() ? "median times" : "in-run ratios to " + o.relative_to},
+      {"alpha", o.alpha},
+      {"threshold", o.threshold},
+      {"regression", c.regression()},
+      {"changes", changes},
+      {"failed_new", c.failed_new},
+      {"notes", c.notes}};
+  return j.dump(2) + "\n";
+}
+
 }  // namespace moe_bench

@@ -148,20 +148,7 @@ void run_case(const Case& c, const std::vector<std::string>& impls, const Harnes
               Report& report, const std::function<void()>& timing) {
   omp_set_num_threads(c.threads);
   set_blas_threads(c.threads);
-  // The layer count is chosen before the data exists, from the experts that T*k uniform
-  // assignments are expected to touch: E * (1 - (1 - k/E)^T).
-  const double experts = static_cast<double>(c.shape.experts);
-  const double expected_active =
-      experts * (1 - std::pow(1 - static_cast<double>(c.shape.top_k) / experts,
-                              static_cast<double>(c.shape.tokens)));
-  // Implementations that pack or copy the weights multiply what each layer costs.
-  int64_t copies = 1;
-  for (const std::string& impl : impls) {
-    copies = std::max<int64_t>(copies, 1 + o.make(impl)->info().weight_copies);
-  }
-  const int64_t layers =
-      cold_layers(c, o.cache, std::max<int64_t>(1, std::llround(expected_active)),
-                  last_level_cache_bytes(), memory_available_bytes() / copies);
+  const int64_t layers = layers_for(c, o, impls);
   Problem problem = make_problem(c.shape, c.dtype, c.seed, layers);
   Oracle oracle(problem, 0, o.oracle_flop_budget);
   const Load load = oracle.load();
@@ -284,6 +271,22 @@ int64_t cold_layers(const Case& c, CacheMode mode, int64_t active_experts, int64
   // Never let the extra layers take more than half of the available memory.
   const int64_t fit = std::max<int64_t>(1, available_bytes / 2 / per_layer);
   return std::min(layers, fit);
+}
+
+int64_t layers_for(const Case& c, const HarnessOptions& o, const std::vector<std::string>& impls) {
+  // The layer count is chosen before the data exists, from the experts that T*k uniform
+  // assignments are expected to touch: E * (1 - (1 - k/E)^T).
+  const double experts = static_cast<double>(c.shape.experts);
+  const double expected_active =
+      experts * (1 - std::pow(1 - static_cast<double>(c.shape.top_k) / experts,
+                              static_cast<double>(c.shape.tokens)));
+  // Implementations that pack or copy the weights multiply what each layer costs.
+  int64_t copies = 1;
+  for (const std::string& impl : impls) {
+    copies = std::max<int64_t>(copies, 1 + o.make(impl)->info().weight_copies);
+  }
+  return cold_layers(c, o.cache, std::max<int64_t>(1, std::llround(expected_active)),
+                     last_level_cache_bytes(), memory_available_bytes() / copies);
 }
 
 void refresh_derived(Report& report) {

@@ -11,64 +11,17 @@
 #include <string>
 #include <vector>
 
+#include "tool.hpp"
+
+using namespace moe_bench::testing;
+
 namespace {
-
-struct Outcome {
-  int code = -1;
-  std::string out;  ///< stdout
-  std::string err;  ///< stderr
-};
-
-std::string slurp(const std::string& path) {
-  std::string text;
-  if (FILE* f = std::fopen(path.c_str(), "r")) {
-    std::array<char, 4096> buf{};
-    size_t n = 0;
-    while ((n = std::fread(buf.data(), 1, buf.size(), f)) > 0) text.append(buf.data(), n);
-    std::fclose(f);
-  }
-  return text;
-}
-
-// Children get an explicit environment, not the test process's: the test runner may have set
-// OPENBLAS_CORETYPE (prepare_process re-executes it) or anything else a user's shell holds.
-std::vector<std::string> child_environment() {
-  std::vector<std::string> env;
-  for (const char* name : {"PATH", "HOME", "TMPDIR", "ASAN_OPTIONS", "UBSAN_OPTIONS"}) {
-    if (const char* v = std::getenv(name)) env.push_back(std::string(name) + "=" + v);
-  }
-  return env;
-}
-
-std::string env_prefix() {
-  std::string prefix = "env -i";
-  for (const auto& var : child_environment()) prefix += " '" + var + "'";
-  return prefix + " ";
-}
-
-Outcome moe_bench_with_prefix(const std::string& prefix, const std::string& args) {
-  namespace fs = std::filesystem;
-  const fs::path dir = fs::temp_directory_path();
-  static int calls = 0;
-  const std::string tag = std::to_string(getpid()) + "_" + std::to_string(++calls);
-  const std::string out = (dir / ("moe_bench_cli_out_" + tag)).string();
-  const std::string err = (dir / ("moe_bench_cli_err_" + tag)).string();
-  const std::string cmd =
-      prefix + env_prefix() + MOE_BENCH_EXE + " " + args + " >" + out + " 2>" + err;
-  const int status = std::system(cmd.c_str());
-  Outcome o{WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(out), slurp(err)};
-  fs::remove(out);
-  fs::remove(err);
-  return o;
-}
-
-Outcome moe_bench(const std::string& args) { return moe_bench_with_prefix("", args); }
 
 int lines(const std::string& s) { return static_cast<int>(std::count(s.begin(), s.end(), '\n')); }
 
 void expect_usage_error(const std::string& args, const std::string& fragment) {
   INFO("moe-bench " << args);
-  Outcome o = moe_bench(args);
+  Outcome o = run_tool(args);
   CHECK(o.code == 2);
   CHECK(lines(o.err) == 1);
   CHECK(o.err.find(fragment) != std::string::npos);
@@ -98,7 +51,7 @@ TEST_CASE("bad input gets one clear line and exit 2") {
 
 TEST_CASE("a preset that does not fit in memory is refused with the size it needs") {
   expect_usage_error("run --preset deepseek-v3", "GiB");
-  Outcome o = moe_bench("run --preset deepseek-v3");
+  Outcome o = run_tool("run --preset deepseek-v3");
   CHECK(o.err.find("preset deepseek-v3") != std::string::npos);
   CHECK(o.err.find("--experts") != std::string::npos);
 }
@@ -118,7 +71,7 @@ TEST_CASE("an unwritable output path is refused before anything runs or is writt
 }
 
 TEST_CASE("list shows every implementation with whether it runs here and why not") {
-  Outcome o = moe_bench("list");
+  Outcome o = run_tool("list");
   CHECK(o.code == 0);
   CHECK(o.out.find("naive") != std::string::npos);
   CHECK(o.out.find("blas") != std::string::npos);
@@ -131,7 +84,7 @@ TEST_CASE("run writes a JSON report that parses and carries the schema version")
   namespace fs = std::filesystem;
   const fs::path path = fs::temp_directory_path() / "moe_bench_cli_run.json";
   fs::remove(path);
-  Outcome o = moe_bench(
+  Outcome o = run_tool(
       "run --experts 4,6 --top-k 2 --d-model 32 --d-ff 24 --tokens 1,5 "
       "--routing uniform,zipf:1.1 --reps 2 --min-time 0 --quiet --format json --json " +
       path.string());
@@ -152,12 +105,12 @@ TEST_CASE("run writes a JSON report that parses and carries the schema version")
 }
 
 TEST_CASE("csv and jsonl print one row per result for sweeps") {
-  Outcome csv = moe_bench(
+  Outcome csv = run_tool(
       "run --experts 4 --d-model 16 --d-ff 8 --tokens 1,2,3 --reps 1 "
       "--min-time 0 --impl blas --format csv");
   REQUIRE(csv.code == 0);
   CHECK(lines(csv.out) == 4);
-  Outcome jsonl = moe_bench(
+  Outcome jsonl = run_tool(
       "run --experts 4 --d-model 16 --d-ff 8 --tokens 1,2 --reps 1 "
       "--min-time 0 --impl blas,naive --format jsonl");
   REQUIRE(jsonl.code == 0);
@@ -165,7 +118,7 @@ TEST_CASE("csv and jsonl print one row per result for sweeps") {
 }
 
 TEST_CASE("the blas baseline reports the OpenBLAS kernel it ran on") {
-  Outcome o = moe_bench(
+  Outcome o = run_tool(
       "run --experts 4 --d-model 16 --d-ff 8 --tokens 2 --reps 1 --min-time 0 --impl blas "
       "--format json --blas-core auto");
   REQUIRE(o.code == 0);
@@ -183,11 +136,11 @@ TEST_CASE("report renders a saved run as Markdown") {
   const fs::path json = fs::temp_directory_path() / "moe_bench_cli_report.json";
   const fs::path md = fs::temp_directory_path() / "moe_bench_cli_report.md";
   fs::remove(md);
-  REQUIRE(moe_bench("run --experts 4 --d-model 16 --d-ff 8 --tokens 2 --reps 3 --min-time 0 "
-                    "--quiet --json " +
-                    json.string())
+  REQUIRE(run_tool("run --experts 4 --d-model 16 --d-ff 8 --tokens 2 --reps 3 --min-time 0 "
+                   "--quiet --json " +
+                   json.string())
               .code == 0);
-  Outcome o = moe_bench("report " + json.string() + " --md " + md.string());
+  Outcome o = run_tool("report " + json.string() + " --md " + md.string());
   CHECK(o.code == 0);
   const std::string text = slurp(md.string());
   CHECK(text.find("# moe-bench report") != std::string::npos);

@@ -12,6 +12,7 @@
 #include "moe_bench/harness.hpp"
 #include "moe_bench/report.hpp"
 #include "moe_bench/validate.hpp"
+#include "tool.hpp"
 
 using namespace moe_bench;
 
@@ -66,10 +67,7 @@ std::filesystem::path write_run(const std::string& name, bool slowed) {
 
 int compare_exit(const std::filesystem::path& a, const std::filesystem::path& b,
                  const std::string& extra) {
-  const std::string cmd = std::string(MOE_BENCH_EXE) + " compare " + a.string() + " " + b.string() +
-                          " " + extra + " >/dev/null 2>&1";
-  const int status = std::system(cmd.c_str());
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return testing::run_tool("compare " + a.string() + " " + b.string() + " " + extra).code;
 }
 
 }  // namespace

@@ -51,5 +51,8 @@ RunComparison compare_reports(const Report& old_run, const Report& new_run,
 
 std::string render_compare_table(const RunComparison& c, const CompareOptions& o);
 std::string render_compare_markdown(const RunComparison& c, const CompareOptions& o);
+/// The verdicts as JSON: {schema_version, compared, alpha, threshold, regression, changes[],
+/// failed_new[], notes[]}.
+std::string render_compare_json(const RunComparison& c, const CompareOptions& o);
 
 }  // namespace moe_bench

@@ -35,6 +35,10 @@ using ProgressFn = std::function<void(int64_t, int64_t, const std::string&)>;
 int64_t cold_layers(const Case& c, CacheMode mode, int64_t active_experts, int64_t llc_bytes,
                     int64_t available_bytes);
 
+/// The layers a case rotates through with these implementations (cold_layers with this machine's
+/// cache and memory, the implementations' weight copies counted).
+int64_t layers_for(const Case& c, const HarnessOptions& o, const std::vector<std::string>& impls);
+
 /// Recomputes every result's derived figures (roofline included) from its stats and the report's
 /// peaks, e.g. after the peaks were measured again.
 void refresh_derived(Report& report);

@@ -1,0 +1,41 @@
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <string>
+#include <vector>
+
+#include "moe_bench/harness.hpp"
+#include "moe_bench/plan.hpp"
+#include "moe_bench/side_by_side.hpp"
+
+namespace moe_bench::cli {
+
+/// What a set of cases is and how it is measured: the flags `run`, `compare --against` and the
+/// worker share, so the two builds of a side-by-side comparison plan the same cases.
+struct CaseOptions {
+  Axes axes;
+  std::vector<std::string> impls;
+  HarnessOptions harness;
+  std::string cache = "cold";
+  std::string blas_core;
+};
+
+/// Registers the shape axes, --impl and the measurement flags on `sub`.
+void add_case_options(CLI::App* sub, CaseOptions& o);
+
+/// Checks the measurement flags and the implementations (each must exist; those asked for by name
+/// must run here), fills harness.cache and harness.make, and plans the cases (each implementation
+/// process holding `processes` copies of the data). Throws UsageError or EnvironmentError.
+std::vector<Case> plan_checked(CaseOptions& o, int processes = 1);
+
+/// The flags that reproduce `o`'s cases and measurement in another moe-bench process.
+std::vector<std::string> case_arguments(const CaseOptions& o);
+
+/// Progress for people: a live "case i/N" line with an ETA on a terminal, one line per step
+/// elsewhere (a log, a script waiting for a case to start timing); nothing when not enabled.
+ProgressFn progress_lines(bool enabled);
+
+/// Parses --inject-slowdown IMPL:FRACTION (empty: none); throws UsageError.
+InjectedSlowdown parse_slowdown(const std::string& spec);
+
+}  // namespace moe_bench::cli

@@ -1,0 +1,83 @@
+// compare --against: two builds measured side by side in one run, and the worker protocol.
+#include "moe_bench/side_by_side.hpp"
+
+#include <catch2/catch.hpp>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "tool.hpp"
+
+using namespace moe_bench::testing;
+
+namespace {
+
+// One thread each: a case this small must not depend on two OpenMP threads meeting at a barrier
+// while another test loads the machine.
+const std::string kTinyCase =
+    "--impl cpu,naive --experts 4 --d-model 32 --d-ff 16 --tokens 2 --threads 1 --reps 20 "
+    "--min-time 0 --quiet";
+
+}  // namespace
+
+TEST_CASE("a worker answers the protocol: hello, a prepared case, a sample") {
+  const Outcome o =
+      run_tool_with_prefix("printf 'case 0\\nsample naive\\nquit\\n' | ",
+                           "worker --impl naive,cpu --experts 4 --d-model 16 --d-ff 8 --tokens 2");
+  REQUIRE(o.code == 0);
+  CHECK(
+      o.out.starts_with("moe-bench-worker " + std::to_string(moe_bench::kWorkerProtocol) + " 1\n"));
+  CHECK(o.out.find("impl naive ok ") != std::string::npos);
+  CHECK(o.out.find("impl cpu ok ") != std::string::npos);
+  const auto ready = o.out.find("\nready ");
+  REQUIRE(ready != std::string::npos);
+  CHECK(o.out.find(" E4 k2 d16 f8 T=2\n", ready) != std::string::npos);
+  const std::string last = o.out.substr(o.out.rfind('\n', o.out.size() - 2) + 1);
+  CHECK(std::stod(last) > 0);
+}
+
+TEST_CASE("compare --against measures this build against itself and finds no regression") {
+  const auto json = std::filesystem::temp_directory_path() / "moe_bench_against.json";
+  const Outcome o = run_tool("compare --against " + std::string(MOE_BENCH_EXE) + " " + kTinyCase +
+                             " --threshold 0.5 --json " + json.string());
+  INFO(o.out << o.err);
+  CHECK(o.code == 0);
+  CHECK(o.out.find("result: no regression") != std::string::npos);
+  const auto j = nlohmann::json::parse(slurp(json.string()));
+  REQUIRE(j["changes"].size() == 2);
+  for (const auto& change : j["changes"]) CHECK(change["n_new"].get<int>() >= 20);
+  std::filesystem::remove(json);
+}
+
+TEST_CASE("compare --against catches a slowdown injected into the new build") {
+  // Each sample of the new build's naive spins for twice as long again: a ratio near 3 on any
+  // machine, well beyond the threshold of 1.5.
+  const auto json = std::filesystem::temp_directory_path() / "moe_bench_against_slow.json";
+  const Outcome o = run_tool("compare --against " + std::string(MOE_BENCH_EXE) + " " + kTinyCase +
+                             " --threshold 0.5 --inject-slowdown naive:2.0 --json " +
+                             json.string());
+  INFO(o.out << o.err);
+  CHECK(o.code == 1);
+  CHECK(o.out.find("result: REGRESSION") != std::string::npos);
+  const auto j = nlohmann::json::parse(slurp(json.string()));
+  bool naive_seen = false;
+  for (const auto& change : j["changes"]) {
+    if (change["impl"] != "naive") continue;
+    naive_seen = true;
+    CHECK(change["verdict"] == "regression");
+    CHECK(change["ratio"].get<double>() > 2.0);
+  }
+  CHECK(naive_seen);
+  std::filesystem::remove(json);
+}
+
+TEST_CASE("compare --against refuses a binary that is not a moe-bench worker") {
+  Outcome o = run_tool("compare --against /bin/true " + kTinyCase);
+  CHECK(o.code == 3);
+  CHECK(o.err.find("does not speak worker protocol") != std::string::npos);
+  o = run_tool("compare --against /no/such/moe-bench " + kTinyCase);
+  CHECK(o.code == 2);
+  CHECK(o.err.find("is not an executable file") != std::string::npos);
+  o = run_tool("compare --against " + std::string(MOE_BENCH_EXE) + " a.json b.json");
+  CHECK(o.code == 2);
+}
