@@ -3,7 +3,9 @@
 
 namespace moe_bench::cuda {
 
-std::string unavailable_reason() { return "built without CUDA (no nvcc found at configure time)"; }
+std::string unavailable_reason() {
+  return "built without CUDA (no nvcc found at configure time, or MOE_BENCH_CUDA=OFF)";
+}
 DeviceInfo device_info() { return {}; }
 std::string device_summary() { return unavailable_reason(); }
 std::unique_ptr<Engine> make_engine(Algo, const LayerSpec&, const float*,
