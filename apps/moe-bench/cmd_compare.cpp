@@ -91,8 +91,11 @@ Command add_compare_command(CLI::App& app) {
                   "A regression is slower by more than this fraction (default 0.05)");
   sub->add_option("--relative-to", o->compare.relative_to,
                   "Compare each implementation's in-run ratio to IMPL instead of raw times");
-  sub->add_option("--md", o->md_path, "Write a Markdown summary to FILE");
-  sub->add_option("--json", o->json_path, "Write the verdicts as JSON to FILE");
+  // The last --md or --json wins, so a script can override those of a wrapper (scripts/gate.sh).
+  sub->add_option("--md", o->md_path, "Write a Markdown summary to FILE")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  sub->add_option("--json", o->json_path, "Write the verdicts as JSON to FILE")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   sub->add_flag("--quiet,-q", o->quiet, "No progress lines (--against)");
   add_case_options(sub, o->cases);
   // Test-only: how the gate's power is measured (docs/checks.md).

@@ -84,10 +84,11 @@ def main():
     folder = sys.argv[1]
     case = peer_protocol.load_case(folder)
     a = peer_protocol.load_inputs(folder, case)
-    x, wg, lb, sb = a["x"], a["wg"], a["logit_bias"], a["selection_bias"]
-    w1, w3, w2, ws1, ws3, ws2 = a["w1"], a["w3"], a["w2"], a["ws1"], a["ws3"], a["ws2"]
-    gated = w3 is not None
-    shared = ws1 is not None
+    x = a["x"]
+    next_layer = peer_protocol.rotated_layers(
+        case, {k: v for k, v in a.items() if k != "x"}, np.copy)
+    gated = a["w3"] is not None
+    shared = a["ws1"] is not None
     act = case["activation"]
     state = {}
 
@@ -96,6 +97,9 @@ def main():
         return activation(act, xe @ a.T, up) @ c.T
 
     def forward():
+        L = next_layer()
+        wg, lb, sb = L["wg"], L["logit_bias"], L["selection_bias"]
+        w1, w3, w2 = L["w1"], L["w3"], L["w2"]
         logits = x @ wg.T + lb
         idx, w = route(case, logits, sb)
         keep = capacity_mask(case, idx)
@@ -107,7 +111,7 @@ def main():
             ye = ffn(x[tok], w1[e], w3[e] if gated else None, w2[e])
             np.add.at(y, tok, ye * w[tok, slot][:, None])
         if shared:
-            y += ffn(x, ws1, ws3, ws2)
+            y += ffn(x, L["ws1"], L["ws3"], L["ws2"])
         state["y"], state["idx"] = y, idx
 
     samples, inner = peer_protocol.measure(forward, case["timing"])

@@ -1,7 +1,8 @@
 """The protocol every Python peer shares with moe-bench (see python_peer.cpp).
 
-moe-bench writes the case to a folder: case.json (shape, routing, timing options) and the inputs
-as .npy files (x, wg, logit_bias, selection_bias, w1, w3, w2, ws1, ws3, ws2). The peer loads
+moe-bench writes the case to a folder: case.json (shape, routing, timing options, the number of
+cold-cache layers to rotate) and the inputs as .npy files (x, wg, logit_bias, selection_bias, w1,
+w3, w2, ws1, ws3, ws2). The peer loads
 them, warms up, calibrates inner repetitions to the minimum sample time, takes samples until both
 the minimum count and the minimum time are met (or the maximum time), and writes samples.json
 (seconds per call, versions, BLAS) and its output y.npy and selected experts selected.npy.
@@ -28,6 +29,23 @@ def load_inputs(folder, case, convert=lambda a: a):
                "w3": gated, "w2": True, "ws1": shared, "ws3": shared and gated, "ws2": shared}
     return {name: convert(np.load(os.path.join(folder, name + ".npy"))) if there else None
             for name, there in present.items()}
+
+
+def rotated_layers(case, weights, copy):
+    """The case's `layers` weight sets, rotated call by call as moe-bench rotates its own so that
+    a cold cache is cold for the peer too: the first is `weights`, the others separate copies
+    (the same values in memory of their own). Returns a function giving the next set."""
+    count = max(1, int(case.get("layers", 1)))
+    sets = [weights] + [{k: None if v is None else copy(v) for k, v in weights.items()}
+                        for _ in range(count - 1)]
+    state = {"next": 0}
+
+    def next_set():
+        w = sets[state["next"] % count]
+        state["next"] += 1
+        return w
+
+    return next_set
 
 
 def measure(forward, options):

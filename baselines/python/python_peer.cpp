@@ -141,9 +141,12 @@ class PythonPeer final : public Kernel {
  public:
   /// `probe` is Python run with -c: it imports the package and prints a line
   /// "unsupported DTYPE REASON" for each of `dtypes` the installed version cannot compute in.
+  using RoundingsFn = int (*)(const Shape&, Dtype);
   PythonPeer(std::string name, std::string module, std::string description,
-             std::vector<Dtype> dtypes, std::string no_dtype_reason, std::string probe)
-      : name_(std::move(name)),
+             std::vector<Dtype> dtypes, std::string no_dtype_reason, std::string probe,
+             RoundingsFn roundings = nullptr)
+      : roundings_(roundings),
+        name_(std::move(name)),
         module_(std::move(module)),
         description_(std::move(description)),
         dtypes_(std::move(dtypes)),
@@ -164,6 +167,9 @@ class PythonPeer final : public Kernel {
   }
 
   bool self_timed() const override { return true; }
+  int extra_roundings(const Shape& s, Dtype d) const override {
+    return roundings_ != nullptr ? roundings_(s, d) : 0;
+  }
 
   void prepare(const Problem& p, int threads) override {
     problem_ = &p;
@@ -202,6 +208,7 @@ class PythonPeer final : public Kernel {
                      {"dtype", to_string(problem_->dtype)},
                      {"capacity_factor", s.capacity_factor},
                      {"threads", t.threads},
+                     {"layers", problem_->layers.size()},
                      {"router",
                       {{"scoring", to_string(s.routing.scoring)},
                        {"renormalize", s.routing.renormalize},
@@ -292,6 +299,7 @@ class PythonPeer final : public Kernel {
     return cache[key] = found;
   }
 
+  RoundingsFn roundings_;
   std::string name_, module_, description_;
   std::vector<Dtype> dtypes_;
   std::string no_dtype_reason_, probe_;
@@ -319,12 +327,20 @@ std::unique_ptr<Kernel> make_numpy_kernel() {
       "import numpy");
 }
 
+// The Hugging Face block in a 16-bit dtype rounds, beyond the semantics: gate, up and the
+// activation before the product (3), the expert output, the routing weight and their product (3),
+// each of the k - 1 later index_add_ into the output, and the shared experts' output and its add.
+int hf_block_roundings(const Shape& s, Dtype d) {
+  if (d == Dtype::kF32) return 0;
+  return 6 + static_cast<int>(s.top_k - 1) + (s.shared_width() > 0 ? 2 : 0);
+}
+
 std::unique_ptr<Kernel> make_torch_kernel() {
   return std::make_unique<PythonPeer>(
       "torch", "torch",
       "PyTorch as the Hugging Face Mixtral block: router linear, softmax, top-k, loop over "
       "experts with index_select, SwiGLU, index_add_ (inference mode, subprocess; 16-bit "
-      "dtypes: experts in the dtype, router and combine in FP32)",
+      "dtypes as users run it: experts, activation and combine in the dtype, router in FP32)",
       std::vector<Dtype>{Dtype::kF32, Dtype::kBF16, Dtype::kF16}, "",
       "import torch\n"
       "for name, t in (('bf16', torch.bfloat16), ('f16', torch.float16)):\n"
@@ -333,7 +349,8 @@ std::unique_ptr<Kernel> make_torch_kernel() {
       "        a @ a\n"
       "    except Exception as e:\n"
       "        print('unsupported', name, 'torch', torch.__version__, 'has no', t,\n"
-      "              'matmul on the CPU:', str(e).replace(chr(10), ' '))\n");
+      "              'matmul on the CPU:', str(e).replace(chr(10), ' '))\n",
+      hf_block_roundings);
 }
 
 }  // namespace moe_bench::python

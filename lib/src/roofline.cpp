@@ -156,27 +156,44 @@ __attribute__((noinline)) float read_loop(const float* p, int64_t n) {
   return out;
 }
 
+// One contiguous stream with software prefetch 32 lines ahead: the way the cpu kernels stream a
+// thread's weight panels (kernel_body.hpp). Where it reads faster than the interleaved streams,
+// it is the ceiling those kernels are held to.
+template <typename V>
+__attribute__((noinline)) float read_prefetched(const float* p, int64_t n) {
+  constexpr int64_t kLanes = sizeof(V) / 4, kStep = 64 / kLanes * kLanes, kAhead = 32 * 16;
+  V acc[4] = {};
+  int64_t i = 0;
+  for (; i + 4 * kStep <= n; i += 4 * kStep) {
+#pragma GCC unroll 4
+    for (int64_t a = 0; a < 4; ++a) {
+      __builtin_prefetch(p + i + a * kStep + kAhead);
+      V v;
+      __builtin_memcpy(&v, p + i + a * kStep, sizeof(V));
+      acc[a] += v;
+    }
+  }
+  float out = 0;
+  for (; i < n; ++i) out += p[i];
+  for (int64_t a = 0; a < 4; ++a) {
+    for (int64_t l = 0; l < kLanes; ++l) out += acc[a][l];
+  }
+  return out;
+}
+
 __attribute__((target("avx512f"))) float read_avx512(const float* p, int64_t n) {
   return read_loop<V64>(p, n);
+}
+__attribute__((target("avx512f"))) float read_prefetched_avx512(const float* p, int64_t n) {
+  return read_prefetched<V64>(p, n);
 }
 __attribute__((target("avx2"))) float read_avx2(const float* p, int64_t n) {
   return read_loop<V32>(p, n);
 }
 float read_generic(const float* p, int64_t n) { return read_loop<V16>(p, n); }
 
-double read_gbytes_per_s(int threads) {
-  // Four times the last-level cache, at least 256 MiB, so the reads stream from memory.
-  const int64_t bytes = std::max<int64_t>(256 << 20, 4 * last_level_cache_bytes());
-  const int64_t n = bytes / static_cast<int64_t>(sizeof(float));
-  std::unique_ptr<float[]> buf(new float[static_cast<size_t>(n)]);
-#pragma omp parallel for num_threads(threads) schedule(static)
-  for (int64_t i = 0; i < n; ++i) buf[i] = 1.0f;
-  float (*loop)(const float*, int64_t) = read_generic;
-  if (cpu_features().has("avx512f")) {
-    loop = read_avx512;
-  } else if (cpu_features().has("avx2")) {
-    loop = read_avx2;
-  }
+// Best of five passes of `loop` over the buffer, every thread reading its own contiguous part.
+double best_read(const float* buf, int64_t n, int threads, float (*loop)(const float*, int64_t)) {
   double best = 0;
   for (int rep = 0; rep < 5; ++rep) {
     float total = 0;
@@ -185,14 +202,29 @@ double read_gbytes_per_s(int threads) {
     {
       const int64_t chunk = (n + omp_get_num_threads() - 1) / omp_get_num_threads();
       const int64_t begin = std::min(n, chunk * omp_get_thread_num());
-      total += loop(buf.get() + begin, std::min(chunk, n - begin));
+      total += loop(buf + begin, std::min(chunk, n - begin));
     }
     const double s = std::chrono::duration<double>(Clock::now() - start).count();
     volatile float sink = total;
     (void)sink;
-    best = std::max(best, static_cast<double>(bytes) / s * 1e-9);
+    best = std::max(best, static_cast<double>(n) * sizeof(float) / s * 1e-9);
   }
   return best;
+}
+
+double read_gbytes_per_s(int threads) {
+  // Four times the last-level cache, at least 256 MiB, so the reads stream from memory.
+  const int64_t bytes = std::max<int64_t>(256 << 20, 4 * last_level_cache_bytes());
+  const int64_t n = bytes / static_cast<int64_t>(sizeof(float));
+  std::unique_ptr<float[]> buf(new float[static_cast<size_t>(n)]);
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t i = 0; i < n; ++i) buf[i] = 1.0f;
+  if (cpu_features().has("avx512f")) {
+    return std::max(best_read(buf.get(), n, threads, read_avx512),
+                    best_read(buf.get(), n, threads, read_prefetched_avx512));
+  }
+  if (cpu_features().has("avx2")) return best_read(buf.get(), n, threads, read_avx2);
+  return best_read(buf.get(), n, threads, read_generic);
 }
 
 }  // namespace

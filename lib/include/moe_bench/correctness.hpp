@@ -24,6 +24,9 @@ struct Correctness {
 
 /// Tolerance on max_rel_err for a dtype.
 double tolerance_for(Dtype d);
+/// Unit roundoff of the dtype (2^-24 f32, 2^-8 bf16, 2^-11 f16): the relative error of one
+/// rounding to it.
+double unit_roundoff(Dtype d);
 /// Selection margin below which a token counts as a router near tie.
 double tie_margin_for(Dtype d);
 
@@ -35,8 +38,11 @@ class Oracle {
   /// `flop_budget` bounds the expert FLOPs the oracle spends on its token sample.
   Oracle(const Problem& problem, int64_t layer = 0, double flop_budget = 2e9);
 
-  /// Checks an implementation's output and its selected experts [T*k].
-  Correctness check(std::span<const float> y, std::span<const int32_t> selected) const;
+  /// Checks an implementation's output and its selected experts [T*k]. `extra_roundings`: an
+  /// implementation that rounds to the dtype more often than the semantics (a peer run the way
+  /// its users run it) is allowed that many unit roundoffs more (Kernel::extra_roundings).
+  Correctness check(std::span<const float> y, std::span<const int32_t> selected,
+                    int extra_roundings = 0) const;
 
   /// Realised expert load of the oracle's routing.
   Load load() const;

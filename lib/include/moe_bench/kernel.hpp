@@ -72,6 +72,11 @@ class Kernel {
   /// stages; empty otherwise.
   virtual std::vector<StageTime> stage_seconds() const { return {}; }
   virtual void reset_stages() {}
+  /// Roundings to the dtype per output element beyond the semantics' (hidden values and outputs
+  /// rounded once, FP32 accumulation), where an implementation runs the layer the way its users
+  /// write it (a peer in bf16 combining in bf16): its tolerance widens by that many unit
+  /// roundoffs. 0 for implementations that follow the semantics.
+  virtual int extra_roundings(const Shape&, Dtype) const { return 0; }
   /// Implementations that run in another process (the Python peers) warm up, calibrate and
   /// sample there by the same protocol, leaving output() and selected_experts() of their last
   /// call; `prepare` comes first. Throws with the reason when the process fails. The others
