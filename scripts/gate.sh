@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ref=$(tr -d '[:space:]' < reports/reference/COMMIT)
-tool=build/release/apps/moe-bench/moe-bench
+tool=${MOE_BENCH_GATE_TOOL:-build/release/apps/moe-bench/moe-bench}  # the build to judge
 if ! git cat-file -e "${ref}^{commit}" 2>/dev/null; then
   echo "gate: reference commit ${ref} is not in this clone (a shallow clone?); fetch it to gate" >&2
   exit 3

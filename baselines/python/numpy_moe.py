@@ -118,7 +118,8 @@ def main():
     np.save(os.path.join(folder, "y.npy"), state["y"].astype(np.float32))
     np.save(os.path.join(folder, "selected.npy"), state["idx"].astype(np.int32))
     peer_protocol.write_result(folder, samples, inner,
-                               {"python": sys.version.split()[0], "numpy": np.__version__,
+                               {"python": sys.version.split()[0], "interpreter": sys.executable,
+                                "numpy": np.__version__,
                                 "blas": peer_protocol.loaded_blas()})
 
 

@@ -86,9 +86,12 @@ def loaded_blas():
     return ", ".join(sorted(libs)) or "unknown"
 
 
-def write_result(folder, samples, inner, versions):
+def write_result(folder, samples, inner, versions, setup_s=0.0):
+    """samples.json: seconds per call, inner repetitions, versions, and the peer's own set-up
+    time (weight prepacking) where it has one."""
     with open(os.path.join(folder, "samples.json.tmp"), "w") as f:
-        json.dump({"samples_s": samples, "inner_reps": inner, "versions": versions}, f)
+        json.dump({"samples_s": samples, "inner_reps": inner, "versions": versions,
+                   "setup_s": setup_s}, f)
     os.replace(os.path.join(folder, "samples.json.tmp"), os.path.join(folder, "samples.json"))
 
 

@@ -29,6 +29,15 @@ namespace fs = std::filesystem;
 
 std::string default_interpreter() {
   if (const char* env = std::getenv("MOE_BENCH_PYTHON")) return env;
+  // The venv scripts/install-peers.sh makes: the peers people run, found without a flag once
+  // the script has finished (it writes the marker last).
+  if (const char* home = std::getenv("HOME")) {
+    const std::string venv = std::string(home) + "/.cache/moe-bench/peers";
+    if (access((venv + "/moe-bench-peers.ok").c_str(), R_OK) == 0 &&
+        access((venv + "/bin/python").c_str(), X_OK) == 0) {
+      return venv + "/bin/python";
+    }
+  }
   if (access("/usr/bin/python3", X_OK) == 0) return "/usr/bin/python3";
   return "python3";
 }
@@ -142,10 +151,14 @@ class PythonPeer final : public Kernel {
   /// `probe` is Python run with -c: it imports the package and prints a line
   /// "unsupported DTYPE REASON" for each of `dtypes` the installed version cannot compute in.
   using RoundingsFn = int (*)(const Shape&, Dtype);
+  using SupportsFn = std::optional<std::string> (*)(const Shape&);
   PythonPeer(std::string name, std::string module, std::string description,
              std::vector<Dtype> dtypes, std::string no_dtype_reason, std::string probe,
-             RoundingsFn roundings = nullptr)
+             RoundingsFn roundings = nullptr, SupportsFn supports = nullptr,
+             std::string package = {})
       : roundings_(roundings),
+        supports_(supports),
+        package_(package.empty() ? module : std::move(package)),
         name_(std::move(name)),
         module_(std::move(module)),
         description_(std::move(description)),
@@ -158,8 +171,11 @@ class PythonPeer final : public Kernel {
 
   std::optional<std::string> unavailable_reason() const override { return probe().why; }
 
-  std::optional<std::string> can_run(const Shape&, Dtype dtype) const override {
+  std::optional<std::string> can_run(const Shape& shape, Dtype dtype) const override {
     if (std::find(dtypes_.begin(), dtypes_.end(), dtype) == dtypes_.end()) return no_dtype_reason_;
+    if (supports_ != nullptr) {
+      if (auto why = supports_(shape)) return why;
+    }
     const Probe& found = probe();
     auto it = found.unsupported.find(std::string(to_string(dtype)));
     if (it != found.unsupported.end()) return it->second;
@@ -255,6 +271,7 @@ class PythonPeer final : public Kernel {
     SelfTimed out;
     out.samples_s = r.at("samples_s").get<std::vector<double>>();
     out.inner_reps = r.at("inner_reps");
+    out.setup_s = r.value("setup_s", 0.0);
     std::string notes;
     for (const auto& [k, v] : r.at("versions").items()) {
       notes += fmt::format("{}{} {}", notes.empty() ? "" : ", ", k,
@@ -284,8 +301,8 @@ class PythonPeer final : public Kernel {
       found.why =
           e.code == 127 || (e.code < 0 && !e.timed_out)
               ? fmt::format("no Python interpreter at '{}' (pass --python PATH)", interpreter())
-              : fmt::format("{} cannot import {} ({}); install python3-{} or pass --python",
-                            interpreter(), module_, last_line(log), module_);
+              : fmt::format("{} cannot import {} ({}); {}", interpreter(), package_, last_line(log),
+                            install_hint());
     } else {
       std::ifstream in(log);
       std::string line;
@@ -299,7 +316,17 @@ class PythonPeer final : public Kernel {
     return cache[key] = found;
   }
 
+  std::string install_hint() const {
+    if (package_ == "numpy" || package_ == "torch") {
+      return fmt::format("install python3-{}, run scripts/install-peers.sh or pass --python",
+                         package_);
+    }
+    return "run scripts/install-peers.sh or pass --python";
+  }
+
   RoundingsFn roundings_;
+  SupportsFn supports_;
+  std::string package_;
   std::string name_, module_, description_;
   std::vector<Dtype> dtypes_;
   std::string no_dtype_reason_, probe_;
@@ -309,6 +336,22 @@ class PythonPeer final : public Kernel {
   std::vector<float> y_;
   std::vector<int32_t> selected_;
 };
+
+// What Intel Extension for PyTorch's GatedMLPMOE computes: SwiGLU experts routed by softmax and
+// top-k (renormalised or not), without shared experts, capacity or other scorings.
+std::optional<std::string> ipex_supports(const Shape& s) {
+  const char* missing = s.activation != Activation::kSwiglu      ? "only SwiGLU experts"
+                        : s.shared_width() > 0                   ? "no shared experts"
+                        : s.capacity_factor > 0                  ? "no expert capacity"
+                        : s.routing.scoring != Scoring::kSoftmax ? "only softmax scoring"
+                        : s.routing.selection_bias               ? "no selection bias"
+                        : s.routing.groups > 0                   ? "no grouped top-k here"
+                        : s.routing.scale != 1.0                 ? "no routed scaling factor"
+                                                                 : nullptr;
+  if (missing == nullptr) return std::nullopt;
+  return fmt::format("Intel Extension for PyTorch's GatedMLPMOE has {} (this case needs it)",
+                     missing);
+}
 
 }  // namespace
 
@@ -351,6 +394,17 @@ std::unique_ptr<Kernel> make_torch_kernel() {
       "        print('unsupported', name, 'torch', torch.__version__, 'has no', t,\n"
       "              'matmul on the CPU:', str(e).replace(chr(10), ' '))\n",
       hf_block_roundings);
+}
+
+std::unique_ptr<Kernel> make_ipex_kernel() {
+  return std::make_unique<PythonPeer>(
+      "ipex", "ipex",
+      "Intel Extension for PyTorch's fused MoE (ipex.llm.modules.GatedMLPMOE, what vLLM's CPU "
+      "backend runs): weights prepacked once, routing fused (subprocess)",
+      std::vector<Dtype>{Dtype::kF32, Dtype::kBF16},
+      "Intel Extension for PyTorch's fused MoE runs f32 and bf16",
+      "import intel_extension_for_pytorch\n", nullptr, ipex_supports,
+      "intel_extension_for_pytorch");
 }
 
 }  // namespace moe_bench::python

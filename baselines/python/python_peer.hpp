@@ -7,9 +7,10 @@
 
 namespace moe_bench::python {
 
-/// The interpreter the peers run under: --python PATH, else $MOE_BENCH_PYTHON, else Debian's
-/// /usr/bin/python3 where it exists (that is where python3-numpy and python3-torch install),
-/// else python3 on PATH.
+/// The interpreter the peers run under: --python PATH, else $MOE_BENCH_PYTHON, else the venv
+/// scripts/install-peers.sh makes (~/.cache/moe-bench/peers), else Debian's /usr/bin/python3
+/// where it exists (where python3-numpy and python3-torch install), else python3 on PATH. Each
+/// peer result's notes name the interpreter it ran under.
 void set_interpreter(std::string path);
 const std::string& interpreter();
 /// Seconds a peer may take beyond 3 x the maximum sampling time before it is killed (default 120:
@@ -18,5 +19,7 @@ void set_startup_allowance(double seconds);
 
 std::unique_ptr<Kernel> make_numpy_kernel();
 std::unique_ptr<Kernel> make_torch_kernel();
+/// Intel Extension for PyTorch's fused MoE (GatedMLPMOE), where the interpreter has it.
+std::unique_ptr<Kernel> make_ipex_kernel();
 
 }  // namespace moe_bench::python

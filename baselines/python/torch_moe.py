@@ -117,7 +117,8 @@ def main():
     np.save(os.path.join(folder, "y.npy"), state["y"].float().numpy())
     np.save(os.path.join(folder, "selected.npy"), state["idx"].numpy().astype(np.int32))
     peer_protocol.write_result(folder, samples, inner,
-                               {"python": sys.version.split()[0], "torch": torch.__version__,
+                               {"python": sys.version.split()[0], "interpreter": sys.executable,
+                                "torch": torch.__version__,
                                 "blas": peer_protocol.loaded_blas(),
                                 "threads": torch.get_num_threads()})
 

@@ -107,6 +107,7 @@ void run_elsewhere(Contender& c, const Problem& problem, const Oracle& oracle,
   r.layers = static_cast<int64_t>(problem.layers.size());  // the peer rotates as many copies
   r.inner_reps = timed.inner_reps;
   r.notes = timed.notes;
+  r.setup_s += timed.setup_s;
   r.correctness = oracle.check(c.kernel->output(), c.kernel->selected_experts(),
                                c.kernel->extra_roundings(problem.shape, problem.dtype));
   if (!r.correctness->pass) {

@@ -252,7 +252,7 @@ void run_validate(const Registry& registry, ValidateLevel level, Report& report,
   const std::vector<std::string> impls = registry.default_names();
   std::vector<std::string> with_peers = impls;
   if (level != ValidateLevel::kQuick) {
-    for (const char* peer : {"numpy", "torch"}) {
+    for (const char* peer : {"numpy", "torch", "ipex"}) {
       if (!registry.make(peer)->unavailable_reason()) with_peers.emplace_back(peer);
     }
   }

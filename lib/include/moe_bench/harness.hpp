@@ -21,7 +21,7 @@ struct HarnessOptions {
   CacheMode cache = CacheMode::kCold;
   uint64_t seed = 1;  ///< interleaving order and bootstrap
   /// Speed-ups are of each implementation over each of these present in a case.
-  std::vector<std::string> baselines{"blas", "numpy", "torch"};
+  std::vector<std::string> baselines{"blas", "numpy", "torch", "ipex"};
   double oracle_flop_budget = 2e9;  ///< FP64 oracle work per case (token sample beyond it)
   /// Makes an implementation by name: the registry's `make` (tests substitute their own).
   std::function<std::unique_ptr<Kernel>(std::string_view)> make;
