@@ -3,9 +3,11 @@
 
 Usage: reports/plot.py RESULTS.json [--out DIR]
 
-Writes <stem>_throughput.png, <stem>_speedups.png, <stem>_latency.png, <stem>_roofline.png and
-<stem>_crosslang.png (speed-ups over the numpy and torch peers; empty without them) next to the
-report (or into DIR). Needs Debian's python3-matplotlib.
+Writes <stem>_throughput.png (tokens/s per case, one colour per implementation, intervals
+drawn), <stem>_speedups.png, <stem>_latency.png, <stem>_roofline.png, <stem>_crosslang.png
+(speed-ups over the Python peers numpy, torch and ipex; empty without them) and
+<stem>_dashboard.png (throughput, speed-ups, roofline and latency on one page) next to the report
+(or into DIR). Needs Debian's python3-matplotlib.
 """
 import argparse
 import json
@@ -35,12 +37,33 @@ def ok_results(report):
     return [r for r in report["results"] if r["status"] == "ok"]
 
 
-def plot_throughput(report, path):
+PEERS = ("numpy", "torch", "ipex")
+
+
+def colors(report):
+    """One colour per implementation, the same in every chart of the report."""
+    palette = plt.get_cmap("tab10").colors
+    impls = list(dict.fromkeys(r["impl"] for r in report["results"]))
+    return {impl: palette[i % len(palette)] for i, impl in enumerate(impls)}
+
+
+def peer_label(report, impl):
+    """An implementation's name, with the version of a Python peer ("torch 2.8.0")."""
+    for r in report["results"]:
+        if r["impl"] == impl and impl in PEERS and r["status"] == "ok":
+            for part in r.get("notes", "").split(", "):
+                key, _, version = part.partition(" ")
+                if key in (impl, "numpy") and version:
+                    return "{} {}".format(impl, version)
+    return impl
+
+
+def plot_throughput(report, ax):
     results = ok_results(report)
     cases = list(dict.fromkeys(case_label(r["case"]) for r in results))
     impls = list(dict.fromkeys(r["impl"] for r in results))
     width = 0.8 / max(len(impls), 1)
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(cases)), 4.5))
+    color = colors(report)
     for i, impl in enumerate(impls):
         xs, ys, lo, hi = [], [], [], []
         for r in results:
@@ -54,21 +77,19 @@ def plot_throughput(report, path):
             # A slower time bound is a lower throughput bound.
             lo.append(tokens / med - tokens / ci[1])
             hi.append(tokens / ci[0] - tokens / med)
-        ax.bar(xs, ys, width, yerr=[lo, hi], capsize=3, label=impl)
+        ax.bar(xs, ys, width, yerr=[lo, hi], capsize=3, label=peer_label(report, impl),
+               color=color[impl])
     ax.set_xticks([c + width * (len(impls) - 1) / 2 for c in range(len(cases))])
     ax.set_xticklabels(cases, rotation=20, ha="right", fontsize=8)
     ax.set_yscale("log")
     ax.set_ylabel("tokens/s (median, 95% CI)")
     ax.set_title("Throughput per configuration")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    if impls:
+        ax.legend(fontsize=8)
 
 
-def plot_speedups(report, path):
+def plot_speedups(report, ax):
     comps = report["comparisons"]
-    fig, ax = plt.subplots(figsize=(7, max(2.5, 0.45 * len(comps) + 1)))
     if comps:
         labels = ["{}: {} over {}".format(case_label(c["case"]), c["a"], c["b"]) for c in comps]
         ratios = [c["speedup"] for c in comps]
@@ -83,32 +104,28 @@ def plot_speedups(report, path):
     ax.axvline(1.0, color="black", linewidth=1)
     ax.set_xlabel("speed-up (ratio of medians, 95% bootstrap CI; green: faster with confidence)")
     ax.set_title("Speed-ups")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
-def plot_latency(report, path):
+def plot_latency(report, ax):
     results = ok_results(report)
-    fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(results)), 4.5))
     if results:
         data = [[s * 1e3 for s in r["samples_s"]] for r in results]
-        ax.boxplot(data, showfliers=True)
+        boxes = ax.boxplot(data, showfliers=True, patch_artist=True)
+        color = colors(report)
+        for box, r in zip(boxes["boxes"], results):
+            box.set_facecolor(color[r["impl"]])
         ax.set_xticks(range(1, len(results) + 1))
         ax.set_xticklabels(["{}\n{}".format(r["impl"], case_label(r["case"])) for r in results],
                            rotation=30, ha="right", fontsize=7)
         ax.set_yscale("log")
     ax.set_ylabel("ms per call (every sample; outliers shown)")
     ax.set_title("Latency distributions")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
-def plot_roofline(report, path):
+def plot_roofline(report, ax):
     peaks = report["context"]["peaks"]
-    fig, ax = plt.subplots(figsize=(7, 5))
     results = ok_results(report)
+    color = colors(report)
     if peaks and results:
         flops_peak = peaks["fp32_gflops"]
         bandwidth = peaks["read_gbytes_per_s"]
@@ -121,7 +138,8 @@ def plot_roofline(report, path):
                     flops_peak, bandwidth, peaks["threads"]))
         for impl in dict.fromkeys(r["impl"] for r in results):
             pts = [(i, r) for i, r in zip(intensities, results) if r["impl"] == impl]
-            ax.scatter([p[0] for p in pts], [p[1]["derived"]["gflops"] for p in pts], label=impl)
+            ax.scatter([p[0] for p in pts], [p[1]["derived"]["gflops"] for p in pts],
+                       label=peer_label(report, impl), color=color[impl])
             for x, r in pts:
                 ax.annotate("T={}".format(r["case"]["tokens"]), (x, r["derived"]["gflops"]),
                             fontsize=7, xytext=(3, 3), textcoords="offset points")
@@ -130,33 +148,60 @@ def plot_roofline(report, path):
     ax.set_xlabel("operational intensity (FLOP/byte, design's counts)")
     ax.set_ylabel("GFLOP/s (median)")
     ax.set_title("Roofline")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    if results:
+        ax.legend(fontsize=8)
 
 
-def plot_crosslang(report, path):
+def plot_crosslang(report, ax):
     """Speed-up of every implementation over the Python peers, with interval bars."""
-    comps = [c for c in report["comparisons"] if c["b"] in ("numpy", "torch")]
-    fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(comps) + 2), 4.5))
+    comps = [c for c in report["comparisons"] if c["b"] in PEERS]
+    color = colors(report)
     if comps:
         labels = ["{}\n{} over {}".format(case_label(c["case"]), c["a"], c["b"]) for c in comps]
         xs = range(len(comps))
         ratios = [c["speedup"] for c in comps]
         lo = [c["speedup"] - c["speedup_ci"][0] for c in comps]
         hi = [c["speedup_ci"][1] - c["speedup"] for c in comps]
-        colors = ["tab:blue" if c["b"] == "numpy" else "tab:orange" for c in comps]
-        ax.bar(xs, ratios, yerr=[lo, hi], capsize=3, color=colors)
+        ax.bar(xs, ratios, yerr=[lo, hi], capsize=3, color=[color[c["b"]] for c in comps])
         ax.set_xticks(list(xs))
         ax.set_xticklabels(labels, rotation=45, ha="right", fontsize=7)
         ax.set_yscale("log")
     ax.axhline(1.0, color="black", linewidth=1)
     ax.set_ylabel("speed-up over the peer (95% CI)")
-    ax.set_title("Cross-language comparison (blue: over numpy, orange: over torch)")
+    peers = [peer_label(report, p) for p in PEERS if any(c["b"] == p for c in comps)]
+    ax.set_title("Cross-language comparison (bar colour: the peer; {})".format(
+        ", ".join(peers) or "no peer ran"))
+
+
+def chart_size(report, name):
+    n_cases = len({case_label(r["case"]) for r in ok_results(report)})
+    n_results = len(ok_results(report))
+    n_comps = len(report["comparisons"])
+    return {"throughput": (max(6, 1.6 * n_cases), 4.5),
+            "speedups": (7, max(2.5, 0.45 * n_comps + 1)),
+            "latency": (max(6, 0.8 * n_results), 4.5),
+            "roofline": (7, 5),
+            "crosslang": (max(6, 0.5 * n_comps + 2), 4.5)}[name]
+
+
+def save(fig, path):
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_dashboard(report, path):
+    """One page: throughput, speed-ups, roofline and latency, with the machine in the title."""
+    fig, axes = plt.subplots(2, 2, figsize=(18, 12))
+    plot_throughput(report, axes[0][0])
+    plot_speedups(report, axes[0][1])
+    plot_roofline(report, axes[1][0])
+    plot_latency(report, axes[1][1])
+    ctx = report["context"]
+    fig.suptitle("moe-bench {} on {} ({} threads, cache {})".format(
+        report["tool"]["git_commit"], ctx["cpu"]["model"], ctx["cpu"]["threads"],
+        ctx.get("cache_mode", "?")))
+    save(fig, path)
 
 
 def main():
@@ -177,8 +222,13 @@ def main():
                      ("latency", plot_latency), ("roofline", plot_roofline),
                      ("crosslang", plot_crosslang)):
         path = os.path.join(out, "{}_{}.png".format(stem, name))
-        fn(report, path)
+        fig, ax = plt.subplots(figsize=chart_size(report, name))
+        fn(report, ax)
+        save(fig, path)
         print(path)
+    path = os.path.join(out, "{}_dashboard.png".format(stem))
+    plot_dashboard(report, path)
+    print(path)
 
 
 if __name__ == "__main__":
