@@ -53,6 +53,7 @@ std::pair<Report, Report> reports_to_compare(CompareCommand& o) {
   sbs.slowdown = parse_slowdown(o.slowdown);
   const std::vector<Case> cases = plan_checked(o.cases, 2);
   sbs.worker_args = case_arguments(o.cases);
+  sbs.impls = o.cases.impls;
   std::signal(SIGINT, on_sigint);
   return run_side_by_side(cases, o.cases.harness, sbs, progress_lines(!o.quiet));
 }

@@ -82,7 +82,7 @@ Command add_run_command(CLI::App& app) {
   add_case_options(sub, o.cases);
   sub->add_option("--baseline", o.cases.harness.baselines,
                   "Speed-ups are of each implementation over these (comma list; default "
-                  "blas,numpy,torch, those present)")
+                  "blas,numpy,torch,ipex, those present)")
       ->delimiter(',');
   sub->add_option("--python", o.python, "Interpreter of the numpy and torch peers");
   sub->add_option("--json", o.json_path, "Write the JSON report to FILE");

@@ -268,14 +268,18 @@ int64_t cold_layers(const Case& c, CacheMode mode, int64_t active_experts, int64
   // (AMD, non-inclusive) L3 still served part of the weights from the previous round: decode
   // kernels measured above the streaming bandwidth.
   auto layers = static_cast<int64_t>(std::ceil(4.0 * static_cast<double>(llc_bytes) / touched));
-  layers = std::clamp<int64_t>(layers, 1, 64);
+  // At least two: with one layer each call re-reads what the previous call just read, and a
+  // non-LRU last-level cache keeps a share of it that depends on where the pages landed (the
+  // same build measured in two processes differed by up to 7% on workload B at one token).
+  layers = std::clamp<int64_t>(layers, 2, 64);
   const int64_t per_layer = std::max<int64_t>(layer_weight_bytes(c.shape, c.dtype), 1);
   // Never let the extra layers take more than half of the available memory.
   const int64_t fit = std::max<int64_t>(1, available_bytes / 2 / per_layer);
   return std::min(layers, fit);
 }
 
-int64_t layers_for(const Case& c, const HarnessOptions& o, const std::vector<std::string>& impls) {
+int64_t layers_for(const Case& c, const HarnessOptions& o, const std::vector<std::string>& impls,
+                   int processes) {
   // The layer count is chosen before the data exists, from the experts that T*k uniform
   // assignments are expected to touch: E * (1 - (1 - k/E)^T).
   const double experts = static_cast<double>(c.shape.experts);
@@ -288,7 +292,7 @@ int64_t layers_for(const Case& c, const HarnessOptions& o, const std::vector<std
     copies = std::max<int64_t>(copies, 1 + o.make(impl)->info().weight_copies);
   }
   return cold_layers(c, o.cache, std::max<int64_t>(1, std::llround(expected_active)),
-                     last_level_cache_bytes(), memory_available_bytes() / copies);
+                     last_level_cache_bytes(), memory_available_bytes() / copies / processes);
 }
 
 void refresh_derived(Report& report) {

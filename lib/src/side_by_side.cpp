@@ -249,14 +249,16 @@ int serve_worker(const std::vector<Case>& cases, const std::vector<std::string>&
     if (cmd == "quit") break;
     try {
       if (cmd.starts_with("case ")) {
-        const size_t i = std::strtoull(cmd.data() + 5, nullptr, 10);
+        char* end = nullptr;
+        const size_t i = std::strtoull(cmd.data() + 5, &end, 10);
         if (i >= cases.size()) throw UsageError(fmt::format("no case {}", i));
+        const int64_t asked = std::strtoll(end, nullptr, 10);
         const Case& c = cases[i];
         held.clear();
         problem.reset();
         omp_set_num_threads(c.threads);
         set_blas_threads(c.threads);
-        layers = layers_for(c, o, impls);
+        layers = asked > 0 ? asked : layers_for(c, o, impls);
         problem.emplace(make_problem(c.shape, c.dtype, c.seed, layers));
         const Oracle oracle(*problem, 0, o.oracle_flop_budget);
         for (const std::string& impl : impls) {
@@ -313,9 +315,11 @@ std::pair<Report, Report> run_side_by_side(const std::vector<Case>& cases, const
     const Case& c = cases[i];
     const std::string label = case_label(c);
     if (progress) progress(i, total, fmt::format("case {} of {}", i + 1, total));
-    // Both prepare at once (setup is not timed); then they take turns.
-    old_w.send(fmt::format("case {}", i));
-    new_w.send(fmt::format("case {}", i));
+    // Both prepare at once (setup is not timed), rotating the layers this build's policy gives
+    // the pair of them; then they take turns.
+    const int64_t layers = layers_for(c, o, sbs.impls, 2);
+    old_w.send(fmt::format("case {} {}", i, layers));
+    new_w.send(fmt::format("case {} {}", i, layers));
     std::vector<Result> old_results = read_case(old_w, c, label);
     std::vector<Result> new_results = read_case(new_w, c, label);
 

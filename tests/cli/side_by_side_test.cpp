@@ -22,16 +22,14 @@ const std::string kTinyCase =
 
 TEST_CASE("a worker answers the protocol: hello, a prepared case, a sample") {
   const Outcome o =
-      run_tool_with_prefix("printf 'case 0\\nsample naive\\nquit\\n' | ",
+      run_tool_with_prefix("printf 'case 0 3\\nsample naive\\nquit\\n' | ",
                            "worker --impl naive,cpu --experts 4 --d-model 16 --d-ff 8 --tokens 2");
   REQUIRE(o.code == 0);
   CHECK(
       o.out.starts_with("moe-bench-worker " + std::to_string(moe_bench::kWorkerProtocol) + " 1\n"));
   CHECK(o.out.find("impl naive ok ") != std::string::npos);
   CHECK(o.out.find("impl cpu ok ") != std::string::npos);
-  const auto ready = o.out.find("\nready ");
-  REQUIRE(ready != std::string::npos);
-  CHECK(o.out.find(" E4 k2 d16 f8 T=2\n", ready) != std::string::npos);
+  CHECK(o.out.find("\nready 3 E4 k2 d16 f8 T=2\n") != std::string::npos);
   const std::string last = o.out.substr(o.out.rfind('\n', o.out.size() - 2) + 1);
   CHECK(std::stod(last) > 0);
 }

@@ -18,6 +18,9 @@ TEST_CASE("cold mode rotates enough layers to exceed four times the last-level c
   CHECK(cold_layers(c, CacheMode::kWarm, 2, int64_t{300} << 20, plenty) == 1);
   // Memory bounds it: a layer is ~385 MiB, so 1 GiB of available memory allows one.
   CHECK(cold_layers(c, CacheMode::kCold, 2, int64_t{300} << 20, int64_t{1} << 30) == 1);
+  // Never one layer when memory allows two, however many bytes one call touches: a call must not
+  // re-read what the previous call just read.
+  CHECK(cold_layers(c, CacheMode::kCold, 8, int64_t{1} << 20, plenty) == 2);
 }
 
 TEST_CASE("the roofline bound is the slower of compute and memory") {

@@ -31,13 +31,16 @@ struct HarnessOptions {
 using ProgressFn = std::function<void(int64_t, int64_t, const std::string&)>;
 
 /// Independent weight sets for cold-cache timing: enough that the weights one round of calls
-/// touches exceed four times the last-level cache, at most 64, and bounded by memory. 1 when warm.
+/// touches exceed four times the last-level cache, at least 2 and at most 64, and bounded by
+/// memory. 1 when warm.
 int64_t cold_layers(const Case& c, CacheMode mode, int64_t active_experts, int64_t llc_bytes,
                     int64_t available_bytes);
 
 /// The layers a case rotates through with these implementations (cold_layers with this machine's
-/// cache and memory, the implementations' weight copies counted).
-int64_t layers_for(const Case& c, const HarnessOptions& o, const std::vector<std::string>& impls);
+/// cache and memory, the implementations' weight copies counted, the memory shared by
+/// `processes` holding the case at once).
+int64_t layers_for(const Case& c, const HarnessOptions& o, const std::vector<std::string>& impls,
+                   int processes = 1);
 
 /// Recomputes every result's derived figures (roofline included) from its stats and the report's
 /// peaks, e.g. after the peaks were measured again.

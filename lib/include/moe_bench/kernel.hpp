@@ -42,7 +42,7 @@ struct TimingProtocol {
 struct SelfTimed {
   std::vector<double> samples_s;
   int64_t inner_reps = 1;
-  std::string notes;  ///< versions of the peer and the BLAS it used
+  std::string notes;   ///< versions of the peer and the BLAS it used
   double setup_s = 0;  ///< the peer's own set-up in its process (weight prepacking)
 };
 

@@ -9,11 +9,11 @@ namespace moe_bench {
 /// This machine's measured ceilings for a thread count.
 struct Peaks {
   int threads = 0;
-  double fp32_gflops = 0;        ///< FMA throughput with the widest vectors the CPU has
+  double fp32_gflops = 0;  ///< FMA throughput with the widest vectors the CPU has
   /// Streaming reads from a buffer well beyond the caches: the faster of eight interleaved
   /// streams and the kernels' pattern (one stream per thread, software prefetch ahead).
   double read_gbytes_per_s = 0;
-  std::string fma_isa;           ///< "avx512", "avx2" or "generic"
+  std::string fma_isa;  ///< "avx512", "avx2" or "generic"
   /// BF16 dot-product throughput (vdpbf16ps, two products and two adds per lane) where the CPU
   /// has AVX512-BF16; 0 where bf16 math runs at the FP32 rate.
   double bf16_gflops = 0;

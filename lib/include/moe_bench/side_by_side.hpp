@@ -12,7 +12,7 @@ namespace moe_bench {
 
 /// The version of the line protocol between `compare --against` and its workers; a worker that
 /// answers another version (an older build) is refused with that reason.
-inline constexpr int kWorkerProtocol = 1;
+inline constexpr int kWorkerProtocol = 2;
 
 /// A deliberate slowdown of one implementation (tests and the gate's calibration only): each
 /// sample of `impl` spins for `fraction` of its measured time more.
@@ -23,8 +23,10 @@ struct InjectedSlowdown {
 
 /// The worker side of a side-by-side comparison (`moe-bench worker`): holds one case's
 /// implementations ready and runs one sample whenever asked, on these lines from `in`:
-///   `case I`        prepare case I: answers `impl NAME ok INNER_REPS MAX_REL_ERR TOLERANCE`,
-///                   `impl NAME failed|skipped REASON` per implementation, then `ready LABEL`
+///   `case I L`      prepare case I rotating L cold layers (the driver chooses L, so that both
+///                   builds run under the same cache conditions whatever their own policy):
+///                   answers `impl NAME ok INNER_REPS MAX_REL_ERR TOLERANCE` or
+///                   `impl NAME failed|skipped REASON` per implementation, then `ready L LABEL`
 ///   `sample NAME`   one sample of NAME: answers its seconds per call
 ///   `quit`          ends (as does the end of `in`)
 /// The first line it writes is `moe-bench-worker PROTOCOL CASES`. Returns the exit code.
@@ -36,6 +38,7 @@ struct SideBySideOptions {
   std::string old_binary;                ///< the reference build's moe-bench
   std::string new_binary;                ///< this build's moe-bench
   std::vector<std::string> worker_args;  ///< the case flags both workers get
+  std::vector<std::string> impls;        ///< the implementations those flags name
   InjectedSlowdown slowdown;             ///< applied to the new build only
 };
 
