@@ -22,6 +22,8 @@ if [ "$(cat build/reference/built 2>/dev/null || true)" != "$ref" ]; then
   cmake --build build/reference/build --target moe-bench
   echo "$ref" > build/reference/built
 fi
+# One thread: two processes each running two OpenMP threads on this 2-core machine differ by up
+# to 7% between runs of the same binary, one thread each by under 2% (docs/checks.md).
 "$tool" compare --against build/reference/build/apps/moe-bench/moe-bench \
-  --impl cpu --workload A,B --tokens 1,32 --dtype f32,bf16 --reps 20 --min-time 0.5 \
+  --impl cpu --workload A,B --tokens 1,32 --dtype f32,bf16 --threads 1 --reps 20 --min-time 0.5 \
   --blas-core auto --quiet --md build/gate.md --json build/gate.json "$@"
