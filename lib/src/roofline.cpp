@@ -95,8 +95,9 @@ __attribute__((target("avx512f,avx512bf16"), noinline)) float dpbf16_avx512(int6
 }
 
 // Best of five timings of `loop` on every thread; `flops_per_op` per chain and iteration.
-double best_gflops(int threads, float (*loop)(int64_t, float), int flops_per_op) {
-  constexpr int64_t kIterations = 8'000'000;
+double best_gflops(int threads, float (*loop)(int64_t, float), int flops_per_op,
+                   int64_t iterations = 8'000'000) {
+  const int64_t kIterations = iterations;
   double best = 0;
   volatile float sink = 0;
   // Best of five: the first ones may run before the clock has ramped up.
@@ -228,6 +229,15 @@ double read_gbytes_per_s(int threads) {
 }
 
 }  // namespace
+
+double dpbf16_over_fma_rate() {
+  static const double kRatio = [] {
+    if (!cpu_features().has("avx512f") || !cpu_features().has("avx512_bf16")) return 0.0;
+    // One thread, a tenth of the peaks' iterations: about 20 ms, once per process.
+    return best_gflops(1, dpbf16_avx512, 64, 800'000) / best_gflops(1, fma_avx512, 32, 800'000);
+  }();
+  return kRatio;
+}
 
 Peaks measure_peaks(int threads) {
   Peaks p;

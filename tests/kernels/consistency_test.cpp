@@ -10,6 +10,8 @@
 #include "moe_bench/kernel.hpp"
 #include "moe_bench/problem.hpp"
 #include "moe_bench/reference.hpp"
+#include "moe_bench/roofline.hpp"
+#include "moe_bench/sysinfo.hpp"
 
 using namespace moe_bench;
 
@@ -160,4 +162,23 @@ TEST_CASE("16-bit dtypes store values the dtype represents and round outputs to 
   CHECK(round_to(Dtype::kBF16, 1.0f + 3.0f / 256) == 1.0f + 4.0f / 256);
   CHECK(round_to(Dtype::kF16, 65504.0f) == 65504.0f);
   CHECK(to_bf16_bits(-2.0f) == 0xc000);
+}
+
+TEST_CASE("cpu names the bf16 micro-kernel it chose and why, by the rates measured here") {
+  auto kernel = make_kernel("cpu");
+  const Problem prefill = make_problem(make_shape(4, 2, 64, 32, 64), Dtype::kBF16, 3);  // 32 rows
+  kernel->prepare(prefill, 1);
+  const std::string notes = kernel->notes();
+  INFO(notes);
+  if (!cpu_features().has("avx512_bf16")) {
+    CHECK(notes.find("vdpbf16ps") == std::string::npos);
+    return;
+  }
+  CHECK(notes.find("32 rows per expert, vdpbf16ps measured at") != std::string::npos);
+  const bool pairs = notes.starts_with("avx512-bf16 ");
+  CHECK(pairs == (dpbf16_over_fma_rate() >= 1.0));
+  const Problem decode = make_problem(make_shape(4, 2, 64, 32, 1), Dtype::kBF16, 3);
+  kernel->prepare(decode, 1);
+  CHECK(kernel->notes().starts_with("avx512-bf16 "));
+  CHECK(kernel->notes().find("bound by reading weights") != std::string::npos);
 }

@@ -33,6 +33,10 @@ void keep_higher(Peaks& peaks, const Peaks& again);
 /// Runs the two microbenchmarks (about a quarter of a second together).
 Peaks measure_peaks(int threads);
 
+/// The vdpbf16ps FLOP rate over the FP32 FMA rate on one core, measured once per process (about
+/// 20 ms); 0 without AVX512-BF16. About 2 on AMD Zen 4/5, about 0.5 on Intel Xeons.
+double dpbf16_over_fma_rate();
+
 /// Where a result stands against the roofline.
 struct RooflinePoint {
   double bound_s = 0;  ///< max(flops / peak, bytes / bandwidth)

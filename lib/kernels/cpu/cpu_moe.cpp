@@ -10,10 +10,12 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "cpu_isa.hpp"
 #include "moe_bench/dtype.hpp"
+#include "moe_bench/roofline.hpp"
 #include "moe_bench/routing.hpp"
 #include "moe_bench/sysinfo.hpp"
 
@@ -95,9 +97,24 @@ bool has_avx2() {
 
 int64_t round_up(int64_t n, int64_t multiple) { return (n + multiple - 1) / multiple * multiple; }
 
-// The micro-kernels for a dtype on this CPU: vdpbf16ps pairs for bf16 where the CPU has them.
-const IsaKernels* best_isa(Dtype dtype) {
-  if (dtype == Dtype::kBF16 && has_avx512_bf16()) return &avx512_bf16_kernels();
+// Rows per expert from which a bf16 layer is bound by compute rather than by reading weights.
+constexpr double kComputeBoundRows = 16;
+
+// The micro-kernels for a dtype and case on this CPU, and why. bf16 takes the vdpbf16ps pairs
+// where the CPU has them, unless the case is bound by compute and vdpbf16ps is measured slower
+// than FP32 FMAs here (Intel Xeons run it at half their FMA rate; AMD Zen 4/5 at twice): then
+// the widening AVX-512 kernels, which read the same bf16 weights and multiply at the FMA rate.
+const IsaKernels* best_isa(Dtype dtype, double rows_per_expert, std::string& why) {
+  if (dtype == Dtype::kBF16 && has_avx512_bf16()) {
+    if (rows_per_expert < kComputeBoundRows) {
+      why = fmt::format("{:.3g} rows per expert: bound by reading weights", rows_per_expert);
+      return &avx512_bf16_kernels();
+    }
+    const double ratio = dpbf16_over_fma_rate();
+    why = fmt::format("{:.3g} rows per expert, vdpbf16ps measured at {:.2f}x the FMA rate here",
+                      rows_per_expert, ratio);
+    if (ratio >= 1.0) return &avx512_bf16_kernels();
+  }
   if (has_avx512()) return &avx512_kernels();
   if (has_avx2()) return &avx2_kernels();
   return &generic_kernels();
@@ -147,8 +164,9 @@ class CpuKernel final : public Kernel {
 
   std::string notes() const override {
     if (isa_ == nullptr) return {};
-    return fmt::format("{} micro-kernel{}", isa_->name,
-                       isa_->kpack == 2 ? " (bf16 pairs, vdpbf16ps)" : "");
+    return fmt::format("{} micro-kernel{}{}", isa_->name,
+                       isa_->kpack == 2 ? " (bf16 pairs, vdpbf16ps)" : "",
+                       why_.empty() ? "" : fmt::format(" ({})", why_));
   }
 
   void prepare(const Problem& p, int threads) override {
@@ -156,7 +174,10 @@ class CpuKernel final : public Kernel {
     storage_ = to_storage(p.dtype);
     elem_ = p.dtype == Dtype::kF32 ? 4 : 2;
     threads_ = std::max(threads, 1);
-    isa_ = forced_ != nullptr ? forced_ : best_isa(p.dtype);
+    why_.clear();
+    const double rows_per_expert =
+        static_cast<double>(p.shape.tokens * p.shape.top_k) / static_cast<double>(p.shape.experts);
+    isa_ = forced_ != nullptr ? forced_ : best_isa(p.dtype, rows_per_expert, why_);
     kpack_ = isa_->kpack;
     const Shape& s = p.shape;
     d_pad_ = round_up(s.d_model, kpack_);
@@ -465,6 +486,7 @@ class CpuKernel final : public Kernel {
   std::string name_;
   const IsaKernels* forced_;
   const IsaKernels* isa_ = nullptr;
+  std::string why_;  ///< why `cpu` chose isa_ (empty when forced or obvious)
   const Problem* problem_ = nullptr;
   int threads_ = 1;
   bool gated_ = true;
