@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <omp.h>
+#include <sched.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -38,6 +39,16 @@ std::string_view trimmed(const char* line) {
     s.remove_suffix(1);
   }
   return s;
+}
+
+// Runs this thread on `cpu` alone, or on every CPU of `all` when cpu < 0.
+void run_on(int cpu, const cpu_set_t& all) {
+  cpu_set_t set = all;
+  if (cpu >= 0) {
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+  }
+  sched_setaffinity(0, sizeof set, &set);
 }
 
 // One implementation held ready in a worker.
@@ -240,6 +251,8 @@ int serve_worker(const std::vector<Case>& cases, const std::vector<std::string>&
                  std::FILE* out) {
   fmt::print(out, "moe-bench-worker {} {}\n", kWorkerProtocol, cases.size());
   std::fflush(out);
+  cpu_set_t all_cpus;
+  sched_getaffinity(0, sizeof all_cpus, &all_cpus);
   std::optional<Problem> problem;
   std::vector<Held> held;
   int64_t layers = 1;
@@ -252,11 +265,13 @@ int serve_worker(const std::vector<Case>& cases, const std::vector<std::string>&
         char* end = nullptr;
         const size_t i = std::strtoull(cmd.data() + 5, &end, 10);
         if (i >= cases.size()) throw UsageError(fmt::format("no case {}", i));
-        const int64_t asked = std::strtoll(end, nullptr, 10);
+        const int64_t asked = std::strtoll(end, &end, 10);
+        const int pin = static_cast<int>(std::strtol(end, nullptr, 10));
         const Case& c = cases[i];
         held.clear();
         problem.reset();
         omp_set_num_threads(c.threads);
+        run_on(c.threads == 1 ? pin : -1, all_cpus);
         set_blas_threads(c.threads);
         layers = asked > 0 ? asked : layers_for(c, o, impls);
         problem.emplace(make_problem(c.shape, c.dtype, c.seed, layers));
@@ -304,6 +319,7 @@ std::pair<Report, Report> run_side_by_side(const std::vector<Case>& cases, const
   expect_hello(old_w, cases.size());
   expect_hello(new_w, cases.size());
 
+  const int pin = std::max(0, sched_getcpu());
   Report old_run, new_run;
   old_run.cache = new_run.cache = o.cache;
   const auto total = static_cast<int64_t>(cases.size());
@@ -318,8 +334,9 @@ std::pair<Report, Report> run_side_by_side(const std::vector<Case>& cases, const
     // Both prepare at once (setup is not timed), rotating the layers this build's policy gives
     // the pair of them; then they take turns.
     const int64_t layers = layers_for(c, o, sbs.impls, 2);
-    old_w.send(fmt::format("case {} {}", i, layers));
-    new_w.send(fmt::format("case {} {}", i, layers));
+    // One-thread cases run both builds on the same core, the one this process started on.
+    old_w.send(fmt::format("case {} {} {}", i, layers, pin));
+    new_w.send(fmt::format("case {} {} {}", i, layers, pin));
     std::vector<Result> old_results = read_case(old_w, c, label);
     std::vector<Result> new_results = read_case(new_w, c, label);
 

@@ -22,7 +22,7 @@ const std::string kTinyCase =
 
 TEST_CASE("a worker answers the protocol: hello, a prepared case, a sample") {
   const Outcome o =
-      run_tool_with_prefix("printf 'case 0 3\\nsample naive\\nquit\\n' | ",
+      run_tool_with_prefix("printf 'case 0 3 0\\nsample naive\\nquit\\n' | ",
                            "worker --impl naive,cpu --experts 4 --d-model 16 --d-ff 8 --tokens 2");
   REQUIRE(o.code == 0);
   CHECK(

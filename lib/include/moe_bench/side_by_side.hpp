@@ -12,7 +12,7 @@ namespace moe_bench {
 
 /// The version of the line protocol between `compare --against` and its workers; a worker that
 /// answers another version (an older build) is refused with that reason.
-inline constexpr int kWorkerProtocol = 2;
+inline constexpr int kWorkerProtocol = 3;
 
 /// A deliberate slowdown of one implementation (tests and the gate's calibration only): each
 /// sample of `impl` spins for `fraction` of its measured time more.
@@ -23,8 +23,10 @@ struct InjectedSlowdown {
 
 /// The worker side of a side-by-side comparison (`moe-bench worker`): holds one case's
 /// implementations ready and runs one sample whenever asked, on these lines from `in`:
-///   `case I L`      prepare case I rotating L cold layers (the driver chooses L, so that both
-///                   builds run under the same cache conditions whatever their own policy):
+///   `case I L CPU`  prepare case I rotating L cold layers (the driver chooses L, so that both
+///                   builds run under the same cache conditions whatever their own policy), on
+///                   logical CPU `CPU` alone when the case runs one thread (-1: anywhere), so
+///                   that a neighbour busy on one core slows both builds alike:
 ///                   answers `impl NAME ok INNER_REPS MAX_REL_ERR TOLERANCE` or
 ///                   `impl NAME failed|skipped REASON` per implementation, then `ready L LABEL`
 ///   `sample NAME`   one sample of NAME: answers its seconds per call
