@@ -270,12 +270,15 @@ int serve_worker(const std::vector<Case>& cases, const std::vector<std::string>&
         const Case& c = cases[i];
         held.clear();
         problem.reset();
-        omp_set_num_threads(c.threads);
-        run_on(c.threads == 1 ? pin : -1, all_cpus);
-        set_blas_threads(c.threads);
+        // Data and the oracle on every core (set-up is not timed), then the case's threads.
+        run_on(-1, all_cpus);
+        omp_set_num_threads(cpu_count());
         layers = asked > 0 ? asked : layers_for(c, o, impls);
         problem.emplace(make_problem(c.shape, c.dtype, c.seed, layers));
         const Oracle oracle(*problem, 0, o.oracle_flop_budget);
+        omp_set_num_threads(c.threads);
+        set_blas_threads(c.threads);
+        run_on(c.threads == 1 ? pin : -1, all_cpus);
         for (const std::string& impl : impls) {
           Held h;
           h.impl = impl;
