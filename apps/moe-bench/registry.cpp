@@ -17,6 +17,7 @@ const Registry& registry() {
       {"numpy", python::make_numpy_kernel, false},
       {"torch", python::make_torch_kernel, false},
       {"ipex", python::make_ipex_kernel, false},
+      {"hf", python::make_hf_kernel, false},
       {"cpu_avx512", cpu::make_avx512_kernel, false},
       {"cpu_avx512_bf16", cpu::make_avx512_bf16_kernel, false},
       {"cpu_avx2", cpu::make_avx2_kernel, false},

@@ -27,6 +27,42 @@ namespace {
 
 namespace fs = std::filesystem;
 
+// The Hugging Face transformers block that computes a shape: the preset's family, else by routing
+// (softmax top-k renormalised: Mixtral's; not renormalised: OLMoE's); empty where none does.
+std::string hf_family(const Shape& s) {
+  for (const char* family : {"mixtral", "qwen3", "olmoe", "deepseek-v3", "gpt-oss"}) {
+    if (s.preset.starts_with(family)) return family;
+  }
+  if (!s.preset.empty() || s.routing.scoring != Scoring::kSoftmax || s.routing.groups > 0 ||
+      s.routing.selection_bias || s.routing.scale != 1.0) {
+    return {};
+  }
+  return s.routing.renormalize ? "mixtral" : "olmoe";
+}
+
+std::optional<std::string> hf_supports(const Shape& s) {
+  const std::string family = hf_family(s);
+  if (family.empty()) {
+    return fmt::format("no Hugging Face block computes this routing{}",
+                       s.preset.empty() ? "" : " (preset " + s.preset + ")");
+  }
+  const Activation act = family == "gpt-oss" ? Activation::kSwigluOai : Activation::kSwiglu;
+  const std::string block = fmt::format("the {} block of transformers", family);
+  if (s.activation != act) return fmt::format("{} has {} experts only", block, to_string(act));
+  if (s.capacity_factor > 0) return block + " has no expert capacity";
+  if (family == "deepseek-v3") {
+    if (s.skew.kind != Skew::Kind::kUniform) {
+      return block + " has no logit bias in its router for a routing skew";
+    }
+    if (s.shared_width() == 0 || s.shared_width() % s.d_ff != 0) {
+      return block + " has shared experts a whole multiple of the expert width only";
+    }
+  } else if (s.shared_width() > 0) {
+    return block + " has no shared experts";
+  }
+  return std::nullopt;
+}
+
 std::string default_interpreter() {
   if (const char* env = std::getenv("MOE_BENCH_PYTHON")) return env;
   // The venv scripts/install-peers.sh makes: the peers people run, found without a flag once
@@ -225,6 +261,7 @@ class PythonPeer final : public Kernel {
                      {"capacity_factor", s.capacity_factor},
                      {"threads", t.threads},
                      {"layers", problem_->layers.size()},
+                     {"family", hf_family(s)},
                      {"router",
                       {{"scoring", to_string(s.routing.scoring)},
                        {"renormalize", s.routing.renormalize},
@@ -405,6 +442,15 @@ std::unique_ptr<Kernel> make_ipex_kernel() {
       "Intel Extension for PyTorch's fused MoE runs f32 and bf16",
       "import intel_extension_for_pytorch\n", nullptr, ipex_supports,
       "intel_extension_for_pytorch");
+}
+
+std::unique_ptr<Kernel> make_hf_kernel() {
+  return std::make_unique<PythonPeer>(
+      "hf", "hf",
+      "the model family's own Hugging Face transformers block (Mixtral, Qwen3-MoE, OLMoE, "
+      "DeepSeek-V3, GPT-OSS) loaded with the case's weights, router in FP32 (subprocess)",
+      std::vector<Dtype>{Dtype::kF32, Dtype::kBF16}, "the hf peer runs f32 and bf16",
+      "import transformers, torch\n", hf_block_roundings, hf_supports, "transformers");
 }
 
 }  // namespace moe_bench::python

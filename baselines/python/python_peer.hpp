@@ -21,5 +21,7 @@ std::unique_ptr<Kernel> make_numpy_kernel();
 std::unique_ptr<Kernel> make_torch_kernel();
 /// Intel Extension for PyTorch's fused MoE (GatedMLPMOE), where the interpreter has it.
 std::unique_ptr<Kernel> make_ipex_kernel();
+/// The preset family's Hugging Face transformers MoE block, where transformers is installed.
+std::unique_ptr<Kernel> make_hf_kernel();
 
 }  // namespace moe_bench::python

@@ -136,6 +136,45 @@ void check_correctness(const Registry& registry, ValidateLevel level, Report& re
   }
 }
 
+// The layer as each model family's own Hugging Face block computes it, on a small version of the
+// family's preset, against the FP64 oracle: the semantics check (needs the `hf` peer).
+void check_semantics(const Registry& registry, Report& report,
+                     const std::function<void(const CheckLine&)>& emit) {
+  auto hf = registry.make("hf");
+  for (const char* name :
+       {"mixtral-8x7b", "qwen3-30b-a3b", "olmoe-1b-7b", "deepseek-v3", "gpt-oss-20b"}) {
+    CheckLine line{"semantics",
+                   fmt::format("the oracle agrees with transformers' block for {}", name),
+                   Status::kSkipped, ""};
+    Shape s = find_preset(name).shape;
+    s.d_model = 128;
+    s.d_ff = 64;
+    s.tokens = 8;
+    if (auto why = hf->unavailable_reason()) {
+      line.detail = *why;
+    } else if (auto why_not = hf->can_run(s, Dtype::kF32)) {
+      line.detail = *why_not;
+    } else {
+      try {
+        Problem p = make_problem(s, Dtype::kF32, 17);
+        Oracle oracle(p);
+        hf->prepare(p, 2);
+        hf->run(0);
+        const Correctness c = oracle.check(hf->output(), hf->selected_experts());
+        line.status = c.pass ? Status::kOk : Status::kFailed;
+        line.detail =
+            fmt::format("E{} k{} d128 f64 T=8 in f32: max rel err {:.2g}, {} selection mismatches",
+                        s.experts, s.top_k, c.max_rel_err, c.selection_mismatches);
+      } catch (const std::exception& e) {
+        line.status = Status::kFailed;
+        line.detail = e.what();
+      }
+    }
+    emit(line);
+    report.checks.push_back(line);
+  }
+}
+
 std::vector<Case> timing_cases(ValidateLevel level) {
   Axes axes;
   // The cpu kernels keep a packed copy; the peers load their own (they run the uniform cases).
@@ -224,6 +263,7 @@ void run_validate(const Registry& registry, ValidateLevel level, Report& report,
     if (on_check) on_check(line);
   };
   check_correctness(registry, level, report, emit);
+  if (level != ValidateLevel::kQuick) check_semantics(registry, report, emit);
 
   HarnessOptions h;
   h.make = [&registry](std::string_view name) { return registry.make(name); };

@@ -8,6 +8,7 @@
 #include "moe_bench/dtype.hpp"
 #include "moe_bench/grid.hpp"
 #include "moe_bench/harness.hpp"
+#include "moe_bench/presets.hpp"
 #include "moe_bench/problem.hpp"
 
 using namespace moe_bench;
@@ -108,6 +109,23 @@ TEST_CASE("the ipex peer refuses the options its fused MoE lacks, with the reaso
   CHECK_THAT(kernel->can_run(s, Dtype::kF32).value_or(""), Catch::Contains("no shared experts"));
   CHECK_THAT(kernel->can_run(consistency_grid()[0].shape, Dtype::kF16).value_or(""),
              Catch::Contains("f32 and bf16"));
+}
+
+TEST_CASE("the hf peer runs the blocks transformers has and says why not for the others") {
+  auto kernel = python::make_hf_kernel();
+  CHECK_FALSE(kernel->can_run(find_preset("mixtral-8x7b").shape, Dtype::kF32).has_value());
+  CHECK_FALSE(kernel->can_run(find_preset("gpt-oss-20b").shape, Dtype::kBF16).has_value());
+  CHECK_FALSE(kernel->can_run(find_preset("deepseek-v3").shape, Dtype::kF32).has_value());
+  CHECK_THAT(kernel->can_run(find_preset("switch-base-8").shape, Dtype::kF32).value_or(""),
+             Catch::Contains("no Hugging Face block computes this routing"));
+  Shape skewed = find_preset("deepseek-v3").shape;
+  skewed.skew = parse_skew("zipf:1.2");
+  CHECK_THAT(kernel->can_run(skewed, Dtype::kF32).value_or(""),
+             Catch::Contains("has no logit bias in its router"));
+  Shape gelu = consistency_grid()[0].shape;
+  gelu.activation = Activation::kGelu;
+  CHECK_THAT(kernel->can_run(gelu, Dtype::kF32).value_or(""),
+             Catch::Contains("the mixtral block of transformers has swiglu experts only"));
 }
 
 TEST_CASE("the torch peer in 16-bit is allowed its extra roundings, and none in f32") {
