@@ -245,7 +245,12 @@ class PythonPeer final : public Kernel {
     }
   }
 
-  void run(int64_t) override { run_self_timed(TimingProtocol{1, 0, 1e9, 0, 0, threads_}); }
+  /// One untimed call (a correctness check): one layer, no rotation.
+  void run(int64_t) override {
+    rotate_ = false;
+    run_self_timed(TimingProtocol{1, 0, 1e9, 0, 0, threads_});
+    rotate_ = true;
+  }
 
   std::optional<SelfTimed> run_self_timed(const TimingProtocol& t) override {
     const Shape& s = problem_->shape;
@@ -260,7 +265,7 @@ class PythonPeer final : public Kernel {
                      {"dtype", to_string(problem_->dtype)},
                      {"capacity_factor", s.capacity_factor},
                      {"threads", t.threads},
-                     {"layers", problem_->layers.size()},
+                     {"layers", rotate_ ? problem_->layers.size() : size_t{1}},
                      {"family", hf_family(s)},
                      {"router",
                       {{"scoring", to_string(s.routing.scoring)},
@@ -363,6 +368,7 @@ class PythonPeer final : public Kernel {
 
   RoundingsFn roundings_;
   SupportsFn supports_;
+  bool rotate_ = true;  ///< timed runs rotate the case's cold layers
   std::string package_;
   std::string name_, module_, description_;
   std::vector<Dtype> dtypes_;
@@ -440,8 +446,12 @@ std::unique_ptr<Kernel> make_ipex_kernel() {
       "backend runs): weights prepacked once, routing fused (subprocess)",
       std::vector<Dtype>{Dtype::kF32, Dtype::kBF16},
       "Intel Extension for PyTorch's fused MoE runs f32 and bf16",
-      "import intel_extension_for_pytorch\n", nullptr, ipex_supports,
-      "intel_extension_for_pytorch");
+      // Finding the package is enough: importing it takes seconds (a broken install then fails
+      // its results with the reason).
+      "import importlib.util, sys\n"
+      "sys.exit(0 if importlib.util.find_spec('intel_extension_for_pytorch') else "
+      "'No module named intel_extension_for_pytorch')\n",
+      nullptr, ipex_supports, "intel_extension_for_pytorch");
 }
 
 std::unique_ptr<Kernel> make_hf_kernel() {
@@ -450,7 +460,10 @@ std::unique_ptr<Kernel> make_hf_kernel() {
       "the model family's own Hugging Face transformers block (Mixtral, Qwen3-MoE, OLMoE, "
       "DeepSeek-V3, GPT-OSS) loaded with the case's weights, router in FP32 (subprocess)",
       std::vector<Dtype>{Dtype::kF32, Dtype::kBF16}, "the hf peer runs f32 and bf16",
-      "import transformers, torch\n", hf_block_roundings, hf_supports, "transformers");
+      "import importlib.util, sys\n"
+      "sys.exit(0 if importlib.util.find_spec('transformers') and importlib.util.find_spec('torch')"
+      " else 'No module named transformers or torch')\n",
+      hf_block_roundings, hf_supports, "transformers");
 }
 
 }  // namespace moe_bench::python

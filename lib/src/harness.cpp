@@ -312,6 +312,7 @@ void run_cases(const std::vector<Case>& cases, const std::vector<std::string>& i
                const HarnessOptions& options, Report& report, const ProgressFn& progress) {
   if (!options.make) throw std::logic_error("run_cases needs HarnessOptions::make");
   report.cache = options.cache;
+  auto last_peaks = Clock::now();
   const auto total = static_cast<int64_t>(cases.size());
   for (int64_t i = 0; i < total; ++i) {
     if (interrupt_requested()) {
@@ -323,9 +324,13 @@ void run_cases(const std::vector<Case>& cases, const std::vector<std::string>& i
       if (progress) progress(i, total, fmt::format("case {} of {}: timing", i + 1, total));
     });
     // The shared machine's bandwidth drifts by tens of percent within a minute: the ceilings are
-    // measured again after every case and keep the best, so that they stay ceilings.
-    for (Peaks& p : report.peaks) {
-      if (p.threads == cases[i].threads) keep_higher(p, measure_peaks(p.threads));
+    // measured again after a case once ten seconds have passed, and keep the best, so that they
+    // stay ceilings.
+    if (seconds_since(last_peaks) >= 10) {
+      for (Peaks& p : report.peaks) {
+        if (p.threads == cases[i].threads) keep_higher(p, measure_peaks(p.threads));
+      }
+      last_peaks = Clock::now();
     }
   }
   if (progress) progress(total, total, "done");

@@ -58,6 +58,11 @@ TEST_CASE("every implementation reproduces a tiny layer computed by hand") {
   for (const auto& entry : registry()) {
     auto kernel = entry.make();
     if (kernel->unavailable_reason() || kernel->can_run(p.shape, Dtype::kF32)) continue;
+#if defined(__SANITIZE_ADDRESS__)
+    // PyTorch peers take seconds to start and run the same Python in every build: the Release
+    // suite checks them; the sanitized one keeps NumPy for the C++ side of the peers.
+    if (kernel->self_timed() && std::string_view(entry.name) != "numpy") continue;
+#endif
     INFO("implementation " << entry.name << ", renormalize " << renormalize);
     kernel->prepare(p, 1);
     kernel->run(0);

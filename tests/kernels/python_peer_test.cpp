@@ -16,6 +16,12 @@ namespace fs = std::filesystem;
 
 namespace {
 
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kSanitizedBuild = true;
+#else
+constexpr bool kSanitizedBuild = false;
+#endif
+
 int peer_folders() {
   int n = 0;
   for (const auto& e : fs::directory_iterator(fs::temp_directory_path())) {
@@ -76,7 +82,7 @@ TEST_CASE("the Python peers match the oracle on small shapes") {
       for (size_t i = 0; i < grid.size(); ++i) {
         const NamedShape& ns = grid[i];
         if (ns.shape.d_model > 256) continue;  // keep process start-ups and files small
-        if (i % (dtype == Dtype::kF32 ? 2 : 4) != 0) continue;  // each run starts a process
+        if (i % (dtype == Dtype::kF32 ? 3 : 6) != 0) continue;  // each run starts a process
         if (kernel->can_run(ns.shape, dtype)) continue;         // options the peer lacks (ipex)
         INFO(kernel->info().name << " on " << ns.name << " in " << to_string(dtype));
         Problem p = make_problem(ns.shape, dtype, 1);
@@ -90,7 +96,7 @@ TEST_CASE("the Python peers match the oracle on small shapes") {
         for (float v : kernel->output()) CHECK(round_to(dtype, v) == v);
         ++checked;
       }
-      CHECK(checked >= (dtype == Dtype::kF32 ? 3 : 1));
+      CHECK(checked >= (dtype == Dtype::kF32 ? 2 : 1));
     }
   }
 }
