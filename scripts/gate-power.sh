@@ -24,7 +24,9 @@ import json, sys
 slow, code, start, end, path = sys.argv[1:]
 run = json.load(open(path))
 print(json.dumps({"slowdown": float(slow), "exit": int(code), "seconds": float(end) - float(start),
+                  "threshold": run["threshold"], "alpha": run["alpha"],
                   "ratios": [c["ratio"] for c in run["changes"]],
+                  "p_values": [c["p_value"] for c in run["changes"]],
                   "verdicts": [c["verdict"] for c in run["changes"]]}))
 PY
   done
@@ -36,8 +38,9 @@ for slow in sorted({r["slowdown"] for r in rows}):
     rs = [r for r in rows if r["slowdown"] == slow]
     fired = sum(r["exit"] == 1 for r in rs)
     other = sum(r["exit"] not in (0, 1) for r in rs)
-    ratios = [x for r in rs for x in r["ratios"]]
+    worst = [max(r["ratios"]) for r in rs]
     print(f"slowdown {slow:.0%}: gate fired in {fired}/{len(rs)} runs"
-          f"{f' ({other} errors)' if other else ''}; case ratios {min(ratios):.3f}..{max(ratios):.3f};"
-          f" median run {sorted(r['seconds'] for r in rs)[len(rs) // 2]:.0f} s")
+          f"{f' ({other} errors)' if other else ''}; the run's largest case ratio "
+          f"{min(worst):.3f}..{max(worst):.3f}; median run "
+          f"{sorted(r['seconds'] for r in rs)[len(rs) // 2]:.0f} s")
 PY
