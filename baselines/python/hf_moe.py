@@ -137,10 +137,7 @@ def build(case, a, dtype):
 
 def main():
     folder = sys.argv[1]
-    case = peer_protocol.load_case(folder)
-    torch.set_num_threads(case["threads"])
-    a = peer_protocol.load_inputs(folder, case, torch.from_numpy)
-    dtype = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16}[case["dtype"]]
+    case, a, dtype = peer_protocol.load_torch_case(folder)
     block, run = build(case, a, dtype)
     block.eval()
     xd = a["x"].to(dtype)
@@ -153,13 +150,9 @@ def main():
             state["y"], state["idx"] = run(next_layer()["block"], xd)
 
     samples, inner = peer_protocol.measure(forward, case["timing"])
-    np.save(os.path.join(folder, "y.npy"), state["y"].float().numpy())
-    np.save(os.path.join(folder, "selected.npy"), state["idx"].numpy().astype(np.int32))
-    peer_protocol.write_result(folder, samples, inner,
-                               {"python": sys.version.split()[0], "interpreter": sys.executable,
-                                "transformers": transformers.__version__,
-                                "torch": torch.__version__, "block": type(block).__name__,
-                                "threads": torch.get_num_threads()})
+    peer_protocol.finish(folder, samples, inner, state["y"].float().numpy(), state["idx"].numpy(),
+                         {"transformers": transformers.__version__, "torch": torch.__version__,
+                          "block": type(block).__name__, "threads": torch.get_num_threads()})
 
 
 if __name__ == "__main__":

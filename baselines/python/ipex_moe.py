@@ -23,10 +23,7 @@ except ImportError as e:
 
 def main():
     folder = sys.argv[1]
-    case = peer_protocol.load_case(folder)
-    torch.set_num_threads(case["threads"])
-    a = peer_protocol.load_inputs(folder, case, torch.from_numpy)
-    dtype = {"f32": torch.float32, "bf16": torch.bfloat16}[case["dtype"]]
+    case, a, dtype = peer_protocol.load_torch_case(folder)
     renormalize = case["router"]["renormalize"]
     k = case["top_k"]
     x = a["x"]
@@ -68,14 +65,10 @@ def main():
     samples, inner = peer_protocol.measure(forward, case["timing"])
     scores = torch.softmax(state["logits"], dim=-1)
     idx = torch.sort(-scores, dim=-1, stable=True).indices[:, :k]
-    np.save(os.path.join(folder, "y.npy"), state["y"].float().numpy())
-    np.save(os.path.join(folder, "selected.npy"), idx.numpy().astype(np.int32))
-    peer_protocol.write_result(folder, samples, inner,
-                               {"python": sys.version.split()[0], "interpreter": sys.executable,
-                                "torch": torch.__version__, "ipex": ipex.__version__,
-                                "weights": prepack["note"],
-                                "threads": torch.get_num_threads()},
-                               setup_s=setup)
+    peer_protocol.finish(folder, samples, inner, state["y"].float().numpy(), idx.numpy(),
+                         {"torch": torch.__version__, "ipex": ipex.__version__,
+                          "weights": prepack["note"], "threads": torch.get_num_threads()},
+                         setup_s=setup)
 
 
 if __name__ == "__main__":

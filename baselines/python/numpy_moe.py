@@ -115,12 +115,8 @@ def main():
         state["y"], state["idx"] = y, idx
 
     samples, inner = peer_protocol.measure(forward, case["timing"])
-    np.save(os.path.join(folder, "y.npy"), state["y"].astype(np.float32))
-    np.save(os.path.join(folder, "selected.npy"), state["idx"].astype(np.int32))
-    peer_protocol.write_result(folder, samples, inner,
-                               {"python": sys.version.split()[0], "interpreter": sys.executable,
-                                "numpy": np.__version__,
-                                "blas": peer_protocol.loaded_blas()})
+    peer_protocol.finish(folder, samples, inner, state["y"], state["idx"],
+                         {"numpy": np.__version__, "blas": peer_protocol.loaded_blas()})
 
 
 if __name__ == "__main__":

@@ -31,6 +31,17 @@ def load_inputs(folder, case, convert=lambda a: a):
             for name, there in present.items()}
 
 
+def load_torch_case(folder):
+    """For the PyTorch peers: the case, its arrays as tensors and its dtype, torch's threads set."""
+    import torch
+
+    case = load_case(folder)
+    torch.set_num_threads(case["threads"])
+    arrays = load_inputs(folder, case, torch.from_numpy)
+    dtype = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16}[case["dtype"]]
+    return case, arrays, dtype
+
+
 def rotated_layers(case, weights, copy):
     """The case's `layers` weight sets, rotated call by call as moe-bench rotates its own so that
     a cold cache is cold for the peer too: the first is `weights`, the others separate copies
@@ -93,6 +104,18 @@ def write_result(folder, samples, inner, versions, setup_s=0.0):
         json.dump({"samples_s": samples, "inner_reps": inner, "versions": versions,
                    "setup_s": setup_s}, f)
     os.replace(os.path.join(folder, "samples.json.tmp"), os.path.join(folder, "samples.json"))
+
+
+def finish(folder, samples, inner, y, selected, versions, setup_s=0.0):
+    """Writes the last call's output y.npy (float32) and chosen experts selected.npy (int32), and
+    samples.json; the versions gain the Python version and the interpreter."""
+    import numpy as np
+
+    np.save(os.path.join(folder, "y.npy"), np.asarray(y, dtype=np.float32))
+    np.save(os.path.join(folder, "selected.npy"), np.asarray(selected, dtype=np.int32))
+    write_result(folder, samples, inner, dict({"python": sys.version.split()[0],
+                                               "interpreter": sys.executable}, **versions),
+                 setup_s)
 
 
 def fail(message):

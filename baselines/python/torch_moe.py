@@ -73,10 +73,7 @@ def capacity_mask(case, idx):
 
 def main():
     folder = sys.argv[1]
-    case = peer_protocol.load_case(folder)
-    torch.set_num_threads(case["threads"])
-    a = peer_protocol.load_inputs(folder, case, torch.from_numpy)
-    dtype = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16}[case["dtype"]]
+    case, a, dtype = peer_protocol.load_torch_case(folder)
     x = a["x"]
     # The values are representable in the dtype already: these conversions are exact.
     weights = {k: (v.to(dtype) if k in ("w1", "w3", "w2", "ws1", "ws3", "ws2") else v)
@@ -114,13 +111,9 @@ def main():
             state["y"], state["idx"] = y, idx
 
     samples, inner = peer_protocol.measure(forward, case["timing"])
-    np.save(os.path.join(folder, "y.npy"), state["y"].float().numpy())
-    np.save(os.path.join(folder, "selected.npy"), state["idx"].numpy().astype(np.int32))
-    peer_protocol.write_result(folder, samples, inner,
-                               {"python": sys.version.split()[0], "interpreter": sys.executable,
-                                "torch": torch.__version__,
-                                "blas": peer_protocol.loaded_blas(),
-                                "threads": torch.get_num_threads()})
+    peer_protocol.finish(folder, samples, inner, state["y"].float().numpy(), state["idx"].numpy(),
+                         {"torch": torch.__version__, "blas": peer_protocol.loaded_blas(),
+                          "threads": torch.get_num_threads()})
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "moe_bench/correctness.hpp"
+#include "moe_bench/grid.hpp"
 
 using namespace moe_bench;
 
@@ -65,11 +66,7 @@ TEST_CASE("routing skew makes popularity follow the chosen distribution") {
 }
 
 TEST_CASE("cold-cache layers are separate copies of the first layer") {
-  Shape s;
-  s.experts = 4;
-  s.d_model = 16;
-  s.d_ff = 8;
-  s.tokens = 2;
+  const Shape s = make_shape(4, 2, 16, 8, 2);
   const Problem p = make_problem(s, Dtype::kBF16, 5, 3);
   REQUIRE(p.layers.size() == 3);
   CHECK(make_problem(s, Dtype::kBF16, 5, 1).layers[0].w1 == p.layers[0].w1);
