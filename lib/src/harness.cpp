@@ -64,14 +64,8 @@ struct Contender {
   int64_t calls = 0;
 
   double sample() {
-    const int64_t layers = result.layers;
-    auto start = Clock::now();
-    kernel->take_device_seconds();
-    for (int64_t i = 0; i < result.inner_reps; ++i) kernel->run(next_layer++ % layers);
     calls += result.inner_reps;
-    const double seconds =
-        kernel->device_timed() ? kernel->take_device_seconds() : seconds_since(start);
-    return seconds / static_cast<double>(result.inner_reps);
+    return time_calls(*kernel, result.inner_reps, result.layers, next_layer);
   }
 };
 
@@ -123,9 +117,7 @@ void run_elsewhere(Contender& c, const Problem& problem, const Oracle& oracle,
 
 void calibrate(Contender& c, const HarnessOptions& o) {
   for (int i = 0; i < o.warmup; ++i) c.kernel->run(c.next_layer++ % c.result.layers);
-  const double one = c.sample();
-  c.result.inner_reps = std::clamp<int64_t>(
-      static_cast<int64_t>(std::ceil(o.min_sample_s / std::max(one, 1e-9))), 1, 1 << 20);
+  c.result.inner_reps = inner_reps_for(c.sample(), o.min_sample_s);
 }
 
 void finish(Contender& c, const Load& load, const Peaks* peaks, const DevicePeaks* device,
@@ -138,7 +130,7 @@ void finish(Contender& c, const Load& load, const Peaks* peaks, const DevicePeak
     return;
   }
   r.stats = summarize(r.samples_s, seed);
-  const bool dev = c.kernel->info().backend == "cuda";
+  const bool dev = r.device_timed;
   r.derived = derive(r.kase, r.stats, load, dev ? nullptr : peaks, dev ? device : nullptr);
   r.stages = c.kernel->stage_seconds();
   for (StageTime& s : r.stages) s.seconds /= static_cast<double>(std::max<int64_t>(c.calls, 1));
@@ -203,9 +195,7 @@ void run_case(const Case& c, const std::vector<std::string>& impls, const Harnes
   const Contender* last = nullptr;
   const auto start = Clock::now();
   for (int64_t round = 0; !timed.empty(); ++round) {
-    const double elapsed = seconds_since(start);
-    if (round >= o.reps && elapsed >= o.min_time_s) break;
-    if (round > 0 && elapsed >= o.max_time_s) break;
+    if (!keep_sampling(round, seconds_since(start), o)) break;
     std::shuffle(timed.begin(), timed.end(), rng);
     for (Contender* k : timed) {
       if (interrupt_requested()) break;
@@ -250,6 +240,25 @@ std::string_view to_string(Status s) {
       return "skipped";
   }
   return "?";
+}
+
+double time_calls(Kernel& kernel, int64_t reps, int64_t layers, int64_t& next_layer) {
+  const auto start = Clock::now();
+  kernel.take_device_seconds();
+  for (int64_t i = 0; i < reps; ++i) kernel.run(next_layer++ % layers);
+  const double seconds =
+      kernel.device_timed() ? kernel.take_device_seconds() : seconds_since(start);
+  return seconds / static_cast<double>(reps);
+}
+
+int64_t inner_reps_for(double one_call_s, double min_sample_s) {
+  return std::clamp<int64_t>(
+      static_cast<int64_t>(std::ceil(min_sample_s / std::max(one_call_s, 1e-9))), 1, 1 << 20);
+}
+
+bool keep_sampling(int64_t rounds, double elapsed, const HarnessOptions& o) {
+  if (rounds >= o.reps && elapsed >= o.min_time_s) return false;
+  return rounds == 0 || elapsed < o.max_time_s;
 }
 
 std::string roofline_text(const Derived& d) {

@@ -61,19 +61,14 @@ struct Held {
 };
 
 double sample_once(Held& h, int64_t layers, double slowdown) {
-  const auto start = Clock::now();
-  h.kernel->take_device_seconds();
-  for (int64_t i = 0; i < h.inner_reps; ++i) h.kernel->run(h.next_layer++ % layers);
-  double seconds = h.kernel->device_timed()
-                       ? h.kernel->take_device_seconds()
-                       : std::chrono::duration<double>(Clock::now() - start).count();
+  const double per_call = time_calls(*h.kernel, h.inner_reps, layers, h.next_layer);
   if (slowdown > 0) {
+    const double seconds = per_call * static_cast<double>(h.inner_reps);
     const auto until = Clock::now() + std::chrono::duration<double>(seconds * slowdown);
     while (Clock::now() < until) {
     }
-    seconds *= 1 + slowdown;
   }
-  return seconds / static_cast<double>(h.inner_reps);
+  return per_call * (1 + slowdown);
 }
 
 // Prepares, checks and calibrates one implementation; writes its `impl ...` line.
@@ -102,9 +97,7 @@ void hold(Held& h, const Case& c, const Problem& problem, const Oracle& oracle, 
       return;
     }
     for (int i = 0; i < o.warmup; ++i) h.kernel->run(h.next_layer++ % layers);
-    const double one = sample_once(h, layers, 0);
-    h.inner_reps = std::clamp<int64_t>(
-        static_cast<int64_t>(std::ceil(o.min_sample_s / std::max(one, 1e-9))), 1, 1 << 20);
+    h.inner_reps = inner_reps_for(sample_once(h, layers, 0), o.min_sample_s);
     h.ok = true;
     fmt::print(out, "impl {} ok {} {:.17g} {:.17g}\n", h.impl, h.inner_reps, k.max_rel_err,
                k.tolerance);
@@ -359,9 +352,9 @@ std::pair<Report, Report> run_side_by_side(const std::vector<Case>& cases, const
     const Result* last = nullptr;
     const auto start = Clock::now();
     for (int64_t round = 0; !turns.empty(); ++round) {
-      const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
-      if (round >= o.reps && elapsed >= o.min_time_s) break;
-      if (round > 0 && elapsed >= o.max_time_s) break;
+      if (!keep_sampling(round, std::chrono::duration<double>(Clock::now() - start).count(), o)) {
+        break;
+      }
       std::shuffle(turns.begin(), turns.end(), rng);
       for (Turn& t : turns) {
         if (interrupt_requested()) break;

@@ -42,6 +42,17 @@ int64_t cold_layers(const Case& c, CacheMode mode, int64_t active_experts, int64
 int64_t layers_for(const Case& c, const HarnessOptions& o, const std::vector<std::string>& impls,
                    int processes = 1);
 
+/// Seconds per call of `reps` calls of `kernel`, rotating through `layers` from `next_layer`
+/// (advanced): the device's time for device-timed implementations, the host clock otherwise.
+double time_calls(Kernel& kernel, int64_t reps, int64_t layers, int64_t& next_layer);
+
+/// Calls per sample so that a sample lasts at least `min_sample_s`, given one call's seconds.
+int64_t inner_reps_for(double one_call_s, double min_sample_s);
+
+/// Whether sampling goes on after `rounds` rounds and `elapsed` seconds: until both --reps
+/// rounds and --min-time, but never past --max-time once a round is done.
+bool keep_sampling(int64_t rounds, double elapsed, const HarnessOptions& o);
+
 /// Recomputes every result's derived figures (roofline included) from its stats and the report's
 /// peaks, e.g. after the peaks were measured again.
 void refresh_derived(Report& report);
