@@ -246,13 +246,18 @@ class PythonPeer final : public Kernel {
   }
 
   /// One untimed call (a correctness check): one layer, no rotation.
-  void run(int64_t) override {
-    rotate_ = false;
-    run_self_timed(TimingProtocol{1, 0, 1e9, 0, 0, threads_});
-    rotate_ = true;
+  void run(int64_t) override { run_peer(TimingProtocol{1, 0, 1e9, 0, 0, threads_}, 1); }
+
+  /// Timed runs rotate the case's cold layers, as the harness does.
+  std::optional<SelfTimed> run_self_timed(const TimingProtocol& t) override {
+    return run_peer(t, problem_->layers.size());
   }
 
-  std::optional<SelfTimed> run_self_timed(const TimingProtocol& t) override {
+  std::span<const float> output() const override { return y_; }
+  std::span<const int32_t> selected_experts() const override { return selected_; }
+
+ private:
+  SelfTimed run_peer(const TimingProtocol& t, size_t layers) {
     const Shape& s = problem_->shape;
     const fs::path& d = dir_->path();
     nlohmann::json c{{"experts", s.experts},
@@ -265,7 +270,7 @@ class PythonPeer final : public Kernel {
                      {"dtype", to_string(problem_->dtype)},
                      {"capacity_factor", s.capacity_factor},
                      {"threads", t.threads},
-                     {"layers", rotate_ ? problem_->layers.size() : size_t{1}},
+                     {"layers", layers},
                      {"family", hf_family(s)},
                      {"router",
                       {{"scoring", to_string(s.routing.scoring)},
@@ -323,10 +328,6 @@ class PythonPeer final : public Kernel {
     return out;
   }
 
-  std::span<const float> output() const override { return y_; }
-  std::span<const int32_t> selected_experts() const override { return selected_; }
-
- private:
   // Probed once per interpreter and package: importing torch takes seconds.
   const Probe& probe() const {
     static std::mutex mutex;
@@ -368,7 +369,6 @@ class PythonPeer final : public Kernel {
 
   RoundingsFn roundings_;
   SupportsFn supports_;
-  bool rotate_ = true;  ///< timed runs rotate the case's cold layers
   std::string package_;
   std::string name_, module_, description_;
   std::vector<Dtype> dtypes_;
