@@ -3,6 +3,8 @@
 # compute-sanitizer on one small case, then the CUDA benchmarks beside the cuBLAS baseline, with
 # the JSON and Markdown reports copied to $OUT (or reports/gpu/ when OUT is unset).
 #
+# The PyTorch GPU peers run under the python3 on PATH (the device image's, with torch).
+#
 # Needs .devdeps (../shared/device/fetch-debs.sh) where the Debian build dependencies are not
 # installed. Without a CUDA device it builds, then stops at the first GPU step with
 # "no CUDA device" and exit 3.
@@ -23,16 +25,27 @@ if [ -d .devdeps/usr ]; then
 fi
 nvcc=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
 
+# Everything the script prints also goes to $out/gpu-check.log (it comes back even when the call
+# is stopped at its limit); each GPU step has its own time limit so one hang cannot eat the lease.
+exec > >(tee "$out/gpu-check.log") 2>&1
+python=$(command -v python3 || echo python3)
+
 log "configure and build ($arch, $jobs jobs)"
+mkdir -p "$build"
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_COMPILER="$nvcc" \
-  -DCMAKE_CUDA_ARCHITECTURES="$arch" "${prefix[@]}" >"$out/build.log" 2>&1 ||
-  { tail -30 "$out/build.log"; exit 1; }
-cmake --build "$build" -j "$jobs" >>"$out/build.log" 2>&1 || { tail -40 "$out/build.log"; exit 1; }
+  -DCMAKE_CUDA_ARCHITECTURES="$arch" "${prefix[@]}" >"$build/build.log" 2>&1 ||
+  { tail -30 "$build/build.log"; exit 1; }
+cmake --build "$build" -j "$jobs" --target moe-bench moe_bench_tests >>"$build/build.log" 2>&1 ||
+  { tail -40 "$build/build.log"; exit 1; }
 bench=$build/apps/moe-bench/moe-bench
 tests=$build/tests/moe_bench_tests
 
 log "device"
-command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv || true
+command -v nvidia-smi >/dev/null &&
+  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem,power.limit \
+    --format=csv || true
+"$python" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda,
+  "grouped_mm", hasattr(torch, "_grouped_mm"))' || true
 status=$("$bench" run --impl cuda --experts 4 --top-k 2 --d-model 64 --d-ff 64 --tokens 4 \
   --reps 1 --min-time 0 --max-time 1 -q 2>&1) || {
   code=$?
@@ -40,24 +53,36 @@ status=$("$bench" run --impl cuda --experts 4 --top-k 2 --d-model 64 --d-ff 64 -
   [ "$code" -eq 3 ] && echo "gpu-check: no CUDA device, stopping before the GPU steps"
   exit "$code"
 }
+step() { # LIMIT_S COMMAND...: runs a step, says when it fails or runs out of time, goes on
+  local limit=$1
+  shift
+  timeout "$limit" "$@" || echo "gpu-check: step exited with $? (limit ${limit} s): $*"
+}
 
 log "CUDA tests (oracle on the consistency grid in every dtype, bitwise repeat)"
-"$tests" "CUDA implementations match the oracle and repeat bit for bit" 2>&1 | tee "$out/tests.log" | tail -5
-"$tests" "every registered implementation matches the FP64 oracle on the consistency grid" 2>&1 | tail -3
+step 150 "$tests" "CUDA implementations match the oracle and repeat bit for bit"
+step 150 "$tests" "every registered implementation matches the FP64 oracle on the consistency grid"
 
 log "compute-sanitizer on one small case"
 sanitizer=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
-"$sanitizer" --tool memcheck --leak-check full --error-exitcode 9 \
+step 120 "$sanitizer" --tool memcheck --leak-check full --error-exitcode 9 \
   "$bench" run --impl cuda,cublas --experts 8 --top-k 2 --d-model 200 --d-ff 136 --tokens 37 \
-  --dtype f32,bf16 --routing zipf:1.2 --capacity-factor 0,1 --reps 2 --min-time 0 --max-time 1 \
-  -q 2>&1 | tee "$out/sanitizer.log" | tail -12
+  --dtype f32,bf16 --routing zipf:1.2 --capacity-factor 0,1 --reps 2 --min-time 0 --max-time 1 -q
+
+log "the PyTorch GPU peers against the oracle (small case, every dtype, capacity on and off)"
+step 120 "$bench" run --impl cuda,torch_cuda,torch_grouped_mm --python "$python" --experts 8 \
+  --top-k 2 --d-model 200 --d-ff 136 --tokens 37 --dtype f32,bf16,f16 --routing zipf:1.2 \
+  --capacity-factor 0,1 --reps 3 --min-time 0 --max-time 1 -q
 
 log "benchmarks: workload A (1, 32 tokens) and mixtral-8x7b (decode 1..64, prefill 4096), bf16"
-common=(--impl cuda,cublas --baseline cublas --dtype bf16 --reps 10 --min-time 0.3 --max-time 3)
-"$bench" run --workload A --tokens 1,32 "${common[@]}" --json "$out/gpu-workload-a.json" \
-  --md "$out/gpu-workload-a.md" 2>&1 | tail -12
-"$bench" run --preset mixtral-8x7b --tokens 1,8,64,4096 "${common[@]}" \
-  --json "$out/gpu-mixtral.json" --md "$out/gpu-mixtral.md" 2>&1 | tail -16
+common=(--impl cuda,cublas,torch_cuda,torch_grouped_mm --baseline cublas --dtype bf16
+  --python "$python" --reps 10 --min-time 0.3 --max-time 3 -q)
+step 150 "$bench" run --workload A --tokens 1,32 "${common[@]}" --json "$out/gpu-workload-a.json" \
+  --md "$out/gpu-workload-a.md"
+step 150 "$bench" run --preset mixtral-8x7b --tokens 1,8,64 "${common[@]}" \
+  --json "$out/gpu-mixtral-decode.json" --md "$out/gpu-mixtral-decode.md"
+step 150 "$bench" run --preset mixtral-8x7b --tokens 4096 "${common[@]}" \
+  --json "$out/gpu-mixtral-prefill.json" --md "$out/gpu-mixtral-prefill.md"
 
 log "done"
 ls -la "$out"

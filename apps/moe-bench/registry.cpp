@@ -16,6 +16,8 @@ const Registry& registry() {
       {"cpu", cpu::make_kernel},
       {"numpy", python::make_numpy_kernel, false},
       {"torch", python::make_torch_kernel, false},
+      {"torch_cuda", python::make_torch_cuda_kernel, false},
+      {"torch_grouped_mm", python::make_torch_grouped_mm_kernel, false},
       {"ipex", python::make_ipex_kernel, false},
       {"hf", python::make_hf_kernel, false},
       {"cpu_avx512", cpu::make_avx512_kernel, false},

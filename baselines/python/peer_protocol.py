@@ -42,11 +42,14 @@ def load_torch_case(folder):
     return case, arrays, dtype
 
 
-def rotated_layers(case, weights, copy):
+def rotated_layers(case, weights, copy, max_sets=None):
     """The case's `layers` weight sets, rotated call by call as moe-bench rotates its own so that
     a cold cache is cold for the peer too: the first is `weights`, the others separate copies
-    (the same values in memory of their own). Returns a function giving the next set."""
+    (the same values in memory of their own), at most `max_sets` of them (what fits a device).
+    Returns a function giving the next set."""
     count = max(1, int(case.get("layers", 1)))
+    if max_sets is not None:
+        count = max(1, min(count, max_sets))
     sets = [weights] + [{k: None if v is None else copy(v) for k, v in weights.items()}
                         for _ in range(count - 1)]
     state = {"next": 0}
@@ -79,6 +82,37 @@ def measure(forward, options):
         for _ in range(inner):
             forward()
         samples.append((time.perf_counter() - start) / inner)
+    return samples, inner
+
+
+def measure_cuda(forward, options, torch):
+    """measure() for a peer on a CUDA device: each sample is the device time between CUDA events
+    recorded around `inner` calls (host synchronisation inside a call, as the Hugging Face loop
+    has, shows up as device idle time between the events, as users see it)."""
+    for _ in range(max(options["warmup"], 1)):
+        forward()
+    torch.cuda.synchronize()
+    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+
+    def timed(calls):
+        start.record()
+        for _ in range(calls):
+            forward()
+        stop.record()
+        stop.synchronize()
+        return start.elapsed_time(stop) * 1e-3 / calls
+
+    one = max(timed(1), 1e-9)
+    inner = max(1, min(1 << 20, int(-(-options["min_sample_s"] // one))))
+    samples = []
+    begin = time.perf_counter()
+    while True:
+        elapsed = time.perf_counter() - begin
+        if len(samples) >= options["reps"] and elapsed >= options["min_time_s"]:
+            break
+        if samples and elapsed >= options["max_time_s"]:
+            break
+        samples.append(timed(inner))
     return samples, inner
 
 

@@ -191,8 +191,11 @@ class PythonPeer final : public Kernel {
   PythonPeer(std::string name, std::string module, std::string description,
              std::vector<Dtype> dtypes, std::string no_dtype_reason, std::string probe,
              RoundingsFn roundings = nullptr, SupportsFn supports = nullptr,
-             std::string package = {})
-      : roundings_(roundings),
+             std::string package = {}, std::vector<std::string> script_args = {},
+             bool on_gpu = false)
+      : on_gpu_(on_gpu),
+        script_args_(std::move(script_args)),
+        roundings_(roundings),
         supports_(supports),
         package_(package.empty() ? module : std::move(package)),
         name_(std::move(name)),
@@ -219,6 +222,9 @@ class PythonPeer final : public Kernel {
   }
 
   bool self_timed() const override { return true; }
+  /// A peer on the GPU times its calls with CUDA events: its results are held to the device's
+  /// ceilings.
+  bool device_timed() const override { return on_gpu_; }
   int extra_roundings(const Shape& s, Dtype d) const override {
     return roundings_ != nullptr ? roundings_(s, d) : 0;
   }
@@ -290,8 +296,9 @@ class PythonPeer final : public Kernel {
     const fs::path script = fs::path(MOE_BENCH_PYTHON_DIR) / (module_ + "_moe.py");
     // Start-up and data loading take seconds; sampling stops at max_time.
     const double timeout = startup_allowance() + 3 * std::min(t.max_time_s, 600.0);
-    const Exit e = run_process({interpreter(), script.string(), d.string()}, d / "peer.log",
-                               timeout, t.threads);
+    std::vector<std::string> args{interpreter(), script.string(), d.string()};
+    args.insert(args.end(), script_args_.begin(), script_args_.end());
+    const Exit e = run_process(args, d / "peer.log", timeout, t.threads);
     if (e.timed_out)
       throw std::runtime_error(fmt::format("{} peer timed out after {:.0f} s", name_, timeout));
     if (e.code != 0) {
@@ -333,7 +340,7 @@ class PythonPeer final : public Kernel {
     static std::mutex mutex;
     static std::map<std::string, Probe> cache;
     std::lock_guard lock(mutex);
-    const std::string key = interpreter() + "|" + module_;
+    const std::string key = interpreter() + "|" + name_;
     auto it = cache.find(key);
     if (it != cache.end()) return it->second;
     TempDir dir;
@@ -350,6 +357,8 @@ class PythonPeer final : public Kernel {
       std::ifstream in(log);
       std::string line;
       while (std::getline(in, line)) {
+        // "unavailable REASON": the package imports, but this machine cannot run the peer.
+        if (line.starts_with("unavailable ")) found.why = line.substr(12);
         if (!line.starts_with("unsupported ")) continue;
         const auto space = line.find(' ', 12);
         if (space == std::string::npos) continue;
@@ -367,6 +376,8 @@ class PythonPeer final : public Kernel {
     return "run scripts/install-peers.sh or pass --python";
   }
 
+  bool on_gpu_;
+  std::vector<std::string> script_args_;
   RoundingsFn roundings_;
   SupportsFn supports_;
   std::string package_;
@@ -437,6 +448,62 @@ std::unique_ptr<Kernel> make_torch_kernel() {
       "        print('unsupported', name, 'torch', torch.__version__, 'has no', t,\n"
       "              'matmul on the CPU:', str(e).replace(chr(10), ' '))\n",
       hf_block_roundings);
+}
+
+// Probes torch on the GPU: unavailable without a CUDA device; with `grouped`, each dtype the
+// installed torch._grouped_mm refuses on this device is unsupported.
+std::string torch_cuda_probe(bool grouped) {
+  std::string probe =
+      "import torch, sys\n"
+      "if not torch.cuda.is_available():\n"
+      "    print('unavailable torch', torch.__version__, 'sees no CUDA device'); sys.exit(0)\n";
+  if (grouped) {
+    probe +=
+        "if not hasattr(torch, '_grouped_mm'):\n"
+        "    print('unavailable torch', torch.__version__, 'has no torch._grouped_mm'); "
+        "sys.exit(0)\n"
+        "for name, t in (('f32', torch.float32), ('bf16', torch.bfloat16), "
+        "('f16', torch.float16)):\n"
+        "    try:\n"
+        "        a = torch.ones(32, 16, dtype=t, device='cuda')\n"
+        "        b = torch.ones(2, 32, 16, dtype=t, device='cuda').transpose(1, 2)\n"
+        "        offs = torch.tensor([16, 32], dtype=torch.int32, device='cuda')\n"
+        "        torch._grouped_mm(a, b, offs=offs); torch.cuda.synchronize()\n"
+        "    except Exception as e:\n"
+        "        print('unsupported', name, 'torch', torch.__version__,\n"
+        "              'has no', t, 'torch._grouped_mm on this device:',\n"
+        "              str(e).split(chr(10))[0])\n";
+  }
+  return probe;
+}
+
+// torch._grouped_mm reads rows of 16 bytes or a multiple: d_model and d_ff a multiple of 8.
+std::optional<std::string> grouped_mm_supports(const Shape& s) {
+  if (s.d_model % 8 != 0 || s.d_ff % 8 != 0) {
+    return "torch._grouped_mm needs d_model and d_ff in multiples of 8 (16-byte rows)";
+  }
+  return std::nullopt;
+}
+
+std::unique_ptr<Kernel> make_torch_cuda_kernel() {
+  return std::make_unique<PythonPeer>(
+      "torch_cuda", "torch",
+      "PyTorch on the GPU as the Hugging Face Mixtral block: router linear, softmax, top-k, "
+      "loop over experts with index_select, SwiGLU, index_add_ (CUDA events; 16-bit dtypes as "
+      "users run it, router in FP32; subprocess)",
+      std::vector<Dtype>{Dtype::kF32, Dtype::kBF16, Dtype::kF16}, "", torch_cuda_probe(false),
+      hf_block_roundings, nullptr, "torch", std::vector<std::string>{"--device", "cuda"}, true);
+}
+
+std::unique_ptr<Kernel> make_torch_grouped_mm_kernel() {
+  return std::make_unique<PythonPeer>(
+      "torch_grouped_mm", "torch",
+      "PyTorch on the GPU with torch._grouped_mm: tokens sorted by expert, gate, up and down as "
+      "three grouped GEMMs, SwiGLU and index_add_ combine in the dtype (CUDA events; "
+      "subprocess)",
+      std::vector<Dtype>{Dtype::kF32, Dtype::kBF16, Dtype::kF16}, "", torch_cuda_probe(true),
+      hf_block_roundings, grouped_mm_supports, "torch",
+      std::vector<std::string>{"--device", "cuda", "--grouped-mm"}, true);
 }
 
 std::unique_ptr<Kernel> make_ipex_kernel() {

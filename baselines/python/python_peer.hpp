@@ -19,6 +19,9 @@ void set_startup_allowance(double seconds);
 
 std::unique_ptr<Kernel> make_numpy_kernel();
 std::unique_ptr<Kernel> make_torch_kernel();
+/// PyTorch on the GPU: the Hugging Face loop, and torch._grouped_mm over expert-sorted tokens.
+std::unique_ptr<Kernel> make_torch_cuda_kernel();
+std::unique_ptr<Kernel> make_torch_grouped_mm_kernel();
 /// Intel Extension for PyTorch's fused MoE (GatedMLPMOE), where the interpreter has it.
 std::unique_ptr<Kernel> make_ipex_kernel();
 /// The preset family's Hugging Face transformers MoE block, where transformers is installed.
