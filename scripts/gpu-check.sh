@@ -8,7 +8,11 @@
 # Needs .devdeps (../shared/device/fetch-debs.sh) where the Debian build dependencies are not
 # installed. Without a CUDA device it builds, then stops at the first GPU step with
 # "no CUDA device" and exit 3.
+#
+# `gpu-check.sh decode`: a shorter second call: tests, sanitizer, then the decode benchmarks of
+# cuda's two math paths (cuda_gemm, cuda_gemv) beside cuda and cublas, without the peers.
 set -euo pipefail
+mode=${1:-full}
 cd "$(dirname "$0")/.."
 root=$PWD
 out=${OUT:-$root/reports/gpu}
@@ -66,8 +70,21 @@ step 150 "$tests" "every registered implementation matches the FP64 oracle on th
 log "compute-sanitizer on one small case"
 sanitizer=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
 step 120 "$sanitizer" --tool memcheck --leak-check full --error-exitcode 9 \
-  "$bench" run --impl cuda,cublas --experts 8 --top-k 2 --d-model 200 --d-ff 136 --tokens 37 \
+  "$bench" run --impl cuda,cuda_gemm,cuda_gemv,cublas --experts 8 --top-k 2 --d-model 200 --d-ff 136 --tokens 37 \
   --dtype f32,bf16 --routing zipf:1.2 --capacity-factor 0,1 --reps 2 --min-time 0 --max-time 1 -q
+
+if [ "$mode" = decode ]; then
+  log "decode benchmarks, bf16: cuda's math paths beside cublas"
+  common=(--impl cuda,cuda_gemm,cuda_gemv,cublas --baseline cublas --dtype bf16 --reps 10
+    --min-time 0.3 --max-time 3 -q)
+  step 90 "$bench" run --workload A --tokens 1,32 "${common[@]}" \
+    --json "$out/gpu-decode-workload-a.json" --md "$out/gpu-decode-workload-a.md"
+  step 150 "$bench" run --preset mixtral-8x7b --tokens 1,8,64 "${common[@]}" \
+    --json "$out/gpu-decode-mixtral.json" --md "$out/gpu-decode-mixtral.md"
+  log "done"
+  ls -la "$out"
+  exit 0
+fi
 
 log "the PyTorch GPU peers against the oracle (small case, every dtype, capacity on and off)"
 step 120 "$bench" run --impl cuda,torch_cuda,torch_grouped_mm --python "$python" --experts 8 \

@@ -19,7 +19,9 @@ class DeviceError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-enum class Algo { kGrouped, kCublas };
+/// kGrouped picks its math per case (the row GEMV for decode-sized groups, else the grouped GEMM);
+/// kGroupedGemm and kRowGemv force one (variants `cuda_gemm`, `cuda_gemv`).
+enum class Algo { kGrouped, kGroupedGemm, kRowGemv, kCublas };
 enum class Elem { kF32 = 0, kBF16 = 1, kF16 = 2 };
 enum class Act { kSwiglu = 0, kGelu = 1, kSwigluOai = 2 };
 

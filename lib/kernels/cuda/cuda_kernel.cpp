@@ -55,9 +55,15 @@ class CudaKernel final : public Kernel {
             "cuda",
             {Dtype::kF32, Dtype::kBF16, Dtype::kF16},
             algo_ == Algo::kGrouped
-                ? "one warp per token routing, padded expert-contiguous permutation, one grouped "
-                  "GEMM launch per projection (WMMA tensor cores for bf16/f16, FP32 SIMT for "
-                  "f32) with SwiGLU and the routing weight fused, atomic-free combine"
+                ? "one warp per token routing, padded expert-contiguous permutation, per "
+                  "projection one launch over every expert: a row GEMV streaming the weights "
+                  "for decode-sized groups, else a grouped GEMM (WMMA tensor cores for "
+                  "bf16/f16, FP32 SIMT for f32); SwiGLU and the routing weight fused, "
+                  "atomic-free combine"
+            : algo_ == Algo::kGroupedGemm
+                ? "cuda with the grouped GEMM at every size (WMMA tensor cores for bf16/f16)"
+            : algo_ == Algo::kRowGemv
+                ? "cuda with the row GEMV at every size (one warp per output unit, FP32 FMA)"
                 : "router GEMM, then per expert: gather, cublasGemmEx gate/up, activation "
                   "kernel, cublasGemmEx down; combine (expert sizes read back to the host)",
             0};
@@ -156,6 +162,12 @@ class CudaKernel final : public Kernel {
 
 std::unique_ptr<Kernel> make_cuda_kernel() {
   return std::make_unique<CudaKernel>("cuda", Algo::kGrouped);
+}
+std::unique_ptr<Kernel> make_cuda_gemm_kernel() {
+  return std::make_unique<CudaKernel>("cuda_gemm", Algo::kGroupedGemm);
+}
+std::unique_ptr<Kernel> make_cuda_gemv_kernel() {
+  return std::make_unique<CudaKernel>("cuda_gemv", Algo::kRowGemv);
 }
 std::unique_ptr<Kernel> make_cublas_kernel() {
   return std::make_unique<CudaKernel>("cublas", Algo::kCublas);

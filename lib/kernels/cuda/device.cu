@@ -95,7 +95,7 @@ std::unique_ptr<Engine> make_engine(Algo algo, const LayerSpec& spec, const floa
   const std::string why = unavailable_reason();
   if (!why.empty()) throw DeviceError(why);
   return algo == Algo::kCublas ? make_cublas_engine(spec, x, layers)
-                               : make_grouped_engine(spec, x, layers);
+                               : make_grouped_engine(algo, spec, x, layers);
 }
 
 DevicePeaks measure_device_peaks() {

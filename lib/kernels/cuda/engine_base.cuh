@@ -133,7 +133,7 @@ double work_bytes(const LayerSpec& s, int64_t rows, int64_t width, int64_t d_pad
 }  // namespace
 
 /// The two engines, made for the layer's element type (grouped_engine.cu, cublas_engine.cu).
-std::unique_ptr<Engine> make_grouped_engine(const LayerSpec& s, const float* x,
+std::unique_ptr<Engine> make_grouped_engine(Algo algo, const LayerSpec& s, const float* x,
                                             const std::vector<HostLayer>& layers);
 std::unique_ptr<Engine> make_cublas_engine(const LayerSpec& s, const float* x,
                                            const std::vector<HostLayer>& layers);

@@ -2,6 +2,7 @@
 // for down (routing weight fused), then the combine.
 #include "engine_base.cuh"
 #include "grouped_gemm.cuh"
+#include "row_gemv.cuh"
 
 namespace moe_bench::cuda {
 namespace {
@@ -13,8 +14,10 @@ class GroupedEngine final : public EngineBase<T> {
   using Base::s_;
 
  public:
-  GroupedEngine(const LayerSpec& s, const float* x, const std::vector<HostLayer>& layers)
-      : Base(s, x, layers.size(), BM, {"route", "permute", "gate_up", "down_combine"}) {
+  GroupedEngine(const LayerSpec& s, const float* x, const std::vector<HostLayer>& layers, bool gemv)
+      : Base(s, x, layers.size(), BM, {"route", "permute", "gate_up", "down_combine"}),
+        gemv_(gemv) {
+    static_assert(BM == kGemvRows || BM == 64);
     gated_ = s.act != Act::kGelu;
     const int64_t d = s.d_model;
     d_pad_ = round_up(d, kBN);
@@ -80,6 +83,7 @@ class GroupedEngine final : public EngineBase<T> {
     a.o = o_.get();
     a.ldo = d_pad_;
     a.row_weight = r_.row_weight.get();
+    a.row_token = r_.row_token.get();
 
     a.a = this->x_elem_.get();
     a.lda = d_pad_;
@@ -87,9 +91,17 @@ class GroupedEngine final : public EngineBase<T> {
     a.routed = {up_[layer].get(), up_rows(f_pad_) * d_pad_, up_rows(f_pad_), d_pad_};
     a.shared = {sup_[layer].get(), 0, up_rows(fs_pad_), d_pad_};
     const int64_t up_cols = std::max(up_rows(f_pad_), up_rows(fs_pad_));
-    grouped_gemm<T, BM, Epi::kGateUp>
-        <<<dim3(static_cast<unsigned>(up_cols / kBN), row_tiles), kThreads>>>(a);
-    check_launch("grouped_gemm (gate/up)");
+    if (gemv_) {
+      const int64_t units = std::max(f_pad_, fs_pad_);
+      row_gemv<T, Epi::kGateUp>
+          <<<dim3(static_cast<unsigned>((units + kGemvWarps - 1) / kGemvWarps), row_tiles),
+             kGemvWarps * 32>>>(a, a.row_token);
+      check_launch("row_gemv (gate/up)");
+    } else {
+      grouped_gemm<T, BM, Epi::kGateUp>
+          <<<dim3(static_cast<unsigned>(up_cols / kBN), row_tiles), kThreads>>>(a);
+      check_launch("grouped_gemm (gate/up)");
+    }
     this->clock_.mark(3);
 
     a.a = h_.get();
@@ -97,15 +109,25 @@ class GroupedEngine final : public EngineBase<T> {
     a.gather = nullptr;
     a.routed = {down_[layer].get(), d_pad_ * f_pad_, d_pad_, f_pad_};
     a.shared = {sdown_[layer].get(), 0, d_pad_, fs_pad_};
-    grouped_gemm<T, BM, Epi::kDown>
-        <<<dim3(static_cast<unsigned>(d_pad_ / kBN), row_tiles), kThreads>>>(a);
-    check_launch("grouped_gemm (down)");
+    if (gemv_) {
+      row_gemv<T, Epi::kDown>
+          <<<dim3(static_cast<unsigned>((d_pad_ + kGemvWarps - 1) / kGemvWarps), row_tiles),
+             kGemvWarps * 32>>>(a, a.row_token);
+      check_launch("row_gemv (down)");
+    } else {
+      grouped_gemm<T, BM, Epi::kDown>
+          <<<dim3(static_cast<unsigned>(d_pad_ / kBN), row_tiles), kThreads>>>(a);
+      check_launch("grouped_gemm (down)");
+    }
     this->combine(o_.get(), d_pad_, false);
     this->clock_.mark(4);
     this->clock_.finish();
   }
 
   std::string notes() const override {
+    if (gemv_) {
+      return "row GEMV (one warp per output unit and 16-row tile, 16-byte weight loads, FP32)";
+    }
     return std::string("grouped GEMM, ") +
            (std::is_same_v<T, float> ? "FP32 SIMT" : "WMMA tensor cores") + ", " +
            std::to_string(BM) + "x" + std::to_string(kBN) + " tiles";
@@ -140,33 +162,42 @@ class GroupedEngine final : public EngineBase<T> {
     }
   }
 
+  bool gemv_ = false;
   bool gated_ = true;
   int64_t d_pad_ = 0, f_pad_ = 0, fs_pad_ = 0, ldh_ = 0;
   DeviceBuffer<T> h_;
   DeviceBuffer<float> o_;
   std::vector<DeviceBuffer<T>> up_, down_, sup_, sdown_;
 };
-// Few rows per expert (decode): 16-row tiles waste less of the tensor cores on padding.
+// Few rows per expert (decode): the row GEMV streams the weights (`cuda` up to
+// kGemvRowsPerExpert rows per expert on average); otherwise 16-row tensor-core tiles waste less
+// on padding up to 16 rows per expert, and 64-row tiles beyond.
+constexpr double kGemvRowsPerExpert = 16;
+
 template <typename T>
-std::unique_ptr<Engine> make_tiled(const LayerSpec& s, const float* x,
+std::unique_ptr<Engine> make_tiled(Algo algo, const LayerSpec& s, const float* x,
                                    const std::vector<HostLayer>& layers) {
   const double rows_per_expert =
       static_cast<double>(s.tokens * s.top_k) / static_cast<double>(s.experts);
-  if (rows_per_expert <= 16) return std::make_unique<GroupedEngine<T, 16>>(s, x, layers);
-  return std::make_unique<GroupedEngine<T, 64>>(s, x, layers);
+  const bool gemv =
+      algo == Algo::kRowGemv || (algo == Algo::kGrouped && rows_per_expert <= kGemvRowsPerExpert);
+  if (gemv || rows_per_expert <= 16) {
+    return std::make_unique<GroupedEngine<T, 16>>(s, x, layers, gemv);
+  }
+  return std::make_unique<GroupedEngine<T, 64>>(s, x, layers, false);
 }
 
 }  // namespace
 
-std::unique_ptr<Engine> make_grouped_engine(const LayerSpec& s, const float* x,
+std::unique_ptr<Engine> make_grouped_engine(Algo algo, const LayerSpec& s, const float* x,
                                             const std::vector<HostLayer>& layers) {
   switch (s.elem) {
     case Elem::kF32:
-      return make_tiled<float>(s, x, layers);
+      return make_tiled<float>(algo, s, x, layers);
     case Elem::kBF16:
-      return make_tiled<__nv_bfloat16>(s, x, layers);
+      return make_tiled<__nv_bfloat16>(algo, s, x, layers);
     case Elem::kF16:
-      return make_tiled<__half>(s, x, layers);
+      return make_tiled<__half>(algo, s, x, layers);
   }
   return nullptr;
 }

@@ -42,6 +42,7 @@ struct GemmArgs {
   float* o;
   int64_t ldo;
   const float* row_weight;
+  const int32_t* row_token;  ///< row -> token (-1: padding row), for the row GEMV
 };
 
 template <typename T, int BM, Epi kEpi>
