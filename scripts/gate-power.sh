@@ -2,13 +2,15 @@
 # Measures the gate's power on this machine (docs/checks.md): N runs each of an A/A pair and of
 # the cpu kernel slowed by 10% and by 20% (the test-only --inject-slowdown), interleaved, with
 # exactly the gate's flags; prints how often the gate fired for each. Needs the reference build
-# that scripts/gate.sh makes. Usage: bash scripts/gate-power.sh [N] [OUT.jsonl]
+# that scripts/gate.sh makes. Usage: bash scripts/gate-power.sh [N] [OUT.jsonl] [FIRST_SEED]
+# (timing seeds FIRST_SEED.., default 1: a later batch that extends an earlier one starts after it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-20}
 out=${2:-build/gate-power.jsonl}
+first=${3:-1}
 : > "$out"
-for i in $(seq 1 "$n"); do
+for i in $(seq "$first" $((first + n - 1))); do
   for slow in 0 0.1 0.2; do
     extra=()
     [ "$slow" = 0 ] || extra=(--inject-slowdown "cpu:$slow")
@@ -19,9 +21,9 @@ for i in $(seq 1 "$n"); do
     code=$?
     set -e
     end=$(date +%s.%N)
-    python3 - "$slow" "$code" "$start" "$end" build/gate-power-run.json >> "$out" <<'PY'
+    python3 - "$slow" "$code" "$start" "$end" build/gate-power-run.json "$i" >> "$out" <<'PY'
 import json, sys
-slow, code, start, end, path = sys.argv[1:]
+slow, code, start, end, path, seed = sys.argv[1:]
 run = json.load(open(path))
 print(json.dumps({"slowdown": float(slow), "exit": int(code), "seconds": float(end) - float(start),
                   "threshold": run["threshold"], "alpha": run["alpha"],

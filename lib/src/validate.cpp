@@ -18,7 +18,7 @@
 namespace moe_bench {
 namespace {
 
-const std::array<Claim, 14> kClaims{{
+const std::array<Claim, 16> kClaims{{
     {"cpu is faster than blas on workload A at 1 token", "A", 1, "uniform", "cpu", "blas", true},
     {"cpu is faster than blas on workload A at 32 tokens", "A", 32, "uniform", "cpu", "blas", true},
     {"cpu is faster than blas on workload A at 512 tokens", "A", 512, "uniform", "cpu", "blas",
@@ -44,6 +44,10 @@ const std::array<Claim, 14> kClaims{{
      "torch", false, "bf16", MachineClass::kAvx512Bf16NoAmx},
     {"cpu is faster than torch in bf16 on workload B at 1024 tokens", "B", 1024, "uniform", "cpu",
      "torch", false, "bf16", MachineClass::kAvx512Bf16NoAmx},
+    {"cuda is faster than cublas in bf16 on workload A at 1 token", "A", 1, "uniform", "cuda",
+     "cublas", true, "bf16", MachineClass::kNvidiaHopper},
+    {"cuda is faster than torch_grouped_mm in bf16 on workload A at 32 tokens", "A", 32, "uniform",
+     "cuda", "torch_grouped_mm", false, "bf16", MachineClass::kNvidiaHopper},
 }};
 
 // The consistency grid of the tests, each shape also under other routings and with capacity on
@@ -256,10 +260,31 @@ const Result* find_result(const Report& report, const Case& kase, const std::str
 std::span<const Claim> readme_claims() { return kClaims; }
 
 std::string_view to_string(MachineClass m) {
-  return m == MachineClass::kAvx512 ? "CPUs with AVX-512" : "CPUs with AVX512-BF16 and no AMX";
+  switch (m) {
+    case MachineClass::kAvx512:
+      return "CPUs with AVX-512";
+    case MachineClass::kAvx512Bf16NoAmx:
+      return "CPUs with AVX512-BF16 and no AMX";
+    case MachineClass::kNvidiaHopper:
+      return "NVIDIA Hopper GPUs (sm_90)";
+  }
+  return "?";
 }
 
 std::optional<std::string> outside_class(MachineClass m, const CpuFeatures& cpu) {
+  return outside_class(m, cpu, std::nullopt);
+}
+
+std::optional<std::string> outside_class(MachineClass m, const CpuFeatures& cpu,
+                                         const std::optional<SystemInfo::CudaDevice>& gpu) {
+  if (m == MachineClass::kNvidiaHopper) {
+    if (!gpu) return "no CUDA device here";
+    if (gpu->cc_major != 9) {
+      return fmt::format("this GPU ({}) is sm_{}{}, not Hopper", gpu->name, gpu->cc_major,
+                         gpu->cc_minor);
+    }
+    return std::nullopt;
+  }
   if (!cpu.has("avx512f")) return "this CPU has no AVX-512";
   if (m == MachineClass::kAvx512Bf16NoAmx) {
     if (!cpu.has("avx512_bf16")) return "this CPU has no AVX512-BF16";
@@ -288,6 +313,9 @@ void run_validate(const Registry& registry, ValidateLevel level, Report& report,
     h.max_time_s = 20;
   }
   const std::vector<Case> cases = timing_cases(level);
+  const DeviceDescription device = registry.device();
+  const std::optional<SystemInfo::CudaDevice> gpu =
+      device.available ? device.properties : std::nullopt;
   if (level == ValidateLevel::kFull) {
     for (const Preset& p : presets()) {
       bool present = false;
@@ -332,6 +360,37 @@ void run_validate(const Registry& registry, ValidateLevel level, Report& report,
     planned.push_back(c);
     planned_impls.push_back(with);
   }
+  // The cases of the GPU claims, where this machine has the GPU they are stated for, with the
+  // implementations they name (a claim's second implementation is the comparison's baseline).
+  for (const Claim& claim : kClaims) {
+    if (claim.machines != MachineClass::kNvidiaHopper) continue;
+    if (level == ValidateLevel::kQuick && !claim.quick) continue;
+    if (outside_class(claim.machines, cpu_features(), gpu)) continue;
+    Axes axes;
+    axes.workloads = {claim.workload};
+    axes.tokens = {claim.tokens};
+    axes.routing = {claim.routing};
+    axes.dtypes = {claim.dtype};
+    axes.threads = {static_cast<int>(std::max(1, cpu_count()))};
+    const Case c = plan_cases(axes).at(0);
+    auto at = std::find_if(planned.begin(), planned.end(),
+                           [&](const Case& p) { return p.shape == c.shape && p.dtype == c.dtype; });
+    if (at == planned.end()) {
+      planned.push_back(c);
+      planned_impls.emplace_back();
+      at = planned.end() - 1;
+    }
+    auto& with = planned_impls[static_cast<size_t>(at - planned.begin())];
+    for (const std::string& impl : {claim.a, claim.b}) {
+      if (std::find(with.begin(), with.end(), impl) == with.end() &&
+          !registry.make(impl)->unavailable_reason()) {
+        with.push_back(impl);
+      }
+    }
+    if (std::find(h.baselines.begin(), h.baselines.end(), claim.b) == h.baselines.end()) {
+      h.baselines.push_back(claim.b);
+    }
+  }
   const auto n = static_cast<int64_t>(planned.size());
   for (int64_t i = 0; i < n; ++i) {
     // One case a call: its progress is told as case i of all of them.
@@ -368,7 +427,7 @@ void run_validate(const Registry& registry, ValidateLevel level, Report& report,
   for (const Claim& claim : kClaims) {
     if (level == ValidateLevel::kQuick && !claim.quick) continue;
     CheckLine line{"claim", claim.text, Status::kFailed, ""};
-    if (auto outside = outside_class(claim.machines, cpu_features())) {
+    if (auto outside = outside_class(claim.machines, cpu_features(), gpu)) {
       line.status = Status::kSkipped;
       line.detail = fmt::format("stated for {}; {}", to_string(claim.machines), *outside);
     } else if (const Comparison* c = find_comparison(report, claim)) {

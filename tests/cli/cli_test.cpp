@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -149,6 +150,26 @@ TEST_CASE("report renders a saved run as Markdown") {
   expect_usage_error("report " + md.string(), "not valid JSON");
   fs::remove(json);
   fs::remove(md);
+}
+
+TEST_CASE("report --baseline recomputes the speed-ups over another implementation") {
+  namespace fs = std::filesystem;
+  const fs::path json = fs::temp_directory_path() / "moe_bench_cli_rebase.json";
+  REQUIRE(run_tool("run --experts 4 --d-model 16 --d-ff 8 --tokens 2 --reps 3 --min-time 0 "
+                   "--impl naive,blas,cpu --baseline blas --quiet --json " +
+                   json.string())
+              .code == 0);
+  Outcome o = run_tool("report " + json.string() + " --baseline naive --format json");
+  REQUIRE(o.code == 0);
+  const auto j = nlohmann::json::parse(o.out);
+  std::set<std::string> over;
+  for (const auto& c : j["comparisons"]) {
+    CHECK(c["b"] == "naive");
+    over.insert(c["a"].get<std::string>());
+  }
+  CHECK(over == std::set<std::string>{"blas", "cpu"});
+  expect_usage_error("report " + json.string() + " --baseline nosuch", "no result of nosuch");
+  fs::remove(json);
 }
 
 TEST_CASE("ctrl-c finishes the current sample and writes what finished, marked interrupted") {

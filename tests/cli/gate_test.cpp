@@ -123,4 +123,15 @@ TEST_CASE("a claim is skipped outside the machines it is stated for") {
   CHECK_FALSE(outside_class(MachineClass::kAvx512Bf16NoAmx, amd));
   CHECK(outside_class(MachineClass::kAvx512Bf16NoAmx, intel).value().find("AMX") !=
         std::string::npos);
+  // GPU claims hold on a Hopper GPU, whatever the CPU.
+  SystemInfo::CudaDevice h200, a100;
+  h200.name = "NVIDIA H200";
+  h200.cc_major = 9;
+  a100.name = "NVIDIA A100";
+  a100.cc_major = 8;
+  CHECK(outside_class(MachineClass::kNvidiaHopper, avx2) == "no CUDA device here");
+  CHECK_FALSE(outside_class(MachineClass::kNvidiaHopper, avx2, h200));
+  CHECK(outside_class(MachineClass::kNvidiaHopper, amd, a100).value().find("sm_80") !=
+        std::string::npos);
+  CHECK_FALSE(outside_class(MachineClass::kAvx512, amd, h200));
 }

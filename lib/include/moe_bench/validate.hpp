@@ -15,13 +15,17 @@ namespace moe_bench {
 
 /// The CPUs a claim was measured on and is stated for.
 enum class MachineClass {
-  kAvx512,          ///< x86-64 with AVX-512 (AMD Zen 4/5, Intel Xeon since Skylake)
-  kAvx512Bf16NoAmx  ///< AVX512-BF16 without AMX (AMD Zen 4/5): vdpbf16ps at twice the FMA rate
+  kAvx512,           ///< x86-64 with AVX-512 (AMD Zen 4/5, Intel Xeon since Skylake)
+  kAvx512Bf16NoAmx,  ///< AVX512-BF16 without AMX (AMD Zen 4/5): vdpbf16ps at twice the FMA rate
+  kNvidiaHopper  ///< an NVIDIA Hopper GPU (sm_90: H100, H200) that the device implementations use
 };
 /// How the README names a machine class ("CPUs with AVX-512").
 std::string_view to_string(MachineClass m);
 /// Why a CPU with these features is outside the class, or nullopt when it is inside.
 std::optional<std::string> outside_class(MachineClass m, const CpuFeatures& cpu);
+/// The same with the GPU the device implementations use (nullopt: none usable here).
+std::optional<std::string> outside_class(MachineClass m, const CpuFeatures& cpu,
+                                         const std::optional<SystemInfo::CudaDevice>& gpu);
 
 /// A performance claim the README makes, checked by `validate`: implementation `a` is faster than
 /// `b` with confidence on a standard workload case, on the machines of its class (skipped, with

@@ -171,8 +171,10 @@ class GroupedEngine final : public EngineBase<T> {
 };
 // Few rows per expert (decode): the row GEMV streams the weights (`cuda` up to
 // kGemvRowsPerExpert rows per expert on average); otherwise 16-row tensor-core tiles waste less
-// on padding up to 16 rows per expert, and 64-row tiles beyond.
-constexpr double kGemvRowsPerExpert = 16;
+// on padding up to 16 rows per expert, and 64-row tiles beyond. Measured on an H200 (bf16,
+// workload A, docs/gpu.md): at 0.25 rows per expert the GEMV took 108 us against 330 us for the
+// tiles, at 8 rows 384 us against 355 us; the crossing between was not measured.
+constexpr double kGemvRowsPerExpert = 2;
 
 template <typename T>
 std::unique_ptr<Engine> make_tiled(Algo algo, const LayerSpec& s, const float* x,
