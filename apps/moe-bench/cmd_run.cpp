@@ -9,6 +9,7 @@
 #include "baselines/python/python_peer.hpp"
 #include "case_options.hpp"
 #include "commands.hpp"
+#include "lib/ep/ep.hpp"
 #include "moe_bench/error.hpp"
 #include "moe_bench/harness.hpp"
 #include "moe_bench/kernel.hpp"
@@ -27,11 +28,93 @@ struct RunOptions {
   std::string format = "table";
   std::string python;
   bool quiet = false;
+  ep::EpOptions ep;
+  bool ep_set = false, placement_set = false;
 };
 
 void on_sigint(int) { request_interrupt(); }
 
+// One line of output and the exit code, shared by the single-process and the EP runs.
+int finish_report(const RunOptions& o, Report& report, Format format) {
+  report.system.blas = blas_info();
+  report.warnings = collect_warnings(report);
+  if (format != Format::kTable) {
+    for (const auto& w : report.warnings) fmt::print(stderr, "warning: {}\n", w);
+  }
+  fmt::print("{}", render(report, format));
+  if (!o.json_path.empty()) write_file_atomically(o.json_path, render_json(report));
+  if (!o.md_path.empty()) write_file_atomically(o.md_path, render_markdown(report));
+  if (report.interrupted) return 130;
+  for (const Result& r : report.results) {
+    if (r.status == Status::kFailed) return static_cast<int>(ExitCode::kCheckFailed);
+  }
+  return static_cast<int>(ExitCode::kOk);
+}
+
+// `mpirun -np N moe-bench run --ep N ...`: every rank plans the same cases; rank 0 reports.
+int run_ep(const RunOptions& o) {
+  if (const std::string why = ep::unavailable_reason(); !why.empty()) throw EnvironmentError(why);
+  if (o.ep.ranks < 1) throw UsageError(fmt::format("--ep {} is below 1", o.ep.ranks));
+  if (o.ep.replicas < -1) throw UsageError(fmt::format("--replicas {} is below 0", o.ep.replicas));
+  RunOptions checked = o;
+  CaseOptions& co = checked.cases;
+  if (co.impls.empty()) co.impls = {"cpu"};
+  if (co.impls.size() != 1) {
+    throw UsageError("--ep runs one implementation at a time (--impl cpu)");
+  }
+  if (!registry().make(co.impls[0])->splits_routing()) {
+    throw UsageError(fmt::format(
+        "{} cannot run expert-parallel: it does not split routing from its experts (cpu does)",
+        co.impls[0]));
+  }
+  if (co.axes.threads.empty()) co.axes.threads = {ep::default_threads(o.ep.ranks)};
+  const std::vector<Case> cases = plan_checked(co, o.ep.ranks);
+  const Format format = parse_format(o.format);
+  ep::Session session;
+  if (session.size() != o.ep.ranks) {
+    throw UsageError(fmt::format(
+        "--ep {} but {} MPI process{} started: launch it as mpirun -np {} moe-bench run --ep {} "
+        "...",
+        o.ep.ranks, session.size(), session.size() == 1 ? "" : "es", o.ep.ranks, o.ep.ranks));
+  }
+  const bool lead = session.rank() == 0;
+  // Output paths are checked by rank 0 only (it alone writes), before any work.
+  if (lead) {
+    for (const auto& path : {o.json_path, o.md_path}) {
+      if (!path.empty()) check_writable(path);
+    }
+  }
+  std::signal(SIGINT, on_sigint);
+  Report report;
+  try {
+    // Peaks on rank 0 for every rank's threads together, the others waiting without spinning.
+    if (lead) {
+      report.system = system_info(registry().device());
+      std::vector<int> threads;
+      for (const Case& c : cases) {
+        const int t = c.threads * o.ep.ranks;
+        if (std::find(threads.begin(), threads.end(), t) == threads.end()) threads.push_back(t);
+      }
+      for (int t : threads) report.peaks.push_back(measure_peaks(t));
+    }
+    ep::quiet_barrier();
+    ep::run_cases(session, cases, co.impls[0], co.harness, o.ep, report,
+                  progress_lines(lead && !o.quiet));
+    if (lead) {
+      for (Peaks& p : report.peaks) keep_higher(p, measure_peaks(p.threads));
+    }
+    ep::quiet_barrier();
+  } catch (const std::exception& e) {
+    session.abort(e.what(), static_cast<int>(ExitCode::kEnvironment));
+  }
+  if (!lead) return static_cast<int>(ExitCode::kOk);
+  refresh_derived(report);
+  return finish_report(o, report, format);
+}
+
 int run(const RunOptions& o) {
+  if (o.ep_set) return run_ep(o);
+  if (o.placement_set) throw UsageError("--placement and --replicas need --ep N");
   // Everything that can be wrong with the input is found before any work or any file is made.
   if (!o.python.empty()) python::set_interpreter(o.python);
   RunOptions checked = o;
@@ -57,20 +140,7 @@ int run(const RunOptions& o) {
   run_cases(cases, impls, h, report, progress_lines(!o.quiet));
   for (Peaks& p : report.peaks) keep_higher(p, measure_peaks(p.threads));  // measured again
   refresh_derived(report);
-  report.system.blas = blas_info();
-  report.warnings = collect_warnings(report);
-
-  if (format != Format::kTable) {
-    for (const auto& w : report.warnings) fmt::print(stderr, "warning: {}\n", w);
-  }
-  fmt::print("{}", render(report, format));
-  if (!o.json_path.empty()) write_file_atomically(o.json_path, render_json(report));
-  if (!o.md_path.empty()) write_file_atomically(o.md_path, render_markdown(report));
-  if (report.interrupted) return 130;
-  for (const Result& r : report.results) {
-    if (r.status == Status::kFailed) return static_cast<int>(ExitCode::kCheckFailed);
-  }
-  return static_cast<int>(ExitCode::kOk);
+  return finish_report(o, report, format);
 }
 
 }  // namespace
@@ -89,6 +159,18 @@ Command add_run_command(CLI::App& app) {
   sub->add_option("--md", o.md_path, "Write the Markdown report to FILE");
   sub->add_option("--format", o.format, "Standard output: table, json, jsonl, csv, md");
   sub->add_flag("--quiet,-q", o.quiet, "No progress line");
+  sub->add_option("--ep", o.ep.ranks,
+                  "Expert-parallel over N MPI ranks (mpirun -np N moe-bench run --ep N); "
+                  "--tokens counts each rank's tokens")
+      ->each([&o](const std::string&) { o.ep_set = true; });
+  sub->add_option("--placement", o.ep.placement,
+                  "Where experts live with --ep: contiguous, round-robin, load-aware (replicas "
+                  "of the hottest experts, from a calibration batch)")
+      ->check(CLI::IsMember({"contiguous", "round-robin", "load-aware"}))
+      ->each([&o](const std::string&) { o.placement_set = true; });
+  sub->add_option("--replicas", o.ep.replicas,
+                  "Extra expert copies for load-aware placement (default: one per rank)")
+      ->each([&o](const std::string&) { o.placement_set = true; });
   return {sub, [options] { return run(*options); }};
 }
 

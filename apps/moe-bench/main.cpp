@@ -1,5 +1,8 @@
 #include <fmt/format.h>
 
+#include <cstdlib>
+#include <string_view>
+
 #include "commands.hpp"
 #include "moe_bench/error.hpp"
 #include "moe_bench/sysinfo.hpp"
@@ -7,6 +10,11 @@
 namespace {
 
 int fail(moe_bench::ExitCode code, const std::string& message) {
+  // Under mpirun every rank meets the same bad input: rank 0 alone says so.
+  for (const char* name : {"OMPI_COMM_WORLD_RANK", "PMI_RANK"}) {
+    const char* rank = std::getenv(name);
+    if (rank != nullptr && std::string_view(rank) != "0") return static_cast<int>(code);
+  }
   fmt::print(stderr, "moe-bench: error: {}\n", message);
   return static_cast<int>(code);
 }

@@ -1,6 +1,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <stdexcept>
 
 #include "moe_bench/error.hpp"
 #include "moe_bench/kernel.hpp"
@@ -33,6 +34,14 @@ std::unique_ptr<Kernel> Registry::make(std::string_view name) const {
   }
   throw UsageError(
       fmt::format("unknown implementation '{}' (known: {})", name, fmt::join(names(), ", ")));
+}
+
+void Kernel::route(int64_t, int64_t, std::span<int32_t>, std::span<float>) {
+  throw std::logic_error(info().name + " does not split routing from its experts");
+}
+
+void Kernel::run_routed(int64_t, const RoutedRows&, std::span<float>) {
+  throw std::logic_error(info().name + " does not split routing from its experts");
 }
 
 DeviceDescription Registry::device() const {

@@ -30,6 +30,21 @@ struct DeviceDescription {
   std::optional<SystemInfo::CudaDevice> properties;
 };
 
+/// Rows routed to this process's experts from elsewhere (expert parallelism): `rows` activation
+/// rows x[rows, d] (values representable in the dtype), each with `top_k` slots of an expert and
+/// its combine weight, `kept` 0 for a slot that names no expert here (another process's, or one
+/// dropped by capacity); `shared` marks the rows whose shared experts this call adds (the rows of
+/// the process's own tokens), empty for none.
+struct RoutedRows {
+  std::span<const float> x;
+  int64_t rows = 0;
+  int64_t top_k = 0;
+  std::span<const int32_t> expert;
+  std::span<const float> weight;
+  std::span<const uint8_t> kept;
+  std::span<const uint8_t> shared;
+};
+
 /// The measurement protocol, for implementations that time themselves in another process.
 struct TimingProtocol {
   int reps = 20;
@@ -92,6 +107,21 @@ class Kernel {
   virtual std::optional<DeviceDescription> device() const { return std::nullopt; }
   /// The ceilings of the device this implementation runs on, measured now (nullopt on the CPU).
   virtual std::optional<DevicePeaks> measure_device_peaks() const { return std::nullopt; }
+
+  /// Expert parallelism splits the layer: routing where the tokens live, the experts where their
+  /// weights live. Implementations that can run the two apart say so and implement both; `prepare`
+  /// comes first, with a problem of at least as many tokens as either call passes.
+  virtual bool splits_routing() const { return false; }
+  /// Routes the first `tokens` rows of the problem's x with `layer`'s router exactly as `run`
+  /// does: k experts per token in rank order and their weights, before capacity.
+  virtual void route(int64_t layer, int64_t tokens, std::span<int32_t> expert,
+                     std::span<float> weight);
+  /// The experts' part of `run` on rows routed here: y[rows, d] = the sum over kept slots of
+  /// weight x FFN_expert(x), plus the shared experts on the rows marked `shared`, in FP32 and
+  /// not rounded to the dtype (the partial sums of several processes are added first). For the
+  /// problem's own x, all slots and every row shared, it equals `run` before rounding, bit for
+  /// bit.
+  virtual void run_routed(int64_t layer, const RoutedRows& rows, std::span<float> y);
 };
 
 using KernelFactory = std::unique_ptr<Kernel> (*)();

@@ -47,6 +47,23 @@ struct StageTime {
 enum class CacheMode { kCold, kWarm };
 std::string_view to_string(CacheMode m);
 
+/// An expert-parallel result (DESIGN.md, "Expert parallelism"): medians over the samples, each
+/// stage's time the maximum over ranks in its iteration.
+struct EpInfo {
+  int ranks = 1;
+  std::string placement;
+  int replicas = 0;
+  int64_t tokens_per_rank = 0;  ///< tokens each rank holds (the layer has ranks x this)
+  double route_s = 0, dispatch_s = 0, compute_s = 0, combine_s = 0;
+  double bytes_sent_per_rank = 0;       ///< dispatch and combine, the most any rank sent
+  double alltoall_gbytes_per_s = 0;     ///< MPI_Alltoallv on the same counts, measured in the run
+  double exchange_pct_of_alltoall = 0;  ///< the exchanges' rate as a share of that
+  std::vector<int64_t> rows_per_rank;   ///< expert assignments each rank computed
+  double load_max_over_mean = 0;        ///< of rows_per_rank
+  double single_process_s = 0;          ///< the same implementation in one process, N x T tokens
+  double model_predicted_s = 0;         ///< the cost model's step time (0: no model)
+};
+
 /// One implementation on one case.
 struct Result {
   Case kase;
@@ -66,6 +83,7 @@ struct Result {
   std::string notes;       ///< e.g. a peer's versions and BLAS
   std::vector<StageTime> stages;
   bool device_timed = false;  ///< held to the device's ceilings, not the CPU's
+  std::optional<EpInfo> ep;   ///< expert-parallel runs only
 };
 
 /// Speed-up of implementation `a` over `b` on one case.

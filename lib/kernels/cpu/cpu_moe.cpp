@@ -197,6 +197,7 @@ class CpuKernel final : public Kernel {
     counts_.assign(static_cast<size_t>(E + 1), 0);
     fill_.assign(static_cast<size_t>(E), 0);
     order_.assign(static_cast<size_t>(T * k), 0);
+    shared_rows_.assign(static_cast<size_t>(T), 0);
     block_group_.assign(static_cast<size_t>(max_blocks), 0);
     block_rows_.assign(static_cast<size_t>(max_blocks), 0);
     block_tokens_.assign(static_cast<size_t>(max_blocks * R), 0);
@@ -215,11 +216,95 @@ class CpuKernel final : public Kernel {
 
   void run(int64_t layer) override {
     const Problem& p = *problem_;
+    const int64_t T = p.shape.tokens;
+    auto mark = Clock::now();
+#pragma omp parallel num_threads(threads_)
+    {
+      route_rows(layer, T, routing_.expert.data(), routing_.weight.data());
+#pragma omp single
+      {
+        lap(0, mark);
+        apply_capacity(p.shape, routing_);
+        dispatch(layers_[layer], T, routing_.expert.data(), routing_.weight.data(),
+                 routing_.kept.data(), nullptr);
+      }
+      experts(layer, p.x.data(), T, y_.data(), mark);
+    }
+    round_all(p.dtype, y_.data(), T * p.shape.d_model);  // outputs in the dtype
+  }
+
+  bool splits_routing() const override { return true; }
+
+  void route(int64_t layer, int64_t tokens, std::span<int32_t> expert,
+             std::span<float> weight) override {
+    check_rows(tokens, "route");
+#pragma omp parallel num_threads(threads_)
+    route_rows(layer, tokens, expert.data(), weight.data());
+  }
+
+  void run_routed(int64_t layer, const RoutedRows& rows, std::span<float> y) override {
+    check_rows(rows.rows, "run_routed");
+    if (rows.top_k != problem_->shape.top_k) {
+      throw std::logic_error("run_routed: rows carry a different number of slots than top_k");
+    }
+    static const uint8_t kNone = 0;
+    auto mark = Clock::now();
+#pragma omp parallel num_threads(threads_)
+    {
+#pragma omp single
+      dispatch(layers_[layer], rows.rows, rows.expert.data(), rows.weight.data(), rows.kept.data(),
+               rows.shared.empty() ? &kNone : rows.shared.data(), rows.shared.empty());
+      experts(layer, rows.x.data(), rows.rows, y.data(), mark);
+    }
+  }
+
+  std::span<const float> output() const override { return y_; }
+  std::span<const int32_t> selected_experts() const override { return routing_.expert; }
+  std::vector<StageTime> stage_seconds() const override {
+    return {{"route", stage_[0]},
+            {"dispatch", stage_[1]},
+            {"gate_up", stage_[2]},
+            {"down_combine", stage_[3]}};
+  }
+  void reset_stages() override { stage_.fill(0.0); }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+
+  void check_rows(int64_t rows, const char* what) const {
+    if (problem_ == nullptr || rows < 0 || rows > problem_->shape.tokens) {
+      throw std::logic_error(fmt::format("{}: {} rows, prepared for {}", what, rows,
+                                         problem_ ? problem_->shape.tokens : 0));
+    }
+  }
+
+  // Router logits, scores and top-k for the first `tokens` rows of x, one token per iteration
+  // (an orphaned worksharing loop: call it from every thread of a parallel region).
+  void route_rows(int64_t layer, int64_t tokens, int32_t* expert, float* weight) {
+    const Problem& p = *problem_;
     const Shape& s = p.shape;
     const LayerWeights& w = p.layers[layer];
+    const int64_t E = s.experts, k = s.top_k, d = s.d_model;
+    float* scratch = scratch_.data() + omp_get_thread_num() * 2 * E;
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < tokens; ++t) {
+      float* l = logits_.data() + t * E;
+      isa_->dot_rows(p.x.data() + t * d, w.wg.data(), E, d, l);
+      for (int64_t e = 0; e < E; ++e) l[e] += w.logit_bias[e];
+      route_token(s.routing, l, w.selection_bias.data(), E, k, expert + t * k, weight + t * k,
+                  scratch);
+    }
+  }
+
+  // The experts on `n` dispatched rows of x into y (FP32): gather, gate/up, down with the
+  // weighted combine. Orphaned worksharing loops: call from every thread of a parallel region
+  // after dispatch().
+  void experts(int64_t layer, const float* x, int64_t count, float* y, Clock::time_point& mark) {
+    const Problem& p = *problem_;
+    const Shape& s = p.shape;
     const PackedLayer& packed = layers_[layer];
     const IsaKernels& isa = *isa_;
-    const int64_t T = s.tokens, E = s.experts, k = s.top_k, d = s.d_model, R = isa.rows;
+    const int64_t T = count, d = s.d_model, R = isa.rows;
     const int64_t L2 = 2 * isa.lanes, down_panels = (d + L2 - 1) / L2;
     // Up to 8 panels per down item (their weight chunks fill half of L2), at least two items per
     // thread for balance.
@@ -227,25 +312,7 @@ class CpuKernel final : public Kernel {
         std::clamp<int64_t>(down_panels / (2 * threads_), 1, kDownPanelsPerItem);
     const int64_t down_items = (down_panels + panels_per_item - 1) / panels_per_item;
     const Act act = to_act(s.activation);
-    auto mark = Clock::now();
-
-#pragma omp parallel num_threads(threads_)
     {
-      float* scratch = scratch_.data() + omp_get_thread_num() * 2 * E;
-      // Routing: router logits, scores and top-k per token in one pass.
-#pragma omp for schedule(static)
-      for (int64_t t = 0; t < T; ++t) {
-        float* l = logits_.data() + t * E;
-        isa.dot_rows(p.x.data() + t * d, w.wg.data(), E, d, l);
-        for (int64_t e = 0; e < E; ++e) l[e] += w.logit_bias[e];
-        route_token(s.routing, l, w.selection_bias.data(), E, k, routing_.expert.data() + t * k,
-                    routing_.weight.data() + t * k, scratch);
-      }
-#pragma omp single
-      {
-        lap(0, mark);
-        dispatch(packed);
-      }
       // Gather each row block of tokens into the k-major layout the micro-kernel streams.
 #pragma omp for schedule(static)
       for (int64_t b = 0; b < num_blocks_; ++b) {
@@ -254,7 +321,7 @@ class CpuKernel final : public Kernel {
         const int64_t n = block_rows_[b];
         // Row pointers first, then one sequential pass over the k-major destination.
         const float* rows[kMaxRows];
-        for (int64_t r = 0; r < n; ++r) rows[r] = p.x.data() + static_cast<int64_t>(tokens[r]) * d;
+        for (int64_t r = 0; r < n; ++r) rows[r] = x + static_cast<int64_t>(tokens[r]) * d;
         if (kpack_ == 1) {
           for (int64_t i = 0; i < d; ++i) {
             for (int64_t r = 0; r < n; ++r) xp[i * R + r] = rows[r][i];
@@ -312,8 +379,7 @@ class CpuKernel final : public Kernel {
         const int64_t q0 = item * panels_per_item;
         const int64_t q1 = std::min(down_panels, q0 + panels_per_item);
         const int64_t c0 = q0 * L2, c1 = std::min(d, q1 * L2);
-        for (int64_t t = 0; t < T; ++t)
-          std::fill(y_.data() + t * d + c0, y_.data() + t * d + c1, 0.0f);
+        for (int64_t t = 0; t < T; ++t) std::fill(y + t * d + c0, y + t * d + c1, 0.0f);
         for (int64_t g = 0; g < static_cast<int64_t>(packed.groups.size()); ++g) {
           const Group& grp = packed.groups[g];
           for (int64_t j0 = 0; j0 < grp.width; j0 += kDownChunk) {
@@ -326,8 +392,8 @@ class CpuKernel final : public Kernel {
                   packed.data.data() + (grp.down_offset + j0 * down_panels * L2) * elem_;
               for (int64_t q = q0; q < q1; ++q) {
                 isa.down(hp, chunk + q * fc_pad * L2 * elem_, fc, block_rows_[b],
-                         block_tokens_.data() + b * R, block_weights_.data() + b * R, y_.data(), d,
-                         q * L2, std::min(L2, d - q * L2), storage_);
+                         block_tokens_.data() + b * R, block_weights_.data() + b * R, y, d, q * L2,
+                         std::min(L2, d - q * L2), storage_);
               }
             }
           }
@@ -336,21 +402,7 @@ class CpuKernel final : public Kernel {
 #pragma omp master
       lap(3, mark);
     }
-    round_all(p.dtype, y_.data(), T * d);  // outputs in the dtype
   }
-
-  std::span<const float> output() const override { return y_; }
-  std::span<const int32_t> selected_experts() const override { return routing_.expert; }
-  std::vector<StageTime> stage_seconds() const override {
-    return {{"route", stage_[0]},
-            {"dispatch", stage_[1]},
-            {"gate_up", stage_[2]},
-            {"down_combine", stage_[3]}};
-  }
-  void reset_stages() override { stage_.fill(0.0); }
-
- private:
-  using Clock = std::chrono::steady_clock;
 
   void lap(int stage, Clock::time_point& mark) {
     const auto now = Clock::now();
@@ -442,35 +494,43 @@ class CpuKernel final : public Kernel {
     }
   }
 
-  // Capacity, counting sort of kept assignments by expert, row blocks and work items.
-  void dispatch(const PackedLayer& packed) {
+  // Counting sort of the kept assignments of `rows` rows by expert, row blocks and work items.
+  // `shared`: which rows the shared experts take (null: every row); `no_shared`: none.
+  void dispatch(const PackedLayer& packed, int64_t rows, const int32_t* expert, const float* weight,
+                const uint8_t* kept, const uint8_t* shared, bool no_shared = false) {
     const Shape& s = problem_->shape;
-    const int64_t T = s.tokens, E = s.experts, k = s.top_k, R = isa_->rows;
-    apply_capacity(s, routing_);
+    const int64_t T = rows, E = s.experts, k = s.top_k, R = isa_->rows;
     std::fill(counts_.begin(), counts_.end(), 0);
     for (int64_t i = 0; i < T * k; ++i) {
-      if (routing_.kept[i]) ++counts_[routing_.expert[i] + 1];
+      if (kept[i]) ++counts_[expert[i] + 1];
     }
     for (int64_t e = 0; e < E; ++e) counts_[e + 1] += counts_[e];
     std::copy(counts_.begin(), counts_.end() - 1, fill_.begin());
     for (int64_t i = 0; i < T * k; ++i) {
-      if (routing_.kept[i]) order_[fill_[routing_.expert[i]]++] = i;
+      if (kept[i]) order_[fill_[expert[i]]++] = i;
+    }
+    int64_t shared_n = 0;
+    if (!no_shared) {
+      for (int64_t t = 0; t < T; ++t) {
+        if (shared == nullptr || shared[t]) shared_rows_[shared_n++] = static_cast<int32_t>(t);
+      }
     }
     num_blocks_ = 0;
     num_items_ = 0;
     const auto groups = static_cast<int64_t>(packed.groups.size());
     for (int64_t g = 0; g < groups; ++g) {
       group_blocks_[g] = num_blocks_;
-      const bool shared = g == E;
-      const int64_t n = shared ? T : counts_[g + 1] - counts_[g];
+      const bool is_shared = g == E;
+      const int64_t n = is_shared ? shared_n : counts_[g + 1] - counts_[g];
       for (int64_t start = 0; start < n; start += R) {
         const int64_t b = num_blocks_++;
         block_group_[b] = static_cast<int32_t>(g);
         block_rows_[b] = static_cast<int32_t>(std::min(R, n - start));
         for (int64_t r = 0; r < block_rows_[b]; ++r) {
-          const int64_t a = shared ? -1 : order_[counts_[g] + start + r];
-          block_tokens_[b * R + r] = static_cast<int32_t>(shared ? start + r : a / k);
-          block_weights_[b * R + r] = shared ? 1.0f : routing_.weight[a];
+          const int64_t a = is_shared ? -1 : order_[counts_[g] + start + r];
+          block_tokens_[b * R + r] =
+              is_shared ? shared_rows_[start + r] : static_cast<int32_t>(a / k);
+          block_weights_[b * R + r] = is_shared ? 1.0f : weight[a];
         }
       }
       if (n == 0) continue;
@@ -500,6 +560,7 @@ class CpuKernel final : public Kernel {
   Routing routing_;
   std::vector<int64_t> counts_, fill_, order_, group_blocks_;
   std::vector<int32_t> block_group_, block_rows_, block_tokens_, item_group_, item_panel_;
+  std::vector<int32_t> shared_rows_;  ///< the rows the shared experts take, in order
   std::vector<float> block_weights_;
   int64_t num_blocks_ = 0, num_items_ = 0;
   AlignedFloats xp_, hp_, partial_;

@@ -95,6 +95,25 @@ json result_to_json(const Result& r) {
   json stages = json::array();  // an array keeps the stages in pipeline order
   for (const StageTime& s : r.stages) stages.push_back({{"name", s.name}, {"seconds", s.seconds}});
   j["stages_s"] = stages;
+  if (r.ep) {
+    const EpInfo& e = *r.ep;
+    j["ep"] = {{"ranks", e.ranks},
+               {"placement", e.placement},
+               {"replicas", e.replicas},
+               {"tokens_per_rank", e.tokens_per_rank},
+               {"stages_s",
+                {{"route", e.route_s},
+                 {"dispatch", e.dispatch_s},
+                 {"compute", e.compute_s},
+                 {"combine", e.combine_s}}},
+               {"bytes_sent_per_rank", e.bytes_sent_per_rank},
+               {"alltoall_gbytes_per_s", e.alltoall_gbytes_per_s},
+               {"exchange_pct_of_alltoall", e.exchange_pct_of_alltoall},
+               {"rows_per_rank", e.rows_per_rank},
+               {"load_max_over_mean", e.load_max_over_mean},
+               {"single_process_s", e.single_process_s},
+               {"model_predicted_s", e.model_predicted_s}};
+  }
   return j;
 }
 
@@ -291,6 +310,27 @@ Result result_from_json(const json& j) {
   r.notes = j.value("notes", std::string{});
   for (const json& stage : j.at("stages_s")) {
     r.stages.push_back({stage.at("name"), stage.at("seconds")});
+  }
+  if (j.contains("ep") && !j.at("ep").is_null()) {
+    const json& e = j.at("ep");
+    EpInfo ep;
+    ep.ranks = e.at("ranks");
+    ep.placement = e.at("placement");
+    ep.replicas = e.at("replicas");
+    ep.tokens_per_rank = e.at("tokens_per_rank");
+    const json& st = e.at("stages_s");
+    ep.route_s = st.at("route");
+    ep.dispatch_s = st.at("dispatch");
+    ep.compute_s = st.at("compute");
+    ep.combine_s = st.at("combine");
+    ep.bytes_sent_per_rank = e.at("bytes_sent_per_rank");
+    ep.alltoall_gbytes_per_s = e.at("alltoall_gbytes_per_s");
+    ep.exchange_pct_of_alltoall = e.at("exchange_pct_of_alltoall");
+    ep.rows_per_rank = e.at("rows_per_rank").get<std::vector<int64_t>>();
+    ep.load_max_over_mean = e.at("load_max_over_mean");
+    ep.single_process_s = e.at("single_process_s");
+    ep.model_predicted_s = e.at("model_predicted_s");
+    r.ep = ep;
   }
   return r;
 }

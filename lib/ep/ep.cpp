@@ -1,0 +1,546 @@
+#include "ep.hpp"
+
+#include <fmt/format.h>
+#include <mpi.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <numeric>
+#include <thread>
+
+#include "moe_bench/correctness.hpp"
+#include "moe_bench/dtype.hpp"
+#include "moe_bench/error.hpp"
+#include "moe_bench/kernel.hpp"
+#include "moe_bench/placement.hpp"
+#include "moe_bench/problem.hpp"
+#include "moe_bench/roofline.hpp"
+#include "moe_bench/routing.hpp"
+#include "moe_bench/stats.hpp"
+#include "moe_bench/sysinfo.hpp"
+
+namespace moe_bench::ep {
+namespace {
+
+void check_mpi(int code, const char* what) {
+  if (code != MPI_SUCCESS) {
+    char text[MPI_MAX_ERROR_STRING];
+    int len = 0;
+    MPI_Error_string(code, text, &len);
+    throw std::runtime_error(fmt::format("{} failed: {}", what, std::string(text, len)));
+  }
+}
+
+double now() { return MPI_Wtime(); }
+
+// What one iteration cost on this rank, in seconds.
+enum Stage {
+  kRoute,
+  kDispatch,
+  kCompute,
+  kCombine,
+  kExchangeDispatch,
+  kExchangeCombine,
+  kTotal,
+  kStages
+};
+
+double median_of(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+// One rank's part of an expert-parallel layer.
+class EpLayer {
+ public:
+  EpLayer(const Session& s, Kernel& kernel, const Problem& problem, int64_t tokens,
+          const Placement& placement)
+      : s_(s), kernel_(kernel), p_(problem), T_(tokens), place_(placement) {
+    const Shape& sh = p_.shape;
+    N_ = s_.size();
+    r_ = s_.rank();
+    k_ = sh.top_k;
+    d_ = sh.d_model;
+    elem_ = p_.dtype == Dtype::kF32 ? 4 : 2;
+    // A token record: its row in the dtype (exact: the values are representable), then k expert
+    // ids (-1: not for this rank) and k weights.
+    record_ = d_ * elem_ + k_ * 8;
+    const int64_t max_rows = static_cast<int64_t>(N_) * T_;
+    expert_.resize(static_cast<size_t>(T_ * k_));
+    weight_.resize(expert_.size());
+    kept_.assign(expert_.size(), 1);
+    send_.resize(static_cast<size_t>(max_rows * record_));
+    recv_.resize(send_.size());
+    send_tokens_.resize(static_cast<size_t>(max_rows));
+    xr_.resize(static_cast<size_t>(max_rows * d_));
+    er_.resize(static_cast<size_t>(max_rows * k_));
+    wr_.resize(er_.size());
+    kr_.resize(er_.size());
+    shared_.resize(static_cast<size_t>(max_rows));
+    yr_.resize(xr_.size());
+    back_.resize(xr_.size());
+    y_.resize(static_cast<size_t>(T_ * d_));
+    written_.resize(static_cast<size_t>(T_));
+    for (auto* v : {&scount_, &rcount_, &sdispl_, &rdispl_}) v->assign(static_cast<size_t>(N_), 0);
+    MPI_Type_contiguous(static_cast<int>(record_), MPI_BYTE, &record_type_);
+    MPI_Type_commit(&record_type_);
+    MPI_Type_contiguous(static_cast<int>(d_), MPI_FLOAT, &row_type_);
+    MPI_Type_commit(&row_type_);
+  }
+  ~EpLayer() {
+    MPI_Type_free(&record_type_);
+    MPI_Type_free(&row_type_);
+  }
+  EpLayer(const EpLayer&) = delete;
+  EpLayer& operator=(const EpLayer&) = delete;
+
+  // One forward of `layer`; fills this rank's seconds per stage.
+  void step(int64_t layer, std::array<double, kStages>& t) {
+    const double t0 = now();
+    kernel_.route(layer, T_, expert_, weight_);
+    apply_global_capacity();
+    const double t1 = now();
+    pack();
+    const double x0 = now();
+    check_mpi(MPI_Alltoall(scount_.data(), 1, MPI_INT, rcount_.data(), 1, MPI_INT, MPI_COMM_WORLD),
+              "MPI_Alltoall (counts)");
+    displacements();
+    check_mpi(
+        MPI_Alltoallv(send_.data(), scount_.data(), sdispl_.data(), record_type_, recv_.data(),
+                      rcount_.data(), rdispl_.data(), record_type_, MPI_COMM_WORLD),
+        "MPI_Alltoallv (dispatch)");
+    const double t2 = now();
+    const int64_t rows = unpack();
+    kernel_.run_routed(
+        layer,
+        RoutedRows{xr_, rows, k_, std::span(er_).first(rows * k_), std::span(wr_).first(rows * k_),
+                   std::span(kr_).first(rows * k_), std::span(shared_).first(rows)},
+        yr_);
+    rows_computed_ = kept_rows(rows);
+    const double t3 = now();
+    // Combine: every received row goes back to its source, which sums them in rank order.
+    check_mpi(MPI_Alltoallv(yr_.data(), rcount_.data(), rdispl_.data(), row_type_, back_.data(),
+                            scount_.data(), sdispl_.data(), row_type_, MPI_COMM_WORLD),
+              "MPI_Alltoallv (combine)");
+    const double x1 = now();
+    std::fill(written_.begin(), written_.end(), 0);
+    for (int q = 0; q < N_; ++q) {
+      for (int i = 0; i < scount_[q]; ++i) {
+        const int64_t slot = sdispl_[q] + i;
+        const int32_t tok = send_tokens_[static_cast<size_t>(slot)];
+        float* dst = y_.data() + tok * d_;
+        const float* src = back_.data() + slot * d_;
+        if (!written_[static_cast<size_t>(tok)]) {
+          std::memcpy(dst, src, static_cast<size_t>(d_) * sizeof(float));
+          written_[static_cast<size_t>(tok)] = 1;
+        } else {
+          for (int64_t c = 0; c < d_; ++c) dst[c] += src[c];
+        }
+      }
+    }
+    round_all(p_.dtype, y_.data(), T_ * d_);
+    const double t4 = now();
+    t = {t1 - t0, t2 - t1, t3 - t2, t4 - t3, t2 - x0, x1 - t3, t4 - t0};
+  }
+
+  const std::vector<float>& output() const { return y_; }
+  const std::vector<int32_t>& selected() const { return expert_; }
+  int64_t rows_computed() const { return rows_computed_; }
+  // Bytes this rank sent to other ranks in the last step: records out, rows back.
+  double bytes_sent() const {
+    double b = 0;
+    for (int q = 0; q < N_; ++q) {
+      if (q == r_) continue;
+      b += static_cast<double>(scount_[q]) * static_cast<double>(record_) +
+           static_cast<double>(rcount_[q]) * static_cast<double>(d_ * 4);
+    }
+    return b;
+  }
+  // MPI_Alltoallv alone on the last step's counts (dispatch then combine), as osu_alltoallv
+  // measures it: this rank's seconds for the pair.
+  double alltoall_alone() {
+    const double a = now();
+    check_mpi(
+        MPI_Alltoallv(send_.data(), scount_.data(), sdispl_.data(), record_type_, recv_.data(),
+                      rcount_.data(), rdispl_.data(), record_type_, MPI_COMM_WORLD),
+        "MPI_Alltoallv (bandwidth)");
+    check_mpi(MPI_Alltoallv(yr_.data(), rcount_.data(), rdispl_.data(), row_type_, back_.data(),
+                            scount_.data(), sdispl_.data(), row_type_, MPI_COMM_WORLD),
+              "MPI_Alltoallv (bandwidth)");
+    return now() - a;
+  }
+
+ private:
+  // Capacity is a property of the whole layer: assignments kept in global token order, so each
+  // rank starts its count per expert where the lower ranks' counts end (MPI_Exscan).
+  void apply_global_capacity() {
+    std::fill(kept_.begin(), kept_.end(), 1);
+    const Shape& sh = p_.shape;
+    if (sh.capacity_factor <= 0) return;
+    const int64_t E = sh.experts, cap = expert_capacity(sh);
+    std::vector<int64_t> mine(static_cast<size_t>(E), 0), before(static_cast<size_t>(E), 0);
+    for (int32_t e : expert_) ++mine[static_cast<size_t>(e)];
+    check_mpi(MPI_Exscan(mine.data(), before.data(), static_cast<int>(E), MPI_INT64_T, MPI_SUM,
+                         MPI_COMM_WORLD),
+              "MPI_Exscan (capacity)");
+    if (r_ == 0) std::fill(before.begin(), before.end(), 0);  // undefined on rank 0
+    for (size_t i = 0; i < expert_.size(); ++i) {
+      int64_t& used = before[static_cast<size_t>(expert_[i])];
+      kept_[i] = used < cap;
+      if (used < cap) ++used;
+    }
+  }
+
+  // Token records per destination rank, in token order: a token goes once to each rank that
+  // owns one of its kept experts, and always to this rank (its shared experts are computed here).
+  void pack() {
+    std::fill(scount_.begin(), scount_.end(), 0);
+    std::vector<uint8_t> to(static_cast<size_t>(T_ * N_), 0);
+    for (int64_t t = 0; t < T_; ++t) {
+      uint8_t* need = to.data() + t * N_;
+      need[r_] = 1;
+      for (int64_t j = 0; j < k_; ++j) {
+        const size_t i = static_cast<size_t>(t * k_ + j);
+        if (kept_[i]) need[place_.rank_for(expert_[i], global(t))] = 1;
+      }
+      for (int q = 0; q < N_; ++q) scount_[q] += need[q];
+    }
+    sdispl_[0] = 0;
+    for (int q = 1; q < N_; ++q) sdispl_[q] = sdispl_[q - 1] + scount_[q - 1];
+    std::vector<int> fill(sdispl_);
+    for (int64_t t = 0; t < T_; ++t) {
+      for (int q = 0; q < N_; ++q) {
+        if (!to[static_cast<size_t>(t * N_ + q)]) continue;
+        const int64_t slot = fill[q]++;
+        send_tokens_[static_cast<size_t>(slot)] = static_cast<int32_t>(t);
+        char* rec = send_.data() + slot * record_;
+        const float* x = p_.x.data() + t * d_;
+        if (elem_ == 4) {
+          std::memcpy(rec, x, static_cast<size_t>(d_) * 4);
+        } else {
+          auto* h = reinterpret_cast<uint16_t*>(rec);
+          for (int64_t c = 0; c < d_; ++c) {
+            h[c] = p_.dtype == Dtype::kBF16 ? to_bf16_bits(x[c]) : to_f16_bits(x[c]);
+          }
+        }
+        auto* ids = reinterpret_cast<int32_t*>(rec + d_ * elem_);
+        auto* ws = reinterpret_cast<float*>(rec + d_ * elem_ + k_ * 4);
+        for (int64_t j = 0; j < k_; ++j) {
+          const size_t i = static_cast<size_t>(t * k_ + j);
+          const bool here = kept_[i] && place_.rank_for(expert_[i], global(t)) == q;
+          ids[j] = here ? expert_[i] : -1;
+          ws[j] = weight_[i];
+        }
+      }
+    }
+  }
+
+  void displacements() {
+    rdispl_[0] = 0;
+    for (int q = 1; q < N_; ++q) rdispl_[q] = rdispl_[q - 1] + rcount_[q - 1];
+  }
+
+  // The received records as rows, slots and the shared-expert mark (this rank's own tokens).
+  int64_t unpack() {
+    int64_t rows = 0;
+    for (int q = 0; q < N_; ++q) {
+      for (int i = 0; i < rcount_[q]; ++i, ++rows) {
+        const char* rec = recv_.data() + rows * record_;
+        float* x = xr_.data() + rows * d_;
+        if (elem_ == 4) {
+          std::memcpy(x, rec, static_cast<size_t>(d_) * 4);
+        } else {
+          const auto* h = reinterpret_cast<const uint16_t*>(rec);
+          for (int64_t c = 0; c < d_; ++c) {
+            x[c] = p_.dtype == Dtype::kBF16 ? from_bf16_bits(h[c]) : from_f16_bits(h[c]);
+          }
+        }
+        const auto* ids = reinterpret_cast<const int32_t*>(rec + d_ * elem_);
+        const auto* ws = reinterpret_cast<const float*>(rec + d_ * elem_ + k_ * 4);
+        for (int64_t j = 0; j < k_; ++j) {
+          const size_t at = static_cast<size_t>(rows * k_ + j);
+          er_[at] = ids[j] >= 0 ? ids[j] : 0;
+          wr_[at] = ws[j];
+          kr_[at] = ids[j] >= 0;
+        }
+        shared_[static_cast<size_t>(rows)] = q == r_;
+      }
+    }
+    return rows;
+  }
+
+  int64_t kept_rows(int64_t rows) const {
+    int64_t n = 0;
+    for (int64_t i = 0; i < rows * k_; ++i) n += kr_[static_cast<size_t>(i)];
+    return n;
+  }
+
+  int64_t global(int64_t t) const { return static_cast<int64_t>(r_) * T_ + t; }
+
+  const Session& s_;
+  Kernel& kernel_;
+  const Problem& p_;
+  int64_t T_;
+  const Placement& place_;
+  int N_ = 1, r_ = 0;
+  int64_t k_ = 1, d_ = 1, elem_ = 4, record_ = 0, rows_computed_ = 0;
+  std::vector<int32_t> expert_;
+  std::vector<float> weight_;
+  std::vector<uint8_t> kept_;
+  std::vector<char> send_, recv_;
+  std::vector<int32_t> send_tokens_;
+  std::vector<float> xr_, wr_, yr_, back_, y_;
+  std::vector<int32_t> er_;
+  std::vector<uint8_t> kr_, shared_, written_;
+  std::vector<int> scount_, rcount_, sdispl_, rdispl_;
+  MPI_Datatype record_type_{}, row_type_{};
+};
+
+// The per-stage maxima over ranks of one step.
+std::array<double, kStages> max_over_ranks(const std::array<double, kStages>& mine) {
+  std::array<double, kStages> out{};
+  check_mpi(MPI_Allreduce(mine.data(), out.data(), kStages, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD),
+            "MPI_Allreduce (stage times)");
+  return out;
+}
+
+// Rank 0 decides, every rank follows (sampling stops together).
+bool agree(bool rank0_says) {
+  int v = rank0_says ? 1 : 0;
+  check_mpi(MPI_Bcast(&v, 1, MPI_INT, 0, MPI_COMM_WORLD), "MPI_Bcast");
+  return v != 0;
+}
+
+void run_case(const Session& s, const Case& c, const std::string& impl, const HarnessOptions& h,
+              const EpOptions& ep, Report& report) {
+  const int N = s.size(), r = s.rank();
+  const int64_t T = c.shape.tokens;
+  Case global = c;
+  global.shape.tokens = T * N;
+  Result res;
+  res.impl = impl;
+  res.kase = global;
+  res.kase.threads = c.threads * N;  // held to the peaks of every rank's threads together
+  res.status = Status::kOk;
+  auto kernel = h.make(impl);
+  if (!kernel->splits_routing()) {
+    throw UsageError(fmt::format(
+        "{} cannot run expert-parallel: it does not split routing from its experts (cpu does)",
+        impl));
+  }
+  if (auto why = kernel->can_run(global.shape, global.dtype)) {
+    res.status = Status::kSkipped;
+    res.reason = *why;
+    if (r == 0) report.results.push_back(res);
+    return;
+  }
+  const int64_t layers = layers_for(global, h, {impl}, N);
+  // Every rank generates the layer from the same seed and keeps its own T tokens (rows r*T..)
+  // at the front of x; rank 0 keeps all of them for the oracle and the single-process run.
+  Problem p = make_problem(global.shape, global.dtype, global.seed, layers);
+  const int64_t d = global.shape.d_model, k = global.shape.top_k;
+  std::vector<float> all_x;
+  if (r == 0) all_x = p.x;
+  std::copy(p.x.begin() + r * T * d, p.x.begin() + (r + 1) * T * d, p.x.begin());
+  std::fill(p.x.begin() + T * d, p.x.end(), 0.0f);
+
+  const double setup0 = now();
+  kernel->prepare(p, c.threads);
+  // The calibration batch: this batch's routing by layer 0, before capacity.
+  std::vector<int32_t> ex(static_cast<size_t>(T * k));
+  std::vector<float> wt(ex.size());
+  kernel->route(0, T, ex, wt);
+  std::vector<int64_t> load(static_cast<size_t>(global.shape.experts), 0), all_load(load.size());
+  for (int32_t e : ex) ++load[static_cast<size_t>(e)];
+  check_mpi(MPI_Allreduce(load.data(), all_load.data(), static_cast<int>(load.size()), MPI_INT64_T,
+                          MPI_SUM, MPI_COMM_WORLD),
+            "MPI_Allreduce (load)");
+  const int replicas = ep.replicas >= 0 ? ep.replicas : (ep.placement == "load-aware" ? N : 0);
+  const Placement place = place_experts(ep.placement, global.shape.experts, N, all_load, replicas);
+  // Test-only: a rank that fails in the middle of a run (tests/cli/ep_test.cpp).
+  if (const char* fail = std::getenv("MOE_BENCH_TEST_FAIL_RANK");
+      fail != nullptr && std::atoi(fail) == r) {
+    throw std::runtime_error("failure injected for a test (MOE_BENCH_TEST_FAIL_RANK)");
+  }
+  EpLayer layer(s, *kernel, p, T, place);
+  res.setup_s = now() - setup0;
+  res.layers = layers;
+
+  // Warm-up, then the checked step on layer 0: outputs and selections gathered on rank 0.
+  std::array<double, kStages> t{};
+  for (int i = 0; i < std::max(h.warmup, 1); ++i) layer.step(0, t);
+  layer.step(0, t);
+  std::vector<float> y_all(r == 0 ? static_cast<size_t>(N * T * d) : 0);
+  std::vector<int32_t> sel_all(r == 0 ? static_cast<size_t>(N * T * k) : 0);
+  check_mpi(MPI_Gather(layer.output().data(), static_cast<int>(T * d), MPI_FLOAT, y_all.data(),
+                       static_cast<int>(T * d), MPI_FLOAT, 0, MPI_COMM_WORLD),
+            "MPI_Gather (outputs)");
+  check_mpi(MPI_Gather(layer.selected().data(), static_cast<int>(T * k), MPI_INT32_T,
+                       sel_all.data(), static_cast<int>(T * k), MPI_INT32_T, 0, MPI_COMM_WORLD),
+            "MPI_Gather (selections)");
+  std::vector<int64_t> rows_per_rank(static_cast<size_t>(N));
+  const int64_t mine = layer.rows_computed();
+  check_mpi(
+      MPI_Gather(&mine, 1, MPI_INT64_T, rows_per_rank.data(), 1, MPI_INT64_T, 0, MPI_COMM_WORLD),
+      "MPI_Gather (rows)");
+
+  // Sampling: steps separated by a barrier, each step's time the slowest rank's.
+  const double one = max_over_ranks(t)[kTotal];
+  const int64_t inner = inner_reps_for(one, h.min_sample_s);
+  std::vector<std::array<double, kStages>> samples;
+  int64_t next = 0;
+  const double begin = now();
+  while (agree(r == 0 && !interrupt_requested() &&
+               keep_sampling(static_cast<int64_t>(samples.size()), now() - begin, h))) {
+    MPI_Barrier(MPI_COMM_WORLD);
+    std::array<double, kStages> sum{};
+    for (int64_t i = 0; i < inner; ++i) {
+      layer.step(next++ % layers, t);
+      const auto m = max_over_ranks(t);
+      for (int j = 0; j < kStages; ++j) sum[j] += m[j] / static_cast<double>(inner);
+    }
+    samples.push_back(sum);
+  }
+  if (r == 0 && interrupt_requested()) report.interrupted = true;
+
+  // The exchanges alone on the same counts: the MPI all-to-all rate on this machine.
+  std::vector<double> alone;
+  for (int i = 0; i < 20; ++i) {
+    MPI_Barrier(MPI_COMM_WORLD);
+    double mine_s = layer.alltoall_alone(), slowest = 0;
+    check_mpi(MPI_Allreduce(&mine_s, &slowest, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD),
+              "MPI_Allreduce (bandwidth)");
+    alone.push_back(slowest);
+  }
+  double sent = layer.bytes_sent(), most_sent = 0;
+  check_mpi(MPI_Allreduce(&sent, &most_sent, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD),
+            "MPI_Allreduce (bytes)");
+
+  // Rank 0 alone: the oracle, and the same implementation in one process on all N x T tokens
+  // with every rank's threads; the others wait without spinning.
+  if (r == 0) {
+    p.x = all_x;
+    Oracle oracle(p);
+    res.correctness = oracle.check(y_all, sel_all, kernel->extra_roundings(p.shape, p.dtype));
+    res.load = oracle.load();
+    if (!res.correctness->pass) {
+      res.status = Status::kFailed;
+      res.reason = fmt::format(
+          "the output gathered from {} ranks differs from the FP64 oracle (max rel err {:.3g}, "
+          "tolerance {:.3g}, {} selection mismatches)",
+          N, res.correctness->max_rel_err, res.correctness->tolerance,
+          res.correctness->selection_mismatches);
+    }
+    const int total_threads = std::min<int>(c.threads * N, std::max(1, cpu_count()));
+    kernel->prepare(p, total_threads);
+    int64_t layer_next = 0;
+    for (int i = 0; i < std::max(h.warmup, 1); ++i) time_calls(*kernel, 1, layers, layer_next);
+    const int64_t reps = inner_reps_for(time_calls(*kernel, 1, layers, layer_next), h.min_sample_s);
+    std::vector<double> single;
+    const double b = now();
+    while (keep_sampling(static_cast<int64_t>(single.size()), now() - b, h)) {
+      single.push_back(time_calls(*kernel, reps, layers, layer_next));
+    }
+    res.ep = EpInfo{};
+    res.ep->single_process_s = median_of(single);
+  }
+  quiet_barrier();
+  if (r != 0) return;
+
+  for (const auto& sm : samples) res.samples_s.push_back(sm[kTotal]);
+  res.inner_reps = inner;
+  if (res.status == Status::kOk && res.samples_s.empty()) {
+    res.status = Status::kSkipped;
+    res.reason = "interrupted before its first sample";
+  }
+  if (!res.samples_s.empty()) res.stats = summarize(res.samples_s, global.seed);
+  EpInfo& e = *res.ep;
+  e.ranks = N;
+  e.placement = place.policy;
+  e.replicas = place.replicas;
+  e.tokens_per_rank = T;
+  auto stage = [&](Stage st) {
+    std::vector<double> v;
+    for (const auto& sm : samples) v.push_back(sm[st]);
+    return median_of(v);
+  };
+  e.route_s = stage(kRoute);
+  e.dispatch_s = stage(kDispatch);
+  e.compute_s = stage(kCompute);
+  e.combine_s = stage(kCombine);
+  e.bytes_sent_per_rank = most_sent;
+  const double alone_s = median_of(alone);
+  e.alltoall_gbytes_per_s = alone_s > 0 ? most_sent / alone_s * 1e-9 : 0;
+  const double exchanges = stage(kExchangeDispatch) + stage(kExchangeCombine);
+  e.exchange_pct_of_alltoall = exchanges > 0 ? 100.0 * alone_s / exchanges : 0;
+  e.rows_per_rank = rows_per_rank;
+  std::vector<double> rows_d(rows_per_rank.begin(), rows_per_rank.end());
+  e.load_max_over_mean = max_over_mean(rows_d);
+  res.notes = fmt::format(
+      "expert-parallel over {} MPI ranks of {} threads, {} placement{}; every rank holds every "
+      "expert's weights, computes only those placed on it",
+      N, c.threads, place.policy,
+      place.replicas > 0 ? fmt::format(" with {} replicas", place.replicas) : std::string());
+  res.stages = {{"route", e.route_s},
+                {"dispatch", e.dispatch_s},
+                {"compute", e.compute_s},
+                {"combine", e.combine_s}};
+  report.results.push_back(std::move(res));
+}
+
+}  // namespace
+
+void quiet_barrier() {
+  MPI_Request req;
+  check_mpi(MPI_Ibarrier(MPI_COMM_WORLD, &req), "MPI_Ibarrier");
+  int done = 0;
+  while (true) {
+    check_mpi(MPI_Test(&req, &done, MPI_STATUS_IGNORE), "MPI_Test");
+    if (done) return;
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+}
+
+Session::Session() {
+  int provided = 0;
+  MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided);
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
+  MPI_Comm_size(MPI_COMM_WORLD, &size_);
+  // Errors come back as codes (check_mpi) instead of aborting inside MPI without a word.
+  MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+}
+
+Session::~Session() { MPI_Finalize(); }
+
+void Session::abort(const std::string& message, int code) const {
+  fmt::print(stderr, "moe-bench: error: rank {} of {}: {}\n", rank_, size_, message);
+  std::fflush(stderr);
+  MPI_Abort(MPI_COMM_WORLD, code);
+  std::_Exit(code);
+}
+
+std::string unavailable_reason() { return {}; }
+
+int default_threads(int ranks) { return std::max(1, cpu_count() / std::max(1, ranks)); }
+
+void run_cases(const Session& session, const std::vector<Case>& cases, const std::string& impl,
+               const HarnessOptions& options, const EpOptions& ep, Report& report,
+               const ProgressFn& progress) {
+  report.cache = options.cache;
+  const auto total = static_cast<int64_t>(cases.size());
+  for (int64_t i = 0; i < total; ++i) {
+    if (session.rank() == 0 && progress) {
+      progress(i, total, fmt::format("case {} of {}: expert-parallel", i + 1, total));
+    }
+    run_case(session, cases[static_cast<size_t>(i)], impl, options, ep, report);
+    if (report.interrupted) break;
+  }
+  if (session.rank() == 0 && progress) progress(total, total, "done");
+}
+
+}  // namespace moe_bench::ep

@@ -1,0 +1,56 @@
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "moe_bench/harness.hpp"
+#include "moe_bench/report.hpp"
+
+// Expert parallelism over MPI (DESIGN.md, "Expert parallelism"): each rank holds T tokens of its
+// own and the experts its placement gives it; a layer is route (local), dispatch (one all-to-all
+// of counts and one MPI_Alltoallv of token records), the experts on the rows received
+// (Kernel::run_routed), and combine (MPI_Alltoallv back, the sum at the source).
+namespace moe_bench::ep {
+
+struct EpOptions {
+  int ranks = 1;                         ///< --ep N: the processes mpirun started
+  std::string placement = "contiguous";  ///< contiguous, round-robin, load-aware
+  int replicas = -1;                     ///< extra expert copies (-1: N for load-aware, else 0)
+};
+
+/// MPI for the life of the object: initialised on construction (threads funneled: OpenMP runs
+/// inside each rank), finalised on destruction.
+class Session {
+ public:
+  Session();
+  ~Session();
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+  int rank() const { return rank_; }
+  int size() const { return size_; }
+  /// Ends every rank at once after an error on this one: prints "rank R: message", then
+  /// MPI_Abort (mpirun ends the others; none waits forever in a collective).
+  [[noreturn]] void abort(const std::string& message, int code) const;
+
+ private:
+  int rank_ = 0, size_ = 1;
+};
+
+/// Waits for every rank without spinning a core (ranks that sit out a measurement of rank 0's).
+void quiet_barrier();
+
+/// Whether this build has MPI ("" when it does, else why not).
+std::string unavailable_reason();
+
+/// Runs every case expert-parallel over the session's ranks with the implementation `impl`
+/// (which must split routing from its experts); `--tokens` counts each rank's tokens. Every
+/// rank takes part; rank 0's report holds the results (the outputs gathered and checked against
+/// the FP64 oracle on N x T tokens, the stage times as maxima over ranks) and is the one to write.
+void run_cases(const Session& session, const std::vector<Case>& cases, const std::string& impl,
+               const HarnessOptions& options, const EpOptions& ep, Report& report,
+               const ProgressFn& progress);
+
+/// The number of OpenMP threads each rank uses by default: the cores shared among the ranks.
+int default_threads(int ranks);
+
+}  // namespace moe_bench::ep

@@ -1,0 +1,180 @@
+// Expert parallelism as users launch it: mpirun --oversubscribe -np N moe-bench run --ep N.
+// Without MPI in the build each test says so and checks only that --ep explains itself.
+#include <algorithm>
+#include <catch2/catch.hpp>
+#include <cstdlib>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "moe_bench/error.hpp"
+#include "moe_bench/placement.hpp"
+#include "tool.hpp"
+
+using namespace moe_bench;
+using namespace moe_bench::testing;
+
+namespace {
+
+// mpirun in the same explicit environment as run_tool, plus what Open MPI needs to run as root
+// (CI does) and, under the sanitizers, no leak check at exit: Open MPI keeps allocations until
+// the process ends. `timeout`: a rank that hangs fails the test instead of the suite.
+Outcome run_mpi(int ranks, const std::string& args, const std::string& env = "") {
+  std::string asan = "detect_leaks=0";
+  if (const char* a = std::getenv("ASAN_OPTIONS")) asan = std::string(a) + ":" + asan;
+  std::string prefix = "env -i";
+  for (const auto& var : child_environment()) {
+    if (!var.starts_with("ASAN_OPTIONS=")) prefix += " '" + var + "'";
+  }
+  prefix += " ASAN_OPTIONS='" + asan +
+            "' OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 " + env +
+            " timeout 300 mpirun -q --oversubscribe -np " + std::to_string(ranks) + " ";
+  namespace fs = std::filesystem;
+  static int calls = 0;
+  const std::string tag = std::to_string(getpid()) + "_ep" + std::to_string(++calls);
+  const std::string out = (fs::temp_directory_path() / ("moe_bench_ep_out_" + tag)).string();
+  const std::string err = (fs::temp_directory_path() / ("moe_bench_ep_err_" + tag)).string();
+  const std::string cmd = prefix + MOE_BENCH_EXE + " " + args + " >" + out + " 2>" + err;
+  const int status = std::system(cmd.c_str());
+  Outcome o{WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(out), slurp(err)};
+  fs::remove(out);
+  fs::remove(err);
+  return o;
+}
+
+bool have_mpi() {
+#ifdef MOE_BENCH_HAVE_MPI
+  return std::system("command -v mpirun >/dev/null 2>&1") == 0;
+#else
+  return false;
+#endif
+}
+
+const char* kSmall = "--experts 8 --top-k 2 --d-model 64 --d-ff 48 --reps 2 --min-time 0 -q";
+
+}  // namespace
+
+TEST_CASE("placements put every expert somewhere and load-aware balances a skewed load") {
+  const std::vector<int64_t> zipf{430, 187, 115, 82, 62, 50, 42, 35};  // ~1/rank^1.2
+  for (int ranks : {1, 2, 3, 4}) {
+    const Placement c = place_experts("contiguous", 8, ranks, zipf, 0);
+    const Placement rr = place_experts("round-robin", 8, ranks, zipf, 0);
+    const Placement la = place_experts("load-aware", 8, ranks, zipf, ranks);
+    for (const Placement* p : {&c, &rr, &la}) {
+      INFO(p->policy << " on " << ranks << " ranks");
+      REQUIRE(p->owners.size() == 8);
+      for (const auto& o : p->owners) {
+        REQUIRE_FALSE(o.empty());
+        for (int r : o) CHECK((r >= 0 && r < ranks));
+      }
+    }
+    CHECK(rr.owners[5] == std::vector<int>{5 % ranks});
+    if (ranks == 1) continue;
+    // Replicas of the hottest experts on two different ranks, tokens split between them.
+    CHECK(la.replicas == ranks);
+    CHECK(la.owners[0].size() == 2);
+    CHECK(la.owners[0][0] != la.owners[0][1]);
+    CHECK(la.rank_for(0, 0) != la.rank_for(0, 1));
+    const double before = max_over_mean(c.rank_load(zipf));
+    const double after = max_over_mean(la.rank_load(zipf));
+    INFO("max/mean contiguous " << before << ", load-aware " << after);
+    CHECK(after - 1 <= 0.5 * (before - 1));
+  }
+  CHECK_THROWS_AS(place_experts("random", 8, 2, zipf, 0), UsageError);
+}
+
+TEST_CASE("--ep 1 gives the single-process output bit for bit") {
+  if (!have_mpi()) {
+    WARN("skipped: this build has no MPI");
+    return;
+  }
+  for (const char* extra : {"--dtype f32 --routing zipf:1.2 --capacity-factor 1",
+                            "--dtype bf16 --routing hot:0.5", "--dtype f16 --activation gelu"}) {
+    INFO(extra);
+    const std::string args =
+        std::string(kSmall) + " --tokens 16 --threads 2 --format json " + extra;
+    Outcome single = run_tool("run --impl cpu " + args);
+    Outcome ep = run_mpi(1, "run --ep 1 " + args);
+    REQUIRE(single.code == 0);
+    REQUIRE(ep.code == 0);
+    const auto a = nlohmann::json::parse(single.out)["results"][0]["correctness"];
+    const auto b = nlohmann::json::parse(ep.out)["results"][0]["correctness"];
+    // Equal outputs give equal error statistics to the last bit (doubles compared exactly).
+    CHECK(a["max_abs_err"].get<double>() == b["max_abs_err"].get<double>());
+    CHECK(a["nmse"].get<double>() == b["nmse"].get<double>());
+    CHECK(a["max_rel_err"].get<double>() == b["max_rel_err"].get<double>());
+  }
+}
+
+TEST_CASE("expert-parallel runs on 2, 3 and 4 ranks pass the oracle for every routing option") {
+  if (!have_mpi()) {
+    WARN("skipped: this build has no MPI");
+    return;
+  }
+  struct Run {
+    int ranks;
+    std::string args;
+  };
+  // Shapes of real presets shrunk to d=64: shared experts (deepseek-v2-lite), sigmoid scoring
+  // with a selection bias and grouped top-k (deepseek-v3), clamped SwiGLU and top-k softmax
+  // (gpt-oss), GELU with capacity (switch); skews and capacity on a plain shape.
+  const std::string presets =
+      "--preset deepseek-v2-lite,deepseek-v3,gpt-oss-20b,switch-base-8 --d-model 64 --d-ff 32 "
+      "--tokens 5 --reps 2 --min-time 0 -q --format json";
+  const std::vector<Run> runs = {
+      {2, std::string(kSmall) +
+              " --tokens 8 --routing uniform,zipf:1.2,hot:0.6 --capacity-factor 0,1 --dtype "
+              "f32,bf16 --format json"},
+      {3, presets + " --placement load-aware"},
+      {4, std::string(kSmall) + " --tokens 3 --routing zipf:1.2 --capacity-factor 0,1.25 "
+                                "--placement round-robin --format json"},
+      {4, presets + " --placement contiguous --dtype bf16"},
+  };
+  for (const Run& run : runs) {
+    INFO(run.ranks << " ranks: " << run.args);
+    Outcome o = run_mpi(run.ranks, "run --ep " + std::to_string(run.ranks) + " " + run.args);
+    INFO(o.err);
+    REQUIRE(o.code == 0);
+    const auto j = nlohmann::json::parse(o.out);
+    REQUIRE_FALSE(j["results"].empty());
+    for (const auto& r : j["results"]) {
+      INFO(r["case"].dump());
+      CHECK(r["status"] == "ok");
+      CHECK(r["correctness"]["pass"] == true);
+      CHECK(r["correctness"]["selection_mismatches"] == 0);
+      const auto& e = r["ep"];
+      CHECK(e["ranks"] == run.ranks);
+      CHECK(e["rows_per_rank"].size() == static_cast<size_t>(run.ranks));
+      // The layer has ranks x T tokens; the oracle checks all of them or its sample.
+      CHECK(r["case"]["tokens"].get<int64_t>() == run.ranks * e["tokens_per_rank"].get<int64_t>());
+      CHECK(e["stages_s"]["compute"].get<double>() > 0);
+      CHECK(e["single_process_s"].get<double>() > 0);
+    }
+  }
+}
+
+TEST_CASE("--ep says what is wrong in one line") {
+  if (!have_mpi()) {
+    Outcome o = run_tool(std::string("run --ep 2 ") + kSmall + " --tokens 2");
+    CHECK(o.code == 3);
+    CHECK(o.err.find("no MPI") != std::string::npos);
+    return;
+  }
+  // Started without mpirun (one process) but asked for two.
+  Outcome one = run_mpi(1, std::string("run --ep 2 ") + kSmall + " --tokens 2");
+  CHECK(one.code == 2);
+  CHECK(one.err.find("mpirun -np 2") != std::string::npos);
+  // Under mpirun every rank meets the bad input; one line, from rank 0.
+  Outcome bad = run_mpi(2, std::string("run --ep 2 --impl blas ") + kSmall + " --tokens 2");
+  CHECK(bad.code == 2);
+  CHECK(bad.err.find("does not split routing") != std::string::npos);
+  CHECK(std::count(bad.err.begin(), bad.err.end(), '\n') == 1);
+  // A rank that fails mid-run ends the whole run with that rank named, without a hang.
+  Outcome dies =
+      run_mpi(2, std::string("run --ep 2 ") + kSmall + " --tokens 2", "MOE_BENCH_TEST_FAIL_RANK=1");
+  CHECK(dies.code != 0);
+  CHECK(dies.err.find("rank 1 of 2") != std::string::npos);
+  Outcome placement = run_tool(std::string("run --placement load-aware ") + kSmall);
+  CHECK(placement.code == 2);
+  CHECK(placement.err.find("need --ep") != std::string::npos);
+}
