@@ -25,7 +25,7 @@ for i in $(seq "$first" $((first + n - 1))); do
 import json, sys
 slow, code, start, end, path, seed = sys.argv[1:]
 run = json.load(open(path))
-print(json.dumps({"slowdown": float(slow), "exit": int(code), "seconds": float(end) - float(start),
+print(json.dumps({"seed": int(seed), "slowdown": float(slow), "exit": int(code), "seconds": float(end) - float(start),
                   "threshold": run["threshold"], "alpha": run["alpha"],
                   "ratios": [c["ratio"] for c in run["changes"]],
                   "p_values": [c["p_value"] for c in run["changes"]],

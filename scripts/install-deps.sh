@@ -3,7 +3,7 @@
 set -euo pipefail
 pkgs=(build-essential cmake ninja-build git pkg-config
       libcli11-dev libfmt-dev nlohmann-json3-dev catch2
-      libopenblas-dev libopenblas0-pthread libomp-dev
+      libopenblas-dev libopenblas0-pthread libomp-dev openmpi-bin libopenmpi-dev
       python3 python3-numpy python3-matplotlib python3-jsonschema python3-torch)
 missing=()
 for p in "${pkgs[@]}"; do

@@ -151,13 +151,14 @@ class EpLayer {
   const std::vector<float>& output() const { return y_; }
   const std::vector<int32_t>& selected() const { return expert_; }
   int64_t rows_computed() const { return rows_computed_; }
-  // Bytes this rank sent to other ranks in the last step: records out, rows back.
-  double bytes_sent() const {
-    double b = 0;
+  // Bytes this rank sent to other ranks in the last step: records out (dispatch), rows back
+  // (combine).
+  std::array<double, 2> bytes_sent() const {
+    std::array<double, 2> b{};
     for (int q = 0; q < N_; ++q) {
       if (q == r_) continue;
-      b += static_cast<double>(scount_[q]) * static_cast<double>(record_) +
-           static_cast<double>(rcount_[q]) * static_cast<double>(d_ * 4);
+      b[0] += static_cast<double>(scount_[q]) * static_cast<double>(record_);
+      b[1] += static_cast<double>(rcount_[q]) * static_cast<double>(d_ * 4);
     }
     return b;
   }
@@ -417,9 +418,12 @@ void run_case(const Session& s, const Case& c, const std::string& impl, const Ha
               "MPI_Allreduce (bandwidth)");
     alone.push_back(slowest);
   }
-  double sent = layer.bytes_sent(), most_sent = 0;
-  check_mpi(MPI_Allreduce(&sent, &most_sent, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD),
+  const std::array<double, 3> sent{layer.bytes_sent()[0], layer.bytes_sent()[1],
+                                   layer.bytes_sent()[0] + layer.bytes_sent()[1]};
+  std::array<double, 3> most{};
+  check_mpi(MPI_Allreduce(sent.data(), most.data(), 3, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD),
             "MPI_Allreduce (bytes)");
+  const double most_sent = most[2];
 
   // Rank 0 alone: the oracle, and the same implementation in one process on all N x T tokens
   // with every rank's threads; the others wait without spinning.
@@ -473,10 +477,15 @@ void run_case(const Session& s, const Case& c, const std::string& impl, const Ha
   e.dispatch_s = stage(kDispatch);
   e.compute_s = stage(kCompute);
   e.combine_s = stage(kCombine);
+  e.dispatch_exchange_s = stage(kExchangeDispatch);
+  e.combine_exchange_s = stage(kExchangeCombine);
+  e.threads_per_rank = c.threads;
   e.bytes_sent_per_rank = most_sent;
+  e.dispatch_bytes_per_rank = most[0];
+  e.combine_bytes_per_rank = most[1];
   const double alone_s = median_of(alone);
   e.alltoall_gbytes_per_s = alone_s > 0 ? most_sent / alone_s * 1e-9 : 0;
-  const double exchanges = stage(kExchangeDispatch) + stage(kExchangeCombine);
+  const double exchanges = e.dispatch_exchange_s + e.combine_exchange_s;
   e.exchange_pct_of_alltoall = exchanges > 0 ? 100.0 * alone_s / exchanges : 0;
   e.rows_per_rank = rows_per_rank;
   std::vector<double> rows_d(rows_per_rank.begin(), rows_per_rank.end());

@@ -105,8 +105,13 @@ json result_to_json(const Result& r) {
                 {{"route", e.route_s},
                  {"dispatch", e.dispatch_s},
                  {"compute", e.compute_s},
-                 {"combine", e.combine_s}}},
+                 {"combine", e.combine_s},
+                 {"dispatch_exchange", e.dispatch_exchange_s},
+                 {"combine_exchange", e.combine_exchange_s}}},
+               {"threads_per_rank", e.threads_per_rank},
                {"bytes_sent_per_rank", e.bytes_sent_per_rank},
+               {"dispatch_bytes_per_rank", e.dispatch_bytes_per_rank},
+               {"combine_bytes_per_rank", e.combine_bytes_per_rank},
                {"alltoall_gbytes_per_s", e.alltoall_gbytes_per_s},
                {"exchange_pct_of_alltoall", e.exchange_pct_of_alltoall},
                {"rows_per_rank", e.rows_per_rank},
@@ -323,7 +328,12 @@ Result result_from_json(const json& j) {
     ep.dispatch_s = st.at("dispatch");
     ep.compute_s = st.at("compute");
     ep.combine_s = st.at("combine");
+    ep.dispatch_exchange_s = st.value("dispatch_exchange", 0.0);
+    ep.combine_exchange_s = st.value("combine_exchange", 0.0);
+    ep.threads_per_rank = e.value("threads_per_rank", 1);
     ep.bytes_sent_per_rank = e.at("bytes_sent_per_rank");
+    ep.dispatch_bytes_per_rank = e.value("dispatch_bytes_per_rank", 0.0);
+    ep.combine_bytes_per_rank = e.value("combine_bytes_per_rank", 0.0);
     ep.alltoall_gbytes_per_s = e.at("alltoall_gbytes_per_s");
     ep.exchange_pct_of_alltoall = e.at("exchange_pct_of_alltoall");
     ep.rows_per_rank = e.at("rows_per_rank").get<std::vector<int64_t>>();

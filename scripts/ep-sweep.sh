@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The expert-parallel sweep of docs/ep.md: the same case on 1 to 4 ranks (oversubscribed where
+# the machine has fewer cores), each run's JSON in OUT, then the cost model's predictions.
+# Usage: bash scripts/ep-sweep.sh OUT [moe-bench run flags]   (default: workload A, 32 tokens
+# per rank, f32, uniform and zipf:1.2 routing, contiguous and load-aware placement)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${1:?usage: ep-sweep.sh OUT [run flags]}
+shift
+mkdir -p "$out"
+flags=("$@")
+[ ${#flags[@]} -gt 0 ] || flags=(--workload A --tokens 32 --routing uniform,zipf:1.2)
+tool=${MOE_BENCH_TOOL:-build/release/apps/moe-bench/moe-bench}
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+for placement in contiguous load-aware; do
+  for n in 1 2 3 4; do
+    echo "ep-sweep: $n rank(s), $placement placement" >&2
+    mpirun -q --oversubscribe -np "$n" "$tool" run --ep "$n" --placement "$placement" -q \
+      "${flags[@]}" --json "$out/ep-$placement-n$n.json" > "$out/ep-$placement-n$n.txt"
+  done
+done
+python3 scripts/ep-model.py "$out"/ep-*-n*.json | tee "$out/ep-model.txt"
