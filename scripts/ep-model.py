@@ -1,24 +1,25 @@
 #!/usr/bin/env python3
-"""The expert-parallel cost model (docs/ep.md): calibrated on the runs with the fewest ranks,
-checked against the others, then used to project larger N and a two-level network.
+"""The expert-parallel cost model (docs/ep.md): calibrated on the 1- and 2-rank runs of a case,
+checked against the runs with more ranks, then used to project larger N and a two-level network.
 
 Usage: scripts/ep-model.py RUN_N1.json RUN_N2.json [RUN_N3.json ...]
          [--inter-latency-us 5] [--inter-gbytes-per-s 12.5] [--ranks-per-node 8]
 
-Each file is one `mpirun -np N moe-bench run --ep N --json FILE` of the same case(s). Per case
-the model is
+Each file is one `mpirun -np N moe-bench run --ep N --json FILE` of the same case(s), with the same
+threads per rank (scripts/ep-sweep.sh runs one thread per rank). Per case the model is
 
-  step(N) = overhead(N) + compute(N) + exchange(N)
-  overhead(N) = route + packing, unpacking and summing: the 1-rank figure, scaled by how many
-                cores each rank gets (ranks share the machine's cores once N x threads exceeds it)
-  compute(N)  = the 1-rank compute time per expert row, times the most rows any rank computes
-                (measured placement load), scaled the same way
-  exchange(N) = 2 (N - 1) alpha + dispatch bytes / beta + combine bytes / beta, with alpha (per
-                message) and beta (bytes/s) solved from the 2-rank run's two exchanges
+  step(N)    = (overhead + compute(N) + exchange(N)) x max(1, N x threads / cores)
+  compute(N) = max over ranks of a x rows_r + b x experts_r   (the rows and distinct experts each
+               rank computed, from the run's placement; a: per row, b: streaming one expert)
+  exchange(N)= 2 (N - 1) alpha + (dispatch + combine bytes of the busiest rank) / beta
+  overhead   = route, packing, unpacking and summing at one rank
 
-Calibration uses the 1- and 2-rank runs only; every other run is a prediction, and its error is
-printed. A two-level network (fast links inside a node of --ranks-per-node ranks, slower ones
-across nodes) uses the calibrated alpha and beta inside a node and the --inter-* figures across.
+a and b come from the 1- and 2-rank computes, alpha (per message) and beta (bytes/s) from the
+2-rank run's two exchanges of different sizes, the overhead from the 1-rank run. Every run with 3
+or more ranks is a prediction; the 2-rank step is predicted from its parts' calibration only in
+compute and exchange. The factor at the front charges time-sharing when ranks outnumber cores.
+A two-level network (fast links inside a node of --ranks-per-node ranks, slower ones across) uses
+alpha and beta inside a node and the --inter-* figures across.
 """
 import argparse
 import json
@@ -42,47 +43,55 @@ def load(paths):
     return runs
 
 
-def share(run):
-    """Cores each rank gets: its threads, unless the ranks' threads outnumber the cores."""
+def oversubscription(run):
     ep = run["ep"]
-    return min(ep["threads_per_rank"], run["cores"] / ep["ranks"])
+    return max(1.0, ep["ranks"] * ep["threads_per_rank"] / run["cores"])
 
 
 def model(by_n):
     one, two = by_n[1], by_n[2]
     e1, e2 = one["ep"], two["ep"]
-    s1 = share(one)
-    # Overhead and compute per unit of work at one rank.
-    overhead1 = (e1["stages_s"]["route"] + e1["stages_s"]["dispatch"] + e1["stages_s"]["combine"]
-                 - e1["stages_s"]["dispatch_exchange"] - e1["stages_s"]["combine_exchange"])
-    per_row = e1["stages_s"]["compute"] / max(max(e1["rows_per_rank"]), 1)
-    # alpha + bytes / beta for each exchange at two ranks: two equations, two unknowns.
-    xd, xc = e2["stages_s"]["dispatch_exchange"], e2["stages_s"]["combine_exchange"]
+    st1, st2 = e1["stages_s"], e2["stages_s"]
+    overhead = (st1["route"] + st1["dispatch"] + st1["combine"] - st1["dispatch_exchange"]
+                - st1["combine_exchange"])
+    # compute = a rows + b experts on the busiest rank: two runs, two unknowns.
+    def busiest(ep):
+        i = max(range(len(ep["rows_per_rank"])), key=lambda r: ep["rows_per_rank"][r])
+        return ep["rows_per_rank"][i], ep["experts_per_rank"][i]
+    r1, x1 = busiest(e1)
+    r2, x2 = busiest(e2)
+    c1 = st1["compute"] / oversubscription(one)
+    c2 = st2["compute"] / oversubscription(two)
+    det = r1 * x2 - r2 * x1
+    if det != 0:
+        a = (c1 * x2 - c2 * x1) / det
+        b = (r1 * c2 - r2 * c1) / det
+    else:
+        a, b = c1 / max(r1, 1), 0.0
+    xd, xc = st2["dispatch_exchange"], st2["combine_exchange"]
     bd, bc = e2["dispatch_bytes_per_rank"], e2["combine_bytes_per_rank"]
-    if abs(bc - bd) > 0 and (xc - xd) / (bc - bd) > 0:
-        inv_beta = (xc - xd) / (bc - bd)
+    inv_beta = (xc - xd) / (bc - bd) if bc != bd else 0.0
+    if inv_beta <= 0:
+        inv_beta, alpha = 0.0, (xd + xc) / 2  # no size dependence seen: latency only
+    else:
         alpha = max(xd - bd * inv_beta, 0.0)
-    else:  # equal sizes: all of it latency
-        inv_beta, alpha = 0.0, (xd + xc) / 2
 
-    def predict(run, alpha_in=alpha, inv_beta_in=inv_beta, per_node=None, alpha_out=None,
-                inv_beta_out=None):
+    def predict(run, per_node=None, alpha_out=None, inv_beta_out=None):
         ep = run["ep"]
         n = ep["ranks"]
-        scale = s1 / share(run)
-        rows = max(ep["rows_per_rank"])
+        compute = max(a * r + b * x for r, x in zip(ep["rows_per_rank"], ep["experts_per_rank"]))
         exch = 0.0
         if n > 1:
             bytes_ = ep["dispatch_bytes_per_rank"] + ep["combine_bytes_per_rank"]
             if per_node is None or per_node >= n:
-                exch = 2 * (n - 1) * alpha_in + bytes_ * inv_beta_in
+                exch = 2 * (n - 1) * alpha + bytes_ * inv_beta
             else:  # uniform destinations: (p - 1) / (n - 1) of the bytes stay in the node
                 inside = (per_node - 1) / (n - 1)
-                exch = (2 * (per_node - 1) * alpha_in + 2 * (n - per_node) * alpha_out
-                        + bytes_ * (inside * inv_beta_in + (1 - inside) * inv_beta_out))
-        return overhead1 * scale + per_row * rows * scale + exch
+                exch = (2 * (per_node - 1) * alpha + 2 * (n - per_node) * alpha_out
+                        + bytes_ * (inside * inv_beta + (1 - inside) * inv_beta_out))
+        return (overhead + compute + exch) * oversubscription(run)
 
-    return predict, alpha, inv_beta
+    return predict, alpha, inv_beta, a, b
 
 
 def main():
@@ -100,46 +109,44 @@ def main():
         if 1 not in by_n or 2 not in by_n:
             print(f"{key}: needs a 1-rank and a 2-rank run to calibrate; skipped")
             continue
-        predict, alpha, inv_beta = model(by_n)
+        predict, alpha, inv_beta, a_row, b_expert = model(by_n)
         bw = f"{1e-9 / inv_beta:.2f} GB/s" if inv_beta > 0 else "latency only"
         print(f"case {key[0] or ''} E{key[1]} k{key[2]} d{key[3]} f{key[4]} {key[5]} "
               f"{key[6]} C={key[7]} T/rank={key[8]} {key[9]}: alpha {alpha * 1e6:.1f} us, "
-              f"beta {bw}")
+              f"beta {bw}, {a_row * 1e6:.1f} us per row, {b_expert * 1e6:.1f} us per expert")
         print("  N  measured step    predicted    error")
         for n in sorted(by_n):
             run = by_n[n]
             measured = run["stats"]["median_s"]
             pred = predict(run)
             err = (pred - measured) / measured
-            tag = " (calibration)" if n == 1 else ""
-            if n > 1:
+            tag = " (calibration)" if n == 1 else " (parts calibrated here)" if n == 2 else ""
+            if n > 2:
                 worst = max(worst, abs(err))
             print(f"  {n}  {measured * 1e3:10.3f} ms {pred * 1e3:10.3f} ms  {err:+7.1%}{tag}")
-        # Projection: balanced load at the largest measured imbalance, every rank its own cores.
+        # Projection: every rank on cores of its own, balanced routing at the largest measured
+        # imbalance, E/N experts per rank (at least one), bytes per rank as at the largest N.
         big = by_n[max(by_n)]
-        imbalance = big["ep"]["load_max_over_mean"]
-        rows_total = sum(big["ep"]["rows_per_rank"]) / big["ep"]["tokens_per_rank"]
+        be = big["ep"]
+        imbalance = be["load_max_over_mean"]
+        rows_total = sum(be["rows_per_rank"])
+        experts = big["case"]["experts"]
         per_node = a.ranks_per_node
         print(f"  projection ({per_node} ranks per node, {a.inter_latency_us} us and "
-              f"{a.inter_gbytes_per_s} GB/s across nodes; load max/mean {imbalance:.2f}):")
+              f"{a.inter_gbytes_per_s} GB/s across nodes, T per rank fixed, load max/mean "
+              f"{imbalance:.2f}):")
         for n in (8, 16, 32, 64):
-            ep = dict(big["ep"])
-            ep["ranks"] = n
-            t = ep["tokens_per_rank"]
-            ep["rows_per_rank"] = [int(rows_total * t * imbalance)]
-            frac = (n - 1) / n  # uniform routing: this share of the records leaves the rank
-            ep["dispatch_bytes_per_rank"] = big["ep"]["dispatch_bytes_per_rank"] / max(
-                (big["ep"]["ranks"] - 1) / big["ep"]["ranks"], 1e-9) * frac
-            ep["combine_bytes_per_rank"] = big["ep"]["combine_bytes_per_rank"] / max(
-                (big["ep"]["ranks"] - 1) / big["ep"]["ranks"], 1e-9) * frac
-            ep["threads_per_rank"] = share(by_n[1])
-            run = {"ep": ep, "cores": share(by_n[1]) * n}
+            scale = n / be["ranks"]  # the layer grows with the ranks (T per rank fixed)
+            ep = dict(be, ranks=n, threads_per_rank=1,
+                      rows_per_rank=[rows_total * scale / n * imbalance],
+                      experts_per_rank=[max(1, experts // n)])
+            run = {"ep": ep, "cores": n}
             flat = predict(run)
             two = predict(run, per_node=per_node, alpha_out=a.inter_latency_us * 1e-6,
                           inv_beta_out=1e-9 / a.inter_gbytes_per_s)
             print(f"    N={n:3d}: one fast network {flat * 1e3:9.3f} ms, two-level "
                   f"{two * 1e3:9.3f} ms")
-    print(f"largest prediction error over the runs with 2 or more ranks: {worst:.1%}")
+    print(f"largest prediction error over the runs with 3 or more ranks: {worst:.1%}")
 
 
 if __name__ == "__main__":

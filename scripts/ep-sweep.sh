@@ -2,14 +2,15 @@
 # The expert-parallel sweep of docs/ep.md: the same case on 1 to 4 ranks (oversubscribed where
 # the machine has fewer cores), each run's JSON in OUT, then the cost model's predictions.
 # Usage: bash scripts/ep-sweep.sh OUT [moe-bench run flags]   (default: workload A, 32 tokens
-# per rank, f32, uniform and zipf:1.2 routing, contiguous and load-aware placement)
+# per rank, one thread per rank, f32, uniform and zipf:1.2 routing, contiguous and load-aware)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:?usage: ep-sweep.sh OUT [run flags]}
 shift
 mkdir -p "$out"
 flags=("$@")
-[ ${#flags[@]} -gt 0 ] || flags=(--workload A --tokens 32 --routing uniform,zipf:1.2)
+# One thread per rank at every N, so that the cost model calibrates one per-thread rate.
+[ ${#flags[@]} -gt 0 ] || flags=(--workload A --tokens 32 --routing uniform,zipf:1.2 --threads 1)
 tool=${MOE_BENCH_TOOL:-build/release/apps/moe-bench/moe-bench}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 for placement in contiguous load-aware; do

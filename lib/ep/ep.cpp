@@ -106,6 +106,9 @@ class EpLayer {
     apply_global_capacity();
     const double t1 = now();
     pack();
+    // A barrier before each exchange: waiting for a slower rank is charged to the stage that
+    // was slow, and the exchange's own time is the transfer alone.
+    check_mpi(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier");
     const double x0 = now();
     check_mpi(MPI_Alltoall(scount_.data(), 1, MPI_INT, rcount_.data(), 1, MPI_INT, MPI_COMM_WORLD),
               "MPI_Alltoall (counts)");
@@ -122,6 +125,7 @@ class EpLayer {
                    std::span(kr_).first(rows * k_), std::span(shared_).first(rows)},
         yr_);
     rows_computed_ = kept_rows(rows);
+    check_mpi(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier");
     const double t3 = now();
     // Combine: every received row goes back to its source, which sums them in rank order.
     check_mpi(MPI_Alltoallv(yr_.data(), rcount_.data(), rdispl_.data(), row_type_, back_.data(),
@@ -151,6 +155,7 @@ class EpLayer {
   const std::vector<float>& output() const { return y_; }
   const std::vector<int32_t>& selected() const { return expert_; }
   int64_t rows_computed() const { return rows_computed_; }
+  int64_t experts_computed() const { return experts_computed_; }
   // Bytes this rank sent to other ranks in the last step: records out (dispatch), rows back
   // (combine).
   std::array<double, 2> bytes_sent() const {
@@ -275,9 +280,15 @@ class EpLayer {
     return rows;
   }
 
-  int64_t kept_rows(int64_t rows) const {
+  int64_t kept_rows(int64_t rows) {
     int64_t n = 0;
-    for (int64_t i = 0; i < rows * k_; ++i) n += kr_[static_cast<size_t>(i)];
+    std::vector<uint8_t> seen(static_cast<size_t>(p_.shape.experts), 0);
+    for (int64_t i = 0; i < rows * k_; ++i) {
+      if (!kr_[static_cast<size_t>(i)]) continue;
+      ++n;
+      seen[static_cast<size_t>(er_[static_cast<size_t>(i)])] = 1;
+    }
+    experts_computed_ = std::count(seen.begin(), seen.end(), uint8_t{1});
     return n;
   }
 
@@ -289,7 +300,7 @@ class EpLayer {
   int64_t T_;
   const Placement& place_;
   int N_ = 1, r_ = 0;
-  int64_t k_ = 1, d_ = 1, elem_ = 4, record_ = 0, rows_computed_ = 0;
+  int64_t k_ = 1, d_ = 1, elem_ = 4, record_ = 0, rows_computed_ = 0, experts_computed_ = 0;
   std::vector<int32_t> expert_;
   std::vector<float> weight_;
   std::vector<uint8_t> kept_;
@@ -384,11 +395,15 @@ void run_case(const Session& s, const Case& c, const std::string& impl, const Ha
   check_mpi(MPI_Gather(layer.selected().data(), static_cast<int>(T * k), MPI_INT32_T,
                        sel_all.data(), static_cast<int>(T * k), MPI_INT32_T, 0, MPI_COMM_WORLD),
             "MPI_Gather (selections)");
-  std::vector<int64_t> rows_per_rank(static_cast<size_t>(N));
-  const int64_t mine = layer.rows_computed();
+  std::vector<int64_t> rows_per_rank(static_cast<size_t>(N)),
+      experts_per_rank(static_cast<size_t>(N));
+  const int64_t mine = layer.rows_computed(), mine_experts = layer.experts_computed();
   check_mpi(
       MPI_Gather(&mine, 1, MPI_INT64_T, rows_per_rank.data(), 1, MPI_INT64_T, 0, MPI_COMM_WORLD),
       "MPI_Gather (rows)");
+  check_mpi(MPI_Gather(&mine_experts, 1, MPI_INT64_T, experts_per_rank.data(), 1, MPI_INT64_T, 0,
+                       MPI_COMM_WORLD),
+            "MPI_Gather (experts)");
 
   // Sampling: steps separated by a barrier, each step's time the slowest rank's.
   const double one = max_over_ranks(t)[kTotal];
@@ -488,6 +503,7 @@ void run_case(const Session& s, const Case& c, const std::string& impl, const Ha
   const double exchanges = e.dispatch_exchange_s + e.combine_exchange_s;
   e.exchange_pct_of_alltoall = exchanges > 0 ? 100.0 * alone_s / exchanges : 0;
   e.rows_per_rank = rows_per_rank;
+  e.experts_per_rank = experts_per_rank;
   std::vector<double> rows_d(rows_per_rank.begin(), rows_per_rank.end());
   e.load_max_over_mean = max_over_mean(rows_d);
   res.notes = fmt::format(

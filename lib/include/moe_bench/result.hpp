@@ -60,12 +60,13 @@ struct EpInfo {
   int threads_per_rank = 1;
   double bytes_sent_per_rank = 0;  ///< dispatch and combine, the most any rank sent
   double dispatch_bytes_per_rank = 0, combine_bytes_per_rank = 0;  ///< each, the most any rank
-  double alltoall_gbytes_per_s = 0;     ///< MPI_Alltoallv on the same counts, measured in the run
-  double exchange_pct_of_alltoall = 0;  ///< the exchanges' rate as a share of that
-  std::vector<int64_t> rows_per_rank;   ///< expert assignments each rank computed
-  double load_max_over_mean = 0;        ///< of rows_per_rank
-  double single_process_s = 0;          ///< the same implementation in one process, N x T tokens
-  double model_predicted_s = 0;         ///< the cost model's step time (0: no model)
+  double alltoall_gbytes_per_s = 0;       ///< MPI_Alltoallv on the same counts, measured in the run
+  double exchange_pct_of_alltoall = 0;    ///< the exchanges' rate as a share of that
+  std::vector<int64_t> rows_per_rank;     ///< expert assignments each rank computed
+  std::vector<int64_t> experts_per_rank;  ///< distinct experts each rank computed
+  double load_max_over_mean = 0;          ///< of rows_per_rank
+  double single_process_s = 0;            ///< the same implementation in one process, N x T tokens
+  double model_predicted_s = 0;           ///< the cost model's step time (0: no model)
 };
 
 /// One implementation on one case.

@@ -115,6 +115,7 @@ json result_to_json(const Result& r) {
                {"alltoall_gbytes_per_s", e.alltoall_gbytes_per_s},
                {"exchange_pct_of_alltoall", e.exchange_pct_of_alltoall},
                {"rows_per_rank", e.rows_per_rank},
+               {"experts_per_rank", e.experts_per_rank},
                {"load_max_over_mean", e.load_max_over_mean},
                {"single_process_s", e.single_process_s},
                {"model_predicted_s", e.model_predicted_s}};
@@ -337,6 +338,9 @@ Result result_from_json(const json& j) {
     ep.alltoall_gbytes_per_s = e.at("alltoall_gbytes_per_s");
     ep.exchange_pct_of_alltoall = e.at("exchange_pct_of_alltoall");
     ep.rows_per_rank = e.at("rows_per_rank").get<std::vector<int64_t>>();
+    if (e.contains("experts_per_rank")) {
+      ep.experts_per_rank = e.at("experts_per_rank").get<std::vector<int64_t>>();
+    }
     ep.load_max_over_mean = e.at("load_max_over_mean");
     ep.single_process_s = e.at("single_process_s");
     ep.model_predicted_s = e.at("model_predicted_s");
