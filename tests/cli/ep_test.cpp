@@ -83,7 +83,7 @@ TEST_CASE("placements put every expert somewhere and load-aware balances a skewe
   CHECK_THROWS_AS(place_experts("random", 8, 2, zipf, 0), UsageError);
 }
 
-TEST_CASE("--ep 1 gives the single-process output bit for bit") {
+TEST_CASE("one rank (run --ep 1) gives the single-process output bit for bit") {
   if (!have_mpi()) {
     WARN("skipped: this build has no MPI");
     return;
@@ -153,7 +153,7 @@ TEST_CASE("expert-parallel runs on 2, 3 and 4 ranks pass the oracle for every ro
   }
 }
 
-TEST_CASE("--ep says what is wrong in one line") {
+TEST_CASE("run --ep says what is wrong in one line") {
   if (!have_mpi()) {
     Outcome o = run_tool(std::string("run --ep 2 ") + kSmall + " --tokens 2");
     CHECK(o.code == 3);
