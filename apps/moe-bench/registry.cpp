@@ -22,6 +22,7 @@ const Registry& registry() {
       {"hf", python::make_hf_kernel, false},
       {"cpu_avx512", cpu::make_avx512_kernel, false},
       {"cpu_avx512_bf16", cpu::make_avx512_bf16_kernel, false},
+      {"cpu_amx", cpu::make_amx_kernel, false},
       {"cpu_avx2", cpu::make_avx2_kernel, false},
       {"cpu_generic", cpu::make_generic_kernel, false},
       {"cuda", cuda::make_cuda_kernel, false},

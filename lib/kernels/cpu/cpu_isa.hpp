@@ -48,5 +48,10 @@ const IsaKernels& generic_kernels();
 const IsaKernels& avx2_kernels();
 const IsaKernels& avx512_kernels();
 const IsaKernels& avx512_bf16_kernels();
+/// AMX-BF16 tiles (cpu_amx.cpp): the same pair layouts as avx512_bf16_kernels(), 16-row blocks.
+const IsaKernels& amx_kernels();
+/// The same kernels over a software model of the tiles, for tests on CPUs without AMX (they need
+/// AVX-512 for the epilogues).
+const IsaKernels& amx_model_kernels();
 
 }  // namespace moe_bench::cpu

@@ -3,10 +3,13 @@
 #include <fmt/format.h>
 #include <omp.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
 #include <bit>
+#include <cerrno>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -91,6 +94,24 @@ constexpr int64_t kUpGrabDiv = 16;
 
 bool has_avx512() { return cpu_features().has("avx512f"); }
 bool has_avx512_bf16() { return has_avx512() && cpu_features().has("avx512_bf16"); }
+// AMX needs the CPU's tiles and Linux's permission for their state (the XTILEDATA feature is
+// off until a process asks for it). Asked once; empty when usable, else why not.
+const std::string& amx_refusal() {
+  static const std::string why = [] {
+    if (!cpu_features().has("amx_tile") || !cpu_features().has("amx_bf16")) {
+      return std::string("this CPU has no AMX (amx_tile and amx_bf16)");
+    }
+    constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+    if (syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) != 0) {
+      return fmt::format("Linux refused the AMX tile state (arch_prctl ARCH_REQ_XCOMP_PERM: {})",
+                         std::strerror(errno));
+    }
+    return std::string();
+  }();
+  return why;
+}
+bool has_amx() { return amx_refusal().empty(); }
+
 bool has_avx2() {
   return cpu_features().has("avx2") && cpu_features().has("fma") && cpu_features().has("f16c");
 }
@@ -105,6 +126,13 @@ constexpr double kComputeBoundRows = 16;
 // than FP32 FMAs here (Intel Xeons run it at half their FMA rate; AMD Zen 4/5 at twice): then
 // the widening AVX-512 kernels, which read the same bf16 weights and multiply at the FMA rate.
 const IsaKernels* best_isa(Dtype dtype, double rows_per_expert, std::string& why) {
+  if (dtype == Dtype::kBF16 && has_amx() && has_avx512_bf16() &&
+      rows_per_expert >= kComputeBoundRows) {
+    // Not yet measured on an AMX CPU (docs/implementations.md): chosen by the instruction's
+    // rate on paper, 16 vdpbf16ps in one TDPBF16PS.
+    why = fmt::format("{:.3g} rows per expert: bound by compute, AMX tiles", rows_per_expert);
+    return &amx_kernels();
+  }
   if (dtype == Dtype::kBF16 && has_avx512_bf16()) {
     if (rows_per_expert < kComputeBoundRows) {
       why = fmt::format("{:.3g} rows per expert: bound by reading weights", rows_per_expert);
@@ -153,6 +181,11 @@ class CpuKernel final : public Kernel {
     if (forced_ == &avx2_kernels() && !has_avx2()) return "this CPU has no AVX2 with FMA and F16C";
     if (forced_ == &avx512_bf16_kernels() && !has_avx512_bf16())
       return "this CPU has no AVX512-BF16 (vdpbf16ps)";
+    if (forced_ == &amx_kernels() && !has_amx()) return amx_refusal();
+    if (forced_ == &amx_kernels() && !has_avx512_bf16())
+      return "this CPU has AMX but no AVX512-BF16 for the epilogues";
+    if (forced_ == &amx_model_kernels() && !has_avx512())
+      return "the AMX model's epilogues need AVX-512F";
     return std::nullopt;
   }
 
@@ -577,6 +610,12 @@ std::unique_ptr<Kernel> make_avx512_kernel() {
 }
 std::unique_ptr<Kernel> make_avx512_bf16_kernel() {
   return std::make_unique<CpuKernel>("cpu_avx512_bf16", &avx512_bf16_kernels());
+}
+std::unique_ptr<Kernel> make_amx_kernel() {
+  return std::make_unique<CpuKernel>("cpu_amx", &amx_kernels());
+}
+std::unique_ptr<Kernel> make_amx_model_kernel() {
+  return std::make_unique<CpuKernel>("cpu_amx_model", &amx_model_kernels());
 }
 std::unique_ptr<Kernel> make_avx2_kernel() {
   return std::make_unique<CpuKernel>("cpu_avx2", &avx2_kernels());
