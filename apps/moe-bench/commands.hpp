@@ -13,6 +13,7 @@ struct Command {
 
 Command add_list_command(CLI::App& app);
 Command add_run_command(CLI::App& app);
+Command add_serve_command(CLI::App& app);
 Command add_report_command(CLI::App& app);
 Command add_compare_command(CLI::App& app);
 Command add_validate_command(CLI::App& app);

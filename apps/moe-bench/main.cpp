@@ -56,14 +56,16 @@ int main(int argc, char** argv) {
   const moe_bench::cli::Command commands[] = {
       moe_bench::cli::add_list_command(app),     moe_bench::cli::add_run_command(app),
       moe_bench::cli::add_report_command(app),   moe_bench::cli::add_compare_command(app),
-      moe_bench::cli::add_validate_command(app), moe_bench::cli::add_worker_command(app)};
+      moe_bench::cli::add_validate_command(app), moe_bench::cli::add_worker_command(app),
+      moe_bench::cli::add_serve_command(app)};
   try {
     const std::string_view first = argc > 1 ? argv[1] : "-";
     if (!first.starts_with('-') && first != "list" && first != "run" && first != "report" &&
-        first != "compare" && first != "validate" && first != "worker") {
-      return fail(ExitCode::kUsage,
-                  fmt::format("unknown command '{}' (known: list, run, report, compare, validate)",
-                              argv[1]));
+        first != "compare" && first != "validate" && first != "worker" && first != "serve") {
+      return fail(
+          ExitCode::kUsage,
+          fmt::format("unknown command '{}' (known: list, run, serve, report, compare, validate)",
+                      argv[1]));
     }
     for (const auto& command : commands) {
       if (first == command.sub->get_name()) reject_empty_list_items(*command.sub, argc, argv);

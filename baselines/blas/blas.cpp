@@ -63,6 +63,7 @@ class BlasKernel final : public Kernel {
     up_.resize(gate_.size());
     ye_.resize(static_cast<size_t>(s.tokens * s.d_model));
     y_.resize(static_cast<size_t>(s.tokens * s.d_model));
+    prefix_ = s.tokens;
   }
 
   std::vector<StageTime> stage_seconds() const override {
@@ -73,13 +74,18 @@ class BlasKernel final : public Kernel {
   }
   void reset_stages() override { stage_.fill(0.0); }
 
-  void run(int64_t layer) override {
+  void run(int64_t layer) override { run_prefix(layer, problem_->shape.tokens); }
+
+  bool runs_prefix() const override { return true; }
+
+  void run_prefix(int64_t layer, int64_t tokens) override {
     set_blas_threads(threads_);
     auto mark = Clock::now();
     const Problem& p = *problem_;
     const Shape& s = p.shape;
     const LayerWeights& w = p.layers[layer];
-    const int64_t T = s.tokens, E = s.experts, k = s.top_k, d = s.d_model, f = s.d_ff;
+    const int64_t T = tokens, E = s.experts, k = s.top_k, d = s.d_model, f = s.d_ff;
+    prefix_ = tokens;
 
     gemm_nt(T, E, d, p.x.data(), w.wg.data(), logits_.data());
     for (int64_t t = 0; t < T; ++t) {
@@ -88,7 +94,7 @@ class BlasKernel final : public Kernel {
       route_token(s.routing, l, w.selection_bias.data(), E, k, routing_.expert.data() + t * k,
                   routing_.weight.data() + t * k, scratch_.data());
     }
-    apply_capacity(s, routing_);
+    if (T == s.tokens) apply_capacity(s, routing_);
     lap(0, mark);
 
     // Group kept assignments by expert (counting sort, token order kept within an expert).
@@ -104,7 +110,7 @@ class BlasKernel final : public Kernel {
 
     lap(1, mark);
 
-    std::fill(y_.begin(), y_.end(), 0.0f);
+    std::fill(y_.begin(), y_.begin() + T * d, 0.0f);
     const bool gated = s.activation != Activation::kGelu;
     for (int64_t e = 0; e < E; ++e) {
       const int64_t begin = count_[e], n = count_[e + 1] - begin;
@@ -136,8 +142,12 @@ class BlasKernel final : public Kernel {
     round_all(p.dtype, y_.data(), T * d);
   }
 
-  std::span<const float> output() const override { return y_; }
-  std::span<const int32_t> selected_experts() const override { return routing_.expert; }
+  std::span<const float> output() const override {
+    return std::span(y_).first(static_cast<size_t>(prefix_ * problem_->shape.d_model));
+  }
+  std::span<const int32_t> selected_experts() const override {
+    return std::span(routing_.expert).first(static_cast<size_t>(prefix_ * problem_->shape.top_k));
+  }
 
  private:
   // ye_[n,d] = W2 act(W1 x, W3 x) for n rows of x; w3 is null for GELU.
@@ -165,6 +175,7 @@ class BlasKernel final : public Kernel {
 
   const Problem* problem_ = nullptr;
   int threads_ = 1;
+  int64_t prefix_ = 0;  ///< tokens of the last run
   std::array<double, 4> stage_{};
   std::vector<float> logits_, scratch_;
   Routing routing_;

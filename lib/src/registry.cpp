@@ -36,6 +36,10 @@ std::unique_ptr<Kernel> Registry::make(std::string_view name) const {
       fmt::format("unknown implementation '{}' (known: {})", name, fmt::join(names(), ", ")));
 }
 
+void Kernel::run_prefix(int64_t, int64_t) {
+  throw std::logic_error(info().name + " cannot run a batch of another size than prepared");
+}
+
 void Kernel::route(int64_t, int64_t, std::span<int32_t>, std::span<float>) {
   throw std::logic_error(info().name + " does not split routing from its experts");
 }

@@ -108,6 +108,13 @@ class Kernel {
   /// The ceilings of the device this implementation runs on, measured now (nullopt on the CPU).
   virtual std::optional<DevicePeaks> measure_device_peaks() const { return std::nullopt; }
 
+  /// Serving runs batches of any size up to the prepared problem's: implementations that can
+  /// run the layer on the first `tokens` tokens of the prepared problem (output() and
+  /// selected_experts() then hold that many tokens) say so. Capacity is not applied: a batch of
+  /// another size would have another capacity.
+  virtual bool runs_prefix() const { return false; }
+  virtual void run_prefix(int64_t layer, int64_t tokens);
+
   /// Expert parallelism splits the layer: routing where the tokens live, the experts where their
   /// weights live. Implementations that can run the two apart say so and implement both; `prepare`
   /// comes first, with a problem of at least as many tokens as either call passes.

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -69,6 +70,30 @@ struct EpInfo {
   double model_predicted_s = 0;           ///< the cost model's step time (0: no model)
 };
 
+/// One implementation serving one arrival rate (DESIGN.md, "Serving under load").
+struct ServingInfo {
+  double rate_rps = 0;      ///< offered: requests scheduled per second
+  double achieved_rps = 0;  ///< served requests over the time from first arrival to last completion
+  double tokens_per_s = 0;
+  double duration_s = 0;                                         ///< the arrival window
+  double p50_s = 0, p90_s = 0, p95_s = 0, p99_s = 0, max_s = 0;  ///< latency from arrival
+  std::array<double, 2> p99_ci_s{};                              ///< bootstrap percentile
+  double queue_p50_s = 0, queue_p99_s = 0;  ///< arrival to the start of its batch
+  double compute_mean_s = 0;                ///< per batch
+  double batch_tokens_mean = 0;
+  int64_t batch_tokens_max = 0, batches = 0, requests = 0, unserved = 0;
+  double slo_s = 0;
+  bool meets_slo = false;           ///< P99 within the SLO and nothing left unserved
+  double batcher_overhead_pct = 0;  ///< the batcher's own time, as a share of one core
+};
+
+/// The highest rate an implementation served within the SLO.
+struct ServingSummary {
+  std::string impl;
+  double max_rate_at_slo_rps = 0;  ///< 0: none of the rates tried met it
+  double slo_s = 0;
+};
+
 /// One implementation on one case.
 struct Result {
   Case kase;
@@ -87,8 +112,9 @@ struct Result {
   int64_t inner_reps = 1;  ///< calls per sample (calibrated to the minimum sample time)
   std::string notes;       ///< e.g. a peer's versions and BLAS
   std::vector<StageTime> stages;
-  bool device_timed = false;  ///< held to the device's ceilings, not the CPU's
-  std::optional<EpInfo> ep;   ///< expert-parallel runs only
+  bool device_timed = false;           ///< held to the device's ceilings, not the CPU's
+  std::optional<EpInfo> ep;            ///< expert-parallel runs only
+  std::optional<ServingInfo> serving;  ///< `serve` runs only
 };
 
 /// Speed-up of implementation `a` over `b` on one case.
@@ -114,6 +140,7 @@ struct Report {
   CacheMode cache = CacheMode::kCold;
   std::vector<Result> results;
   std::vector<Comparison> comparisons;
+  std::vector<ServingSummary> serving_summary;  ///< `serve` only
   std::vector<std::string> warnings;
   std::vector<CheckLine> checks;  ///< validate's checklist (empty for run)
   bool interrupted = false;

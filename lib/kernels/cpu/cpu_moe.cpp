@@ -245,11 +245,18 @@ class CpuKernel final : public Kernel {
     partial_.resize(threads_ * partial_stride_);
     hp_.resize(max_blocks * R * max_width_);
     y_.assign(static_cast<size_t>(T * s.d_model), 0.0f);
+    prefix_ = T;
   }
 
-  void run(int64_t layer) override {
+  void run(int64_t layer) override { run_prefix(layer, problem_->shape.tokens); }
+
+  bool runs_prefix() const override { return true; }
+
+  void run_prefix(int64_t layer, int64_t tokens) override {
+    check_rows(tokens, "run_prefix");
     const Problem& p = *problem_;
-    const int64_t T = p.shape.tokens;
+    const int64_t T = tokens;
+    prefix_ = tokens;
     auto mark = Clock::now();
 #pragma omp parallel num_threads(threads_)
     {
@@ -257,7 +264,7 @@ class CpuKernel final : public Kernel {
 #pragma omp single
       {
         lap(0, mark);
-        apply_capacity(p.shape, routing_);
+        if (T == p.shape.tokens) apply_capacity(p.shape, routing_);
         dispatch(layers_[layer], T, routing_.expert.data(), routing_.weight.data(),
                  routing_.kept.data(), nullptr);
       }
@@ -291,8 +298,12 @@ class CpuKernel final : public Kernel {
     }
   }
 
-  std::span<const float> output() const override { return y_; }
-  std::span<const int32_t> selected_experts() const override { return routing_.expert; }
+  std::span<const float> output() const override {
+    return std::span(y_).first(static_cast<size_t>(prefix_ * problem_->shape.d_model));
+  }
+  std::span<const int32_t> selected_experts() const override {
+    return std::span(routing_.expert).first(static_cast<size_t>(prefix_ * problem_->shape.top_k));
+  }
   std::vector<StageTime> stage_seconds() const override {
     return {{"route", stage_[0]},
             {"dispatch", stage_[1]},
@@ -599,6 +610,7 @@ class CpuKernel final : public Kernel {
   AlignedFloats xp_, hp_, partial_;
   int64_t partial_stride_ = 0;
   std::vector<float> y_;
+  int64_t prefix_ = 0;  ///< tokens of the last run
   std::array<double, 4> stage_{};
 };
 

@@ -95,6 +95,29 @@ json result_to_json(const Result& r) {
   json stages = json::array();  // an array keeps the stages in pipeline order
   for (const StageTime& s : r.stages) stages.push_back({{"name", s.name}, {"seconds", s.seconds}});
   j["stages_s"] = stages;
+  if (r.serving) {
+    const ServingInfo& s = *r.serving;
+    j["serving"] = {{"rate_rps", s.rate_rps},
+                    {"achieved_rps", s.achieved_rps},
+                    {"tokens_per_s", s.tokens_per_s},
+                    {"duration_s", s.duration_s},
+                    {"latency_s",
+                     {{"p50", s.p50_s},
+                      {"p90", s.p90_s},
+                      {"p95", s.p95_s},
+                      {"p99", s.p99_s},
+                      {"max", s.max_s}}},
+                    {"p99_ci_s", s.p99_ci_s},
+                    {"queue_s", {{"p50", s.queue_p50_s}, {"p99", s.queue_p99_s}}},
+                    {"compute_mean_s", s.compute_mean_s},
+                    {"batch_tokens", {{"mean", s.batch_tokens_mean}, {"max", s.batch_tokens_max}}},
+                    {"batches", s.batches},
+                    {"requests", s.requests},
+                    {"unserved", s.unserved},
+                    {"slo_s", s.slo_s},
+                    {"meets_slo", s.meets_slo},
+                    {"batcher_overhead_pct", s.batcher_overhead_pct}};
+  }
   if (r.ep) {
     const EpInfo& e = *r.ep;
     j["ep"] = {{"ranks", e.ranks},
@@ -161,7 +184,7 @@ nlohmann::json to_json(const Report& report) {
                          [](const Peaks& a, const Peaks& b) { return a.threads < b.threads; });
     main_peaks = peaks[top - report.peaks.begin()];
   }
-  return json{
+  json doc{
       {"schema_version", kSchemaVersion},
       {"tool",
        {{"version", s.tool_version},
@@ -211,6 +234,16 @@ nlohmann::json to_json(const Report& report) {
       {"validation", checks},
       {"results", results},
       {"comparisons", comparisons}};
+  if (!report.serving_summary.empty()) {
+    json summary = json::array();
+    for (const ServingSummary& ss : report.serving_summary) {
+      summary.push_back({{"impl", ss.impl},
+                         {"max_rate_at_slo_rps", ss.max_rate_at_slo_rps},
+                         {"slo_s", ss.slo_s}});
+    }
+    doc["serving_summary"] = summary;
+  }
+  return doc;
 }
 
 std::string render_json(const Report& report) { return to_json(report).dump(2) + "\n"; }

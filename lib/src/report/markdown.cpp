@@ -60,6 +60,35 @@ std::string render_markdown(const Report& report) {
         r.correctness->max_rel_err, r.stats.n, r.stats.outliers_mild, r.stats.outliers_severe);
   }
 
+  bool serving = false;
+  for (const Result& r : report.results) serving |= r.serving.has_value();
+  if (serving) {
+    out +=
+        "\n## Serving under load\n\nOpen-loop arrivals; latency from each request's scheduled "
+        "arrival to the end of its batch (P99 with a 95% bootstrap interval).\n\n";
+    out +=
+        "| impl | offered req/s | served req/s | tokens/s | P50 ms | P99 ms [95% CI] | "
+        "queue P99 ms | batch tokens mean/max | unserved | P99 within SLO |\n";
+    out += "|---|---|---|---|---|---|---|---|---|---|\n";
+    for (const Result& r : report.results) {
+      if (!r.serving) continue;
+      const ServingInfo& s = *r.serving;
+      out += fmt::format(
+          "| {} | {:.1f} | {:.1f} | {:.1f} | {:.3f} | {:.3f} [{:.3f}, {:.3f}] | {:.3f} | {:.1f}/{} "
+          "| {} | {} ({:.3g} ms) |\n",
+          r.impl, s.rate_rps, s.achieved_rps, s.tokens_per_s, s.p50_s * 1e3, s.p99_s * 1e3,
+          s.p99_ci_s[0] * 1e3, s.p99_ci_s[1] * 1e3, s.queue_p99_s * 1e3, s.batch_tokens_mean,
+          s.batch_tokens_max, s.unserved, s.meets_slo ? "yes" : "no", s.slo_s * 1e3);
+    }
+    out += "\n| impl | highest rate within the SLO |\n|---|---|\n";
+    for (const ServingSummary& s : report.serving_summary) {
+      out +=
+          fmt::format("| {} | {} |\n", s.impl,
+                      s.max_rate_at_slo_rps > 0 ? fmt::format("{:.1f} req/s", s.max_rate_at_slo_rps)
+                                                : std::string("none tried"));
+    }
+  }
+
   if (!report.comparisons.empty()) {
     out +=
         "\n## Speed-ups\n\nRatio of medians (B / A) with a 95% bootstrap interval; "
