@@ -184,6 +184,34 @@ def chart_size(report, name):
             "crosslang": (max(6, 0.5 * n_comps + 2), 4.5)}[name]
 
 
+def plot_serving(report, ax):
+    """`serve`: P99 latency against the throughput achieved, one curve per implementation, with
+    the P99 interval as error bars and the SLO drawn."""
+    col = colors(report)
+    slo = None
+    for impl in dict.fromkeys(r["impl"] for r in report["results"]):
+        pts = sorted((r["serving"]["achieved_rps"], r["serving"]["latency_s"]["p99"],
+                      r["serving"]["p99_ci_s"]) for r in report["results"]
+                     if r["impl"] == impl and r.get("serving") and r["status"] == "ok")
+        if not pts:
+            continue
+        x = [p[0] for p in pts]
+        y = [p[1] * 1e3 for p in pts]
+        err = [[max(0.0, p[1] - p[2][0]) * 1e3 for p in pts],
+               [max(0.0, p[2][1] - p[1]) * 1e3 for p in pts]]
+        ax.errorbar(x, y, yerr=err, marker="o", capsize=3, color=col[impl], label=impl)
+    for r in report["results"]:
+        if r.get("serving"):
+            slo = r["serving"]["slo_s"]
+    if slo:
+        ax.axhline(slo * 1e3, color="grey", linestyle="--", label="SLO {:.3g} ms".format(slo * 1e3))
+    ax.set_xlabel("requests served per second")
+    ax.set_ylabel("P99 latency (ms, 95% CI)")
+    ax.set_yscale("log")
+    ax.set_title("Latency under load")
+    ax.legend()
+
+
 def save(fig, path):
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -218,6 +246,14 @@ def main():
         sys.exit("plot.py: error: {} is not a moe-bench schema v1 report".format(args.report))
     out = args.out or os.path.dirname(os.path.abspath(args.report))
     stem = os.path.splitext(os.path.basename(args.report))[0]
+    if any(r.get("serving") for r in report["results"]):
+        # `serve`: the latency-throughput curve is the chart (no speed-ups or roofline).
+        path = os.path.join(out, "{}_serving.png".format(stem))
+        fig, ax = plt.subplots(figsize=(8, 5))
+        plot_serving(report, ax)
+        save(fig, path)
+        print(path)
+        return
     for name, fn in (("throughput", plot_throughput), ("speedups", plot_speedups),
                      ("latency", plot_latency), ("roofline", plot_roofline),
                      ("crosslang", plot_crosslang)):

@@ -37,103 +37,6 @@ struct ServeOptions {
 
 void on_sigint(int) { request_interrupt(); }
 
-// One implementation, prepared once, serving each rate in turn.
-class Server {
- public:
-  Server(const ServeOptions& o, const Case& c, const ArrivalSpec& arrivals, const TokenDist& sizes,
-         std::unique_ptr<Kernel> kernel, int64_t layers)
-      : o_(o),
-        c_(c),
-        arrivals_(arrivals),
-        sizes_(sizes),
-        kernel_(std::move(kernel)),
-        layers_(layers) {
-    problem_ = make_problem(c.shape, c.dtype, c.seed, layers);
-    kernel_->prepare(problem_, c.threads);
-    for (int i = 0; i < 2; ++i) kernel_->run_prefix(0, c.shape.tokens);  // warm-up
-  }
-
-  // Requests per second one full batch allows, from the time of a few full batches.
-  double capacity_rps() {
-    const auto start = std::chrono::steady_clock::now();
-    for (int i = 0; i < 5; ++i) kernel_->run_prefix(i % layers_, c_.shape.tokens);
-    const double per_batch =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / 5;
-    return static_cast<double>(c_.shape.tokens) / sizes_.mean() / std::max(per_batch, 1e-9);
-  }
-
-  Result serve(double rate) {
-    Result r;
-    r.kase = c_;
-    r.impl = kernel_->info().name;
-    r.layers = layers_;
-    const auto requests = schedule_requests(arrivals_, rate, o_.duration_s, sizes_, c_.seed);
-    if (requests.empty()) {
-      r.status = Status::kSkipped;
-      r.reason =
-          fmt::format("no request arrives within {} s at {} per second", o_.duration_s, rate);
-      return r;
-    }
-    // The first batch runs layer 0 and is kept for the oracle, checked after the run so the
-    // check takes no time from serving; later batches rotate the cold layers.
-    int64_t next = 0, first_tokens = 0;
-    std::vector<float> first_y;
-    std::vector<int32_t> first_sel;
-    const BatcherOptions batcher{o_.max_batch_tokens, o_.max_wait_s, 0};
-    std::vector<double> batch_s;
-    ServingInfo info = serve_requests(
-        requests, batcher, o_.slo_s,
-        [&](int64_t tokens) {
-          kernel_->run_prefix(next++ % layers_, tokens);
-          if (first_tokens == 0) {
-            first_tokens = tokens;
-            first_y.assign(kernel_->output().begin(), kernel_->output().end());
-            first_sel.assign(kernel_->selected_experts().begin(),
-                             kernel_->selected_experts().end());
-          }
-        },
-        c_.seed, &batch_s);
-    info.rate_rps = arrivals_.kind == ArrivalSpec::Kind::kTrace
-                        ? static_cast<double>(requests.size()) / std::max(info.duration_s, 1e-9)
-                        : rate;
-    r.status = Status::kOk;
-    if (first_tokens > 0) r.correctness = check_first(first_tokens, first_y, first_sel);
-    if (r.correctness && !r.correctness->pass) {
-      r.status = Status::kFailed;
-      r.reason = fmt::format(
-          "the first batch ({} tokens) differs from the FP64 oracle (max rel "
-          "err {:.3g}, tolerance {:.3g})",
-          first_tokens, r.correctness->max_rel_err, r.correctness->tolerance);
-    }
-    r.samples_s = batch_s;
-    if (!batch_s.empty()) r.stats = summarize(batch_s, c_.seed);
-    r.serving = info;
-    return r;
-  }
-
- private:
-  // The oracle of a batch of `tokens` tokens: the same layer generated for that many tokens (the
-  // generator makes token t's row from (seed, t) alone, so it is this problem's first rows).
-  Correctness check_first(int64_t tokens, const std::vector<float>& y,
-                          const std::vector<int32_t>& selected) {
-    Shape s = c_.shape;
-    s.tokens = tokens;
-    const Problem small = make_problem(s, c_.dtype, c_.seed, 1);
-    if (!std::equal(small.x.begin(), small.x.end(), problem_.x.begin())) {
-      throw std::logic_error("a smaller problem does not start with the same tokens");
-    }
-    return Oracle(small).check(y, selected, kernel_->extra_roundings(s, c_.dtype));
-  }
-
-  const ServeOptions& o_;
-  Case c_;
-  const ArrivalSpec& arrivals_;
-  TokenDist sizes_;
-  std::unique_ptr<Kernel> kernel_;
-  int64_t layers_;
-  Problem problem_;
-};
-
 std::string serving_table(const Report& report) {
   std::string out =
       fmt::format("{:<8} {:>9} {:>9} {:>10} {:>10} {:>22} {:>10} {:>7} {:>5}\n", "impl", "rate/s",
@@ -230,7 +133,8 @@ int serve(ServeOptions o) {
       continue;
     }
     if (!o.quiet) fmt::print(stderr, "serve: {}: preparing\n", impl);
-    Server server(o, c, arrivals, sizes, std::move(kernel), layers_for(c, co.harness, {impl}));
+    LayerServer server(std::move(kernel), c, layers_for(c, co.harness, {impl}), arrivals, sizes,
+                       BatcherOptions{o.max_batch_tokens, o.max_wait_s, 0}, o.duration_s, o.slo_s);
     std::vector<double> rates = o.rates;
     if (arrivals.kind == ArrivalSpec::Kind::kTrace) {
       rates = {1.0};  // the trace's own times

@@ -10,7 +10,9 @@
 #include <random>
 #include <thread>
 
+#include "moe_bench/correctness.hpp"
 #include "moe_bench/error.hpp"
+#include "moe_bench/stats.hpp"
 
 namespace moe_bench {
 namespace {
@@ -238,6 +240,89 @@ ServingInfo serve_requests(const std::vector<Request>& requests, const BatcherOp
   s.batcher_overhead_pct =
       wall > 0 ? 100.0 * std::max(0.0, wall - compute_total - sleep_total) / wall : 0;
   return s;
+}
+
+LayerServer::LayerServer(std::unique_ptr<Kernel> kernel, const Case& c, int64_t layers,
+                         const ArrivalSpec& arrivals, const TokenDist& sizes,
+                         const BatcherOptions& batcher, double duration_s, double slo_s)
+    : c_(c),
+      arrivals_(arrivals),
+      sizes_(sizes),
+      batcher_(batcher),
+      duration_s_(duration_s),
+      slo_s_(slo_s),
+      kernel_(std::move(kernel)),
+      layers_(layers) {
+  problem_ = make_problem(c.shape, c.dtype, c.seed, layers);
+  kernel_->prepare(problem_, c.threads);
+  for (int i = 0; i < 2; ++i) kernel_->run_prefix(0, c.shape.tokens);  // warm-up
+}
+
+double LayerServer::capacity_rps() {
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < 5; ++i) kernel_->run_prefix(i % layers_, c_.shape.tokens);
+  const double per_batch =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / 5;
+  return static_cast<double>(c_.shape.tokens) / sizes_.mean() / std::max(per_batch, 1e-9);
+}
+
+Result LayerServer::serve(double rate) {
+  Result r;
+  r.kase = c_;
+  r.impl = kernel_->info().name;
+  r.layers = layers_;
+  const auto requests = schedule_requests(arrivals_, rate, duration_s_, sizes_, c_.seed);
+  if (requests.empty()) {
+    r.status = Status::kSkipped;
+    r.reason = fmt::format("no request arrives within {} s at {} per second", duration_s_, rate);
+    return r;
+  }
+  // The first batch runs layer 0 and is kept for the oracle, checked after the run so the
+  // check takes no time from serving; later batches rotate the cold layers.
+  int64_t next = 0, first_tokens = 0;
+  std::vector<float> first_y;
+  std::vector<int32_t> first_sel;
+  std::vector<double> batch_s;
+  ServingInfo info = serve_requests(
+      requests, batcher_, slo_s_,
+      [&](int64_t tokens) {
+        kernel_->run_prefix(next++ % layers_, tokens);
+        if (first_tokens == 0) {
+          first_tokens = tokens;
+          first_y.assign(kernel_->output().begin(), kernel_->output().end());
+          first_sel.assign(kernel_->selected_experts().begin(), kernel_->selected_experts().end());
+        }
+      },
+      c_.seed, &batch_s);
+  info.rate_rps = arrivals_.kind == ArrivalSpec::Kind::kTrace
+                      ? static_cast<double>(requests.size()) / std::max(info.duration_s, 1e-9)
+                      : rate;
+  r.status = Status::kOk;
+  if (first_tokens > 0) r.correctness = check_first(first_tokens, first_y, first_sel);
+  if (r.correctness && !r.correctness->pass) {
+    r.status = Status::kFailed;
+    r.reason = fmt::format(
+        "the first batch ({} tokens) differs from the FP64 oracle (max rel "
+        "err {:.3g}, tolerance {:.3g})",
+        first_tokens, r.correctness->max_rel_err, r.correctness->tolerance);
+  }
+  r.samples_s = batch_s;
+  if (!batch_s.empty()) r.stats = summarize(batch_s, c_.seed);
+  r.serving = info;
+  return r;
+}
+
+// The oracle of a batch of `tokens` tokens: the same layer generated for that many tokens (the
+// generator makes token t's row from (seed, t) alone, so it is this problem's first rows).
+Correctness LayerServer::check_first(int64_t tokens, const std::vector<float>& y,
+                                     const std::vector<int32_t>& selected) {
+  Shape s = c_.shape;
+  s.tokens = tokens;
+  const Problem small = make_problem(s, c_.dtype, c_.seed, 1);
+  if (!std::equal(small.x.begin(), small.x.end(), problem_.x.begin())) {
+    throw std::logic_error("a smaller problem does not start with the same tokens");
+  }
+  return Oracle(small).check(y, selected, kernel_->extra_roundings(s, c_.dtype));
 }
 
 }  // namespace moe_bench

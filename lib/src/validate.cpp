@@ -13,6 +13,7 @@
 #include "moe_bench/problem.hpp"
 #include "moe_bench/report.hpp"
 #include "moe_bench/roofline.hpp"
+#include "moe_bench/serving.hpp"
 #include "moe_bench/sysinfo.hpp"
 
 namespace moe_bench {
@@ -255,6 +256,57 @@ const Result* find_result(const Report& report, const Case& kase, const std::str
   return nullptr;
 }
 
+// The serving check: cpu and blas serve the same Poisson arrivals of 1-token requests at the
+// same rates (fractions of what cpu's back-to-back full batches allow); cpu must meet the P99
+// bound at a higher rate than blas.
+void check_serving(const Registry& registry, Report& report,
+                   const std::function<void(const CheckLine&)>& emit) {
+  constexpr double kSlo = 0.02, kDuration = 1.5;
+  CheckLine line{"serving",
+                 "cpu sustains a higher rate than blas within a 20 ms P99 (E8 k2 d512 f1024, f32, "
+                 "1-token requests, Poisson)",
+                 Status::kFailed, ""};
+  Case c;
+  c.shape = make_shape(8, 2, 512, 1024, 16);
+  c.threads = std::max(1, cpu_count());
+  const ArrivalSpec poisson = parse_arrivals("poisson");
+  const TokenDist one = parse_request_tokens("1");
+  const BatcherOptions batcher{16, 0.001, 0};
+  std::vector<double> rates;
+  double best[2] = {0, 0};
+  const char* names[2] = {"cpu", "blas"};
+  for (int i = 0; i < 2; ++i) {
+    auto kernel = registry.make(names[i]);
+    if (auto why = kernel->unavailable_reason()) {
+      line.status = Status::kSkipped;
+      line.detail = fmt::format("{} cannot run here: {}", names[i], *why);
+      emit(line);
+      report.checks.push_back(line);
+      return;
+    }
+    LayerServer server(std::move(kernel), c, 2, poisson, one, batcher, kDuration, kSlo);
+    if (rates.empty()) {
+      const double cap = server.capacity_rps();
+      for (double f : {0.05, 0.1, 0.2, 0.35, 0.5, 0.7, 0.9}) rates.push_back(cap * f);
+    }
+    for (double rate : rates) {
+      Result r = server.serve(rate);
+      if (r.status == Status::kFailed) {
+        line.detail = fmt::format("{} at {:.0f} requests/s: {}", names[i], rate, r.reason);
+        emit(line);
+        report.checks.push_back(line);
+        return;
+      }
+      if (r.serving && r.serving->meets_slo) best[i] = std::max(best[i], rate);
+    }
+  }
+  line.status = best[0] > best[1] ? Status::kOk : Status::kFailed;
+  line.detail =
+      fmt::format("highest rate within it: cpu {:.0f}, blas {:.0f} requests/s", best[0], best[1]);
+  emit(line);
+  report.checks.push_back(line);
+}
+
 }  // namespace
 
 std::span<const Claim> readme_claims() { return kClaims; }
@@ -302,6 +354,7 @@ void run_validate(const Registry& registry, ValidateLevel level, Report& report,
   };
   check_correctness(registry, level, report, emit);
   if (level != ValidateLevel::kQuick) check_semantics(registry, report, emit);
+  if (level != ValidateLevel::kQuick) check_serving(registry, report, emit);
 
   HarnessOptions h;
   h.make = [&registry](std::string_view name) { return registry.make(name); };

@@ -2,10 +2,13 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "moe_bench/kernel.hpp"
+#include "moe_bench/problem.hpp"
 #include "moe_bench/result.hpp"
 
 // Latency under load (DESIGN.md, "Serving under load"): requests arrive open loop on a schedule
@@ -60,6 +63,33 @@ struct BatcherOptions {
 ServingInfo serve_requests(const std::vector<Request>& requests, const BatcherOptions& batcher,
                            double slo_s, const std::function<void(int64_t)>& run_batch,
                            uint64_t seed, std::vector<double>* batch_seconds = nullptr);
+
+/// One implementation, prepared once on a problem of c.shape.tokens tokens (the largest batch),
+/// serving arrival rates in turn; it rotates the case's cold layers batch by batch and checks the
+/// first batch of each rate against the FP64 oracle after the run (taking no serving time). The
+/// kernel must run prefixes (Kernel::runs_prefix).
+class LayerServer {
+ public:
+  LayerServer(std::unique_ptr<Kernel> kernel, const Case& c, int64_t layers,
+              const ArrivalSpec& arrivals, const TokenDist& sizes, const BatcherOptions& batcher,
+              double duration_s, double slo_s);
+  /// Requests per second that back-to-back full batches allow (timed on a few).
+  double capacity_rps();
+  /// Serves `rate` requests per second for the duration: a result with its serving block.
+  Result serve(double rate);
+
+ private:
+  Correctness check_first(int64_t tokens, const std::vector<float>& y,
+                          const std::vector<int32_t>& selected);
+  Case c_;
+  ArrivalSpec arrivals_;
+  TokenDist sizes_;
+  BatcherOptions batcher_;
+  double duration_s_, slo_s_;
+  std::unique_ptr<Kernel> kernel_;
+  int64_t layers_;
+  Problem problem_;
+};
 
 /// Type-7 quantile of `values` (q in [0, 1]); 0 for none.
 double quantile(std::vector<double> values, double q);
