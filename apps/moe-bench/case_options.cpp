@@ -152,4 +152,19 @@ InjectedSlowdown parse_slowdown(const std::string& spec) {
   return s;
 }
 
+int emit_report(const Report& report, Format format, const std::string& json_path,
+                const std::string& md_path, const std::string& table) {
+  if (format != Format::kTable || !table.empty()) {
+    for (const auto& w : report.warnings) fmt::print(stderr, "warning: {}\n", w);
+  }
+  fmt::print("{}", format == Format::kTable && !table.empty() ? table : render(report, format));
+  if (!json_path.empty()) write_file_atomically(json_path, render_json(report));
+  if (!md_path.empty()) write_file_atomically(md_path, render_markdown(report));
+  if (report.interrupted) return 130;
+  for (const Result& r : report.results) {
+    if (r.status == Status::kFailed) return static_cast<int>(ExitCode::kCheckFailed);
+  }
+  return static_cast<int>(ExitCode::kOk);
+}
+
 }  // namespace moe_bench::cli

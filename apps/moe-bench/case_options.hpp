@@ -6,6 +6,7 @@
 
 #include "moe_bench/harness.hpp"
 #include "moe_bench/plan.hpp"
+#include "moe_bench/report.hpp"
 #include "moe_bench/side_by_side.hpp"
 
 namespace moe_bench::cli {
@@ -34,6 +35,12 @@ std::vector<std::string> case_arguments(const CaseOptions& o);
 /// Progress for people: a live "case i/N" line with an ETA on a terminal, one line per step
 /// elsewhere (a log, a script waiting for a case to start timing); nothing when not enabled.
 ProgressFn progress_lines(bool enabled);
+
+/// Ends a command that measured: warnings (on stderr unless the table shows them), the report on
+/// stdout (`table` replaces the table renderer where given), --json and --md written atomically;
+/// returns the exit code: 130 interrupted, 1 when a result failed, else 0.
+int emit_report(const Report& report, Format format, const std::string& json_path,
+                const std::string& md_path, const std::string& table = {});
 
 /// Parses --inject-slowdown IMPL:FRACTION (empty: none); throws UsageError.
 InjectedSlowdown parse_slowdown(const std::string& spec);

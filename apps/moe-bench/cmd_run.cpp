@@ -38,17 +38,7 @@ void on_sigint(int) { request_interrupt(); }
 int finish_report(const RunOptions& o, Report& report, Format format) {
   report.system.blas = blas_info();
   report.warnings = collect_warnings(report);
-  if (format != Format::kTable) {
-    for (const auto& w : report.warnings) fmt::print(stderr, "warning: {}\n", w);
-  }
-  fmt::print("{}", render(report, format));
-  if (!o.json_path.empty()) write_file_atomically(o.json_path, render_json(report));
-  if (!o.md_path.empty()) write_file_atomically(o.md_path, render_markdown(report));
-  if (report.interrupted) return 130;
-  for (const Result& r : report.results) {
-    if (r.status == Status::kFailed) return static_cast<int>(ExitCode::kCheckFailed);
-  }
-  return static_cast<int>(ExitCode::kOk);
+  return emit_report(report, format, o.json_path, o.md_path);
 }
 
 // `mpirun -np N moe-bench run --ep N ...`: every rank plans the same cases; rank 0 reports.

@@ -172,19 +172,7 @@ int serve(ServeOptions o) {
   if (interrupt_requested()) report.interrupted = true;
   report.system.blas = blas_info();
   report.warnings = collect_warnings(report);
-  for (const auto& w : report.warnings) fmt::print(stderr, "warning: {}\n", w);
-  if (format == Format::kTable) {
-    fmt::print("{}", serving_table(report));
-  } else {
-    fmt::print("{}", render(report, format));
-  }
-  if (!o.json_path.empty()) write_file_atomically(o.json_path, render_json(report));
-  if (!o.md_path.empty()) write_file_atomically(o.md_path, render_markdown(report));
-  if (report.interrupted) return 130;
-  for (const Result& r : report.results) {
-    if (r.status == Status::kFailed) return static_cast<int>(ExitCode::kCheckFailed);
-  }
-  return static_cast<int>(ExitCode::kOk);
+  return emit_report(report, format, o.json_path, o.md_path, serving_table(report));
 }
 
 }  // namespace

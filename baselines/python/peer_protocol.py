@@ -62,46 +62,18 @@ def rotated_layers(case, weights, copy, max_sets=None):
     return next_set
 
 
-def measure(forward, options):
-    """Warm-up, calibration and sampling by moe-bench's protocol; returns (samples, inner)."""
-    for _ in range(max(options["warmup"], 1)):
-        forward()
-    start = time.perf_counter()
-    forward()
-    one = max(time.perf_counter() - start, 1e-9)
-    inner = max(1, min(1 << 20, int(-(-options["min_sample_s"] // one))))
-    samples = []
-    begin = time.perf_counter()
-    while True:
-        elapsed = time.perf_counter() - begin
-        if len(samples) >= options["reps"] and elapsed >= options["min_time_s"]:
-            break
-        if samples and elapsed >= options["max_time_s"]:
-            break
+def measure(forward, options, timed=None):
+    """Warm-up, calibration and sampling by moe-bench's protocol; returns (samples, inner).
+    `timed(calls)` gives the seconds per call of `calls` calls (default: the host's clock)."""
+    def host_timed(calls):
         start = time.perf_counter()
-        for _ in range(inner):
-            forward()
-        samples.append((time.perf_counter() - start) / inner)
-    return samples, inner
-
-
-def measure_cuda(forward, options, torch):
-    """measure() for a peer on a CUDA device: each sample is the device time between CUDA events
-    recorded around `inner` calls (host synchronisation inside a call, as the Hugging Face loop
-    has, shows up as device idle time between the events, as users see it)."""
-    for _ in range(max(options["warmup"], 1)):
-        forward()
-    torch.cuda.synchronize()
-    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-
-    def timed(calls):
-        start.record()
         for _ in range(calls):
             forward()
-        stop.record()
-        stop.synchronize()
-        return start.elapsed_time(stop) * 1e-3 / calls
+        return (time.perf_counter() - start) / calls
 
+    timed = timed or host_timed
+    for _ in range(max(options["warmup"], 1)):
+        forward()
     one = max(timed(1), 1e-9)
     inner = max(1, min(1 << 20, int(-(-options["min_sample_s"] // one))))
     samples = []
@@ -114,6 +86,24 @@ def measure_cuda(forward, options, torch):
             break
         samples.append(timed(inner))
     return samples, inner
+
+
+def measure_cuda(forward, options, torch):
+    """measure() for a peer on a CUDA device: each sample is the device time between CUDA events
+    recorded around `inner` calls (host synchronisation inside a call, as the Hugging Face loop
+    has, shows up as device idle time between the events, as users see it)."""
+    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+
+    def device_timed(calls):
+        torch.cuda.synchronize()
+        start.record()
+        for _ in range(calls):
+            forward()
+        stop.record()
+        stop.synchronize()
+        return start.elapsed_time(stop) * 1e-3 / calls
+
+    return measure(forward, options, device_timed)
 
 
 def loaded_blas():
