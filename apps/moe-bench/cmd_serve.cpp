@@ -2,22 +2,18 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <cmath>
 #include <csignal>
 #include <memory>
 
 #include "case_options.hpp"
 #include "commands.hpp"
-#include "moe_bench/correctness.hpp"
 #include "moe_bench/error.hpp"
 #include "moe_bench/harness.hpp"
 #include "moe_bench/kernel.hpp"
 #include "moe_bench/plan.hpp"
-#include "moe_bench/problem.hpp"
 #include "moe_bench/report.hpp"
 #include "moe_bench/roofline.hpp"
 #include "moe_bench/serving.hpp"
-#include "moe_bench/stats.hpp"
 #include "moe_bench/sysinfo.hpp"
 #include "registry.hpp"
 

@@ -48,13 +48,6 @@ enum Stage {
   kStages
 };
 
-double median_of(std::vector<double> v) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
 // One rank's part of an expert-parallel layer.
 class EpLayer {
  public:
@@ -71,9 +64,7 @@ class EpLayer {
     // ids (-1: not for this rank) and k weights.
     record_ = d_ * elem_ + k_ * 8;
     const int64_t max_rows = static_cast<int64_t>(N_) * T_;
-    expert_.resize(static_cast<size_t>(T_ * k_));
-    weight_.resize(expert_.size());
-    kept_.assign(expert_.size(), 1);
+    routing_.resize(T_, k_);
     send_.resize(static_cast<size_t>(max_rows * record_));
     recv_.resize(send_.size());
     send_tokens_.resize(static_cast<size_t>(max_rows));
@@ -102,7 +93,7 @@ class EpLayer {
   // One forward of `layer`; fills this rank's seconds per stage.
   void step(int64_t layer, std::array<double, kStages>& t) {
     const double t0 = now();
-    kernel_.route(layer, T_, expert_, weight_);
+    kernel_.route(layer, T_, routing_.expert, routing_.weight);
     apply_global_capacity();
     const double t1 = now();
     pack();
@@ -153,7 +144,7 @@ class EpLayer {
   }
 
   const std::vector<float>& output() const { return y_; }
-  const std::vector<int32_t>& selected() const { return expert_; }
+  const std::vector<int32_t>& selected() const { return routing_.expert; }
   int64_t rows_computed() const { return rows_computed_; }
   int64_t experts_computed() const { return experts_computed_; }
   // Bytes this rank sent to other ranks in the last step: records out (dispatch), rows back
@@ -192,23 +183,20 @@ class EpLayer {
 
  private:
   // Capacity is a property of the whole layer: assignments kept in global token order, so each
-  // rank starts its count per expert where the lower ranks' counts end (MPI_Exscan).
+  // rank's count per expert starts where the lower ranks' counts end (MPI_Exscan; counting every
+  // assignment is enough, a count at or past the capacity drops them all either way).
   void apply_global_capacity() {
-    std::fill(kept_.begin(), kept_.end(), 1);
     const Shape& sh = p_.shape;
-    if (sh.capacity_factor <= 0) return;
-    const int64_t E = sh.experts, cap = expert_capacity(sh);
-    std::vector<int64_t> mine(static_cast<size_t>(E), 0), before(static_cast<size_t>(E), 0);
-    for (int32_t e : expert_) ++mine[static_cast<size_t>(e)];
-    check_mpi(MPI_Exscan(mine.data(), before.data(), static_cast<int>(E), MPI_INT64_T, MPI_SUM,
-                         MPI_COMM_WORLD),
-              "MPI_Exscan (capacity)");
-    if (r_ == 0) std::fill(before.begin(), before.end(), 0);  // undefined on rank 0
-    for (size_t i = 0; i < expert_.size(); ++i) {
-      int64_t& used = before[static_cast<size_t>(expert_[i])];
-      kept_[i] = used < cap;
-      if (used < cap) ++used;
+    std::vector<int64_t> before(static_cast<size_t>(sh.experts), 0);
+    if (expert_capacity(sh) >= 0) {
+      std::vector<int64_t> mine(before.size(), 0);
+      for (int32_t e : routing_.expert) ++mine[static_cast<size_t>(e)];
+      check_mpi(MPI_Exscan(mine.data(), before.data(), static_cast<int>(sh.experts), MPI_INT64_T,
+                           MPI_SUM, MPI_COMM_WORLD),
+                "MPI_Exscan (capacity)");
+      if (r_ == 0) std::fill(before.begin(), before.end(), 0);  // undefined on rank 0
     }
+    apply_capacity(sh, routing_, before);
   }
 
   // Token records per destination rank, in token order: a token goes once to each rank that
@@ -221,7 +209,7 @@ class EpLayer {
       need[r_] = 1;
       for (int64_t j = 0; j < k_; ++j) {
         const size_t i = static_cast<size_t>(t * k_ + j);
-        if (kept_[i]) need[place_.rank_for(expert_[i], global(t))] = 1;
+        if (routing_.kept[i]) need[place_.rank_for(routing_.expert[i], global(t))] = 1;
       }
       for (int q = 0; q < N_; ++q) scount_[q] += need[q];
     }
@@ -247,9 +235,9 @@ class EpLayer {
         auto* ws = reinterpret_cast<float*>(rec + d_ * elem_ + k_ * 4);
         for (int64_t j = 0; j < k_; ++j) {
           const size_t i = static_cast<size_t>(t * k_ + j);
-          const bool here = kept_[i] && place_.rank_for(expert_[i], global(t)) == q;
-          ids[j] = here ? expert_[i] : -1;
-          ws[j] = weight_[i];
+          const bool here = routing_.kept[i] && place_.rank_for(routing_.expert[i], global(t)) == q;
+          ids[j] = here ? routing_.expert[i] : -1;
+          ws[j] = routing_.weight[i];
         }
       }
     }
@@ -310,9 +298,7 @@ class EpLayer {
   const Placement& place_;
   int N_ = 1, r_ = 0;
   int64_t k_ = 1, d_ = 1, elem_ = 4, record_ = 0, rows_computed_ = 0, experts_computed_ = 0;
-  std::vector<int32_t> expert_;
-  std::vector<float> weight_;
-  std::vector<uint8_t> kept_;
+  Routing routing_;  ///< this rank's tokens: experts, weights, kept by the global capacity
   std::vector<char> send_, recv_;
   std::vector<int32_t> send_tokens_;
   std::vector<float> xr_, wr_, yr_, back_, y_;
@@ -475,7 +461,7 @@ void run_case(const Session& s, const Case& c, const std::string& impl, const Ha
       single.push_back(time_calls(*kernel, reps, layers, layer_next));
     }
     res.ep = EpInfo{};
-    res.ep->single_process_s = median_of(single);
+    res.ep->single_process_s = median(single);
   }
   quiet_barrier();
   if (r != 0) return;
@@ -495,7 +481,7 @@ void run_case(const Session& s, const Case& c, const std::string& impl, const Ha
   auto stage = [&](Stage st) {
     std::vector<double> v;
     for (const auto& sm : samples) v.push_back(sm[st]);
-    return median_of(v);
+    return median(v);
   };
   e.route_s = stage(kRoute);
   e.dispatch_s = stage(kDispatch);
@@ -507,7 +493,7 @@ void run_case(const Session& s, const Case& c, const std::string& impl, const Ha
   e.bytes_sent_per_rank = most_sent;
   e.dispatch_bytes_per_rank = most[0];
   e.combine_bytes_per_rank = most[1];
-  const double alone_s = median_of(alone);
+  const double alone_s = median(alone);
   e.alltoall_gbytes_per_s = alone_s > 0 ? most_sent / alone_s * 1e-9 : 0;
   const double exchanges = e.dispatch_exchange_s + e.combine_exchange_s;
   e.exchange_pct_of_alltoall = exchanges > 0 ? 100.0 * alone_s / exchanges : 0;

@@ -149,12 +149,13 @@ void router_probabilities(const RoutingConfig& cfg, const T* logits, int64_t exp
 }
 
 template <typename W>
-void apply_capacity(const Shape& shape, BasicRouting<W>& r) {
+void apply_capacity(const Shape& shape, BasicRouting<W>& r, std::span<const int64_t> used_before) {
   std::fill(r.kept.begin(), r.kept.end(), uint8_t{1});
   r.dropped = 0;
   const int64_t cap = expert_capacity(shape);
   if (cap < 0) return;
   std::vector<int64_t> used(static_cast<size_t>(shape.experts), 0);
+  std::copy(used_before.begin(), used_before.end(), used.begin());
   for (int64_t i = 0; i < r.tokens * r.top_k; ++i) {
     int32_t e = r.expert[i];
     if (used[e] < cap) {
@@ -176,7 +177,7 @@ template void route_token_with<double>(const RoutingConfig&, const double*, int6
                                        const int32_t*, double*, double*);
 template void router_probabilities<float>(const RoutingConfig&, const float*, int64_t, float*);
 template void router_probabilities<double>(const RoutingConfig&, const double*, int64_t, double*);
-template void apply_capacity<float>(const Shape&, BasicRouting<float>&);
-template void apply_capacity<double>(const Shape&, BasicRouting<double>&);
+template void apply_capacity<float>(const Shape&, BasicRouting<float>&, std::span<const int64_t>);
+template void apply_capacity<double>(const Shape&, BasicRouting<double>&, std::span<const int64_t>);
 
 }  // namespace moe_bench

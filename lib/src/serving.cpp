@@ -128,15 +128,6 @@ std::vector<Request> schedule_requests(const ArrivalSpec& arrivals, double rate,
   return out;
 }
 
-double quantile(std::vector<double> v, double q) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  const double h = (static_cast<double>(v.size()) - 1) * q;
-  const auto lo = static_cast<size_t>(std::floor(h));
-  const size_t hi = std::min(lo + 1, v.size() - 1);
-  return v[lo] + (h - static_cast<double>(lo)) * (v[hi] - v[lo]);
-}
-
 ServingInfo serve_requests(const std::vector<Request>& requests, const BatcherOptions& batcher,
                            double slo_s, const std::function<void(int64_t)>& run_batch,
                            uint64_t seed, std::vector<double>* batch_seconds) {

@@ -2,6 +2,7 @@
 
 #include <cstdint>
 #include <limits>
+#include <span>
 #include <vector>
 
 #include "moe_bench/shape.hpp"
@@ -51,9 +52,12 @@ template <typename T>
 void router_probabilities(const RoutingConfig& cfg, const T* logits, int64_t experts, T* out);
 
 /// Drops assignments beyond each expert's capacity, in token order then rank order; sets `kept`
-/// and `dropped`. Does nothing when the shape is dropless.
+/// and `dropped`. Keeps every assignment when the shape is dropless. `used_before`: assignments to
+/// each expert that tokens before these already claimed (expert parallelism: the lower ranks'
+/// tokens), empty for none.
 template <typename W>
-void apply_capacity(const Shape& shape, BasicRouting<W>& routing);
+void apply_capacity(const Shape& shape, BasicRouting<W>& routing,
+                    std::span<const int64_t> used_before = {});
 
 /// Realised expert load of a routing.
 struct Load {

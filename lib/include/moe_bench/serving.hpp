@@ -91,7 +91,4 @@ class LayerServer {
   Problem problem_;
 };
 
-/// Type-7 quantile of `values` (q in [0, 1]); 0 for none.
-double quantile(std::vector<double> values, double q);
-
 }  // namespace moe_bench
