@@ -126,13 +126,8 @@ constexpr double kComputeBoundRows = 16;
 // than FP32 FMAs here (Intel Xeons run it at half their FMA rate; AMD Zen 4/5 at twice): then
 // the widening AVX-512 kernels, which read the same bf16 weights and multiply at the FMA rate.
 const IsaKernels* best_isa(Dtype dtype, double rows_per_expert, std::string& why) {
-  if (dtype == Dtype::kBF16 && has_amx() && has_avx512_bf16() &&
-      rows_per_expert >= kComputeBoundRows) {
-    // Not yet measured on an AMX CPU (docs/implementations.md): chosen by the instruction's
-    // rate on paper, 16 vdpbf16ps in one TDPBF16PS.
-    why = fmt::format("{:.3g} rows per expert: bound by compute, AMX tiles", rows_per_expert);
-    return &amx_kernels();
-  }
+  // The AMX kernels (cpu_amx) are not chosen here: they have not run on an AMX CPU yet, and the
+  // choice is to be made by a measured rate (issue 12), not by the feature flag.
   if (dtype == Dtype::kBF16 && has_avx512_bf16()) {
     if (rows_per_expert < kComputeBoundRows) {
       why = fmt::format("{:.3g} rows per expert: bound by reading weights", rows_per_expert);
