@@ -4,20 +4,28 @@ checked against the runs with more ranks, then used to project larger N and a tw
 
 Usage: scripts/ep-model.py RUN_N1.json RUN_N2.json [RUN_N3.json ...]
          [--inter-latency-us 5] [--inter-gbytes-per-s 12.5] [--ranks-per-node 8]
+         [--save CALIBRATION.json]
 
 Each file is one `mpirun -np N moe-bench run --ep N --json FILE` of the same case(s), with the same
 threads per rank (scripts/ep-sweep.sh runs one thread per rank). Per case the model is
 
-  step(N)    = (overhead + compute(N) + exchange(N)) x max(1, N x threads / cores)
-  compute(N) = max over ranks of a x rows_r + b x experts_r   (the rows and distinct experts each
-               rank computed, from the run's placement; a: per row, b: streaming one expert)
+  step(N)    = shared(overhead + work_r over the ranks r) + exchange(N) x max(1, N x threads / cores)
+  work_r     = a x rows_r + b x experts_r   (the rows and distinct experts rank r computed, from
+               the run's placement; a: per row, b: streaming one expert)
   exchange(N)= 2 (N - 1) alpha + (dispatch + combine bytes of the busiest rank) / beta
   overhead   = route, packing, unpacking and summing at one rank
+  shared(w)  = when the last rank finishes if the cores are shared equally among the ranks still
+               working (processor sharing): each of n working ranks runs at min(1, cores /
+               (n x threads)) of its own speed; a rank that has finished waits without a core
 
 a and b come from the 1- and 2-rank computes, alpha (per message) and beta (bytes/s) from the
 2-rank run's two exchanges of different sizes, the overhead from the 1-rank run. Every run with 3
 or more ranks is a prediction; the 2-rank step is predicted from its parts' calibration only in
-compute and exchange. The factor at the front charges time-sharing when ranks outnumber cores.
+compute and exchange. Processor sharing charges time-sharing where ranks outnumber cores: a
+balanced load slows by N x threads / cores, an unbalanced one less, since the busiest rank has a
+core to itself once the others are done. --save writes the calibration, which
+`moe-bench run --ep N --ep-model FILE` reads to put its own prediction in `model_predicted_s`
+(the same formula, docs/ep.md).
 A two-level network (fast links inside a node of --ranks-per-node ranks, slower ones across) uses
 alpha and beta inside a node and the --inter-* figures across.
 """
@@ -46,6 +54,18 @@ def load(paths):
 def oversubscription(run):
     ep = run["ep"]
     return max(1.0, ep["ranks"] * ep["threads_per_rank"] / run["cores"])
+
+
+def shared(works, cores, threads):
+    """When the last of `works` (seconds each on its own cores) ends with the cores shared equally
+    among the ranks still working."""
+    t = done = 0.0
+    ordered = sorted(works)
+    for i, w in enumerate(ordered):
+        rate = min(1.0, cores / ((len(ordered) - i) * threads))
+        t += (w - done) / rate
+        done = w
+    return t
 
 
 def model(by_n):
@@ -79,7 +99,10 @@ def model(by_n):
     def predict(run, per_node=None, alpha_out=None, inv_beta_out=None):
         ep = run["ep"]
         n = ep["ranks"]
-        compute = max(a * r + b * x for r, x in zip(ep["rows_per_rank"], ep["experts_per_rank"]))
+        works = [overhead + a * r + b * x
+                 for r, x in zip(ep["rows_per_rank"], ep["experts_per_rank"])]
+        if len(works) < n:  # a projection: every rank as the one given
+            works = works * n
         exch = 0.0
         if n > 1:
             bytes_ = ep["dispatch_bytes_per_rank"] + ep["combine_bytes_per_rank"]
@@ -89,9 +112,12 @@ def model(by_n):
                 inside = (per_node - 1) / (n - 1)
                 exch = (2 * (per_node - 1) * alpha + 2 * (n - per_node) * alpha_out
                         + bytes_ * (inside * inv_beta + (1 - inside) * inv_beta_out))
-        return (overhead + compute + exch) * oversubscription(run)
+        return (shared(works, run["cores"], ep["threads_per_rank"])
+                + exch * oversubscription(run))
 
-    return predict, alpha, inv_beta, a, b
+    calibration = {"overhead_s": overhead, "row_s": a, "expert_s": b, "message_s": alpha,
+                   "byte_s": inv_beta}
+    return predict, calibration
 
 
 def main():
@@ -100,16 +126,29 @@ def main():
     ap.add_argument("--inter-latency-us", type=float, default=5.0)
     ap.add_argument("--inter-gbytes-per-s", type=float, default=12.5)
     ap.add_argument("--ranks-per-node", type=int, default=8)
+    ap.add_argument("--save", metavar="FILE",
+                    help="write the calibration of every case for moe-bench run --ep-model")
     a = ap.parse_args()
     runs = load(a.reports)
     if not runs:
         sys.exit("ep-model: no expert-parallel results in these reports")
     worst = 0.0
+    saved = []
     for key, by_n in sorted(runs.items(), key=lambda kv: str(kv[0])):
         if 1 not in by_n or 2 not in by_n:
             print(f"{key}: needs a 1-rank and a 2-rank run to calibrate; skipped")
             continue
-        predict, alpha, inv_beta, a_row, b_expert = model(by_n)
+        predict, cal = model(by_n)
+        alpha, inv_beta, a_row, b_expert = (cal["message_s"], cal["byte_s"], cal["row_s"],
+                                            cal["expert_s"])
+        one = by_n[1]
+        c = one["case"]
+        saved.append(dict(cal, case={
+            "preset": c.get("preset") or "", "experts": c["experts"], "top_k": c["top_k"],
+            "d_model": c["d_model"], "d_ff": c["d_ff"], "dtype": c["dtype"],
+            "routing": c["routing"], "capacity_factor": c["capacity_factor"],
+            "tokens_per_rank": one["ep"]["tokens_per_rank"], "placement": one["ep"]["placement"],
+            "threads_per_rank": one["ep"]["threads_per_rank"]}))
         bw = f"{1e-9 / inv_beta:.2f} GB/s" if inv_beta > 0 else "latency only"
         print(f"case {key[0] or ''} E{key[1]} k{key[2]} d{key[3]} f{key[4]} {key[5]} "
               f"{key[6]} C={key[7]} T/rank={key[8]} {key[9]}: alpha {alpha * 1e6:.1f} us, "
@@ -147,6 +186,12 @@ def main():
             print(f"    N={n:3d}: one fast network {flat * 1e3:9.3f} ms, two-level "
                   f"{two * 1e3:9.3f} ms")
     print(f"largest prediction error over the runs with 3 or more ranks: {worst:.1%}")
+    if a.save:
+        if not saved:
+            sys.exit("ep-model: no case has a 1-rank and a 2-rank run: nothing to save")
+        with open(a.save, "w") as f:
+            json.dump({"schema": "moe-bench-ep-model/1", "cases": saved}, f, indent=1)
+            f.write("\n")
 
 
 if __name__ == "__main__":

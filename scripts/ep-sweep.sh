@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The expert-parallel sweep of docs/ep.md: the same case on 1 to 4 ranks (oversubscribed where
-# the machine has fewer cores), each run's JSON in OUT, then the cost model's predictions.
+# the machine has fewer cores), each run's JSON in OUT. The cost model is calibrated on the 1- and
+# 2-rank runs (OUT/ep-model.json); the 3- and 4-rank runs then carry its prediction
+# (model_predicted_s), and ep-model.py prints every prediction and its error.
 # Usage: bash scripts/ep-sweep.sh OUT [moe-bench run flags]   (default: workload A, 32 tokens
 # per rank, one thread per rank, f32, uniform and zipf:1.2 routing, contiguous and load-aware)
 set -euo pipefail
@@ -13,11 +15,19 @@ flags=("$@")
 [ ${#flags[@]} -gt 0 ] || flags=(--workload A --tokens 32 --routing uniform,zipf:1.2 --threads 1)
 tool=${MOE_BENCH_TOOL:-build/release/apps/moe-bench/moe-bench}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+run() {  # ranks placement [more flags]
+  local n=$1 placement=$2
+  shift 2
+  echo "ep-sweep: $n rank(s), $placement placement" >&2
+  mpirun -q --oversubscribe -np "$n" "$tool" run --ep "$n" --placement "$placement" -q \
+    "${flags[@]}" "$@" --json "$out/ep-$placement-n$n.json" --md "$out/ep-$placement-n$n.md" \
+    > "$out/ep-$placement-n$n.txt"
+}
 for placement in contiguous load-aware; do
-  for n in 1 2 3 4; do
-    echo "ep-sweep: $n rank(s), $placement placement" >&2
-    mpirun -q --oversubscribe -np "$n" "$tool" run --ep "$n" --placement "$placement" -q \
-      "${flags[@]}" --json "$out/ep-$placement-n$n.json" > "$out/ep-$placement-n$n.txt"
-  done
+  for n in 1 2; do run "$n" "$placement"; done
+done
+python3 scripts/ep-model.py "$out"/ep-*-n[12].json --save "$out/ep-model.json" > /dev/null
+for placement in contiguous load-aware; do
+  for n in 3 4; do run "$n" "$placement" --ep-model "$out/ep-model.json"; done
 done
 python3 scripts/ep-model.py "$out"/ep-*-n*.json | tee "$out/ep-model.txt"

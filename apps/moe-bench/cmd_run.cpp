@@ -10,6 +10,7 @@
 #include "case_options.hpp"
 #include "commands.hpp"
 #include "lib/ep/ep.hpp"
+#include "moe_bench/ep_model.hpp"
 #include "moe_bench/error.hpp"
 #include "moe_bench/harness.hpp"
 #include "moe_bench/kernel.hpp"
@@ -29,6 +30,7 @@ struct RunOptions {
   std::string python;
   bool quiet = false;
   ep::EpOptions ep;
+  std::string ep_model_path;
   bool ep_set = false, placement_set = false;
 };
 
@@ -60,6 +62,19 @@ int run_ep(const RunOptions& o) {
   if (co.axes.threads.empty()) co.axes.threads = {ep::default_threads(o.ep.ranks)};
   const std::vector<Case> cases = plan_checked(co, o.ep.ranks);
   const Format format = parse_format(o.format);
+  ep::EpOptions ep = o.ep;
+  if (!o.ep_model_path.empty()) {
+    ep.model = load_ep_model(o.ep_model_path);
+    for (const Case& c : cases) {
+      if (ep::calibration_for(ep, c) == nullptr) {
+        throw UsageError(fmt::format(
+            "--ep-model {} has no calibration for {} with {} tokens and {} threads per rank, "
+            "{} placement: calibrate on 1- and 2-rank runs of that case (scripts/ep-model.py "
+            "--save)",
+            o.ep_model_path, case_label(c), c.shape.tokens, c.threads, o.ep.placement));
+      }
+    }
+  }
   ep::Session session;
   if (session.size() != o.ep.ranks) {
     throw UsageError(fmt::format(
@@ -88,7 +103,7 @@ int run_ep(const RunOptions& o) {
       for (int t : threads) report.peaks.push_back(measure_peaks(t));
     }
     ep::quiet_barrier();
-    ep::run_cases(session, cases, co.impls[0], co.harness, o.ep, report,
+    ep::run_cases(session, cases, co.impls[0], co.harness, ep, report,
                   progress_lines(lead && !o.quiet));
     if (lead) {
       for (Peaks& p : report.peaks) keep_higher(p, measure_peaks(p.threads));
@@ -104,7 +119,7 @@ int run_ep(const RunOptions& o) {
 
 int run(const RunOptions& o) {
   if (o.ep_set) return run_ep(o);
-  if (o.placement_set) throw UsageError("--placement and --replicas need --ep N");
+  if (o.placement_set) throw UsageError("--placement, --replicas and --ep-model need --ep N");
   // Everything that can be wrong with the input is found before any work or any file is made.
   if (!o.python.empty()) python::set_interpreter(o.python);
   RunOptions checked = o;
@@ -160,6 +175,10 @@ Command add_run_command(CLI::App& app) {
       ->each([&o](const std::string&) { o.placement_set = true; });
   sub->add_option("--replicas", o.ep.replicas,
                   "Extra expert copies for load-aware placement (default: one per rank)")
+      ->each([&o](const std::string&) { o.placement_set = true; });
+  sub->add_option("--ep-model", o.ep_model_path,
+                  "With --ep: the cost model's calibration (scripts/ep-model.py --save); each "
+                  "result's model_predicted_s is its prediction for the run")
       ->each([&o](const std::string&) { o.placement_set = true; });
   return {sub, [options] { return run(*options); }};
 }

@@ -11,6 +11,7 @@
 #include <numeric>
 #include <thread>
 
+#include "moe_bench/aligned.hpp"
 #include "moe_bench/correctness.hpp"
 #include "moe_bench/dtype.hpp"
 #include "moe_bench/error.hpp"
@@ -65,16 +66,19 @@ class EpLayer {
     record_ = d_ * elem_ + k_ * 8;
     const int64_t max_rows = static_cast<int64_t>(N_) * T_;
     routing_.resize(T_, k_);
-    send_.resize(static_cast<size_t>(max_rows * record_));
-    recv_.resize(send_.size());
+    // The buffers MPI moves live on huge pages: a large message is copied by the receiving
+    // process straight from the sender's pages (Open MPI's CMA), and after a compute stage that
+    // streamed the weights every 4 KiB page is a cold page-table walk.
+    send_.resize(max_rows * record_, kExchangeHugeFrom);
+    recv_.resize(max_rows * record_, kExchangeHugeFrom);
     send_tokens_.resize(static_cast<size_t>(max_rows));
     xr_.resize(static_cast<size_t>(max_rows * d_));
     er_.resize(static_cast<size_t>(max_rows * k_));
     wr_.resize(er_.size());
     kr_.resize(er_.size());
     shared_.resize(static_cast<size_t>(max_rows));
-    yr_.resize(xr_.size());
-    back_.resize(xr_.size());
+    yr_.resize(max_rows * d_, kExchangeHugeFrom);
+    back_.resize(max_rows * d_, kExchangeHugeFrom);
     y_.resize(static_cast<size_t>(T_ * d_));
     written_.resize(static_cast<size_t>(T_));
     for (auto* v : {&scount_, &rcount_, &sdispl_, &rdispl_}) v->assign(static_cast<size_t>(N_), 0);
@@ -114,7 +118,7 @@ class EpLayer {
         layer,
         RoutedRows{xr_, rows, k_, std::span(er_).first(rows * k_), std::span(wr_).first(rows * k_),
                    std::span(kr_).first(rows * k_), std::span(shared_).first(rows)},
-        yr_);
+        std::span(yr_.data(), static_cast<size_t>(rows * d_)));
     rows_computed_ = kept_rows(rows);
     check_mpi(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier");
     const double t3 = now();
@@ -159,8 +163,8 @@ class EpLayer {
     return b;
   }
   // MPI_Alltoallv alone on the last step's counts (dispatch then combine), as osu_alltoallv
-  // measures it: this rank's seconds for the pair.
-  double alltoall_alone() {
+  // measures it: this rank's seconds for each of the two.
+  std::array<double, 2> alltoall_alone() {
     // The same MPI calls as a step's two exchanges (counts, records; rows back), each after a
     // barrier as in the step, timed without the barriers.
     std::vector<int> counts(static_cast<size_t>(N_));
@@ -178,7 +182,7 @@ class EpLayer {
     check_mpi(MPI_Alltoallv(yr_.data(), rcount_.data(), rdispl_.data(), row_type_, back_.data(),
                             scount_.data(), sdispl_.data(), row_type_, MPI_COMM_WORLD),
               "MPI_Alltoallv (bandwidth)");
-    return dispatch + (now() - a);
+    return {dispatch, now() - a};
   }
 
  private:
@@ -299,9 +303,11 @@ class EpLayer {
   int N_ = 1, r_ = 0;
   int64_t k_ = 1, d_ = 1, elem_ = 4, record_ = 0, rows_computed_ = 0, experts_computed_ = 0;
   Routing routing_;  ///< this rank's tokens: experts, weights, kept by the global capacity
-  std::vector<char> send_, recv_;
+  static constexpr size_t kExchangeHugeFrom = size_t{64} << 10;
+  Aligned<char> send_, recv_;
   std::vector<int32_t> send_tokens_;
-  std::vector<float> xr_, wr_, yr_, back_, y_;
+  std::vector<float> xr_, wr_, y_;
+  Aligned<float> yr_, back_;
   std::vector<int32_t> er_;
   std::vector<uint8_t> kr_, shared_, written_;
   std::vector<int> scount_, rcount_, sdispl_, rdispl_;
@@ -419,14 +425,17 @@ void run_case(const Session& s, const Case& c, const std::string& impl, const Ha
   }
   if (r == 0 && interrupt_requested()) report.interrupted = true;
 
-  // The exchanges alone on the same counts: the MPI all-to-all rate on this machine.
-  std::vector<double> alone;
+  // The exchanges alone on the same counts: the MPI all-to-all rate on this machine. The same
+  // statistic as the step's exchanges: each exchange's maximum over ranks, medians summed.
+  std::vector<double> alone_dispatch, alone_combine;
   for (int i = 0; i < 20; ++i) {
     MPI_Barrier(MPI_COMM_WORLD);
-    double mine_s = layer.alltoall_alone(), slowest = 0;
-    check_mpi(MPI_Allreduce(&mine_s, &slowest, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD),
+    const std::array<double, 2> mine_s = layer.alltoall_alone();
+    std::array<double, 2> slowest{};
+    check_mpi(MPI_Allreduce(mine_s.data(), slowest.data(), 2, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD),
               "MPI_Allreduce (bandwidth)");
-    alone.push_back(slowest);
+    alone_dispatch.push_back(slowest[0]);
+    alone_combine.push_back(slowest[1]);
   }
   const std::array<double, 3> sent{layer.bytes_sent()[0], layer.bytes_sent()[1],
                                    layer.bytes_sent()[0] + layer.bytes_sent()[1]};
@@ -493,7 +502,7 @@ void run_case(const Session& s, const Case& c, const std::string& impl, const Ha
   e.bytes_sent_per_rank = most_sent;
   e.dispatch_bytes_per_rank = most[0];
   e.combine_bytes_per_rank = most[1];
-  const double alone_s = median(alone);
+  const double alone_s = median(alone_dispatch) + median(alone_combine);
   e.alltoall_gbytes_per_s = alone_s > 0 ? most_sent / alone_s * 1e-9 : 0;
   const double exchanges = e.dispatch_exchange_s + e.combine_exchange_s;
   e.exchange_pct_of_alltoall = exchanges > 0 ? 100.0 * alone_s / exchanges : 0;
@@ -501,6 +510,9 @@ void run_case(const Session& s, const Case& c, const std::string& impl, const Ha
   e.experts_per_rank = experts_per_rank;
   std::vector<double> rows_d(rows_per_rank.begin(), rows_per_rank.end());
   e.load_max_over_mean = max_over_mean(rows_d);
+  if (const EpCalibration* cal = calibration_for(ep, c)) {
+    e.model_predicted_s = predict_step_s(*cal, e, cpu_count());
+  }
   res.notes = fmt::format(
       "expert-parallel over {} MPI ranks of {} threads, {} placement{}; every rank holds every "
       "expert's weights, computes only those placed on it",

@@ -3,6 +3,7 @@
 #include <string>
 #include <vector>
 
+#include "moe_bench/ep_model.hpp"
 #include "moe_bench/harness.hpp"
 #include "moe_bench/report.hpp"
 
@@ -16,7 +17,17 @@ struct EpOptions {
   int ranks = 1;                         ///< --ep N: the processes mpirun started
   std::string placement = "contiguous";  ///< contiguous, round-robin, load-aware
   int replicas = -1;                     ///< extra expert copies (-1: N for load-aware, else 0)
+  std::vector<EpCalibration> model;      ///< --ep-model: every case's calibration (empty: none)
 };
+
+/// The case's calibration in `ep.model` (tokens and threads per rank as planned), or null.
+inline const EpCalibration* calibration_for(const EpOptions& ep, const Case& c) {
+  EpInfo planned;
+  planned.tokens_per_rank = c.shape.tokens;
+  planned.placement = ep.placement;
+  planned.threads_per_rank = c.threads;
+  return find_calibration(ep.model, c, planned);
+}
 
 /// MPI for the life of the object: initialised on construction (threads funneled: OpenMP runs
 /// inside each rank), finalised on destruction.

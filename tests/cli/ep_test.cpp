@@ -4,9 +4,11 @@
 #include <catch2/catch.hpp>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "moe_bench/ep_model.hpp"
 #include "moe_bench/error.hpp"
 #include "moe_bench/placement.hpp"
 #include "tool.hpp"
@@ -181,4 +183,86 @@ TEST_CASE("run --ep says what is wrong in one line") {
   Outcome placement = run_tool(std::string("run --placement load-aware ") + kSmall);
   CHECK(placement.code == 2);
   CHECK(placement.err.find("need --ep") != std::string::npos);
+}
+
+TEST_CASE("the cost model shares cores among the ranks still working") {
+  const std::vector<double> balanced{1, 1, 1, 1};
+  CHECK(shared_finish_s(balanced, 4, 1) == Approx(1));  // a core each
+  CHECK(shared_finish_s(balanced, 2, 1) == Approx(2));  // two ranks per core throughout
+  CHECK(shared_finish_s(balanced, 8, 2) == Approx(1));  // 2 threads each on 8 cores
+  // Two on one core: both at half speed until the short one ends at 2 s, then the long one's
+  // remaining 2 s alone: 4 s, the whole work on one core.
+  const std::vector<double> uneven{3, 1};
+  CHECK(shared_finish_s(uneven, 1, 1) == Approx(4));
+  // Four on two cores: all at half speed until the two 0.5 s ones end at 1 s, then two at full
+  // speed until the 1 s one ends at 1.5 s, then the 3 s one's remaining 2 s alone: 3.5 s.
+  const std::vector<double> skewed{3, 0.5, 1, 0.5};
+  CHECK(shared_finish_s(skewed, 2, 1) == Approx(3.5));
+
+  EpCalibration cal;
+  cal.overhead_s = 1e-4;
+  cal.row_s = 1e-5;
+  cal.expert_s = 1e-3;
+  cal.message_s = 2e-5;
+  cal.byte_s = 1e-10;
+  EpInfo ep;
+  ep.ranks = 2;
+  ep.threads_per_rank = 1;
+  ep.rows_per_rank = {100, 20};
+  ep.experts_per_rank = {4, 4};
+  ep.dispatch_bytes_per_rank = 1e5;
+  ep.combine_bytes_per_rank = 2e5;
+  // Two cores: the busier rank's work, plus 2 messages and 3e5 bytes.
+  const double busier = 1e-4 + 100 * 1e-5 + 4 * 1e-3;
+  CHECK(predict_step_s(cal, ep, 2) == Approx(busier + 2 * 2e-5 + 3e5 * 1e-10));
+  // One core: the two works in turn (both half speed, then the busier alone) and the exchanges
+  // twice as slow.
+  const double lighter = 1e-4 + 20 * 1e-5 + 4 * 1e-3;
+  CHECK(predict_step_s(cal, ep, 1) == Approx(busier + lighter + 2 * (2 * 2e-5 + 3e5 * 1e-10)));
+}
+
+TEST_CASE("run --ep --ep-model puts the model's prediction in the result") {
+  namespace fs = std::filesystem;
+  const std::string dir =
+      (fs::temp_directory_path() / ("moe_bench_ep_model_" + std::to_string(getpid()))).string();
+  fs::create_directories(dir);
+  const std::string bad = dir + "/bad.json", good = dir + "/model.json";
+  std::ofstream(bad) << "{\"schema\": \"something else\", \"cases\": []}";
+  CHECK_THROWS_AS(load_ep_model(bad), UsageError);
+  CHECK_THROWS_AS(load_ep_model(dir + "/absent.json"), UsageError);
+  const nlohmann::json model = {
+      {"schema", "moe-bench-ep-model/1"},
+      {"cases",
+       {{{"overhead_s", 1e-4},
+         {"row_s", 1e-5},
+         {"expert_s", 1e-3},
+         {"message_s", 2e-5},
+         {"byte_s", 0.0},
+         {"case",
+          {{"preset", ""}, {"experts", 8}, {"top_k", 2}, {"d_model", 64}, {"d_ff", 48},
+           {"dtype", "f32"}, {"routing", "uniform"}, {"capacity_factor", 0.0},
+           {"tokens_per_rank", 4}, {"placement", "contiguous"}, {"threads_per_rank", 1}}}}}}};
+  std::ofstream(good) << model.dump();
+  REQUIRE(load_ep_model(good).size() == 1);
+  if (!have_mpi()) {
+    WARN("skipped the runs: this build has no MPI");
+    fs::remove_all(dir);
+    return;
+  }
+  const std::string args = std::string("run --ep 1 ") + kSmall + " --threads 1 --format json";
+  Outcome o = run_mpi(1, args + " --tokens 4 --ep-model " + good);
+  INFO(o.err);
+  REQUIRE(o.code == 0);
+  const auto r = nlohmann::json::parse(o.out)["results"].at(0);
+  const auto& e = r["ep"];
+  // One rank: its own work alone, no exchange.
+  const double expected = 1e-4 + 1e-5 * e["rows_per_rank"][0].get<double>() +
+                          1e-3 * e["experts_per_rank"][0].get<double>();
+  CHECK(e["model_predicted_s"].get<double>() == Approx(expected));
+  // A case the file does not calibrate: one line before any work.
+  Outcome other = run_mpi(1, args + " --tokens 5 --ep-model " + good);
+  CHECK(other.code == 2);
+  CHECK(other.err.find("no calibration") != std::string::npos);
+  CHECK(std::count(other.err.begin(), other.err.end(), '\n') == 1);
+  fs::remove_all(dir);
 }

@@ -2,7 +2,6 @@
 
 #include <fmt/format.h>
 #include <omp.h>
-#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -17,6 +16,7 @@
 #include <vector>
 
 #include "cpu_isa.hpp"
+#include "moe_bench/aligned.hpp"
 #include "moe_bench/dtype.hpp"
 #include "moe_bench/roofline.hpp"
 #include "moe_bench/routing.hpp"
@@ -25,34 +25,6 @@
 namespace moe_bench::cpu {
 namespace {
 
-/// 64-byte aligned storage (2 MiB aligned and huge-page backed when large), sized once in
-/// prepare().
-template <typename T>
-class Aligned {
- public:
-  void resize(int64_t n) {
-    // Large buffers are asked for transparent huge pages before first touch: streaming weights
-    // through 4 KiB pages costs TLB misses that a decode kernel notices.
-    constexpr size_t kHuge = size_t{2} << 20;
-    const auto raw = static_cast<size_t>(std::max<int64_t>(n, 1)) * sizeof(T);
-    const size_t align = raw >= kHuge ? kHuge : 64;
-    const size_t bytes = (raw + align - 1) / align * align;
-    data_.reset(static_cast<T*>(std::aligned_alloc(align, bytes)));
-    if (!data_) throw std::bad_alloc();
-    if (align == kHuge) madvise(data_.get(), bytes, MADV_HUGEPAGE);
-    size_ = n;
-  }
-  T* data() { return data_.get(); }
-  const T* data() const { return data_.get(); }
-  int64_t size() const { return size_; }
-
- private:
-  struct Free {
-    void operator()(T* p) const { std::free(p); }
-  };
-  std::unique_ptr<T, Free> data_;
-  int64_t size_ = 0;
-};
 using AlignedFloats = Aligned<float>;
 
 /// One FFN in the packed layout: a routed expert, or all shared experts fused into one.

@@ -89,6 +89,38 @@ std::string render_markdown(const Report& report) {
     }
   }
 
+  bool ep = false;
+  for (const Result& r : report.results) ep |= r.ep.has_value();
+  if (ep) {
+    out +=
+        "\n## Expert parallelism\n\nMedians; each stage the slowest rank's in its step. The "
+        "exchanges are the MPI calls inside dispatch and combine, against the same calls alone "
+        "on the same counts in the same run.\n\n";
+    out +=
+        "| case | ranks | placement | step ms | route / dispatch / compute / combine ms | "
+        "exchanges us (% of MPI alone) | bytes sent per rank | rows per rank max/mean | one "
+        "process ms | model ms (error) |\n";
+    out += "|---|---|---|---|---|---|---|---|---|---|\n";
+    for (const Result& r : report.results) {
+      if (!r.ep || r.status != Status::kOk) continue;
+      const EpInfo& e = *r.ep;
+      const std::string model =
+          e.model_predicted_s > 0
+              ? fmt::format("{:.3f} ({:+.1f}%)", e.model_predicted_s * 1e3,
+                            100.0 * (e.model_predicted_s - r.stats.median_s) / r.stats.median_s)
+              : std::string("-");
+      out += fmt::format(
+          "| {} | {} | {}{} | {:.3f} | {:.3f} / {:.3f} / {:.3f} / {:.3f} | {:.1f} ({:.0f}%) | {:.0f} "
+          "| {:.2f} | {:.3f} | {} |\n",
+          case_label(r.kase), e.ranks, e.placement,
+          e.replicas > 0 ? fmt::format(" +{}", e.replicas) : std::string(),
+          r.stats.median_s * 1e3, e.route_s * 1e3, e.dispatch_s * 1e3, e.compute_s * 1e3,
+          e.combine_s * 1e3, (e.dispatch_exchange_s + e.combine_exchange_s) * 1e6,
+          e.exchange_pct_of_alltoall, e.bytes_sent_per_rank, e.load_max_over_mean,
+          e.single_process_s * 1e3, model);
+    }
+  }
+
   if (!report.comparisons.empty()) {
     out +=
         "\n## Speed-ups\n\nRatio of medians (B / A) with a 95% bootstrap interval; "

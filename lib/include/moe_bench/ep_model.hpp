@@ -1,0 +1,43 @@
+#pragma once
+
+#include <span>
+#include <string>
+#include <vector>
+
+#include "moe_bench/result.hpp"
+
+// The expert-parallel cost model of docs/ep.md, as scripts/ep-model.py calibrates it on the 1-
+// and 2-rank runs of a case and saves it (--save): `moe-bench run --ep N --ep-model FILE` puts
+// the model's step time for its own placement and counts in the result's `model_predicted_s`.
+namespace moe_bench {
+
+/// One case's calibration: what identifies the case, and the model's constants.
+struct EpCalibration {
+  std::string preset, dtype, routing, placement;
+  int64_t experts = 0, top_k = 0, d_model = 0, d_ff = 0, tokens_per_rank = 0;
+  double capacity_factor = 0;
+  int threads_per_rank = 1;
+  double overhead_s = 0;  ///< route, packing, unpacking and summing on one rank
+  double row_s = 0;       ///< compute per expert row
+  double expert_s = 0;    ///< compute per distinct expert (streaming its weights)
+  double message_s = 0;   ///< per message of an exchange
+  double byte_s = 0;      ///< per byte a rank sends (0: the exchanges showed no size dependence)
+};
+
+/// Reads a calibration file; a missing, unreadable or malformed one is a UsageError naming it.
+std::vector<EpCalibration> load_ep_model(const std::string& path);
+
+/// The calibration of this case (the layer's case, its tokens per rank and placement), or null.
+const EpCalibration* find_calibration(const std::vector<EpCalibration>& model, const Case& c,
+                                      const EpInfo& ep);
+
+/// When the last of `works` (seconds each, alone on `threads` cores) ends if `cores` are shared
+/// equally among the ranks still working and a rank that has finished waits without a core.
+double shared_finish_s(std::span<const double> works, int cores, int threads);
+
+/// The modelled step: shared(overhead + row_s x rows_r + expert_s x experts_r over the ranks)
+/// plus the exchanges, 2 (N - 1) messages and the busiest rank's bytes, slowed by
+/// N x threads / cores where the ranks outnumber the cores.
+double predict_step_s(const EpCalibration& cal, const EpInfo& ep, int cores);
+
+}  // namespace moe_bench
