@@ -9,21 +9,21 @@ Usage: scripts/ep-model.py RUN_N1.json RUN_N2.json [RUN_N3.json ...]
 Each file is one `mpirun -np N moe-bench run --ep N --json FILE` of the same case(s), with the same
 threads per rank (scripts/ep-sweep.sh runs one thread per rank). Per case the model is
 
-  step(N)    = shared(overhead + work_r over the ranks r) + exchange(N) x max(1, N x threads / cores)
+  step(N)    = bound(overhead + work_r over the ranks r) + exchange(N) x max(1, N x threads / cores)
   work_r     = a x rows_r + b x experts_r   (the rows and distinct experts rank r computed, from
                the run's placement; a: per row, b: streaming one expert)
   exchange(N)= 2 (N - 1) alpha + (dispatch + combine bytes of the busiest rank) / beta
   overhead   = route, packing, unpacking and summing at one rank
-  shared(w)  = when the last rank finishes if the cores are shared equally among the ranks still
-               working (processor sharing): each of n working ranks runs at min(1, cores /
-               (n x threads)) of its own speed; a rank that has finished waits without a core
+  bound(w)   = the busiest core's total with the ranks bound round-robin to slots of `threads`
+               cores (rank r on slot r mod (cores / threads)) and a slot's ranks taking turns
+               (scripts/ep-sweep.sh launches with --bind-to core:overload-allowed --map-by core)
 
 a and b come from the 1- and 2-rank computes, alpha (per message) and beta (bytes/s) from the
 2-rank run's two exchanges of different sizes, the overhead from the 1-rank run. Every run with 3
 or more ranks is a prediction; the 2-rank step is predicted from its parts' calibration only in
-compute and exchange. Processor sharing charges time-sharing where ranks outnumber cores: a
-balanced load slows by N x threads / cores, an unbalanced one less, since the busiest rank has a
-core to itself once the others are done. --save writes the calibration, which
+compute and exchange. Where ranks outnumber cores, the ranks that share a core take turns: three
+balanced ranks on two cores take as long as four (two share core 0); a skewed load costs what
+its busiest core holds. --save writes the calibration, which
 `moe-bench run --ep N --ep-model FILE` reads to put its own prediction in `model_predicted_s`
 (the same formula, docs/ep.md).
 A two-level network (fast links inside a node of --ranks-per-node ranks, slower ones across) uses
@@ -39,6 +39,8 @@ def load(paths):
     for path in paths:
         with open(path) as f:
             report = json.load(f)
+        if "results" not in report:  # a calibration (--save) or another file
+            continue
         cores = report["context"]["cpu"]["threads"]
         for r in report["results"]:
             if r.get("status") != "ok" or "ep" not in r:
@@ -56,16 +58,13 @@ def oversubscription(run):
     return max(1.0, ep["ranks"] * ep["threads_per_rank"] / run["cores"])
 
 
-def shared(works, cores, threads):
-    """When the last of `works` (seconds each on its own cores) ends with the cores shared equally
-    among the ranks still working."""
-    t = done = 0.0
-    ordered = sorted(works)
-    for i, w in enumerate(ordered):
-        rate = min(1.0, cores / ((len(ordered) - i) * threads))
-        t += (w - done) / rate
-        done = w
-    return t
+def bound(works, cores, threads):
+    """The busiest core's total: ranks bound round-robin to slots of `threads` cores, a slot's
+    ranks taking turns."""
+    slots = [0.0] * max(1, cores // max(threads, 1))
+    for r, w in enumerate(works):
+        slots[r % len(slots)] += w
+    return max(slots)
 
 
 def model(by_n):
@@ -112,7 +111,7 @@ def model(by_n):
                 inside = (per_node - 1) / (n - 1)
                 exch = (2 * (per_node - 1) * alpha + 2 * (n - per_node) * alpha_out
                         + bytes_ * (inside * inv_beta + (1 - inside) * inv_beta_out))
-        return (shared(works, run["cores"], ep["threads_per_rank"])
+        return (bound(works, run["cores"], ep["threads_per_rank"])
                 + exch * oversubscription(run))
 
     calibration = {"overhead_s": overhead, "row_s": a, "expert_s": b, "message_s": alpha,

@@ -15,11 +15,14 @@ flags=("$@")
 [ ${#flags[@]} -gt 0 ] || flags=(--workload A --tokens 32 --routing uniform,zipf:1.2 --threads 1)
 tool=${MOE_BENCH_TOOL:-build/release/apps/moe-bench/moe-bench}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+# Ranks bound round-robin to cores, as the cost model assumes (one thread per rank; with T threads
+# per rank pass MPIRUN_FLAGS="--map-by slot:PE=T --bind-to core").
+read -r -a launch <<< "${MPIRUN_FLAGS:---bind-to core:overload-allowed --map-by core}"
 run() {  # ranks placement [more flags]
   local n=$1 placement=$2
   shift 2
   echo "ep-sweep: $n rank(s), $placement placement" >&2
-  mpirun -q --oversubscribe -np "$n" "$tool" run --ep "$n" --placement "$placement" -q \
+  mpirun -q --oversubscribe "${launch[@]}" -np "$n" "$tool" run --ep "$n" --placement "$placement" -q \
     "${flags[@]}" "$@" --json "$out/ep-$placement-n$n.json" --md "$out/ep-$placement-n$n.md" \
     > "$out/ep-$placement-n$n.txt"
 }

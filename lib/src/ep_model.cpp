@@ -65,17 +65,11 @@ const EpCalibration* find_calibration(const std::vector<EpCalibration>& model, c
   return nullptr;
 }
 
-double shared_finish_s(std::span<const double> works, int cores, int threads) {
-  std::vector<double> w(works.begin(), works.end());
-  std::sort(w.begin(), w.end());
-  double t = 0, done = 0;
-  for (size_t i = 0; i < w.size(); ++i) {
-    const double working = static_cast<double>(w.size() - i) * std::max(threads, 1);
-    const double rate = std::min(1.0, static_cast<double>(std::max(cores, 1)) / working);
-    t += (w[i] - done) / rate;
-    done = w[i];
-  }
-  return t;
+double bound_finish_s(std::span<const double> works, int cores, int threads) {
+  const int slots = std::max(1, std::max(cores, 1) / std::max(threads, 1));
+  std::vector<double> per_slot(static_cast<size_t>(slots), 0.0);
+  for (size_t r = 0; r < works.size(); ++r) per_slot[r % per_slot.size()] += works[r];
+  return *std::max_element(per_slot.begin(), per_slot.end());
 }
 
 double predict_step_s(const EpCalibration& cal, const EpInfo& ep, int cores) {
@@ -91,7 +85,7 @@ double predict_step_s(const EpCalibration& cal, const EpInfo& ep, int cores) {
   }
   const double oversubscribed =
       std::max(1.0, static_cast<double>(ep.ranks) * ep.threads_per_rank / std::max(cores, 1));
-  return shared_finish_s(works, cores, ep.threads_per_rank) + exchange * oversubscribed;
+  return bound_finish_s(works, cores, ep.threads_per_rank) + exchange * oversubscribed;
 }
 
 }  // namespace moe_bench

@@ -185,19 +185,20 @@ TEST_CASE("run --ep says what is wrong in one line") {
   CHECK(placement.err.find("need --ep") != std::string::npos);
 }
 
-TEST_CASE("the cost model shares cores among the ranks still working") {
+TEST_CASE("the cost model puts ranks on cores round-robin, a core's ranks in turn") {
   const std::vector<double> balanced{1, 1, 1, 1};
-  CHECK(shared_finish_s(balanced, 4, 1) == Approx(1));  // a core each
-  CHECK(shared_finish_s(balanced, 2, 1) == Approx(2));  // two ranks per core throughout
-  CHECK(shared_finish_s(balanced, 8, 2) == Approx(1));  // 2 threads each on 8 cores
-  // Two on one core: both at half speed until the short one ends at 2 s, then the long one's
-  // remaining 2 s alone: 4 s, the whole work on one core.
+  CHECK(bound_finish_s(balanced, 4, 1) == Approx(1));  // a core each
+  CHECK(bound_finish_s(balanced, 2, 1) == Approx(2));  // two ranks per core
+  CHECK(bound_finish_s(balanced, 8, 2) == Approx(1));  // 2 threads each on 8 cores
+  // Three on two cores: ranks 0 and 2 share core 0.
+  const std::vector<double> three{1, 1, 1};
+  CHECK(bound_finish_s(three, 2, 1) == Approx(2));
+  // Two on one core: one after the other.
   const std::vector<double> uneven{3, 1};
-  CHECK(shared_finish_s(uneven, 1, 1) == Approx(4));
-  // Four on two cores: all at half speed until the two 0.5 s ones end at 1 s, then two at full
-  // speed until the 1 s one ends at 1.5 s, then the 3 s one's remaining 2 s alone: 3.5 s.
+  CHECK(bound_finish_s(uneven, 1, 1) == Approx(4));
+  // Core 0 holds ranks 0 and 2 (4 s), core 1 ranks 1 and 3 (1 s).
   const std::vector<double> skewed{3, 0.5, 1, 0.5};
-  CHECK(shared_finish_s(skewed, 2, 1) == Approx(3.5));
+  CHECK(bound_finish_s(skewed, 2, 1) == Approx(4));
 
   EpCalibration cal;
   cal.overhead_s = 1e-4;
@@ -215,8 +216,7 @@ TEST_CASE("the cost model shares cores among the ranks still working") {
   // Two cores: the busier rank's work, plus 2 messages and 3e5 bytes.
   const double busier = 1e-4 + 100 * 1e-5 + 4 * 1e-3;
   CHECK(predict_step_s(cal, ep, 2) == Approx(busier + 2 * 2e-5 + 3e5 * 1e-10));
-  // One core: the two works in turn (both half speed, then the busier alone) and the exchanges
-  // twice as slow.
+  // One core: the two works in turn and the exchanges twice as slow.
   const double lighter = 1e-4 + 20 * 1e-5 + 4 * 1e-3;
   CHECK(predict_step_s(cal, ep, 1) == Approx(busier + lighter + 2 * (2 * 2e-5 + 3e5 * 1e-10)));
 }

@@ -31,11 +31,13 @@ std::vector<EpCalibration> load_ep_model(const std::string& path);
 const EpCalibration* find_calibration(const std::vector<EpCalibration>& model, const Case& c,
                                       const EpInfo& ep);
 
-/// When the last of `works` (seconds each, alone on `threads` cores) ends if `cores` are shared
-/// equally among the ranks still working and a rank that has finished waits without a core.
-double shared_finish_s(std::span<const double> works, int cores, int threads);
+/// When the last of `works` (rank r's seconds alone on `threads` cores) ends with the ranks bound
+/// round-robin to slots of `threads` cores (rank r on slot r mod (cores / threads), as
+/// `mpirun --bind-to core:overload-allowed --map-by core` places one-thread ranks) and the ranks
+/// of a slot taking turns on it: the busiest slot's total.
+double bound_finish_s(std::span<const double> works, int cores, int threads);
 
-/// The modelled step: shared(overhead + row_s x rows_r + expert_s x experts_r over the ranks)
+/// The modelled step: bound(overhead + row_s x rows_r + expert_s x experts_r over the ranks)
 /// plus the exchanges, 2 (N - 1) messages and the busiest rank's bytes, slowed by
 /// N x threads / cores where the ranks outnumber the cores.
 double predict_step_s(const EpCalibration& cal, const EpInfo& ep, int cores);
