@@ -34,7 +34,24 @@ import json
 import sys
 
 
+# What the model's constants depend on (the layer's shape and dtype, tokens and threads per rank),
+# and what they do not: routing, capacity and placement only change the rows, experts and bytes
+# each rank has, which every run reports.
+FAMILY = ("preset", "experts", "top_k", "d_model", "d_ff", "shared_experts", "d_ff_shared",
+          "activation", "dtype", "tokens_per_rank", "threads_per_rank")
+
+
+def family_of(r):
+    c, ep = r["case"], r["ep"]
+    f = {k: c.get(k) for k in FAMILY[:9]}
+    f["preset"] = f["preset"] or ""
+    f["tokens_per_rank"] = ep["tokens_per_rank"]
+    f["threads_per_rank"] = ep["threads_per_rank"]
+    return f
+
+
 def load(paths):
+    """{family: {(routing, capacity, placement): {ranks: run}}}"""
     runs = {}
     for path in paths:
         with open(path) as f:
@@ -45,11 +62,9 @@ def load(paths):
         for r in report["results"]:
             if r.get("status") != "ok" or "ep" not in r:
                 continue
-            c = r["case"]
-            key = (c.get("preset"), c["experts"], c["top_k"], c["d_model"], c["d_ff"],
-                   c["dtype"], c["routing"], c["capacity_factor"], r["ep"]["tokens_per_rank"],
-                   r["ep"]["placement"])
-            runs.setdefault(key, {})[r["ep"]["ranks"]] = dict(r, cores=cores)
+            fam = tuple(family_of(r).items())
+            variant = (r["case"]["routing"], r["case"]["capacity_factor"], r["ep"]["placement"])
+            runs.setdefault(fam, {}).setdefault(variant, {})[r["ep"]["ranks"]] = dict(r, cores=cores)
     return runs
 
 
@@ -67,33 +82,48 @@ def bound(works, cores, threads):
     return max(slots)
 
 
-def model(by_n):
-    one, two = by_n[1], by_n[2]
-    e1, e2 = one["ep"], two["ep"]
-    st1, st2 = e1["stages_s"], e2["stages_s"]
-    overhead = (st1["route"] + st1["dispatch"] + st1["combine"] - st1["dispatch_exchange"]
-                - st1["combine_exchange"])
-    # compute = a rows + b experts on the busiest rank: two runs, two unknowns.
-    def busiest(ep):
+def model(variants):
+    """Calibrates on every 1- and 2-rank run of one family (all routings and placements)."""
+    ones = [v[1] for v in variants.values() if 1 in v]
+    twos = [v[2] for v in variants.values() if 2 in v]
+
+    def mean(xs):
+        return sum(xs) / len(xs)
+
+    def overhead_of(run):
+        st = run["ep"]["stages_s"]
+        return (st["route"] + st["dispatch"] + st["combine"] - st["dispatch_exchange"]
+                - st["combine_exchange"])
+    overhead = mean([overhead_of(r) for r in ones])
+    # compute = a rows + b experts on the busiest rank, least squares in relative error over
+    # every run: routings and placements give rows and experts in different proportions.
+    points = []
+    for run in ones + twos:
+        ep = run["ep"]
         i = max(range(len(ep["rows_per_rank"])), key=lambda r: ep["rows_per_rank"][r])
-        return ep["rows_per_rank"][i], ep["experts_per_rank"][i]
-    r1, x1 = busiest(e1)
-    r2, x2 = busiest(e2)
-    c1 = st1["compute"] / oversubscription(one)
-    c2 = st2["compute"] / oversubscription(two)
-    det = r1 * x2 - r2 * x1
-    if det != 0:
-        a = (c1 * x2 - c2 * x1) / det
-        b = (r1 * c2 - r2 * c1) / det
-    else:
-        a, b = c1 / max(r1, 1), 0.0
-    xd, xc = st2["dispatch_exchange"], st2["combine_exchange"]
-    bd, bc = e2["dispatch_bytes_per_rank"], e2["combine_bytes_per_rank"]
-    inv_beta = (xc - xd) / (bc - bd) if bc != bd else 0.0
-    if inv_beta <= 0:
-        inv_beta, alpha = 0.0, (xd + xc) / 2  # no size dependence seen: latency only
-    else:
-        alpha = max(xd - bd * inv_beta, 0.0)
+        c = ep["stages_s"]["compute"] / oversubscription(run)
+        points.append((ep["rows_per_rank"][i] / c, ep["experts_per_rank"][i] / c))
+    s11 = sum(p * p for p, _ in points)
+    s12 = sum(p * q for p, q in points)
+    s22 = sum(q * q for _, q in points)
+    det = s11 * s22 - s12 * s12
+    if abs(det) > 1e-9 * s11 * s22:
+        t1, t2 = sum(p for p, _ in points), sum(q for _, q in points)
+        a, b = (t1 * s22 - t2 * s12) / det, (s11 * t2 - s12 * t1) / det
+    else:  # rows and experts always in one proportion: rows alone
+        a, b = mean([1 / p for p, _ in points if p > 0]), 0.0
+    # alpha (per message) and 1/beta (per byte) from the 2-rank exchanges: dispatch and combine
+    # move different sizes; where the larger one is not the slower, latency only.
+    slopes, alphas = [], []
+    for run in twos:
+        ep, st = run["ep"], run["ep"]["stages_s"]
+        xd, xc = st["dispatch_exchange"], st["combine_exchange"]
+        bd, bc = ep["dispatch_bytes_per_rank"], ep["combine_bytes_per_rank"]
+        slope = (xc - xd) / (bc - bd) if bc != bd else 0.0
+        slopes.append(max(slope, 0.0))
+        alphas.append((xd + xc) / 2 if slope <= 0 else max(xd - bd * slope, 0.0))
+    inv_beta = mean(slopes) if twos else 0.0
+    alpha = mean(alphas) if twos else 0.0
 
     def predict(run, per_node=None, alpha_out=None, inv_beta_out=None):
         ep = run["ep"]
@@ -131,66 +161,63 @@ def main():
     runs = load(a.reports)
     if not runs:
         sys.exit("ep-model: no expert-parallel results in these reports")
-    worst = 0.0
+    worst = None
     saved = []
-    for key, by_n in sorted(runs.items(), key=lambda kv: str(kv[0])):
-        if 1 not in by_n or 2 not in by_n:
-            print(f"{key}: needs a 1-rank and a 2-rank run to calibrate; skipped")
+    for fam, variants in sorted(runs.items(), key=lambda kv: str(kv[0])):
+        f = dict(fam)
+        name = (f"{f['preset'] or 'custom'} E{f['experts']} k{f['top_k']} d{f['d_model']} "
+                f"f{f['d_ff']} {f['dtype']} T/rank={f['tokens_per_rank']} "
+                f"threads/rank={f['threads_per_rank']}")
+        if not any(1 in v for v in variants.values()) or not any(2 in v for v in variants.values()):
+            print(f"{name}: needs 1-rank and 2-rank runs to calibrate; skipped")
             continue
-        predict, cal = model(by_n)
-        alpha, inv_beta, a_row, b_expert = (cal["message_s"], cal["byte_s"], cal["row_s"],
-                                            cal["expert_s"])
-        one = by_n[1]
-        c = one["case"]
-        saved.append(dict(cal, case={
-            "preset": c.get("preset") or "", "experts": c["experts"], "top_k": c["top_k"],
-            "d_model": c["d_model"], "d_ff": c["d_ff"], "dtype": c["dtype"],
-            "routing": c["routing"], "capacity_factor": c["capacity_factor"],
-            "tokens_per_rank": one["ep"]["tokens_per_rank"], "placement": one["ep"]["placement"],
-            "threads_per_rank": one["ep"]["threads_per_rank"]}))
-        bw = f"{1e-9 / inv_beta:.2f} GB/s" if inv_beta > 0 else "latency only"
-        print(f"case {key[0] or ''} E{key[1]} k{key[2]} d{key[3]} f{key[4]} {key[5]} "
-              f"{key[6]} C={key[7]} T/rank={key[8]} {key[9]}: alpha {alpha * 1e6:.1f} us, "
-              f"beta {bw}, {a_row * 1e6:.1f} us per row, {b_expert * 1e6:.1f} us per expert")
-        print("  N  measured step    predicted    error")
-        for n in sorted(by_n):
-            run = by_n[n]
-            measured = run["stats"]["median_s"]
-            pred = predict(run)
-            err = (pred - measured) / measured
-            tag = " (calibration)" if n == 1 else " (parts calibrated here)" if n == 2 else ""
-            if n > 2:
-                worst = max(worst, abs(err))
-            print(f"  {n}  {measured * 1e3:10.3f} ms {pred * 1e3:10.3f} ms  {err:+7.1%}{tag}")
-        # Projection: every rank on cores of its own, balanced routing at the largest measured
-        # imbalance, E/N experts per rank (at least one), bytes per rank as at the largest N.
-        big = by_n[max(by_n)]
-        be = big["ep"]
-        imbalance = be["load_max_over_mean"]
-        rows_total = sum(be["rows_per_rank"])
-        experts = big["case"]["experts"]
-        per_node = a.ranks_per_node
-        print(f"  projection ({per_node} ranks per node, {a.inter_latency_us} us and "
-              f"{a.inter_gbytes_per_s} GB/s across nodes, T per rank fixed, load max/mean "
-              f"{imbalance:.2f}):")
-        for n in (8, 16, 32, 64):
-            scale = n / be["ranks"]  # the layer grows with the ranks (T per rank fixed)
-            ep = dict(be, ranks=n, threads_per_rank=1,
-                      rows_per_rank=[rows_total * scale / n * imbalance],
-                      experts_per_rank=[max(1, experts // n)])
-            run = {"ep": ep, "cores": n}
-            flat = predict(run)
-            two = predict(run, per_node=per_node, alpha_out=a.inter_latency_us * 1e-6,
-                          inv_beta_out=1e-9 / a.inter_gbytes_per_s)
-            print(f"    N={n:3d}: one fast network {flat * 1e3:9.3f} ms, two-level "
-                  f"{two * 1e3:9.3f} ms")
-    print(f"largest prediction error over the runs with 3 or more ranks: {worst:.1%}")
+        predict, cal = model(variants)
+        saved.append(dict(cal, case=f))
+        bw = f"{1e-9 / cal['byte_s']:.2f} GB/s" if cal["byte_s"] > 0 else "latency only"
+        print(f"{name}: alpha {cal['message_s'] * 1e6:.1f} us, beta {bw}, "
+              f"{cal['row_s'] * 1e6:.1f} us per row, {cal['expert_s'] * 1e6:.1f} us per expert, "
+              f"overhead {cal['overhead_s'] * 1e6:.1f} us")
+        for (routing, capacity, placement), by_n in sorted(variants.items(), key=str):
+            print(f"  {routing} C={capacity} {placement}")
+            print("    N  measured step    predicted    error")
+            for n in sorted(by_n):
+                run = by_n[n]
+                measured = run["stats"]["median_s"]
+                pred = predict(run)
+                err = (pred - measured) / measured
+                tag = " (calibration)" if n <= 2 else ""
+                if n > 2:
+                    worst = max(worst or 0.0, abs(err))
+                print(f"    {n}  {measured * 1e3:10.3f} ms {pred * 1e3:10.3f} ms  {err:+7.1%}{tag}")
+            # Projection: every rank on cores of its own, the largest measured imbalance, E/N
+            # experts per rank (at least one), bytes per rank as at the largest N.
+            big = by_n[max(by_n)]
+            be = big["ep"]
+            imbalance = be["load_max_over_mean"]
+            rows_total = sum(be["rows_per_rank"])
+            per_node = a.ranks_per_node
+            print(f"    projection ({per_node} ranks per node, {a.inter_latency_us} us and "
+                  f"{a.inter_gbytes_per_s} GB/s across nodes, T per rank fixed, load max/mean "
+                  f"{imbalance:.2f}):")
+            for n in (8, 16, 32, 64):
+                scale = n / be["ranks"]  # the layer grows with the ranks (T per rank fixed)
+                ep = dict(be, ranks=n, threads_per_rank=1,
+                          rows_per_rank=[rows_total * scale / n * imbalance],
+                          experts_per_rank=[max(1, f["experts"] // n)])
+                run = {"ep": ep, "cores": n}
+                flat = predict(run)
+                two = predict(run, per_node=per_node, alpha_out=a.inter_latency_us * 1e-6,
+                              inv_beta_out=1e-9 / a.inter_gbytes_per_s)
+                print(f"      N={n:3d}: one fast network {flat * 1e3:9.3f} ms, two-level "
+                      f"{two * 1e3:9.3f} ms")
+    if worst is not None:
+        print(f"largest prediction error over the runs with 3 or more ranks: {worst:.1%}")
     if a.save:
         if not saved:
-            sys.exit("ep-model: no case has a 1-rank and a 2-rank run: nothing to save")
-        with open(a.save, "w") as f:
-            json.dump({"schema": "moe-bench-ep-model/1", "cases": saved}, f, indent=1)
-            f.write("\n")
+            sys.exit("ep-model: no case has 1-rank and 2-rank runs: nothing to save")
+        with open(a.save, "w") as out:
+            json.dump({"schema": "moe-bench-ep-model/2", "cases": saved}, out, indent=1)
+            out.write("\n")
 
 
 if __name__ == "__main__":

@@ -68,10 +68,9 @@ int run_ep(const RunOptions& o) {
     for (const Case& c : cases) {
       if (ep::calibration_for(ep, c) == nullptr) {
         throw UsageError(fmt::format(
-            "--ep-model {} has no calibration for {} with {} tokens and {} threads per rank, "
-            "{} placement: calibrate on 1- and 2-rank runs of that case (scripts/ep-model.py "
-            "--save)",
-            o.ep_model_path, case_label(c), c.shape.tokens, c.threads, o.ep.placement));
+            "--ep-model {} has no calibration for {} with {} tokens and {} threads per rank: "
+            "calibrate on 1- and 2-rank runs of that shape (scripts/ep-model.py --save)",
+            o.ep_model_path, case_label(c), c.shape.tokens, c.threads));
       }
     }
   }

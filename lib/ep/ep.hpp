@@ -24,7 +24,6 @@ struct EpOptions {
 inline const EpCalibration* calibration_for(const EpOptions& ep, const Case& c) {
   EpInfo planned;
   planned.tokens_per_rank = c.shape.tokens;
-  planned.placement = ep.placement;
   planned.threads_per_rank = c.threads;
   return find_calibration(ep.model, c, planned);
 }

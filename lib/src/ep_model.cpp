@@ -16,24 +16,24 @@ std::vector<EpCalibration> load_ep_model(const std::string& path) {
   std::vector<EpCalibration> out;
   try {
     const auto j = nlohmann::json::parse(in);
-    if (j.at("schema").get<std::string>() != "moe-bench-ep-model/1") {
+    if (j.at("schema").get<std::string>() != "moe-bench-ep-model/2") {
       throw UsageError(fmt::format(
-          "--ep-model {}: schema {} is not moe-bench-ep-model/1 (scripts/ep-model.py --save)",
+          "--ep-model {}: schema {} is not moe-bench-ep-model/2 (scripts/ep-model.py --save)",
           path, j.at("schema").dump()));
     }
     for (const auto& e : j.at("cases")) {
       const auto& c = e.at("case");
       EpCalibration cal;
       cal.preset = c.at("preset").get<std::string>();
+      cal.activation = c.at("activation").get<std::string>();
       cal.dtype = c.at("dtype").get<std::string>();
-      cal.routing = c.at("routing").get<std::string>();
-      cal.placement = c.at("placement").get<std::string>();
       cal.experts = c.at("experts");
       cal.top_k = c.at("top_k");
       cal.d_model = c.at("d_model");
       cal.d_ff = c.at("d_ff");
+      cal.shared_experts = c.at("shared_experts");
+      cal.d_ff_shared = c.at("d_ff_shared");
       cal.tokens_per_rank = c.at("tokens_per_rank");
-      cal.capacity_factor = c.at("capacity_factor");
       cal.threads_per_rank = c.at("threads_per_rank");
       cal.overhead_s = e.at("overhead_s");
       cal.row_s = e.at("row_s");
@@ -55,9 +55,9 @@ const EpCalibration* find_calibration(const std::vector<EpCalibration>& model, c
   const Shape& s = c.shape;
   for (const auto& cal : model) {
     if (cal.preset == s.preset && cal.experts == s.experts && cal.top_k == s.top_k &&
-        cal.d_model == s.d_model && cal.d_ff == s.d_ff && cal.dtype == to_string(c.dtype) &&
-        cal.routing == to_string(s.skew) && cal.capacity_factor == s.capacity_factor &&
-        cal.tokens_per_rank == ep.tokens_per_rank && cal.placement == ep.placement &&
+        cal.d_model == s.d_model && cal.d_ff == s.d_ff && cal.shared_experts == s.shared_experts &&
+        cal.d_ff_shared == s.d_ff_shared && cal.activation == to_string(s.activation) &&
+        cal.dtype == to_string(c.dtype) && cal.tokens_per_rank == ep.tokens_per_rank &&
         cal.threads_per_rank == ep.threads_per_rank) {
       return &cal;
     }

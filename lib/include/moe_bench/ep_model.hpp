@@ -11,11 +11,13 @@
 // the model's step time for its own placement and counts in the result's `model_predicted_s`.
 namespace moe_bench {
 
-/// One case's calibration: what identifies the case, and the model's constants.
+/// The calibration of a family of cases: what the constants depend on (the layer's shape and
+/// dtype, tokens and threads per rank; not routing, capacity or placement, which change only the
+/// rows, experts and bytes each rank has), and the constants.
 struct EpCalibration {
-  std::string preset, dtype, routing, placement;
-  int64_t experts = 0, top_k = 0, d_model = 0, d_ff = 0, tokens_per_rank = 0;
-  double capacity_factor = 0;
+  std::string preset, activation, dtype;
+  int64_t experts = 0, top_k = 0, d_model = 0, d_ff = 0, shared_experts = 0, d_ff_shared = 0;
+  int64_t tokens_per_rank = 0;
   int threads_per_rank = 1;
   double overhead_s = 0;  ///< route, packing, unpacking and summing on one rank
   double row_s = 0;       ///< compute per expert row
@@ -27,7 +29,7 @@ struct EpCalibration {
 /// Reads a calibration file; a missing, unreadable or malformed one is a UsageError naming it.
 std::vector<EpCalibration> load_ep_model(const std::string& path);
 
-/// The calibration of this case (the layer's case, its tokens per rank and placement), or null.
+/// The calibration of this case (tokens and threads per rank from `ep`), or null.
 const EpCalibration* find_calibration(const std::vector<EpCalibration>& model, const Case& c,
                                       const EpInfo& ep);
 
