@@ -504,8 +504,9 @@ void run_case(const Session& s, const Case& c, const std::string& impl, const Ha
   e.combine_bytes_per_rank = most[1];
   const double alone_s = median(alone_dispatch) + median(alone_combine);
   e.alltoall_gbytes_per_s = alone_s > 0 ? most_sent / alone_s * 1e-9 : 0;
+  // With nothing sent to another rank (one rank) there is no exchange to rate.
   const double exchanges = e.dispatch_exchange_s + e.combine_exchange_s;
-  e.exchange_pct_of_alltoall = exchanges > 0 ? 100.0 * alone_s / exchanges : 0;
+  e.exchange_pct_of_alltoall = exchanges > 0 && most_sent > 0 ? 100.0 * alone_s / exchanges : 0;
   e.rows_per_rank = rows_per_rank;
   e.experts_per_rank = experts_per_rank;
   std::vector<double> rows_d(rows_per_rank.begin(), rows_per_rank.end());

@@ -18,8 +18,8 @@ std::vector<EpCalibration> load_ep_model(const std::string& path) {
     const auto j = nlohmann::json::parse(in);
     if (j.at("schema").get<std::string>() != "moe-bench-ep-model/2") {
       throw UsageError(fmt::format(
-          "--ep-model {}: schema {} is not moe-bench-ep-model/2 (scripts/ep-model.py --save)",
-          path, j.at("schema").dump()));
+          "--ep-model {}: schema {} is not moe-bench-ep-model/2 (scripts/ep-model.py --save)", path,
+          j.at("schema").dump()));
     }
     for (const auto& e : j.at("cases")) {
       const auto& c = e.at("case");
@@ -43,9 +43,10 @@ std::vector<EpCalibration> load_ep_model(const std::string& path) {
       out.push_back(std::move(cal));
     }
   } catch (const nlohmann::json::exception& e) {
-    throw UsageError(fmt::format("--ep-model {}: not a calibration from scripts/ep-model.py "
-                                 "--save ({})",
-                                 path, e.what()));
+    throw UsageError(
+        fmt::format("--ep-model {}: not a calibration from scripts/ep-model.py "
+                    "--save ({})",
+                    path, e.what()));
   }
   return out;
 }

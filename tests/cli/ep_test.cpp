@@ -230,18 +230,25 @@ TEST_CASE("run --ep --ep-model puts the model's prediction in the result") {
   std::ofstream(bad) << "{\"schema\": \"something else\", \"cases\": []}";
   CHECK_THROWS_AS(load_ep_model(bad), UsageError);
   CHECK_THROWS_AS(load_ep_model(dir + "/absent.json"), UsageError);
-  const nlohmann::json model = {
-      {"schema", "moe-bench-ep-model/2"},
-      {"cases",
-       {{{"overhead_s", 1e-4},
-         {"row_s", 1e-5},
-         {"expert_s", 1e-3},
-         {"message_s", 2e-5},
-         {"byte_s", 0.0},
-         {"case",
-          {{"preset", ""}, {"experts", 8}, {"top_k", 2}, {"d_model", 64}, {"d_ff", 48},
-           {"shared_experts", 0}, {"d_ff_shared", 0}, {"activation", "swiglu"},
-           {"dtype", "f32"}, {"tokens_per_rank", 4}, {"threads_per_rank", 1}}}}}}};
+  const nlohmann::json model = {{"schema", "moe-bench-ep-model/2"},
+                                {"cases",
+                                 {{{"overhead_s", 1e-4},
+                                   {"row_s", 1e-5},
+                                   {"expert_s", 1e-3},
+                                   {"message_s", 2e-5},
+                                   {"byte_s", 0.0},
+                                   {"case",
+                                    {{"preset", ""},
+                                     {"experts", 8},
+                                     {"top_k", 2},
+                                     {"d_model", 64},
+                                     {"d_ff", 48},
+                                     {"shared_experts", 0},
+                                     {"d_ff_shared", 0},
+                                     {"activation", "swiglu"},
+                                     {"dtype", "f32"},
+                                     {"tokens_per_rank", 4},
+                                     {"threads_per_rank", 1}}}}}}};
   std::ofstream(good) << model.dump();
   REQUIRE(load_ep_model(good).size() == 1);
   if (!have_mpi()) {

@@ -109,15 +109,17 @@ std::string render_markdown(const Report& report) {
               ? fmt::format("{:.3f} ({:+.1f}%)", e.model_predicted_s * 1e3,
                             100.0 * (e.model_predicted_s - r.stats.median_s) / r.stats.median_s)
               : std::string("-");
+      const std::string share = e.exchange_pct_of_alltoall > 0
+                                    ? fmt::format("{:.0f}%", e.exchange_pct_of_alltoall)
+                                    : std::string("-");
       out += fmt::format(
-          "| {} | {} | {}{} | {:.3f} | {:.3f} / {:.3f} / {:.3f} / {:.3f} | {:.1f} ({:.0f}%) | {:.0f} "
+          "| {} | {} | {}{} | {:.3f} | {:.3f} / {:.3f} / {:.3f} / {:.3f} | {:.1f} ({}) | {:.0f} "
           "| {:.2f} | {:.3f} | {} |\n",
           case_label(r.kase), e.ranks, e.placement,
-          e.replicas > 0 ? fmt::format(" +{}", e.replicas) : std::string(),
-          r.stats.median_s * 1e3, e.route_s * 1e3, e.dispatch_s * 1e3, e.compute_s * 1e3,
-          e.combine_s * 1e3, (e.dispatch_exchange_s + e.combine_exchange_s) * 1e6,
-          e.exchange_pct_of_alltoall, e.bytes_sent_per_rank, e.load_max_over_mean,
-          e.single_process_s * 1e3, model);
+          e.replicas > 0 ? fmt::format(" +{}", e.replicas) : std::string(), r.stats.median_s * 1e3,
+          e.route_s * 1e3, e.dispatch_s * 1e3, e.compute_s * 1e3, e.combine_s * 1e3,
+          (e.dispatch_exchange_s + e.combine_exchange_s) * 1e6, share, e.bytes_sent_per_rank,
+          e.load_max_over_mean, e.single_process_s * 1e3, model);
     }
   }
 
