@@ -79,12 +79,8 @@ if [ "$mode" = decode ]; then
     --min-time 0.3 --max-time 3 -q)
   step 90 "$bench" run --workload A --tokens 1,32 "${common[@]}" \
     --json "$out/gpu-decode-workload-a.json" --md "$out/gpu-decode-workload-a.md"
-  # One token count per step: a step that runs out of time loses one case, not all three (each
-  # case generates and packs its own 2 x 5.6 GB of FP32 layers per implementation).
-  for t in 1 8 64; do
-    step 120 "$bench" run --preset mixtral-8x7b --tokens "$t" "${common[@]}" \
-      --json "$out/gpu-decode-mixtral-t$t.json" --md "$out/gpu-decode-mixtral-t$t.md"
-  done
+  step 150 "$bench" run --preset mixtral-8x7b --tokens 1,8,64 "${common[@]}" \
+    --json "$out/gpu-decode-mixtral.json" --md "$out/gpu-decode-mixtral.md"
   log "done"
   ls -la "$out"
   exit 0
@@ -100,10 +96,8 @@ common=(--impl cuda,cublas,torch_cuda,torch_grouped_mm --baseline cublas --dtype
   --python "$python" --reps 10 --min-time 0.3 --max-time 3 -q)
 step 150 "$bench" run --workload A --tokens 1,32 "${common[@]}" --json "$out/gpu-workload-a.json" \
   --md "$out/gpu-workload-a.md"
-for t in 1 8 64; do  # one token count per step, as in decode mode
-  step 120 "$bench" run --preset mixtral-8x7b --tokens "$t" "${common[@]}" \
-    --json "$out/gpu-mixtral-decode-t$t.json" --md "$out/gpu-mixtral-decode-t$t.md"
-done
+step 150 "$bench" run --preset mixtral-8x7b --tokens 1,8,64 "${common[@]}" \
+  --json "$out/gpu-mixtral-decode.json" --md "$out/gpu-mixtral-decode.md"
 step 150 "$bench" run --preset mixtral-8x7b --tokens 4096 "${common[@]}" \
   --json "$out/gpu-mixtral-prefill.json" --md "$out/gpu-mixtral-prefill.md"
 
