@@ -270,6 +270,12 @@ TEST_CASE("run --ep --ep-model puts the model's prediction in the result") {
                             1e-3 * e["experts_per_rank"][0].get<double>();
     CHECK(e["model_predicted_s"].get<double>() == Approx(expected));
   }
+  // The table on standard output shows the stages and the prediction beside the step.
+  Outcome table = run_mpi(
+      1, std::string("run --ep 1 ") + kSmall + " --threads 1 --tokens 4 --ep-model " + good);
+  REQUIRE(table.code == 0);
+  CHECK(table.out.find("expert-parallel") != std::string::npos);
+  CHECK(table.out.find(" ms (") != std::string::npos);  // the model's step and its error
   // A case the file does not calibrate: one line before any work.
   Outcome other = run_mpi(1, args + " --tokens 5 --ep-model " + good);
   CHECK(other.code == 2);

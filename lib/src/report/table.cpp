@@ -27,6 +27,35 @@ std::string render_table(const Report& report) {
                        r.derived.tokens_per_s, r.derived.gflops, r.derived.gbytes_per_s,
                        roofline_text(r.derived), r.correctness->max_rel_err, r.stats.n);
   }
+  bool ep = false;
+  for (const Result& r : report.results) ep |= r.ep.has_value() && r.status == Status::kOk;
+  if (ep) {
+    out += fmt::format("\n{:<34} {:>5} {:<13} {:>34} {:>20} {:>13} {:>11} {:>19}\n",
+                       "expert-parallel (slowest rank)", "ranks", "placement",
+                       "route/dispatch/compute/combine ms", "exchanges (of MPI)", "rows max/mean",
+                       "one process", "model (error)");
+    for (const Result& r : report.results) {
+      if (!r.ep || r.status != Status::kOk) continue;
+      const EpInfo& e = *r.ep;
+      const std::string stages =
+          fmt::format("{:.3f}/{:.3f}/{:.3f}/{:.3f}", e.route_s * 1e3, e.dispatch_s * 1e3,
+                      e.compute_s * 1e3, e.combine_s * 1e3);
+      const double exchanges_us = (e.dispatch_exchange_s + e.combine_exchange_s) * 1e6;
+      const std::string exchanges =
+          e.exchange_pct_of_alltoall > 0
+              ? fmt::format("{:.1f} us ({:.0f}%)", exchanges_us, e.exchange_pct_of_alltoall)
+              : fmt::format("{:.1f} us", exchanges_us);
+      const std::string model =
+          e.model_predicted_s > 0
+              ? fmt::format("{:.3f} ms ({:+.1f}%)", e.model_predicted_s * 1e3,
+                            100.0 * (e.model_predicted_s - r.stats.median_s) / r.stats.median_s)
+              : std::string("-");
+      out += fmt::format("{:<34} {:>5} {:<13} {:>34} {:>20} {:>13.2f} {:>8.3f} ms {:>19}\n",
+                         case_label(r.kase), e.ranks,
+                         e.placement + (e.replicas > 0 ? fmt::format(" +{}", e.replicas) : ""),
+                         stages, exchanges, e.load_max_over_mean, e.single_process_s * 1e3, model);
+    }
+  }
   if (!report.comparisons.empty()) {
     out += fmt::format("\n{:<34} {:<16} {:>8} {:>18}  {}\n", "case", "speed-up", "median", "95% CI",
                        "faster with confidence");
