@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <csignal>
 #include <cstdlib>
 #include <cstring>
 #include <numeric>
@@ -375,10 +376,15 @@ void run_case(const Session& s, const Case& c, const std::string& impl, const Ha
             "MPI_Allreduce (load)");
   const int replicas = ep.replicas >= 0 ? ep.replicas : (ep.placement == "load-aware" ? N : 0);
   const Placement place = place_experts(ep.placement, global.shape.experts, N, all_load, replicas);
-  // Test-only: a rank that fails in the middle of a run (tests/cli/ep_test.cpp).
+  // Test-only: a rank that fails in the middle of a run, or dies without a word
+  // (tests/cli/ep_test.cpp).
   if (const char* fail = std::getenv("MOE_BENCH_TEST_FAIL_RANK");
       fail != nullptr && std::atoi(fail) == r) {
     throw std::runtime_error("failure injected for a test (MOE_BENCH_TEST_FAIL_RANK)");
+  }
+  if (const char* die = std::getenv("MOE_BENCH_TEST_KILL_RANK");
+      die != nullptr && std::atoi(die) == r) {
+    std::raise(SIGKILL);
   }
   EpLayer layer(s, *kernel, p, T, place);
   res.setup_s = now() - setup0;
@@ -528,6 +534,20 @@ void run_case(const Session& s, const Case& c, const std::string& impl, const Ha
 
 }  // namespace
 
+namespace {
+
+char g_ended_line[256];
+size_t g_ended_length = 0;
+
+// Async-signal-safe: one write of the line made at start-up, then exit.
+void on_ended_by_mpirun(int) {
+  const ssize_t written = write(STDERR_FILENO, g_ended_line, g_ended_length);
+  (void)written;
+  std::_Exit(static_cast<int>(ExitCode::kEnvironment));
+}
+
+}  // namespace
+
 void quiet_barrier() {
   MPI_Request req;
   check_mpi(MPI_Ibarrier(MPI_COMM_WORLD, &req), "MPI_Ibarrier");
@@ -546,6 +566,17 @@ Session::Session() {
   MPI_Comm_size(MPI_COMM_WORLD, &size_);
   // Errors come back as codes (check_mpi) instead of aborting inside MPI without a word.
   MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+  // When a rank ends (an error it reported through abort(), or killed or crashed without a word)
+  // mpirun ends the others with SIGTERM; under `mpirun -q` a rank that died silently would leave
+  // nothing on the screen but an exit status.
+  const std::string line = fmt::format(
+      "moe-bench: error: rank {} of {}: stopped by mpirun after another rank ended (a rank "
+      "killed or crashed says nothing itself; mpirun without -q names it)\n",
+      rank_, size_);
+  const size_t n = std::min(line.size(), sizeof(g_ended_line) - 1);
+  std::memcpy(g_ended_line, line.data(), n);
+  g_ended_length = n;
+  std::signal(SIGTERM, on_ended_by_mpirun);
 }
 
 Session::~Session() { MPI_Finalize(); }

@@ -180,6 +180,11 @@ TEST_CASE("run --ep says what is wrong in one line") {
       run_mpi(2, std::string("run --ep 2 ") + kSmall + " --tokens 2", "MOE_BENCH_TEST_FAIL_RANK=1");
   CHECK(dies.code != 0);
   CHECK(dies.err.find("rank 1 of 2") != std::string::npos);
+  // A rank killed without a word: the others say why they stopped, and the exit is not 0.
+  Outcome killed =
+      run_mpi(2, std::string("run --ep 2 ") + kSmall + " --tokens 2", "MOE_BENCH_TEST_KILL_RANK=1");
+  CHECK(killed.code != 0);
+  CHECK(killed.err.find("rank 0 of 2: stopped by mpirun") != std::string::npos);
   Outcome placement = run_tool(std::string("run --placement load-aware ") + kSmall);
   CHECK(placement.code == 2);
   CHECK(placement.err.find("need --ep") != std::string::npos);
