@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <chrono>
 #include <csignal>
+#include <cstdlib>
 #include <memory>
 
 #include "baselines/python/python_peer.hpp"
@@ -116,8 +117,27 @@ int run_ep(const RunOptions& o) {
   return finish_report(o, report, format);
 }
 
+// This process's rank as mpirun set it in the environment (before MPI is initialised), or -1.
+int launched_rank() {
+  for (const char* var : {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK"}) {
+    if (const char* v = std::getenv(var)) return std::atoi(v);
+  }
+  return -1;
+}
+
 int run(const RunOptions& o) {
-  if (o.ep_set) return run_ep(o);
+  if (o.ep_set) {
+    // Input found wrong before MPI starts is found by every rank alike: rank 0 alone says so.
+    try {
+      return run_ep(o);
+    } catch (const UsageError&) {
+      if (launched_rank() > 0) return static_cast<int>(ExitCode::kUsage);
+      throw;
+    } catch (const EnvironmentError&) {
+      if (launched_rank() > 0) return static_cast<int>(ExitCode::kEnvironment);
+      throw;
+    }
+  }
   if (o.placement_set) throw UsageError("--placement, --replicas and --ep-model need --ep N");
   // Everything that can be wrong with the input is found before any work or any file is made.
   if (!o.python.empty()) python::set_interpreter(o.python);

@@ -175,6 +175,11 @@ TEST_CASE("run --ep says what is wrong in one line") {
   CHECK(bad.code == 2);
   CHECK(bad.err.find("does not split routing") != std::string::npos);
   CHECK(std::count(bad.err.begin(), bad.err.end(), '\n') == 1);
+  // Input that is wrong before MPI starts: every rank finds it, rank 0 alone says so.
+  Outcome early = run_mpi(3, std::string("run --ep 3 --replicas -4 ") + kSmall + " --tokens 2");
+  CHECK(early.code == 2);
+  CHECK(early.err.find("--replicas -4") != std::string::npos);
+  CHECK(std::count(early.err.begin(), early.err.end(), '\n') == 1);
   // A rank that fails mid-run ends the whole run with that rank named, without a hang.
   Outcome dies =
       run_mpi(2, std::string("run --ep 2 ") + kSmall + " --tokens 2", "MOE_BENCH_TEST_FAIL_RANK=1");
