@@ -106,13 +106,7 @@ class EpLayer {
     // was slow, and the exchange's own time is the transfer alone.
     check_mpi(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier");
     const double x0 = now();
-    check_mpi(MPI_Alltoall(scount_.data(), 1, MPI_INT, rcount_.data(), 1, MPI_INT, MPI_COMM_WORLD),
-              "MPI_Alltoall (counts)");
-    displacements();
-    check_mpi(
-        MPI_Alltoallv(send_.data(), scount_.data(), sdispl_.data(), record_type_, recv_.data(),
-                      rcount_.data(), rdispl_.data(), record_type_, MPI_COMM_WORLD),
-        "MPI_Alltoallv (dispatch)");
+    exchange_records();
     const double t2 = now();
     const int64_t rows = unpack();
     kernel_.run_routed(
@@ -124,9 +118,7 @@ class EpLayer {
     check_mpi(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier");
     const double t3 = now();
     // Combine: every received row goes back to its source, which sums them in rank order.
-    check_mpi(MPI_Alltoallv(yr_.data(), rcount_.data(), rdispl_.data(), row_type_, back_.data(),
-                            scount_.data(), sdispl_.data(), row_type_, MPI_COMM_WORLD),
-              "MPI_Alltoallv (combine)");
+    exchange_rows();
     const double x1 = now();
     std::fill(written_.begin(), written_.end(), 0);
     for (int q = 0; q < N_; ++q) {
@@ -166,23 +158,15 @@ class EpLayer {
   // MPI_Alltoallv alone on the last step's counts (dispatch then combine), as osu_alltoallv
   // measures it: this rank's seconds for each of the two.
   std::array<double, 2> alltoall_alone() {
-    // The same MPI calls as a step's two exchanges (counts, records; rows back), each after a
-    // barrier as in the step, timed without the barriers.
-    std::vector<int> counts(static_cast<size_t>(N_));
+    // The very calls of a step's two exchanges (counts, records; rows back; the counts come back
+    // equal), each after a barrier as in the step, timed without the barriers.
     check_mpi(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier");
     double a = now();
-    check_mpi(MPI_Alltoall(scount_.data(), 1, MPI_INT, counts.data(), 1, MPI_INT, MPI_COMM_WORLD),
-              "MPI_Alltoall (bandwidth)");
-    check_mpi(
-        MPI_Alltoallv(send_.data(), scount_.data(), sdispl_.data(), record_type_, recv_.data(),
-                      rcount_.data(), rdispl_.data(), record_type_, MPI_COMM_WORLD),
-        "MPI_Alltoallv (bandwidth)");
+    exchange_records();
     const double dispatch = now() - a;
     check_mpi(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier");
     a = now();
-    check_mpi(MPI_Alltoallv(yr_.data(), rcount_.data(), rdispl_.data(), row_type_, back_.data(),
-                            scount_.data(), sdispl_.data(), row_type_, MPI_COMM_WORLD),
-              "MPI_Alltoallv (bandwidth)");
+    exchange_rows();
     return {dispatch, now() - a};
   }
 
@@ -248,9 +232,23 @@ class EpLayer {
     }
   }
 
-  void displacements() {
+  // Dispatch's exchange: the counts, then the token records.
+  void exchange_records() {
+    check_mpi(MPI_Alltoall(scount_.data(), 1, MPI_INT, rcount_.data(), 1, MPI_INT, MPI_COMM_WORLD),
+              "MPI_Alltoall (counts)");
     rdispl_[0] = 0;
     for (int q = 1; q < N_; ++q) rdispl_[q] = rdispl_[q - 1] + rcount_[q - 1];
+    check_mpi(
+        MPI_Alltoallv(send_.data(), scount_.data(), sdispl_.data(), record_type_, recv_.data(),
+                      rcount_.data(), rdispl_.data(), record_type_, MPI_COMM_WORLD),
+        "MPI_Alltoallv (dispatch)");
+  }
+
+  // Combine's exchange: every computed row back to its source.
+  void exchange_rows() {
+    check_mpi(MPI_Alltoallv(yr_.data(), rcount_.data(), rdispl_.data(), row_type_, back_.data(),
+                            scount_.data(), sdispl_.data(), row_type_, MPI_COMM_WORLD),
+              "MPI_Alltoallv (combine)");
   }
 
   // The received records as rows, slots and the shared-expert mark (this rank's own tokens).

@@ -28,4 +28,10 @@ double time_scale(double s, const char** unit) {
   return 1;
 }
 
+std::string ep_model_text(const EpInfo& e, double median_s, std::string_view unit) {
+  if (e.model_predicted_s <= 0) return "-";
+  return fmt::format("{:.3f}{} ({:+.1f}%)", e.model_predicted_s * 1e3, unit,
+                     100.0 * (e.model_predicted_s - median_s) / median_s);
+}
+
 }  // namespace moe_bench

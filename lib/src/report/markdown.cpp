@@ -104,11 +104,7 @@ std::string render_markdown(const Report& report) {
     for (const Result& r : report.results) {
       if (!r.ep || r.status != Status::kOk) continue;
       const EpInfo& e = *r.ep;
-      const std::string model =
-          e.model_predicted_s > 0
-              ? fmt::format("{:.3f} ({:+.1f}%)", e.model_predicted_s * 1e3,
-                            100.0 * (e.model_predicted_s - r.stats.median_s) / r.stats.median_s)
-              : std::string("-");
+      const std::string model = ep_model_text(e, r.stats.median_s, "");
       const std::string share = e.exchange_pct_of_alltoall > 0
                                     ? fmt::format("{:.0f}%", e.exchange_pct_of_alltoall)
                                     : std::string("-");

@@ -45,11 +45,7 @@ std::string render_table(const Report& report) {
           e.exchange_pct_of_alltoall > 0
               ? fmt::format("{:.1f} us ({:.0f}%)", exchanges_us, e.exchange_pct_of_alltoall)
               : fmt::format("{:.1f} us", exchanges_us);
-      const std::string model =
-          e.model_predicted_s > 0
-              ? fmt::format("{:.3f} ms ({:+.1f}%)", e.model_predicted_s * 1e3,
-                            100.0 * (e.model_predicted_s - r.stats.median_s) / r.stats.median_s)
-              : std::string("-");
+      const std::string model = ep_model_text(e, r.stats.median_s, " ms");
       out += fmt::format("{:<34} {:>5} {:<13} {:>34} {:>20} {:>13.2f} {:>8.3f} ms {:>19}\n",
                          case_label(r.kase), e.ranks,
                          e.placement + (e.replicas > 0 ? fmt::format(" +{}", e.replicas) : ""),
