@@ -2,7 +2,9 @@
 # The expert-parallel sweep of docs/ep.md: the same case on 1 to 4 ranks (oversubscribed where
 # the machine has fewer cores), each run's JSON in OUT. The cost model is calibrated on the 1- and
 # 2-rank runs (OUT/ep-model.json); the 3- and 4-rank runs then carry its prediction
-# (model_predicted_s), and ep-model.py prints every prediction and its error.
+# (model_predicted_s), and ep-model.py prints every prediction and its error. Last, the 2-rank
+# runs again with shared-memory windows as the exchange (OUT/window-*-n2.json), beside
+# MPI_Alltoallv (the default).
 # Usage: bash scripts/ep-sweep.sh OUT [moe-bench run flags]   (default: workload A, 32 tokens
 # per rank, one thread per rank, f32, uniform and zipf:1.2 routing, contiguous and load-aware)
 set -euo pipefail
@@ -21,10 +23,10 @@ read -r -a launch <<< "${MPIRUN_FLAGS:---bind-to core:overload-allowed --map-by 
 run() {  # ranks placement [more flags]
   local n=$1 placement=$2
   shift 2
-  echo "ep-sweep: $n rank(s), $placement placement" >&2
+  local name=${NAME:-ep}-$placement-n$n
+  echo "ep-sweep: $n rank(s), $placement placement $*" >&2
   mpirun -q --oversubscribe "${launch[@]}" -np "$n" "$tool" run --ep "$n" --placement "$placement" -q \
-    "${flags[@]}" "$@" --json "$out/ep-$placement-n$n.json" --md "$out/ep-$placement-n$n.md" \
-    > "$out/ep-$placement-n$n.txt"
+    "${flags[@]}" "$@" --json "$out/$name.json" --md "$out/$name.md" > "$out/$name.txt"
 }
 for placement in contiguous load-aware; do
   for n in 1 2; do run "$n" "$placement"; done
@@ -34,3 +36,4 @@ for placement in contiguous load-aware; do
   for n in 3 4; do run "$n" "$placement" --ep-model "$out/ep-model.json"; done
 done
 python3 scripts/ep-model.py "$out"/ep-*-n*.json | tee "$out/ep-model.txt"
+for placement in contiguous load-aware; do NAME=window run 2 "$placement" --ep-exchange window; done

@@ -82,6 +82,7 @@ int run_ep(const RunOptions& o) {
         "...",
         o.ep.ranks, session.size(), session.size() == 1 ? "" : "es", o.ep.ranks, o.ep.ranks));
   }
+  ep.exchange = ep::resolve_exchange(o.ep.exchange);
   const bool lead = session.rank() == 0;
   // Output paths are checked by rank 0 only (it alone writes), before any work.
   if (lead) {
@@ -138,7 +139,8 @@ int run(const RunOptions& o) {
       throw;
     }
   }
-  if (o.placement_set) throw UsageError("--placement, --replicas and --ep-model need --ep N");
+  if (o.placement_set)
+    throw UsageError("--placement, --replicas, --ep-exchange and --ep-model need --ep N");
   // Everything that can be wrong with the input is found before any work or any file is made.
   if (!o.python.empty()) python::set_interpreter(o.python);
   RunOptions checked = o;
@@ -194,6 +196,11 @@ Command add_run_command(CLI::App& app) {
       ->each([&o](const std::string&) { o.placement_set = true; });
   sub->add_option("--replicas", o.ep.replicas,
                   "Extra expert copies for load-aware placement (default: one per rank)")
+      ->each([&o](const std::string&) { o.placement_set = true; });
+  sub->add_option("--ep-exchange", o.ep.exchange,
+                  "How --ep moves rows: alltoallv (MPI_Alltoallv; default), window (MPI "
+                  "shared-memory windows, every rank on one node), auto (window where it can)")
+      ->check(CLI::IsMember({"auto", "window", "alltoallv"}))
       ->each([&o](const std::string&) { o.placement_set = true; });
   sub->add_option("--ep-model", o.ep_model_path,
                   "With --ep: the cost model's calibration (scripts/ep-model.py --save); each "

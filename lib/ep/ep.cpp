@@ -54,8 +54,8 @@ enum Stage {
 class EpLayer {
  public:
   EpLayer(const Session& s, Kernel& kernel, const Problem& problem, int64_t tokens,
-          const Placement& placement)
-      : s_(s), kernel_(kernel), p_(problem), T_(tokens), place_(placement) {
+          const Placement& placement, bool window)
+      : s_(s), kernel_(kernel), p_(problem), T_(tokens), place_(placement), window_(window) {
     const Shape& sh = p_.shape;
     N_ = s_.size();
     r_ = s_.rank();
@@ -87,8 +87,15 @@ class EpLayer {
     MPI_Type_commit(&record_type_);
     MPI_Type_contiguous(static_cast<int>(d_), MPI_FLOAT, &row_type_);
     MPI_Type_commit(&row_type_);
+    if (window_) open_windows();
   }
   ~EpLayer() {
+    if (window_) {
+      MPI_Win_unlock_all(records_win_);
+      MPI_Win_unlock_all(rows_win_);
+      MPI_Win_free(&records_win_);
+      MPI_Win_free(&rows_win_);
+    }
     MPI_Type_free(&record_type_);
     MPI_Type_free(&row_type_);
   }
@@ -106,7 +113,11 @@ class EpLayer {
     // was slow, and the exchange's own time is the transfer alone.
     check_mpi(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier");
     const double x0 = now();
-    exchange_records();
+    if (window_) {
+      put_records();
+    } else {
+      exchange_records();
+    }
     const double t2 = now();
     const int64_t rows = unpack();
     kernel_.run_routed(
@@ -118,7 +129,11 @@ class EpLayer {
     check_mpi(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier");
     const double t3 = now();
     // Combine: every received row goes back to its source, which sums them in rank order.
-    exchange_rows();
+    if (window_) {
+      put_rows();
+    } else {
+      exchange_rows();
+    }
     const double x1 = now();
     std::fill(written_.begin(), written_.end(), 0);
     for (int q = 0; q < N_; ++q) {
@@ -126,7 +141,7 @@ class EpLayer {
         const int64_t slot = sdispl_[q] + i;
         const int32_t tok = send_tokens_[static_cast<size_t>(slot)];
         float* dst = y_.data() + tok * d_;
-        const float* src = back_.data() + slot * d_;
+        const float* src = back_row(q, i, slot);
         if (!written_[static_cast<size_t>(tok)]) {
           std::memcpy(dst, src, static_cast<size_t>(d_) * sizeof(float));
           written_[static_cast<size_t>(tok)] = 1;
@@ -156,7 +171,7 @@ class EpLayer {
     return b;
   }
   // MPI_Alltoallv alone on the last step's counts (dispatch then combine), as osu_alltoallv
-  // measures it: this rank's seconds for each of the two.
+  // measures it, whichever transport the step uses: this rank's seconds for each of the two.
   std::array<double, 2> alltoall_alone() {
     // The very calls of a step's two exchanges (counts, records; rows back; the counts come back
     // equal), each after a barrier as in the step, timed without the barriers.
@@ -256,7 +271,7 @@ class EpLayer {
     int64_t rows = 0;
     for (int q = 0; q < N_; ++q) {
       for (int i = 0; i < rcount_[q]; ++i, ++rows) {
-        const char* rec = recv_.data() + rows * record_;
+        const char* rec = record_from(q, i, rows);
         float* x = xr_.data() + rows * d_;
         if (elem_ == 4) {
           std::memcpy(x, rec, static_cast<size_t>(d_) * 4);
@@ -278,6 +293,88 @@ class EpLayer {
       }
     }
     return rows;
+  }
+
+  // The exchanges through MPI shared-memory windows (all ranks on one node): each rank's
+  // window has a fixed region per source rank (T records; T rows back), so a source writes
+  // straight into its region of every destination, count included, and one barrier publishes
+  // them. No rendezvous and no single-copy system call per message: after a compute stage that
+  // streamed the weights, those cold paths cost MPI_Alltoallv 10-15 us per call here, more than
+  // the copy. A rank's own records and rows are read where they lie.
+  void open_windows() {
+    records_head_ = static_cast<int64_t>(N_) * kCountStride;
+    const auto records_bytes = static_cast<MPI_Aint>(records_head_ + N_ * T_ * record_);
+    const auto rows_bytes = static_cast<MPI_Aint>(N_ * T_ * d_ * sizeof(float));
+    check_mpi(MPI_Win_allocate_shared(records_bytes, 1, MPI_INFO_NULL, MPI_COMM_WORLD,
+                                      &records_base_, &records_win_),
+              "MPI_Win_allocate_shared (records)");
+    check_mpi(MPI_Win_allocate_shared(rows_bytes, sizeof(float), MPI_INFO_NULL, MPI_COMM_WORLD,
+                                      &rows_base_, &rows_win_),
+              "MPI_Win_allocate_shared (rows)");
+    records_peer_.assign(static_cast<size_t>(N_), nullptr);
+    rows_peer_.assign(static_cast<size_t>(N_), nullptr);
+    for (int q = 0; q < N_; ++q) {
+      MPI_Aint size = 0;
+      int unit = 0;
+      check_mpi(MPI_Win_shared_query(records_win_, q, &size, &unit, &records_peer_[q]),
+                "MPI_Win_shared_query");
+      check_mpi(MPI_Win_shared_query(rows_win_, q, &size, &unit, &rows_peer_[q]),
+                "MPI_Win_shared_query");
+    }
+    check_mpi(MPI_Win_lock_all(MPI_MODE_NOCHECK, records_win_), "MPI_Win_lock_all");
+    check_mpi(MPI_Win_lock_all(MPI_MODE_NOCHECK, rows_win_), "MPI_Win_lock_all");
+  }
+
+  // Makes every rank's writes to `win` visible to every rank.
+  static void publish(MPI_Win win) {
+    check_mpi(MPI_Win_sync(win), "MPI_Win_sync");
+    check_mpi(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier");
+    check_mpi(MPI_Win_sync(win), "MPI_Win_sync");
+  }
+
+  // Dispatch through the windows: this rank's count and records into its region of every other
+  // rank. A destination reads a region only between this publish and its combine barrier, and
+  // the next write comes after that barrier.
+  void put_records() {
+    for (int q = 0; q < N_; ++q) {
+      if (q == r_) continue;
+      char* dst = records_peer_[q];
+      std::memcpy(dst + r_ * kCountStride, &scount_[q], sizeof(int));
+      std::memcpy(dst + records_head_ + r_ * T_ * record_, send_.data() + sdispl_[q] * record_,
+                  static_cast<size_t>(scount_[q] * record_));
+    }
+    publish(records_win_);
+    for (int q = 0; q < N_; ++q) {
+      if (q != r_) std::memcpy(&rcount_[q], records_base_ + q * kCountStride, sizeof(int));
+    }
+    rcount_[r_] = scount_[r_];
+    rdispl_[0] = 0;
+    for (int q = 1; q < N_; ++q) rdispl_[q] = rdispl_[q - 1] + rcount_[q - 1];
+  }
+
+  // Combine through the windows: the rows computed for each source into this rank's region of
+  // the source's window.
+  void put_rows() {
+    for (int q = 0; q < N_; ++q) {
+      if (q == r_) continue;
+      std::memcpy(rows_peer_[q] + r_ * T_ * d_, yr_.data() + rdispl_[q] * d_,
+                  static_cast<size_t>(rcount_[q] * d_) * sizeof(float));
+    }
+    publish(rows_win_);
+  }
+
+  // The i-th record from source q (the row'th received in all).
+  const char* record_from(int q, int i, int64_t row) const {
+    if (!window_) return recv_.data() + row * record_;
+    if (q == r_) return send_.data() + (sdispl_[r_] + i) * record_;
+    return records_base_ + records_head_ + (q * T_ + i) * record_;
+  }
+
+  // The combined row for this rank's i-th record sent to q (send slot `slot`).
+  const float* back_row(int q, int i, int64_t slot) const {
+    if (!window_) return back_.data() + slot * d_;
+    if (q == r_) return yr_.data() + (rdispl_[r_] + i) * d_;
+    return rows_base_ + (q * T_ + i) * d_;
   }
 
   int64_t kept_rows(int64_t rows) {
@@ -311,7 +408,27 @@ class EpLayer {
   std::vector<uint8_t> kr_, shared_, written_;
   std::vector<int> scount_, rcount_, sdispl_, rdispl_;
   MPI_Datatype record_type_{}, row_type_{};
+  bool window_ = false;  ///< exchanges through shared-memory windows, else MPI_Alltoallv
+  static constexpr int64_t kCountStride = 64;  ///< a cache line per source's count
+  int64_t records_head_ = 0;                   ///< the counts before the records
+  char* records_base_ = nullptr;
+  float* rows_base_ = nullptr;
+  std::vector<char*> records_peer_;
+  std::vector<float*> rows_peer_;
+  MPI_Win records_win_ = MPI_WIN_NULL, rows_win_ = MPI_WIN_NULL;
 };
+
+// Whether every rank shares this node's memory (MPI's shared-memory windows then reach them all).
+bool one_node() {
+  MPI_Comm node = MPI_COMM_NULL;
+  check_mpi(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node),
+            "MPI_Comm_split_type");
+  int here = 0, all = 0;
+  MPI_Comm_size(node, &here);
+  MPI_Comm_size(MPI_COMM_WORLD, &all);
+  MPI_Comm_free(&node);
+  return here == all;
+}
 
 // The per-stage maxima over ranks of one step.
 std::array<double, kStages> max_over_ranks(const std::array<double, kStages>& mine) {
@@ -372,6 +489,7 @@ void run_case(const Session& s, const Case& c, const std::string& impl, const Ha
   check_mpi(MPI_Allreduce(load.data(), all_load.data(), static_cast<int>(load.size()), MPI_INT64_T,
                           MPI_SUM, MPI_COMM_WORLD),
             "MPI_Allreduce (load)");
+  const bool window = ep.exchange == "window";
   const int replicas = ep.replicas >= 0 ? ep.replicas : (ep.placement == "load-aware" ? N : 0);
   const Placement place = place_experts(ep.placement, global.shape.experts, N, all_load, replicas);
   // Test-only: a rank that fails in the middle of a run, or dies without a word
@@ -384,7 +502,7 @@ void run_case(const Session& s, const Case& c, const std::string& impl, const Ha
       die != nullptr && std::atoi(die) == r) {
     std::raise(SIGKILL);
   }
-  EpLayer layer(s, *kernel, p, T, place);
+  EpLayer layer(s, *kernel, p, T, place, window);
   res.setup_s = now() - setup0;
   res.layers = layers;
 
@@ -432,7 +550,7 @@ void run_case(const Session& s, const Case& c, const std::string& impl, const Ha
   // The exchanges alone on the same counts: the MPI all-to-all rate on this machine. The same
   // statistic as the step's exchanges: each exchange's maximum over ranks, medians summed.
   std::vector<double> alone_dispatch, alone_combine;
-  for (int i = 0; i < 20; ++i) {
+  for (int i = 0; i < 50; ++i) {
     MPI_Barrier(MPI_COMM_WORLD);
     const std::array<double, 2> mine_s = layer.alltoall_alone();
     std::array<double, 2> slowest{};
@@ -491,6 +609,7 @@ void run_case(const Session& s, const Case& c, const std::string& impl, const Ha
   e.placement = place.policy;
   e.replicas = place.replicas;
   e.tokens_per_rank = T;
+  e.exchange = window ? "window" : "alltoallv";
   auto stage = [&](Stage st) {
     std::vector<double> v;
     for (const auto& sm : samples) v.push_back(sm[st]);
@@ -519,10 +638,11 @@ void run_case(const Session& s, const Case& c, const std::string& impl, const Ha
     e.model_predicted_s = predict_step_s(*cal, e, cpu_count());
   }
   res.notes = fmt::format(
-      "expert-parallel over {} MPI ranks of {} threads, {} placement{}; every rank holds every "
-      "expert's weights, computes only those placed on it",
+      "expert-parallel over {} MPI ranks of {} threads, {} placement{}, exchanges through {}; "
+      "every rank holds every expert's weights, computes only those placed on it",
       N, c.threads, place.policy,
-      place.replicas > 0 ? fmt::format(" with {} replicas", place.replicas) : std::string());
+      place.replicas > 0 ? fmt::format(" with {} replicas", place.replicas) : std::string(),
+      window ? "shared-memory windows" : "MPI_Alltoallv");
   res.stages = {{"route", e.route_s},
                 {"dispatch", e.dispatch_s},
                 {"compute", e.compute_s},
@@ -545,6 +665,21 @@ void on_ended_by_mpirun(int) {
 }
 
 }  // namespace
+
+std::string resolve_exchange(const std::string& asked) {
+  if (asked == "alltoallv") return asked;
+  if (asked != "auto" && asked != "window") {
+    throw UsageError(
+        fmt::format("unknown --ep-exchange '{}' (known: auto, window, alltoallv)", asked));
+  }
+  const bool shared = one_node();
+  if (asked == "window" && !shared) {
+    throw EnvironmentError(
+        "--ep-exchange window needs every rank on one node (shared memory), and these ranks "
+        "span several: use --ep-exchange alltoallv or auto");
+  }
+  return shared ? "window" : "alltoallv";
+}
 
 void quiet_barrier() {
   MPI_Request req;

@@ -9,15 +9,20 @@
 
 // Expert parallelism over MPI (DESIGN.md, "Expert parallelism"): each rank holds T tokens of its
 // own and the experts its placement gives it; a layer is route (local), dispatch (one all-to-all
-// of counts and one MPI_Alltoallv of token records), the experts on the rows received
-// (Kernel::run_routed), and combine (MPI_Alltoallv back, the sum at the source).
+// of counts and one MPI_Alltoallv of token records, or on one node writes into the other ranks'
+// shared-memory windows), the experts on the rows received (Kernel::run_routed), and combine
+// (the rows back the same way, the sum at the source).
 namespace moe_bench::ep {
 
 struct EpOptions {
   int ranks = 1;                         ///< --ep N: the processes mpirun started
   std::string placement = "contiguous";  ///< contiguous, round-robin, load-aware
   int replicas = -1;                     ///< extra expert copies (-1: N for load-aware, else 0)
-  std::vector<EpCalibration> model;      ///< --ep-model: every case's calibration (empty: none)
+  /// How the exchanges move rows: "alltoallv" (MPI_Alltoallv, anywhere; DESIGN.md's stages),
+  /// "window" (MPI shared-memory windows; every rank on one node), or "auto" (window where it
+  /// can, else alltoallv).
+  std::string exchange = "alltoallv";
+  std::vector<EpCalibration> model;  ///< --ep-model: every case's calibration (empty: none)
 };
 
 /// The case's calibration in `ep.model` (tokens and threads per rank as planned), or null.
@@ -45,6 +50,10 @@ class Session {
  private:
   int rank_ = 0, size_ = 1;
 };
+
+/// The exchange the ranks will use for --ep-exchange `asked` ("window" or "alltoallv"); every
+/// rank calls it and gets the same answer. Throws where `asked` is unknown or cannot be had.
+std::string resolve_exchange(const std::string& asked);
 
 /// Waits for every rank without spinning a core (ranks that sit out a measurement of rank 0's).
 void quiet_barrier();

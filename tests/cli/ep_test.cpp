@@ -95,7 +95,9 @@ TEST_CASE("one rank (run --ep 1) gives the single-process output bit for bit") {
                            " --tokens 16 --threads 2 --format json --dtype f32,bf16,f16 --routing "
                            "zipf:1.2,hot:0.5 --capacity-factor 0,1";
   Outcome single = run_tool("run --impl cpu " + args);
-  Outcome ep = run_mpi(1, "run --ep 1 " + args);
+  // auto: one node, so the shared-memory window exchange (nothing crosses ranks at N = 1, but
+  // the rows are read back through it).
+  Outcome ep = run_mpi(1, "run --ep 1 --ep-exchange auto " + args);
   REQUIRE(single.code == 0);
   REQUIRE(ep.code == 0);
   const auto a = nlohmann::json::parse(single.out)["results"];
@@ -105,6 +107,7 @@ TEST_CASE("one rank (run --ep 1) gives the single-process output bit for bit") {
   for (size_t i = 0; i < a.size(); ++i) {
     INFO(a[i]["case"].dump());
     REQUIRE(a[i]["case"] == b[i]["case"]);
+    CHECK(b[i]["ep"]["exchange"] == "window");
     const auto& ca = a[i]["correctness"];
     const auto& cb = b[i]["correctness"];
     // Equal outputs give equal error statistics to the last bit (doubles compared exactly).
@@ -159,6 +162,39 @@ TEST_CASE("expert-parallel runs on 2, 3 and 4 ranks pass the oracle for every ro
   }
 }
 
+TEST_CASE("the shared-memory window and MPI_Alltoallv exchanges give one output bit for bit") {
+  if (!have_mpi()) {
+    WARN("skipped: this build has no MPI");
+    return;
+  }
+  // Three ranks (regions of unequal fill), replicas, capacity, both wire dtypes.
+  const std::string args = std::string(kSmall) +
+                           " --tokens 6 --routing zipf:1.2 --capacity-factor 0,1 --dtype f32,bf16 "
+                           "--placement load-aware --format json";
+  Outcome window = run_mpi(3, "run --ep 3 --ep-exchange window " + args);
+  Outcome alltoallv = run_mpi(3, "run --ep 3 --ep-exchange alltoallv " + args);
+  INFO(window.err << alltoallv.err);
+  REQUIRE(window.code == 0);
+  REQUIRE(alltoallv.code == 0);
+  const auto a = nlohmann::json::parse(window.out)["results"];
+  const auto b = nlohmann::json::parse(alltoallv.out)["results"];
+  REQUIRE(a.size() == 4);
+  REQUIRE(b.size() == a.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    INFO(a[i]["case"].dump());
+    CHECK(a[i]["ep"]["exchange"] == "window");
+    CHECK(b[i]["ep"]["exchange"] == "alltoallv");
+    CHECK(a[i]["correctness"]["pass"] == true);
+    CHECK(a[i]["ep"]["rows_per_rank"] == b[i]["ep"]["rows_per_rank"]);
+    CHECK(a[i]["ep"]["bytes_sent_per_rank"] == b[i]["ep"]["bytes_sent_per_rank"]);
+    const auto& ca = a[i]["correctness"];
+    const auto& cb = b[i]["correctness"];
+    CHECK(ca["max_abs_err"].get<double>() == cb["max_abs_err"].get<double>());
+    CHECK(ca["nmse"].get<double>() == cb["nmse"].get<double>());
+    CHECK(ca["max_rel_err"].get<double>() == cb["max_rel_err"].get<double>());
+  }
+}
+
 TEST_CASE("run --ep says what is wrong in one line") {
   if (!have_mpi()) {
     Outcome o = run_tool(std::string("run --ep 2 ") + kSmall + " --tokens 2");
@@ -193,6 +229,12 @@ TEST_CASE("run --ep says what is wrong in one line") {
   Outcome placement = run_tool(std::string("run --placement load-aware ") + kSmall);
   CHECK(placement.code == 2);
   CHECK(placement.err.find("need --ep") != std::string::npos);
+  Outcome exchange = run_tool(std::string("run --ep-exchange window ") + kSmall);
+  CHECK(exchange.code == 2);
+  CHECK(exchange.err.find("need --ep") != std::string::npos);
+  Outcome unknown = run_tool(std::string("run --ep 2 --ep-exchange pigeon ") + kSmall);
+  CHECK(unknown.code == 2);
+  CHECK(unknown.err.find("--ep-exchange") != std::string::npos);
 }
 
 TEST_CASE("the cost model puts ranks on cores round-robin, a core's ranks in turn") {

@@ -56,12 +56,13 @@ struct EpInfo {
   int replicas = 0;
   int64_t tokens_per_rank = 0;  ///< tokens each rank holds (the layer has ranks x this)
   double route_s = 0, dispatch_s = 0, compute_s = 0, combine_s = 0;
-  /// The MPI calls alone within dispatch and combine (the rest packs, unpacks and sums).
+  std::string exchange = "alltoallv";  ///< how rows moved: "window" or "alltoallv"
+  /// The exchanges alone within dispatch and combine (the rest packs, unpacks and sums).
   double dispatch_exchange_s = 0, combine_exchange_s = 0;
   int threads_per_rank = 1;
   double bytes_sent_per_rank = 0;  ///< dispatch and combine, the most any rank sent
   double dispatch_bytes_per_rank = 0, combine_bytes_per_rank = 0;  ///< each, the most any rank
-  double alltoall_gbytes_per_s = 0;       ///< MPI_Alltoallv on the same counts, measured in the run
+  double alltoall_gbytes_per_s = 0;       ///< MPI_Alltoallv alone on the same counts, in the run
   double exchange_pct_of_alltoall = 0;    ///< the exchanges' rate as a share of that
   std::vector<int64_t> rows_per_rank;     ///< expert assignments each rank computed
   std::vector<int64_t> experts_per_rank;  ///< distinct experts each rank computed

@@ -124,6 +124,7 @@ json result_to_json(const Result& r) {
                {"placement", e.placement},
                {"replicas", e.replicas},
                {"tokens_per_rank", e.tokens_per_rank},
+               {"exchange", e.exchange},
                {"stages_s",
                 {{"route", e.route_s},
                  {"dispatch", e.dispatch_s},
@@ -357,6 +358,7 @@ Result result_from_json(const json& j) {
     ep.placement = e.at("placement");
     ep.replicas = e.at("replicas");
     ep.tokens_per_rank = e.at("tokens_per_rank");
+    ep.exchange = e.value("exchange", std::string("alltoallv"));  // before windows: alltoallv
     const json& st = e.at("stages_s");
     ep.route_s = st.at("route");
     ep.dispatch_s = st.at("dispatch");

@@ -30,10 +30,10 @@ std::string render_table(const Report& report) {
   bool ep = false;
   for (const Result& r : report.results) ep |= r.ep.has_value() && r.status == Status::kOk;
   if (ep) {
-    out += fmt::format("\n{:<34} {:>5} {:<13} {:>34} {:>20} {:>13} {:>11} {:>19}\n",
+    out += fmt::format("\n{:<34} {:>5} {:<13} {:>34} {:>30} {:>13} {:>11} {:>19}\n",
                        "expert-parallel (slowest rank)", "ranks", "placement",
-                       "route/dispatch/compute/combine ms", "exchanges (of MPI)", "rows max/mean",
-                       "one process", "model (error)");
+                       "route/dispatch/compute/combine ms", "exchanges (of MPI_Alltoallv)",
+                       "rows max/mean", "one process", "model (error)");
     for (const Result& r : report.results) {
       if (!r.ep || r.status != Status::kOk) continue;
       const EpInfo& e = *r.ep;
@@ -41,12 +41,12 @@ std::string render_table(const Report& report) {
           fmt::format("{:.3f}/{:.3f}/{:.3f}/{:.3f}", e.route_s * 1e3, e.dispatch_s * 1e3,
                       e.compute_s * 1e3, e.combine_s * 1e3);
       const double exchanges_us = (e.dispatch_exchange_s + e.combine_exchange_s) * 1e6;
-      const std::string exchanges =
-          e.exchange_pct_of_alltoall > 0
-              ? fmt::format("{:.1f} us ({:.0f}%)", exchanges_us, e.exchange_pct_of_alltoall)
-              : fmt::format("{:.1f} us", exchanges_us);
+      const std::string exchanges = e.exchange_pct_of_alltoall > 0
+                                        ? fmt::format("{} {:.1f} us ({:.0f}%)", e.exchange,
+                                                      exchanges_us, e.exchange_pct_of_alltoall)
+                                        : fmt::format("{} {:.1f} us", e.exchange, exchanges_us);
       const std::string model = ep_model_text(e, r.stats.median_s, " ms");
-      out += fmt::format("{:<34} {:>5} {:<13} {:>34} {:>20} {:>13.2f} {:>8.3f} ms {:>19}\n",
+      out += fmt::format("{:<34} {:>5} {:<13} {:>34} {:>30} {:>13.2f} {:>8.3f} ms {:>19}\n",
                          case_label(r.kase), e.ranks,
                          e.placement + (e.replicas > 0 ? fmt::format(" +{}", e.replicas) : ""),
                          stages, exchanges, e.load_max_over_mean, e.single_process_s * 1e3, model);
