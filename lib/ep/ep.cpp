@@ -19,6 +19,7 @@
 #include "moe_bench/kernel.hpp"
 #include "moe_bench/placement.hpp"
 #include "moe_bench/problem.hpp"
+#include "moe_bench/reference.hpp"
 #include "moe_bench/roofline.hpp"
 #include "moe_bench/routing.hpp"
 #include "moe_bench/stats.hpp"
@@ -479,19 +480,41 @@ void run_case(const Session& s, const Case& c, const std::string& impl, const Ha
   std::fill(p.x.begin() + T * d, p.x.end(), 0.0f);
 
   const double setup0 = now();
-  kernel->prepare(p, c.threads);
-  // The calibration batch: this batch's routing by layer 0, before capacity.
-  std::vector<int32_t> ex(static_cast<size_t>(T * k));
-  std::vector<float> wt(ex.size());
-  kernel->route(0, T, ex, wt);
-  std::vector<int64_t> load(static_cast<size_t>(global.shape.experts), 0), all_load(load.size());
-  for (int32_t e : ex) ++load[static_cast<size_t>(e)];
+  // The calibration batch: this batch's routing by layer 0, before capacity (the layer's own
+  // routing, from the reference: the kernel is prepared only once the placement is known).
+  const int64_t E = global.shape.experts;
+  std::vector<int64_t> load(static_cast<size_t>(E), 0), all_load(load.size());
+  {
+    std::vector<double> logits(static_cast<size_t>(E)), wt(static_cast<size_t>(k)),
+        scratch(static_cast<size_t>(2 * E));
+    std::vector<int32_t> ex(static_cast<size_t>(k));
+    for (int64_t t = 0; t < T; ++t) {
+      reference::router_logits(p, p.layers[0], t, logits.data());
+      route_token(global.shape.routing, logits.data(), p.layers[0].selection_bias.data(), E, k,
+                  ex.data(), wt.data(), scratch.data());
+      for (int32_t e : ex) ++load[static_cast<size_t>(e)];
+    }
+  }
   check_mpi(MPI_Allreduce(load.data(), all_load.data(), static_cast<int>(load.size()), MPI_INT64_T,
                           MPI_SUM, MPI_COMM_WORLD),
             "MPI_Allreduce (load)");
   const bool window = ep.exchange == "window";
   const int replicas = ep.replicas >= 0 ? ep.replicas : (ep.placement == "load-aware" ? N : 0);
   const Placement place = place_experts(ep.placement, global.shape.experts, N, all_load, replicas);
+  // This rank keeps only the weights of the experts placed on it. Rank 0 keeps the whole layer
+  // as generated (the oracle and the one-process run need it); the others let it go.
+  std::vector<uint8_t> held(static_cast<size_t>(E), 0);
+  for (size_t e = 0; e < held.size(); ++e) {
+    const auto& owners = place.owners[e];
+    held[e] = std::find(owners.begin(), owners.end(), r) != owners.end();
+  }
+  kernel->hold_experts(held);
+  kernel->prepare(p, c.threads);
+  if (r != 0) {
+    for (LayerWeights& w : p.layers) {
+      for (auto* v : {&w.w1, &w.w3, &w.w2, &w.ws1, &w.ws3, &w.ws2}) std::vector<float>().swap(*v);
+    }
+  }
   // Test-only: a rank that fails in the middle of a run, or dies without a word
   // (tests/cli/ep_test.cpp).
   if (const char* fail = std::getenv("MOE_BENCH_TEST_FAIL_RANK");
@@ -582,6 +605,7 @@ void run_case(const Session& s, const Case& c, const std::string& impl, const Ha
           res.correctness->selection_mismatches);
     }
     const int total_threads = std::min<int>(c.threads * N, std::max(1, cpu_count()));
+    kernel->hold_experts({});
     kernel->prepare(p, total_threads);
     int64_t layer_next = 0;
     for (int i = 0; i < std::max(h.warmup, 1); ++i) time_calls(*kernel, 1, layers, layer_next);
@@ -639,7 +663,8 @@ void run_case(const Session& s, const Case& c, const std::string& impl, const Ha
   }
   res.notes = fmt::format(
       "expert-parallel over {} MPI ranks of {} threads, {} placement{}, exchanges through {}; "
-      "every rank holds every expert's weights, computes only those placed on it",
+      "each rank holds the weights of the experts placed on it (rank 0 also the whole layer, "
+      "for the oracle)",
       N, c.threads, place.policy,
       place.replicas > 0 ? fmt::format(" with {} replicas", place.replicas) : std::string(),
       window ? "shared-memory windows" : "MPI_Alltoallv");

@@ -48,6 +48,10 @@ void Kernel::run_routed(int64_t, const RoutedRows&, std::span<float>) {
   throw std::logic_error(info().name + " does not split routing from its experts");
 }
 
+void Kernel::hold_experts(std::vector<uint8_t>) {
+  throw std::logic_error(info().name + " does not split routing from its experts");
+}
+
 DeviceDescription Registry::device() const {
   for (const auto& e : entries_) {
     if (auto d = e.make()->device()) return *d;

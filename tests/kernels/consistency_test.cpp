@@ -182,3 +182,43 @@ TEST_CASE("cpu names the bf16 micro-kernel it chose and why, by the rates measur
   CHECK(kernel->notes().starts_with("avx512-bf16 "));
   CHECK(kernel->notes().find("bound by reading weights") != std::string::npos);
 }
+
+TEST_CASE("cpu's route and run_routed give run's output, and a rank's kernel holds its experts") {
+  const Shape s = make_shape(8, 2, 64, 48, 12);
+  Problem p = make_problem(s, Dtype::kF32, 11);
+  auto whole = registry().make("cpu");
+  whole->prepare(p, 2);
+  whole->run(0);
+  const std::vector<float> y_run(whole->output().begin(), whole->output().end());
+  const int64_t T = s.tokens, k = s.top_k, d = s.d_model;
+  std::vector<int32_t> expert(static_cast<size_t>(T * k));
+  std::vector<float> weight(expert.size());
+  whole->route(0, T, expert, weight);
+  const std::vector<uint8_t> all(expert.size(), 1), every_row(static_cast<size_t>(T), 1);
+  std::vector<float> y(static_cast<size_t>(T * d));
+  whole->run_routed(0, RoutedRows{p.x, T, k, expert, weight, all, every_row}, y);
+  CHECK(y == y_run);  // FP32: nothing to round
+
+  // Even experts held: rows for them alone give what the whole kernel gives on those rows.
+  std::vector<uint8_t> held(static_cast<size_t>(s.experts), 0), kept(expert.size(), 0);
+  for (size_t e = 0; e < held.size(); e += 2) held[e] = 1;
+  for (size_t i = 0; i < expert.size(); ++i) kept[i] = held[static_cast<size_t>(expert[i])];
+  REQUIRE(std::count(kept.begin(), kept.end(), uint8_t{0}) > 0);
+  REQUIRE(std::count(kept.begin(), kept.end(), uint8_t{1}) > 0);
+  std::vector<float> y_whole(y.size()), y_held(y.size());
+  whole->run_routed(0, RoutedRows{p.x, T, k, expert, weight, kept, every_row}, y_whole);
+  auto part = registry().make("cpu");
+  part->hold_experts(held);
+  part->prepare(p, 2);
+  part->run_routed(0, RoutedRows{p.x, T, k, expert, weight, kept, every_row}, y_held);
+  CHECK(y_held == y_whole);
+  // A row for an expert it does not hold, or the whole layer: refused, not computed.
+  CHECK_THROWS_WITH(part->run_routed(0, RoutedRows{p.x, T, k, expert, weight, all, every_row}, y),
+                    Catch::Contains("not held here"));
+  CHECK_THROWS_AS(part->run(0), std::logic_error);
+  // Prepared again to hold every expert: the whole layer again.
+  part->hold_experts({});
+  part->prepare(p, 2);
+  part->run(0);
+  CHECK(std::vector<float>(part->output().begin(), part->output().end()) == y_run);
+}

@@ -129,6 +129,10 @@ class Kernel {
   /// problem's own x, all slots and every row shared, it equals `run` before rounding, bit for
   /// bit.
   virtual void run_routed(int64_t layer, const RoutedRows& rows, std::span<float> y);
+  /// The experts whose weights the next `prepare` keeps: [E] marks (shared experts are always
+  /// kept), or empty for all. An expert-parallel rank holds only what its placement gives it;
+  /// prepared so, run_routed refuses rows for another expert and `run` refuses to run.
+  virtual void hold_experts(std::vector<uint8_t> held);
 };
 
 using KernelFactory = std::unique_ptr<Kernel> (*)();

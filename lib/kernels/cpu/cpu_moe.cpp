@@ -184,6 +184,10 @@ class CpuKernel final : public Kernel {
     const int64_t L = isa_->lanes, R = isa_->rows;
     gated_ = s.activation != Activation::kGelu;
     hcols_ = gated_ ? L : 2 * L;
+    if (!hold_next_.empty() && std::ssize(hold_next_) != s.experts) {
+      throw std::logic_error("hold_experts: one mark per expert");
+    }
+    held_ = hold_next_;
     layers_.resize(p.layers.size());
     for (size_t l = 0; l < p.layers.size(); ++l) pack_layer(p.layers[l], layers_[l]);
 
@@ -221,6 +225,9 @@ class CpuKernel final : public Kernel {
 
   void run_prefix(int64_t layer, int64_t tokens) override {
     check_rows(tokens, "run_prefix");
+    if (!held_.empty()) {
+      throw std::logic_error("run: this kernel holds only some experts' weights (run_routed)");
+    }
     const Problem& p = *problem_;
     const int64_t T = tokens;
     prefix_ = tokens;
@@ -254,6 +261,15 @@ class CpuKernel final : public Kernel {
     if (rows.top_k != problem_->shape.top_k) {
       throw std::logic_error("run_routed: rows carry a different number of slots than top_k");
     }
+    if (!held_.empty()) {
+      for (int64_t i = 0; i < rows.rows * rows.top_k; ++i) {
+        const int32_t e = rows.expert[static_cast<size_t>(i)];
+        if (rows.kept[static_cast<size_t>(i)] && !held_[static_cast<size_t>(e)]) {
+          throw std::logic_error(
+              fmt::format("run_routed: a row for expert {}, whose weights are not held here", e));
+        }
+      }
+    }
     static const uint8_t kNone = 0;
     auto mark = Clock::now();
 #pragma omp parallel num_threads(threads_)
@@ -264,6 +280,8 @@ class CpuKernel final : public Kernel {
       experts(layer, rows.x.data(), rows.rows, y.data(), mark);
     }
   }
+
+  void hold_experts(std::vector<uint8_t> held) override { hold_next_ = std::move(held); }
 
   std::span<const float> output() const override {
     return std::span(y_).first(static_cast<size_t>(prefix_ * problem_->shape.d_model));
@@ -437,6 +455,11 @@ class CpuKernel final : public Kernel {
     };
     std::vector<Source> sources;
     for (int64_t e = 0; e < s.experts; ++e) {
+      // An expert not held here: an empty group (no rows are ever dispatched to it).
+      if (!held_.empty() && !held_[static_cast<size_t>(e)]) {
+        sources.push_back({nullptr, nullptr, nullptr, 0});
+        continue;
+      }
       sources.push_back({w.w1.data() + e * s.d_ff * d,
                          gated_ ? w.w3.data() + e * s.d_ff * d : nullptr,
                          w.w2.data() + e * d * s.d_ff, s.d_ff});
@@ -478,6 +501,7 @@ class CpuKernel final : public Kernel {
       const Source& src = sources[gi];
       const Group& g = out.groups[gi];
       const int64_t f = src.width, panels = (f + hcols - 1) / hcols;
+      if (f == 0) continue;
       for (int64_t pnl = 0; pnl < panels; ++pnl) {
         const int64_t dst = g.up_offset + pnl * d_pad * L2;
         for (int64_t c = 0; c < L2; ++c) {
@@ -557,7 +581,9 @@ class CpuKernel final : public Kernel {
   std::string name_;
   const IsaKernels* forced_;
   const IsaKernels* isa_ = nullptr;
-  std::string why_;  ///< why `cpu` chose isa_ (empty when forced or obvious)
+  std::string why_;                 ///< why `cpu` chose isa_ (empty when forced or obvious)
+  std::vector<uint8_t> held_;       ///< [E] the experts whose weights are packed (empty: all)
+  std::vector<uint8_t> hold_next_;  ///< what the next prepare packs (hold_experts)
   const Problem* problem_ = nullptr;
   int threads_ = 1;
   bool gated_ = true;
