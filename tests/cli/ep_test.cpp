@@ -137,7 +137,9 @@ TEST_CASE("expert-parallel runs on 2, 3 and 4 ranks pass the oracle for every ro
               " --tokens 8 --routing uniform,zipf:1.2,hot:0.6 --capacity-factor 0,1 --dtype "
               "f32,bf16 --format json"},
       {3, presets + " --placement load-aware"},
-      {4, presets + " --placement round-robin --dtype bf16 --capacity-factor 0,1.25"},
+      // auto: every rank on this node, so the shared-memory window exchange.
+      {4, presets +
+              " --placement round-robin --dtype bf16 --capacity-factor 0,1.25 --ep-exchange auto"},
   };
   for (const Run& run : runs) {
     INFO(run.ranks << " ranks: " << run.args);
@@ -153,6 +155,7 @@ TEST_CASE("expert-parallel runs on 2, 3 and 4 ranks pass the oracle for every ro
       CHECK(r["correctness"]["selection_mismatches"] == 0);
       const auto& e = r["ep"];
       CHECK(e["ranks"] == run.ranks);
+      CHECK(e["exchange"] == (run.ranks == 4 ? "window" : "alltoallv"));
       CHECK(e["rows_per_rank"].size() == static_cast<size_t>(run.ranks));
       // The layer has ranks x T tokens; the oracle checks all of them or its sample.
       CHECK(r["case"]["tokens"].get<int64_t>() == run.ranks * e["tokens_per_rank"].get<int64_t>());
