@@ -82,7 +82,7 @@ int run_ep(const RunOptions& o) {
         "...",
         o.ep.ranks, session.size(), session.size() == 1 ? "" : "es", o.ep.ranks, o.ep.ranks));
   }
-  ep.exchange = ep::resolve_exchange(o.ep.exchange);
+  ep.exchanges = ep::resolve_exchanges(o.ep.exchanges);
   const bool lead = session.rank() == 0;
   // Output paths are checked by rank 0 only (it alone writes), before any work.
   if (lead) {
@@ -189,17 +189,21 @@ Command add_run_command(CLI::App& app) {
                   "Expert-parallel over N MPI ranks (mpirun -np N moe-bench run --ep N); "
                   "--tokens counts each rank's tokens")
       ->each([&o](const std::string&) { o.ep_set = true; });
-  sub->add_option("--placement", o.ep.placement,
+  sub->add_option("--placement", o.ep.placements,
                   "Where experts live with --ep: contiguous, round-robin, load-aware (replicas "
-                  "of the hottest experts, from a calibration batch)")
+                  "of the hottest experts, from a calibration batch); several are measured in "
+                  "turn in one launch")
+      ->delimiter(',')
       ->check(CLI::IsMember({"contiguous", "round-robin", "load-aware"}))
       ->each([&o](const std::string&) { o.placement_set = true; });
   sub->add_option("--replicas", o.ep.replicas,
                   "Extra expert copies for load-aware placement (default: one per rank)")
       ->each([&o](const std::string&) { o.placement_set = true; });
-  sub->add_option("--ep-exchange", o.ep.exchange,
+  sub->add_option("--ep-exchange", o.ep.exchanges,
                   "How --ep moves rows: alltoallv (MPI_Alltoallv; default), window (MPI "
-                  "shared-memory windows, every rank on one node), auto (window where it can)")
+                  "shared-memory windows, every rank on one node), auto (window where it can); "
+                  "several are measured in turn in one launch")
+      ->delimiter(',')
       ->check(CLI::IsMember({"auto", "window", "alltoallv"}))
       ->each([&o](const std::string&) { o.placement_set = true; });
   sub->add_option("--ep-model", o.ep_model_path,

@@ -15,13 +15,14 @@
 namespace moe_bench::ep {
 
 struct EpOptions {
-  int ranks = 1;                         ///< --ep N: the processes mpirun started
-  std::string placement = "contiguous";  ///< contiguous, round-robin, load-aware
-  int replicas = -1;                     ///< extra expert copies (-1: N for load-aware, else 0)
+  int ranks = 1;  ///< --ep N: the processes mpirun started
+  /// Where experts live: contiguous, round-robin, load-aware; several are measured in turn.
+  std::vector<std::string> placements = {"contiguous"};
+  int replicas = -1;  ///< extra expert copies (-1: N for load-aware, else 0)
   /// How the exchanges move rows: "alltoallv" (MPI_Alltoallv, anywhere; DESIGN.md's stages),
   /// "window" (MPI shared-memory windows; every rank on one node), or "auto" (window where it
-  /// can, else alltoallv).
-  std::string exchange = "alltoallv";
+  /// can, else alltoallv); several are measured in turn (resolve_exchanges first).
+  std::vector<std::string> exchanges = {"alltoallv"};
   std::vector<EpCalibration> model;  ///< --ep-model: every case's calibration (empty: none)
 };
 
@@ -51,9 +52,10 @@ class Session {
   int rank_ = 0, size_ = 1;
 };
 
-/// The exchange the ranks will use for --ep-exchange `asked` ("window" or "alltoallv"); every
-/// rank calls it and gets the same answer. Throws where `asked` is unknown or cannot be had.
-std::string resolve_exchange(const std::string& asked);
+/// The exchanges the ranks will use for --ep-exchange `asked` ("window" or "alltoallv" each,
+/// without repeats); every rank calls it and gets the same answer. Throws where one asked for is
+/// unknown or cannot be had.
+std::vector<std::string> resolve_exchanges(const std::vector<std::string>& asked);
 
 /// Waits for every rank without spinning a core (ranks that sit out a measurement of rank 0's).
 void quiet_barrier();
@@ -65,6 +67,8 @@ std::string unavailable_reason();
 /// (which must split routing from its experts); `--tokens` counts each rank's tokens. Every
 /// rank takes part; rank 0's report holds the results (the outputs gathered and checked against
 /// the FP64 oracle on N x T tokens, the stage times as maxima over ranks) and is the one to write.
+/// Several placements or exchanges give a result each per case, measured in turn, and each is
+/// compared with the first.
 void run_cases(const Session& session, const std::vector<Case>& cases, const std::string& impl,
                const HarnessOptions& options, const EpOptions& ep, Report& report,
                const ProgressFn& progress);

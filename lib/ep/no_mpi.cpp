@@ -11,7 +11,9 @@ std::string unavailable_reason() {
 Session::Session() { throw EnvironmentError(unavailable_reason()); }
 Session::~Session() = default;
 void Session::abort(const std::string& message, int) const { throw EnvironmentError(message); }
-std::string resolve_exchange(const std::string&) { throw EnvironmentError(unavailable_reason()); }
+std::vector<std::string> resolve_exchanges(const std::vector<std::string>&) {
+  throw EnvironmentError(unavailable_reason());
+}
 void quiet_barrier() {}
 int default_threads(int) { return 1; }
 void run_cases(const Session&, const std::vector<Case>&, const std::string&, const HarnessOptions&,

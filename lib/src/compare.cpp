@@ -24,6 +24,17 @@ std::string match_key(const Case& c, const std::string& impl) {
   return j.dump() + "|" + impl;
 }
 
+// An expert-parallel result is matched with the same placement and exchange (a launch can hold
+// several of them on one case).
+std::string match_key(const Result& r) {
+  std::string key = match_key(r.kase, r.impl);
+  if (r.ep) {
+    key += fmt::format("|ep {} {} +{} {}", r.ep->ranks, r.ep->placement, r.ep->replicas,
+                       r.ep->exchange);
+  }
+  return key;
+}
+
 double normal_sf(double z) { return 0.5 * std::erfc(z / std::sqrt(2.0)); }
 
 std::vector<double> scaled(std::span<const double> v, double by) {
@@ -123,13 +134,13 @@ RunComparison compare_reports(const Report& old_run, const Report& new_run,
   RunComparison out;
   std::map<std::string, const Result*> old_by_key, new_by_key;
   for (const Result& r : old_run.results) {
-    if (r.status == Status::kOk) old_by_key[match_key(r.kase, r.impl)] = &r;
+    if (r.status == Status::kOk) old_by_key[match_key(r)] = &r;
   }
   for (const Result& r : new_run.results) {
     if (r.status == Status::kFailed) {
       out.failed_new.push_back(fmt::format("{} on {}: {}", r.impl, case_label(r.kase), r.reason));
     }
-    if (r.status == Status::kOk) new_by_key[match_key(r.kase, r.impl)] = &r;
+    if (r.status == Status::kOk) new_by_key[match_key(r)] = &r;
   }
   const bool relative = !o.relative_to.empty();
   bool yardstick_seen = false;
@@ -140,6 +151,7 @@ RunComparison compare_reports(const Report& old_run, const Report& new_run,
     Change c;
     c.kase = nr->kase;
     c.impl = nr->impl;
+    if (nr->ep) c.impl += fmt::format(" ({}, {})", nr->ep->placement, nr->ep->exchange);
     c.n_old = orr.stats.n;
     c.n_new = nr->stats.n;
     if (relative) {

@@ -165,36 +165,54 @@ TEST_CASE("expert-parallel runs on 2, 3 and 4 ranks pass the oracle for every ro
   }
 }
 
-TEST_CASE("the shared-memory window and MPI_Alltoallv exchanges give one output bit for bit") {
+TEST_CASE("one launch measures placements and exchanges in turn, each checked and compared") {
   if (!have_mpi()) {
     WARN("skipped: this build has no MPI");
     return;
   }
-  // Three ranks (regions of unequal fill), replicas, capacity, both wire dtypes.
+  // Three ranks (window regions of unequal fill), replicas, capacity, both wire dtypes.
   const std::string args = std::string(kSmall) +
                            " --tokens 6 --routing zipf:1.2 --capacity-factor 0,1 --dtype f32,bf16 "
-                           "--placement load-aware --format json";
-  Outcome window = run_mpi(3, "run --ep 3 --ep-exchange window " + args);
-  Outcome alltoallv = run_mpi(3, "run --ep 3 --ep-exchange alltoallv " + args);
-  INFO(window.err << alltoallv.err);
-  REQUIRE(window.code == 0);
-  REQUIRE(alltoallv.code == 0);
-  const auto a = nlohmann::json::parse(window.out)["results"];
-  const auto b = nlohmann::json::parse(alltoallv.out)["results"];
-  REQUIRE(a.size() == 4);
-  REQUIRE(b.size() == a.size());
-  for (size_t i = 0; i < a.size(); ++i) {
-    INFO(a[i]["case"].dump());
-    CHECK(a[i]["ep"]["exchange"] == "window");
-    CHECK(b[i]["ep"]["exchange"] == "alltoallv");
-    CHECK(a[i]["correctness"]["pass"] == true);
-    CHECK(a[i]["ep"]["rows_per_rank"] == b[i]["ep"]["rows_per_rank"]);
-    CHECK(a[i]["ep"]["bytes_sent_per_rank"] == b[i]["ep"]["bytes_sent_per_rank"]);
-    const auto& ca = a[i]["correctness"];
-    const auto& cb = b[i]["correctness"];
-    CHECK(ca["max_abs_err"].get<double>() == cb["max_abs_err"].get<double>());
-    CHECK(ca["nmse"].get<double>() == cb["nmse"].get<double>());
-    CHECK(ca["max_rel_err"].get<double>() == cb["max_rel_err"].get<double>());
+                           "--placement contiguous,load-aware --ep-exchange alltoallv,window "
+                           "--format json";
+  Outcome o = run_mpi(3, "run --ep 3 " + args);
+  INFO(o.err);
+  REQUIRE(o.code == 0);
+  const auto j = nlohmann::json::parse(o.out);
+  const auto& results = j["results"];
+  REQUIRE(results.size() == 16);  // 4 cases x 2 placements x 2 exchanges
+  const std::vector<std::pair<std::string, std::string>> variants = {{"contiguous", "alltoallv"},
+                                                                     {"contiguous", "window"},
+                                                                     {"load-aware", "alltoallv"},
+                                                                     {"load-aware", "window"}};
+  for (size_t c = 0; c < 4; ++c) {
+    for (size_t v = 0; v < variants.size(); ++v) {
+      const auto& r = results[c * 4 + v];
+      INFO(r["case"].dump() << " " << variants[v].first << " " << variants[v].second);
+      CHECK(r["case"] == results[c * 4]["case"]);
+      CHECK(r["status"] == "ok");
+      CHECK(r["correctness"]["pass"] == true);
+      CHECK(r["ep"]["placement"] == variants[v].first);
+      CHECK(r["ep"]["exchange"] == variants[v].second);
+      CHECK(r["samples_s"].size() == results[c * 4]["samples_s"].size());  // measured in turn
+    }
+    // The exchange moves the same rows and the sums keep their order: one output bit for bit.
+    for (size_t v = 0; v < variants.size(); v += 2) {
+      const auto& a = results[c * 4 + v];
+      const auto& b = results[c * 4 + v + 1];
+      CHECK(a["ep"]["rows_per_rank"] == b["ep"]["rows_per_rank"]);
+      CHECK(a["ep"]["bytes_sent_per_rank"] == b["ep"]["bytes_sent_per_rank"]);
+      for (const char* stat : {"max_abs_err", "nmse", "max_rel_err"}) {
+        CHECK(a["correctness"][stat].get<double>() == b["correctness"][stat].get<double>());
+      }
+    }
+  }
+  // Every variant against the first, from the same rounds.
+  const auto& comparisons = j["comparisons"];
+  REQUIRE(comparisons.size() == 12);
+  for (const auto& cmp : comparisons) {
+    CHECK(cmp["b"] == "cpu (contiguous, alltoallv)");
+    CHECK(cmp["a"] != cmp["b"]);
   }
 }
 
