@@ -9,6 +9,7 @@
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <memory>
 #include <numeric>
 #include <random>
@@ -93,7 +94,9 @@ class EpLayer {
     if (window_) open_windows();
   }
   ~EpLayer() {
-    if (window_) {
+    // Freeing a window is collective: a rank unwinding after an error would wait there for ranks
+    // that wait for it elsewhere. It is on its way to MPI_Abort; the windows go with the process.
+    if (window_ && std::uncaught_exceptions() == 0) {
       MPI_Win_unlock_all(records_win_);
       MPI_Win_unlock_all(rows_win_);
       MPI_Win_free(&records_win_);
@@ -665,8 +668,10 @@ void run_case(const Session& s, const Case& c, int64_t case_index, const std::st
       for (auto* v : {&w.w1, &w.w3, &w.w2, &w.ws1, &w.ws3, &w.ws2}) std::vector<float>().swap(*v);
     }
   }
-  // Test-only: a rank that fails in the middle of a run, or dies without a word
-  // (tests/cli/ep_test.cpp).
+  for (auto& v : variants)
+    v->layer = std::make_unique<EpLayer>(s, *v->kernel, p, T, v->place, v->window);
+  // Test-only: a rank that fails in the middle of a run (its exchange windows open), or dies
+  // without a word (tests/cli/ep_test.cpp).
   if (const char* fail = std::getenv("MOE_BENCH_TEST_FAIL_RANK");
       fail != nullptr && std::atoi(fail) == r) {
     throw std::runtime_error("failure injected for a test (MOE_BENCH_TEST_FAIL_RANK)");
@@ -675,8 +680,6 @@ void run_case(const Session& s, const Case& c, int64_t case_index, const std::st
       die != nullptr && std::atoi(die) == r) {
     std::raise(SIGKILL);
   }
-  for (auto& v : variants)
-    v->layer = std::make_unique<EpLayer>(s, *v->kernel, p, T, v->place, v->window);
   shared.setup_s = now() - setup0;
   shared.layers = layers;
   for (auto& v : variants) checked_step(*v, r, N, T, d, k, h);

@@ -237,9 +237,11 @@ TEST_CASE("run --ep says what is wrong in one line") {
   CHECK(early.code == 2);
   CHECK(early.err.find("--replicas -4") != std::string::npos);
   CHECK(std::count(early.err.begin(), early.err.end(), '\n') == 1);
-  // A rank that fails mid-run ends the whole run with that rank named, without a hang.
+  // A rank that fails mid-run ends the whole run with that rank named, without a hang (its
+  // shared-memory windows open: freeing them is collective).
   Outcome dies =
-      run_mpi(2, std::string("run --ep 2 ") + kSmall + " --tokens 2", "MOE_BENCH_TEST_FAIL_RANK=1");
+      run_mpi(2, std::string("run --ep 2 --ep-exchange window ") + kSmall + " --tokens 2",
+              "MOE_BENCH_TEST_FAIL_RANK=1");
   CHECK(dies.code != 0);
   CHECK(dies.err.find("rank 1 of 2") != std::string::npos);
   // A rank killed without a word: the others say why they stopped, and the exit is not 0.
