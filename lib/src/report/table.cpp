@@ -1,5 +1,7 @@
 #include <fmt/format.h>
 
+#include <algorithm>
+
 #include "format.hpp"
 #include "moe_bench/report.hpp"
 
@@ -53,11 +55,17 @@ std::string render_table(const Report& report) {
     }
   }
   if (!report.comparisons.empty()) {
-    out += fmt::format("\n{:<34} {:<16} {:>8} {:>18}  {}\n", "case", "speed-up", "median", "95% CI",
-                       "faster with confidence");
+    // As wide as the longest "A over B" (expert-parallel variants have long names).
+    size_t wide = 16;
     for (const Comparison& c : report.comparisons) {
-      out += fmt::format("{:<34} {:<16} {:>7.2f}x {:>18}  {}\n", case_label(c.kase),
-                         c.a + " over " + c.b, c.speedup.ratio, format_interval(c.speedup.ci, 1, 2),
+      wide = std::max(wide, c.a.size() + c.b.size() + 6);
+    }
+    out += fmt::format("\n{:<34} {:<{}} {:>8} {:>18}  {}\n", "case", "speed-up", wide, "median",
+                       "95% CI", "faster with confidence");
+    for (const Comparison& c : report.comparisons) {
+      out += fmt::format("{:<34} {:<{}} {:>7.2f}x {:>18}  {}\n", case_label(c.kase),
+                         c.a + " over " + c.b, wide, c.speedup.ratio,
+                         format_interval(c.speedup.ci, 1, 2),
                          c.speedup.faster_with_confidence ? "yes" : "no");
     }
   }
