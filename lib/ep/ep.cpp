@@ -253,12 +253,17 @@ class EpLayer {
     }
   }
 
+  // Where each source's rows start among the received ones, from the counts.
+  void receive_displacements() {
+    rdispl_[0] = 0;
+    for (int q = 1; q < N_; ++q) rdispl_[q] = rdispl_[q - 1] + rcount_[q - 1];
+  }
+
   // Dispatch's exchange: the counts, then the token records.
   void exchange_records() {
     check_mpi(MPI_Alltoall(scount_.data(), 1, MPI_INT, rcount_.data(), 1, MPI_INT, MPI_COMM_WORLD),
               "MPI_Alltoall (counts)");
-    rdispl_[0] = 0;
-    for (int q = 1; q < N_; ++q) rdispl_[q] = rdispl_[q - 1] + rcount_[q - 1];
+    receive_displacements();
     check_mpi(
         MPI_Alltoallv(send_.data(), scount_.data(), sdispl_.data(), record_type_, recv_.data(),
                       rcount_.data(), rdispl_.data(), record_type_, MPI_COMM_WORLD),
@@ -354,8 +359,7 @@ class EpLayer {
       if (q != r_) std::memcpy(&rcount_[q], records_base_ + q * kCountStride, sizeof(int));
     }
     rcount_[r_] = scount_[r_];
-    rdispl_[0] = 0;
-    for (int q = 1; q < N_; ++q) rdispl_[q] = rdispl_[q - 1] + rcount_[q - 1];
+    receive_displacements();
   }
 
   // Combine through the windows: the rows computed for each source into this rank's region of
@@ -644,17 +648,20 @@ void run_case(const Session& s, const Case& c, int64_t case_index, const std::st
             "MPI_Allreduce (load)");
   // Each variant's kernel keeps only the weights of the experts its placement gives this rank.
   std::vector<std::unique_ptr<Variant>> variants;
+  // Variants of one placement get kernels of their own all the same: alternating variants then
+  // never find each other's weights in cache.
   for (const std::string& policy : ep.placements) {
     const int replicas = ep.replicas >= 0 ? ep.replicas : (policy == "load-aware" ? N : 0);
+    const Placement place = place_experts(policy, E, N, all_load, replicas);
+    std::vector<uint8_t> held(static_cast<size_t>(E), 0);
+    for (size_t e = 0; e < held.size(); ++e) {
+      const auto& owners = place.owners[e];
+      held[e] = std::find(owners.begin(), owners.end(), r) != owners.end();
+    }
     for (const std::string& exchange : ep.exchanges) {
       auto v = std::make_unique<Variant>();
-      v->place = place_experts(policy, E, N, all_load, replicas);
+      v->place = place;
       v->window = exchange == "window";
-      std::vector<uint8_t> held(static_cast<size_t>(E), 0);
-      for (size_t e = 0; e < held.size(); ++e) {
-        const auto& owners = v->place.owners[e];
-        held[e] = std::find(owners.begin(), owners.end(), r) != owners.end();
-      }
       v->kernel = h.make(impl);
       v->kernel->hold_experts(held);
       v->kernel->prepare(p, c.threads);
