@@ -462,14 +462,15 @@ def peer_label(report, impl):
 
 def impl_legend(fig_or_ax, report, impls, colour, **kw):
     handles = [Patch(color=colour[i], label=peer_label(report, i)) for i in impls]
-    return fig_or_ax.legend(handles=handles, ncol=min(len(impls), 8), frameon=False, **kw)
+    if handles:
+        fig_or_ax.legend(handles=handles, ncol=min(len(impls), 8), frameon=False, **kw)
 
 
 def tick_labels(labels, column_px, fontsize):
     """Tick text and rotation for per-case columns column_px wide: the label itself, else on
     two lines at its spaces, else turned upright."""
     char_px = fontsize * 0.6 * DPI / 72
-    if max(len(lab) for lab in labels) * char_px <= column_px:
+    if max((len(lab) for lab in labels), default=0) * char_px <= column_px:
         return labels, 0
     wrapped = [lab.replace(" ", "\n", 1) for lab in labels]
     longest = max(len(part) for lab in wrapped for part in lab.split("\n"))
@@ -580,11 +581,13 @@ def faceted_chart(report, results, impls, draw, title, path):
     colour = colours(impls_in_order(ok_results(report)))
     size, rows = case_chart_size(len(cases), len(impls))
     fig, axes = plt.subplots(max(len(rows), 1), 1, figsize=size, squeeze=False, sharey=True)
-    for ax, (a, b) in zip(axes[:, 0], rows or [(0, 0)]):
+    for ax, (a, b) in zip(axes[:, 0], rows):
         column_px = (size[0] - 1.5) * DPI / max(b - a, 1)
         draw(ax, cases[a:b], labels, column_px, colour)
     if not rows:
-        axes[0][0].text(0.5, 0.5, "no ok result to draw", ha="center", transform=axes[0][0].transAxes)
+        axes[0][0].axis("off")
+        axes[0][0].text(0.5, 0.5, "no ok result to draw", ha="center",
+                        transform=axes[0][0].transAxes)
     top = 1 - 0.65 / size[1]  # title and legend take the top 0.65 inch
     fig.suptitle(title, fontsize=FONT + 3, y=1 - 0.08 / size[1], va="top")
     impl_legend(fig, report, impls, colour, loc="upper center",
@@ -784,7 +787,9 @@ def plot_roofline(report, path):
     height = min(MAX_H, 6.5 + label_in)
     fig, ax = plt.subplots(figsize=(width, height))
     draw_roofline(ax, report, results, colour, FONT)
-    ax.set_title("Roofline: the ceilings this run measured", pad=label_in * 72 + 10)
+    title = ("Roofline: the ceilings this run measured" if roofline_ceilings(report, results)
+             else "Roofline: this run measured no peak (points only)")
+    ax.set_title(title, pad=label_in * 72 + 10)
     fig.tight_layout()
     if labels and not label_roofline(ax, labels, FONT):
         fig.text(0.01, 0.01, "{} cases: too many to label here".format(len(labels)))
@@ -868,6 +873,9 @@ def plot_dashboard(report, path):
     fig = plt.figure(figsize=(MAX_W, MAX_H))
     heights = ([0.3 + 0.21 * len(pairs)] if "speedups" in top else []) + (
         [2.4, 2.4] if "throughput" in top else []) + ([3.4] if bottom else [])
+    if not heights:
+        fig.text(0.5, 0.5, "no ok result to draw", ha="center", fontsize=FONT + 4)
+        heights = [1]
     longest = max((len(line) for a, b in pairs for line in strip_label(a, b).split("\n")),
                   default=0)
     left = max(0.06, (longest * (FONT - 1) * 0.6 / 72 + 0.35) / MAX_W)

@@ -263,6 +263,15 @@ class Rendering(unittest.TestCase):
                     w, h = png_size(png)
                     self.assertTrue(w <= 1920 and h <= 1080, "{}: {} x {}".format(png, w, h))
 
+    def test_a_report_without_an_ok_result_still_draws_every_chart(self):
+        report = load("examples", "example.json")
+        report["results"], report["comparisons"], report["interrupted"] = [], [], True
+        with tempfile.TemporaryDirectory() as out:
+            path = os.path.join(out, "interrupted.json")
+            with open(path, "w") as f:
+                json.dump(report, f)
+            self.assertEqual(len(render(path, out)), 6)
+
     def test_sixty_cases_render_within_1920_by_1080(self):
         with tempfile.TemporaryDirectory() as out:
             path = os.path.join(out, "synthetic-60-cases.json")
