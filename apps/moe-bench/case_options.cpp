@@ -7,6 +7,7 @@
 #include <cstdlib>
 
 #include "moe_bench/error.hpp"
+#include "moe_bench/sysinfo.hpp"
 #include "registry.hpp"
 
 namespace moe_bench::cli {
@@ -34,8 +35,9 @@ void add_case_options(CLI::App* sub, CaseOptions& o) {
       ->delimiter(',');
   sub->add_option("--dtype", a.dtypes, "Data types (comma list): f32, bf16, f16")->delimiter(',');
   sub->add_option("--activation", a.activation, "Expert activation: swiglu, gelu, swiglu_oai");
-  sub->add_option("--seed", a.seed, "Seed of the generated data");
-  sub->add_option("--timing-seed", o.harness.seed, "Seed of the interleaving and the bootstrap");
+  sub->add_option("--seed", a.seed, "Seed of the generated data")->check(seed_validator());
+  sub->add_option("--timing-seed", o.harness.seed, "Seed of the interleaving and the bootstrap")
+      ->check(seed_validator());
   sub->add_option("--reps", o.harness.reps, "At least this many samples per result (default 20)");
   sub->add_option("--min-time", o.harness.min_time_s,
                   "And at least this many seconds of sampling per case (default 0.5)");
@@ -53,6 +55,32 @@ void add_case_options(CLI::App* sub, CaseOptions& o) {
   sub->add_option("--blas-core", o.blas_core,
                   "OpenBLAS kernel: auto (best for this CPU) or a core name; default: "
                   "OPENBLAS_CORETYPE when set, else auto");
+  add_max_isa_option(sub);
+}
+
+CLI::Validator seed_validator() {
+  // CLI11 converts "-1" into an unsigned seed by wrapping it to 2^64 - 1: refused as typed.
+  return CLI::Validator(
+      [](std::string& v) -> std::string {
+        const bool digits = !v.empty() && v.find_first_not_of("0123456789") == std::string::npos;
+        return digits ? std::string()
+                      : fmt::format("'{}' is not a seed: a whole number from 0 to 2^64 - 1", v);
+      },
+      "SEED");
+}
+
+void add_max_isa_option(CLI::App* sub) {
+  sub->add_option_function<std::string>(
+         "--max-isa",
+         [](const std::string& v) {
+           if (!parse_isa(v)) {
+             throw UsageError(fmt::format("--max-isa '{}' is not one of {}", v, isa_names()));
+           }
+         },
+         fmt::format("Run as a CPU of this class would: {} (default: MOE_BENCH_MAX_ISA, else "
+                     "this CPU's own); the blas and peer libraries follow",
+                     isa_names()))
+      ->envname("MOE_BENCH_MAX_ISA");
 }
 
 std::vector<Case> plan_checked(CaseOptions& o, int processes) {

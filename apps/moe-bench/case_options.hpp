@@ -24,6 +24,12 @@ struct CaseOptions {
 /// Registers the shape axes, --impl and the measurement flags on `sub`.
 void add_case_options(CLI::App* sub, CaseOptions& o);
 
+/// Seeds as typed: whole non-negative numbers (CLI11 alone wraps "-1" to 2^64 - 1).
+CLI::Validator seed_validator();
+
+/// --max-isa, acted on in main before parsing (prepare_process); CLI11 checks its value again.
+void add_max_isa_option(CLI::App* sub);
+
 /// Checks the measurement flags and the implementations (each must exist; those asked for by name
 /// must run here), fills harness.cache and harness.make, and plans the cases (each implementation
 /// process holding `processes` copies of the data). Throws UsageError or EnvironmentError.

@@ -1,5 +1,6 @@
 #include <fmt/format.h>
 
+#include "case_options.hpp"
 #include "commands.hpp"
 #include "moe_bench/kernel.hpp"
 #include "moe_bench/presets.hpp"
@@ -11,7 +12,13 @@ namespace moe_bench::cli {
 Command add_list_command(CLI::App& app) {
   auto* sub =
       app.add_subcommand("list", "List implementations (and whether they run here) and presets");
+  add_max_isa_option(sub);
   return {sub, [] {
+            const std::string cap = isa_cap_note();
+            fmt::print("Instruction sets: {}\n",
+                       cap.empty()
+                           ? std::string(to_string(isa_of(cpu_features()))) + ", this CPU's own"
+                           : cap);
             fmt::print("Implementations:\n");
             for (const auto& entry : registry()) {
               auto kernel = entry.make();

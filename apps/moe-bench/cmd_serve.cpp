@@ -167,6 +167,7 @@ int serve(ServeOptions o) {
   }
   if (interrupt_requested()) report.interrupted = true;
   report.system.blas = blas_info();
+  report.system.steal_share = steal_share(start_cpu_times(), cpu_times());
   report.warnings = collect_warnings(report);
   return emit_report(report, format, o.json_path, o.md_path, serving_table(report));
 }
@@ -195,9 +196,11 @@ Command add_serve_command(CLI::App& app) {
       ->delimiter(',');
   sub->add_option("--dtype", a.dtypes, "Data type: f32, bf16, f16")->delimiter(',');
   sub->add_option("--activation", a.activation, "Expert activation: swiglu, gelu, swiglu_oai");
-  sub->add_option("--seed", a.seed, "Seed of the data and of the arrivals");
+  sub->add_option("--seed", a.seed, "Seed of the data and of the arrivals")
+      ->check(seed_validator());
   sub->add_option("--cache", o.cases.cache, "cold (default) or warm, as in run");
   sub->add_option("--blas-core", o.cases.blas_core, "OpenBLAS kernel, as in run");
+  add_max_isa_option(sub);
   sub->add_option("--rate", o.rates,
                   "Requests per second (comma list; default: 10% to 110% of what back-to-back "
                   "full batches allow)")

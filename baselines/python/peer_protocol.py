@@ -62,9 +62,27 @@ def rotated_layers(case, weights, copy, max_sets=None):
     return next_set
 
 
+# Set by measure() when the peer is too slow for the case's time budget: why, with the measured
+# time per call; write_result() passes it on and moe-bench reports the peer skipped.
+_too_slow = {}
+
+
+def too_slow(per_call_s, options):
+    """The reason a peer taking `per_call_s` a call cannot give its samples within the case's
+    budget (the minimum count in the maximum time), or None when it can."""
+    reps, budget = options["reps"], options["max_time_s"]
+    if per_call_s * reps <= budget:
+        return None
+    return ("takes {:.3g} s per call on this CPU; {} samples exceed the {:.3g} s budget"
+            .format(per_call_s, reps, budget))
+
+
 def measure(forward, options, timed=None):
     """Warm-up, calibration and sampling by moe-bench's protocol; returns (samples, inner).
-    `timed(calls)` gives the seconds per call of `calls` calls (default: the host's clock)."""
+    `timed(calls)` gives the seconds per call of `calls` calls (default: the host's clock).
+    A peer too slow for the budget (judged from the first warm-up call, then from one timed
+    call) takes no samples: it returns ([], 0) with the reason kept for write_result; its last
+    output is still checked."""
     def host_timed(calls):
         start = time.perf_counter()
         for _ in range(calls):
@@ -72,9 +90,20 @@ def measure(forward, options, timed=None):
         return (time.perf_counter() - start) / calls
 
     timed = timed or host_timed
-    for _ in range(max(options["warmup"], 1)):
+    first = time.perf_counter()
+    forward()
+    first = time.perf_counter() - first
+    # The first call carries one-time costs: only one slower than the whole budget ends it here.
+    if first > options["max_time_s"]:
+        _too_slow["why"] = too_slow(first, options)
+        return [], 0
+    for _ in range(max(options["warmup"], 1) - 1):
         forward()
     one = max(timed(1), 1e-9)
+    why = too_slow(one, options)
+    if why is not None:
+        _too_slow["why"] = why
+        return [], 0
     inner = max(1, min(1 << 20, int(-(-options["min_sample_s"] // one))))
     samples = []
     begin = time.perf_counter()
@@ -126,7 +155,7 @@ def write_result(folder, samples, inner, versions, setup_s=0.0):
     time (weight prepacking) where it has one."""
     with open(os.path.join(folder, "samples.json.tmp"), "w") as f:
         json.dump({"samples_s": samples, "inner_reps": inner, "versions": versions,
-                   "setup_s": setup_s}, f)
+                   "setup_s": setup_s, "too_slow": _too_slow.get("why")}, f)
     os.replace(os.path.join(folder, "samples.json.tmp"), os.path.join(folder, "samples.json"))
 
 

@@ -326,6 +326,7 @@ class PythonPeer final : public Kernel {
     out.samples_s = r.at("samples_s").get<std::vector<double>>();
     out.inner_reps = r.at("inner_reps");
     out.setup_s = r.value("setup_s", 0.0);
+    if (r.contains("too_slow") && r.at("too_slow").is_string()) out.too_slow = r.at("too_slow");
     std::string notes;
     for (const auto& [k, v] : r.at("versions").items()) {
       notes += fmt::format("{}{} {}", notes.empty() ? "" : ", ", k,

@@ -112,6 +112,12 @@ void run_elsewhere(Contender& c, const Problem& problem, const Oracle& oracle,
         r.correctness->max_rel_err, r.correctness->tolerance, r.correctness->selection_mismatches);
     return;
   }
+  if (!timed.too_slow.empty()) {
+    // Correct, but too slow for the budget: not a failure of this machine or build.
+    r.status = Status::kSkipped;
+    r.reason = fmt::format("{} in {} {}", r.impl, to_string(problem.dtype), timed.too_slow);
+    return;
+  }
   r.samples_s = std::move(timed.samples_s);
 }
 

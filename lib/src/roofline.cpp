@@ -10,6 +10,7 @@
 #include <memory>
 #include <vector>
 
+#include "moe_bench/aligned.hpp"
 #include "moe_bench/sysinfo.hpp"
 
 namespace moe_bench {
@@ -17,8 +18,13 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Independent FMA chains, enough to cover the FMA latency on two pipes.
-constexpr int kChains = 16;
+// Independent FMA chains, enough to cover the FMA latency on two pipes (4 cycles x 2 pipes = 8
+// in flight on Zen and Skylake), and few enough that the chains and the two constants stay in
+// registers: 16 + 2 of the 32 zmm registers of AVX-512, 12 + 2 of the 16 ymm (AVX2) or xmm
+// (SSE) registers. Sixteen chains on AVX2 spill to the stack and measured half the peak of an
+// AMD Zen 3 (issue 25).
+constexpr int kChainsAvx512 = 16;
+constexpr int kChains16Regs = 12;
 
 // GCC ignores vector_size on a dependent type, so the widths are spelled out.
 typedef float V16 __attribute__((vector_size(16)));
@@ -34,6 +40,7 @@ typedef float V64 __attribute__((vector_size(64)));
 
 __attribute__((target("avx512f"), MOE_BENCH_PEAK_LOOP)) float fma_avx512(int64_t iterations,
                                                                          float seed) {
+  constexpr int kChains = kChainsAvx512;
   __m512 acc[kChains];
   const __m512 a = _mm512_set1_ps(0.999999f), b = _mm512_set1_ps(1e-7f);
   for (int c = 0; c < kChains; ++c) acc[c] = _mm512_set1_ps(seed + static_cast<float>(c));
@@ -52,6 +59,7 @@ __attribute__((target("avx512f"), MOE_BENCH_PEAK_LOOP)) float fma_avx512(int64_t
 
 __attribute__((target("avx2,fma"), MOE_BENCH_PEAK_LOOP)) float fma_avx2(int64_t iterations,
                                                                         float seed) {
+  constexpr int kChains = kChains16Regs;
   __m256 acc[kChains];
   const __m256 a = _mm256_set1_ps(0.999999f), b = _mm256_set1_ps(1e-7f);
   for (int c = 0; c < kChains; ++c) acc[c] = _mm256_set1_ps(seed + static_cast<float>(c));
@@ -68,20 +76,26 @@ __attribute__((target("avx2,fma"), MOE_BENCH_PEAK_LOOP)) float fma_avx2(int64_t 
   return out;
 }
 
+// The x86-64 baseline (SSE2) has no FMA: a multiply and an add per lane, two flops, in separate
+// instructions on separate pipes.
 __attribute__((MOE_BENCH_PEAK_LOOP)) float fma_generic(int64_t iterations, float seed) {
-  float acc[kChains * 4];
-  for (int c = 0; c < kChains * 4; ++c) acc[c] = seed + static_cast<float>(c);
+  constexpr int kChains = kChains16Regs;
+  V16 acc[kChains];
+  const V16 a = {0.999999f, 0.999999f, 0.999999f, 0.999999f}, b = {1e-7f, 1e-7f, 1e-7f, 1e-7f};
+  for (int c = 0; c < kChains; ++c) acc[c] = V16{} + (seed + static_cast<float>(c));
   for (int64_t i = 0; i < iterations; ++i) {
-    for (float& x : acc) x = std::fma(x, 0.999999f, 1e-7f);
+#pragma GCC unroll 16
+    for (int c = 0; c < kChains; ++c) acc[c] = acc[c] * a + b;
   }
   float out = 0;
-  for (float x : acc) out += x;
+  for (int c = 0; c < kChains; ++c) out += acc[c][0] + acc[c][1] + acc[c][2] + acc[c][3];
   return out;
 }
 
 // The same with vdpbf16ps: each instruction takes 16 lanes of bf16 pairs, 64 flops.
 __attribute__((target("avx512f,avx512bf16"), MOE_BENCH_PEAK_LOOP)) float dpbf16_avx512(
     int64_t iterations, float seed) {
+  constexpr int kChains = kChainsAvx512;
   __m512 acc[kChains];
   const __m512i one_pair = _mm512_set1_epi32(0x3f803f80);   // (1.0, 1.0) in bf16
   const __m512i tiny_pair = _mm512_set1_epi32(0x33d633d6);  // (~1e-7, ~1e-7)
@@ -102,39 +116,36 @@ __attribute__((target("avx512f,avx512bf16"), MOE_BENCH_PEAK_LOOP)) float dpbf16_
   return out;
 }
 
-// Best of five timings of `loop` on every thread; `flops_per_op` per chain and iteration.
-double best_gflops(int threads, float (*loop)(int64_t, float), int flops_per_op,
+// Best of five timings of `loop` on every thread; `flops_per_iteration` over all its chains.
+double best_gflops(int threads, float (*loop)(int64_t, float), int flops_per_iteration,
                    int64_t iterations = 8'000'000) {
-  const int64_t kIterations = iterations;
   double best = 0;
   volatile float sink = 0;
   // Best of five: the first ones may run before the clock has ramped up.
   for (int rep = 0; rep < 5; ++rep) {
     auto start = Clock::now();
 #pragma omp parallel num_threads(threads)
-    sink = sink + loop(kIterations, static_cast<float>(omp_get_thread_num()));
+    sink = sink + loop(iterations, static_cast<float>(omp_get_thread_num()));
     const double s = std::chrono::duration<double>(Clock::now() - start).count();
     const double flops =
-        static_cast<double>(flops_per_op) * kChains * static_cast<double>(kIterations) * threads;
+        static_cast<double>(flops_per_iteration) * static_cast<double>(iterations) * threads;
     best = std::max(best, flops / s * 1e-9);
   }
   return best;
 }
 
 double fma_gflops(int threads, std::string& isa) {
-  float (*loop)(int64_t, float) = fma_generic;
-  int lanes = 4;
-  isa = "generic";
-  if (cpu_features().has("avx512f")) {
-    loop = fma_avx512;
-    lanes = 16;
+  const CpuFeatures& f = cpu_features();
+  if (f.has("avx512f")) {
     isa = "avx512";
-  } else if (cpu_features().has("avx2") && cpu_features().has("fma")) {
-    loop = fma_avx2;
-    lanes = 8;
-    isa = "avx2";
+    return best_gflops(threads, fma_avx512, 2 * 16 * kChainsAvx512);
   }
-  return best_gflops(threads, loop, 2 * lanes);
+  if (f.has("avx2") && f.has("fma")) {
+    isa = "avx2";
+    return best_gflops(threads, fma_avx2, 2 * 8 * kChains16Regs);
+  }
+  isa = "generic";
+  return best_gflops(threads, fma_generic, 2 * 4 * kChains16Regs);
 }
 
 // Reads n floats as kStreams interleaved sequential streams: more streams in flight keep more of
@@ -170,16 +181,23 @@ __attribute__((noinline)) float read_loop(const float* p, int64_t n) {
 // it is the ceiling those kernels are held to.
 template <typename V>
 __attribute__((noinline)) float read_prefetched(const float* p, int64_t n) {
-  constexpr int64_t kLanes = sizeof(V) / 4, kStep = 64 / kLanes * kLanes, kAhead = 32 * 16;
+  // Every float is read: a cache line (16 floats) per step as 16 / lanes vectors, with one
+  // prefetch per line 32 lines ahead. (An earlier version loaded one vector per 64 floats, which
+  // touched a quarter of the lines at 16 lanes and a sixteenth at 4, yet counted every byte.)
+  constexpr int64_t kLanes = sizeof(V) / 4, kLine = 16, kAhead = 32 * kLine;
+  constexpr int64_t kPerLine = kLine / kLanes;
   V acc[4] = {};
   int64_t i = 0;
-  for (; i + 4 * kStep <= n; i += 4 * kStep) {
+  for (; i + 4 * kLine <= n; i += 4 * kLine) {
 #pragma GCC unroll 4
     for (int64_t a = 0; a < 4; ++a) {
-      __builtin_prefetch(p + i + a * kStep + kAhead);
-      V v;
-      __builtin_memcpy(&v, p + i + a * kStep, sizeof(V));
-      acc[a] += v;
+      __builtin_prefetch(p + i + a * kLine + kAhead);
+#pragma GCC unroll 4
+      for (int64_t v = 0; v < kPerLine; ++v) {
+        V x;
+        __builtin_memcpy(&x, p + i + a * kLine + v * kLanes, sizeof(V));
+        acc[a] += x;
+      }
     }
   }
   float out = 0;
@@ -199,7 +217,11 @@ __attribute__((target("avx512f"))) float read_prefetched_avx512(const float* p, 
 __attribute__((target("avx2"))) float read_avx2(const float* p, int64_t n) {
   return read_loop<V32>(p, n);
 }
+__attribute__((target("avx2"))) float read_prefetched_avx2(const float* p, int64_t n) {
+  return read_prefetched<V32>(p, n);
+}
 float read_generic(const float* p, int64_t n) { return read_loop<V16>(p, n); }
+float read_prefetched_generic(const float* p, int64_t n) { return read_prefetched<V16>(p, n); }
 
 // Best of five passes of `loop` over the buffer, every thread reading its own contiguous part.
 double best_read(const float* buf, int64_t n, int threads, float (*loop)(const float*, int64_t)) {
@@ -225,24 +247,36 @@ double read_gbytes_per_s(int threads) {
   // Four times the last-level cache, at least 256 MiB, so the reads stream from memory.
   const int64_t bytes = std::max<int64_t>(256 << 20, 4 * last_level_cache_bytes());
   const int64_t n = bytes / static_cast<int64_t>(sizeof(float));
-  std::unique_ptr<float[]> buf(new float[static_cast<size_t>(n)]);
+  // On 2 MiB pages, as the cpu kernels' packed weights are (Aligned): in a VM with nested paging,
+  // streaming through 4 KiB pages read half as fast here (35 against 70 GB/s on an AMD Zen 5
+  // guest), so a ceiling on small pages sat below what the kernels reach (issue 25).
+  Aligned<float> buf;
+  buf.resize(n);
 #pragma omp parallel for num_threads(threads) schedule(static)
-  for (int64_t i = 0; i < n; ++i) buf[i] = 1.0f;
+  for (int64_t i = 0; i < n; ++i) buf.data()[i] = 1.0f;
+  // Both patterns on every ISA: on an AMD Zen 5 capped at avx2 the interleaved streams alone read
+  // 34 GB/s where the prefetched stream (and the avx2 kernels) read 60 (issue 25).
   if (cpu_features().has("avx512f")) {
-    return std::max(best_read(buf.get(), n, threads, read_avx512),
-                    best_read(buf.get(), n, threads, read_prefetched_avx512));
+    return std::max(best_read(buf.data(), n, threads, read_avx512),
+                    best_read(buf.data(), n, threads, read_prefetched_avx512));
   }
-  if (cpu_features().has("avx2")) return best_read(buf.get(), n, threads, read_avx2);
-  return best_read(buf.get(), n, threads, read_generic);
+  if (cpu_features().has("avx2")) {
+    return std::max(best_read(buf.data(), n, threads, read_avx2),
+                    best_read(buf.data(), n, threads, read_prefetched_avx2));
+  }
+  return std::max(best_read(buf.data(), n, threads, read_generic),
+                  best_read(buf.data(), n, threads, read_prefetched_generic));
 }
 
 }  // namespace
 
 double dpbf16_over_fma_rate() {
+  // Measured once per process where the CPU has vdpbf16ps; 0 under a cap without it.
+  if (!cpu_features().has("avx512f") || !cpu_features().has("avx512_bf16")) return 0.0;
   static const double kRatio = [] {
-    if (!cpu_features().has("avx512f") || !cpu_features().has("avx512_bf16")) return 0.0;
     // One thread, a tenth of the peaks' iterations: about 20 ms, once per process.
-    return best_gflops(1, dpbf16_avx512, 64, 800'000) / best_gflops(1, fma_avx512, 32, 800'000);
+    return best_gflops(1, dpbf16_avx512, 64 * kChainsAvx512, 800'000) /
+           best_gflops(1, fma_avx512, 32 * kChainsAvx512, 800'000);
   }();
   return kRatio;
 }
@@ -252,7 +286,7 @@ Peaks measure_peaks(int threads) {
   p.threads = threads;
   p.fp32_gflops = fma_gflops(threads, p.fma_isa);
   if (cpu_features().has("avx512f") && cpu_features().has("avx512_bf16")) {
-    p.bf16_gflops = best_gflops(threads, dpbf16_avx512, 64);
+    p.bf16_gflops = best_gflops(threads, dpbf16_avx512, 64 * kChainsAvx512);
   }
   p.read_gbytes_per_s = read_gbytes_per_s(threads);
   return p;

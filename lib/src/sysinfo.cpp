@@ -1,6 +1,7 @@
 #include "moe_bench/sysinfo.hpp"
 
 #include <cblas.h>
+#include <fmt/format.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -91,7 +92,7 @@ int core_rank(std::string_view core) {
 
 }  // namespace
 
-const CpuFeatures& cpu_features() {
+const CpuFeatures& host_cpu_features() {
   static const CpuFeatures kFeatures = [] {
     CpuFeatures f;
     std::istringstream flags(cpuinfo_field("flags"));
@@ -100,6 +101,135 @@ const CpuFeatures& cpu_features() {
     return f;
   }();
   return kFeatures;
+}
+
+std::string_view to_string(Isa isa) {
+  switch (isa) {
+    case Isa::kGeneric:
+      return "generic";
+    case Isa::kAvx2:
+      return "avx2";
+    case Isa::kAvx512:
+      return "avx512";
+    case Isa::kAvx512Bf16:
+      return "avx512_bf16";
+    case Isa::kAmx:
+      return "amx";
+  }
+  return "?";
+}
+
+namespace {
+constexpr std::array kAllIsas{Isa::kGeneric, Isa::kAvx2, Isa::kAvx512, Isa::kAvx512Bf16, Isa::kAmx};
+}  // namespace
+
+std::optional<Isa> parse_isa(std::string_view name) {
+  const std::string n = lower(name);
+  for (Isa isa : kAllIsas) {
+    if (n == to_string(isa)) return isa;
+  }
+  return std::nullopt;
+}
+
+std::string isa_names() {
+  std::string out;
+  for (Isa isa : kAllIsas) out += (out.empty() ? "" : ", ") + std::string(to_string(isa));
+  return out;
+}
+
+Isa isa_of(const CpuFeatures& f) {
+  if (!(f.has("avx2") && f.has("fma") && f.has("f16c"))) return Isa::kGeneric;
+  const bool avx512 = f.has("avx512f") && f.has("avx512bw") && f.has("avx512vl") &&
+                      f.has("avx512dq") && f.has("avx512cd");
+  if (!avx512) return Isa::kAvx2;
+  if (!f.has("avx512_bf16")) return Isa::kAvx512;
+  if (!(f.has("amx_tile") && f.has("amx_bf16"))) return Isa::kAvx512Bf16;
+  return Isa::kAmx;
+}
+
+CpuFeatures capped(const CpuFeatures& f, Isa cap) {
+  // The vector extensions of each class that a CPU of a lower class lacks. AVX-VNNI and the
+  // other VEX extensions of recent cores (Alder Lake, Zen 5) are above avx2: an AVX2 class CPU
+  // (Haswell, Zen 3) has none of them.
+  auto above = [cap](const std::string& flag) {
+    auto starts = [&flag](std::string_view p) { return flag.rfind(p, 0) == 0; };
+    if (starts("amx")) return cap < Isa::kAmx;
+    if (flag == "avx512_bf16" || flag == "avx512_fp16") return cap < Isa::kAvx512Bf16;
+    if (starts("avx512") || starts("avx_") || starts("avx10")) return cap < Isa::kAvx512;
+    if (flag == "avx" || flag == "avx2" || flag == "fma" || flag == "f16c") {
+      return cap < Isa::kAvx2;
+    }
+    return false;
+  };
+  CpuFeatures out;
+  for (const std::string& flag : f.flags) {
+    if (!above(flag)) out.flags.insert(flag);
+  }
+  return out;
+}
+
+namespace {
+
+struct IsaState {
+  std::optional<Isa> cap;
+  CpuFeatures features;
+};
+
+IsaState& isa_state() {
+  static IsaState state = [] {
+    IsaState s;
+    const char* env = std::getenv("MOE_BENCH_MAX_ISA");
+    // prepare_process refuses an unknown name before anything reads the features.
+    if (env != nullptr && *env != '\0') s.cap = parse_isa(env);
+    s.features = s.cap ? capped(host_cpu_features(), *s.cap) : host_cpu_features();
+    return s;
+  }();
+  return state;
+}
+
+}  // namespace
+
+const CpuFeatures& cpu_features() { return isa_state().features; }
+
+std::optional<Isa> max_isa() { return isa_state().cap; }
+
+void set_max_isa(std::optional<Isa> cap) {
+  IsaState& s = isa_state();
+  s.cap = cap;
+  s.features = cap ? capped(host_cpu_features(), *cap) : host_cpu_features();
+}
+
+std::vector<Isa> supported_isas() {
+  std::vector<Isa> out;
+  const Isa host = isa_of(host_cpu_features());
+  for (Isa isa : kAllIsas) {
+    if (isa <= host) out.push_back(isa);
+  }
+  return out;
+}
+
+std::string isa_cap_note() {
+  const auto cap = max_isa();
+  if (!cap) return {};
+  const Isa host = isa_of(host_cpu_features());
+  return fmt::format("capped at {} (--max-isa or MOE_BENCH_MAX_ISA; this CPU: {}{})",
+                     to_string(*cap), to_string(host),
+                     *cap >= host ? ", so the cap changes nothing" : "");
+}
+
+std::string blas_core_for_cap(Isa cap) {
+  switch (cap) {
+    case Isa::kGeneric:
+      return "Prescott";  // SSE2/SSE3 kernels: what every x86-64 CPU runs
+    case Isa::kAvx2:
+      return "Haswell";
+    case Isa::kAvx512:
+      return "SkylakeX";
+    case Isa::kAvx512Bf16:
+    case Isa::kAmx:
+      return "Cooperlake";
+  }
+  return {};
 }
 
 std::string best_blas_core(const CpuFeatures& f) {
@@ -136,7 +266,70 @@ std::string& chosen_by_note() {
 }
 }  // namespace
 
+namespace {
+
+// The value of `--name VALUE` or `--name=VALUE` in argv (the last one), or null.
+const char* find_flag(int argc, char** argv, std::string_view name) {
+  const char* value = nullptr;
+  const std::string eq = std::string(name) + "=";
+  for (int i = 1; i < argc; ++i) {
+    std::string_view arg = argv[i];
+    if (arg == name && i + 1 < argc) value = argv[i + 1];
+    if (arg.starts_with(eq)) value = argv[i] + eq.size();
+  }
+  return value;
+}
+
+[[noreturn]] void refuse(const std::string& message) {
+  // Under mpirun every rank meets the same bad input: rank 0 alone says so.
+  const char* rank = std::getenv("OMPI_COMM_WORLD_RANK");
+  if (rank == nullptr || std::string_view(rank) == "0") {
+    fmt::print(stderr, "moe-bench: error: {}\n", message);
+  }
+  std::exit(2);
+}
+
+// The cap from --max-isa or MOE_BENCH_MAX_ISA (the flag wins), exported for child processes.
+std::optional<Isa> take_isa_cap(int argc, char** argv) {
+  const char* flag = find_flag(argc, argv, "--max-isa");
+  const char* env = std::getenv("MOE_BENCH_MAX_ISA");
+  const char* value = flag != nullptr ? flag : (env != nullptr && *env != '\0' ? env : nullptr);
+  if (value == nullptr) return std::nullopt;
+  const auto cap = parse_isa(value);
+  if (!cap) {
+    refuse(fmt::format("{} '{}' is not one of {}",
+                       flag != nullptr ? "--max-isa" : "MOE_BENCH_MAX_ISA", value, isa_names()));
+  }
+  setenv("MOE_BENCH_MAX_ISA", std::string(to_string(*cap)).c_str(), 1);
+  return cap;
+}
+
+// Under a cap below this CPU's class, the libraries of the peers are capped to match (a user's
+// own setting wins): oneDNN and MKL (PyTorch, IPEX) and ATen's vectorised kernels.
+void cap_peer_libraries(Isa cap) {
+  if (cap >= isa_of(host_cpu_features())) return;
+  const char* onednn = cap == Isa::kGeneric  ? "SSE41"
+                       : cap == Isa::kAvx2   ? "AVX2"
+                       : cap == Isa::kAvx512 ? "AVX512_CORE"
+                                             : "AVX512_CORE_BF16";
+  setenv("ONEDNN_MAX_CPU_ISA", onednn, 0);
+  setenv("DNNL_MAX_CPU_ISA", onednn, 0);
+  if (cap <= Isa::kAvx512) {
+    setenv("MKL_ENABLE_INSTRUCTIONS",
+           cap == Isa::kGeneric ? "SSE4_2"
+           : cap == Isa::kAvx2  ? "AVX2"
+                                : "AVX512",
+           0);
+  }
+  if (cap <= Isa::kAvx2)
+    setenv("ATEN_CPU_CAPABILITY", cap == Isa::kGeneric ? "default" : "avx2", 0);
+}
+
+}  // namespace
+
 void prepare_process(int argc, char** argv) {
+  const std::optional<Isa> cap = take_isa_cap(argc, argv);
+  set_max_isa(cap);
   if (const char* note = std::getenv(kRequestedVar)) {
     // This process is the re-executed one; the marker must not reach child processes.
     chosen_by_note() = note;
@@ -145,26 +338,34 @@ void prepare_process(int argc, char** argv) {
   }
   // `validate` checks claims against the baseline, so it always wants the best kernel.
   const char* flag = argc > 1 && std::string_view(argv[1]) == "validate" ? "auto" : nullptr;
-  for (int i = 1; i < argc; ++i) {
-    std::string_view arg = argv[i];
-    if (arg == "--blas-core" && i + 1 < argc) flag = argv[i + 1];
-    if (arg.starts_with("--blas-core=")) flag = argv[i] + std::string_view("--blas-core=").size();
-  }
-  auto core = blas_core_to_request(cpu_features(), flag, std::getenv("OPENBLAS_CORETYPE"),
-                                   openblas_get_corename());
+  if (const char* given = find_flag(argc, argv, "--blas-core")) flag = given;
+  const char* user = std::getenv("OPENBLAS_CORETYPE");
+  const std::string current = openblas_get_corename();
+  std::optional<std::string> core;
   std::string why = "OpenBLAS's own detection";
-  if (core) {
-    const char* user = std::getenv("OPENBLAS_CORETYPE");
-    why = flag != nullptr ? std::string("--blas-core ") + flag : "CPU features";
-    if (user != nullptr) why += std::string(", over OPENBLAS_CORETYPE=") + user;
-    setenv("OPENBLAS_CORETYPE", core->c_str(), 1);
-  } else if (flag != nullptr) {
-    // Asked for, and already loaded: an inherited OPENBLAS_CORETYPE that happens to name the
-    // kernel the flag wants is not the user's choice.
-    why = std::string("--blas-core ") + flag + " (already the kernel in use)";
-  } else if (std::getenv("OPENBLAS_CORETYPE") != nullptr) {
-    why = std::string("the user (OPENBLAS_CORETYPE=") + std::getenv("OPENBLAS_CORETYPE") + ")";
+  const bool auto_flag = flag == nullptr || std::string_view(flag) == "auto";
+  if (cap && auto_flag && (flag != nullptr || user == nullptr)) {
+    // Under a cap, the kernel of the capped class, stronger or weaker than OpenBLAS's choice.
+    std::string wanted = best_blas_core(cpu_features());
+    if (wanted.empty()) wanted = blas_core_for_cap(Isa::kGeneric);
+    if (lower(wanted) != lower(current)) core = wanted;
+    why = fmt::format("--max-isa {}", to_string(*cap));
+    if (core && user != nullptr) why += std::string(", over OPENBLAS_CORETYPE=") + user;
+  } else {
+    core = blas_core_to_request(cpu_features(), flag, user, current);
+    if (core) {
+      why = flag != nullptr ? std::string("--blas-core ") + flag : "CPU features";
+      if (user != nullptr) why += std::string(", over OPENBLAS_CORETYPE=") + user;
+    } else if (flag != nullptr) {
+      // Asked for, and already loaded: an inherited OPENBLAS_CORETYPE that happens to name the
+      // kernel the flag wants is not the user's choice.
+      why = std::string("--blas-core ") + flag + " (already the kernel in use)";
+    } else if (user != nullptr) {
+      why = std::string("the user (OPENBLAS_CORETYPE=") + user + ")";
+    }
   }
+  if (core) setenv("OPENBLAS_CORETYPE", core->c_str(), 1);
+  if (cap) cap_peer_libraries(*cap);
   // Idle worker threads of OpenBLAS (2^28 cycles by default) and libgomp keep spinning after a
   // call and steal the cores from whichever implementation runs next; shorter spins, read when
   // the libraries load, let interleaved implementations start on idle cores. A user's values win.
@@ -220,8 +421,37 @@ int64_t last_level_cache_bytes() {
 
 int64_t memory_available_bytes() { return meminfo_kib("MemAvailable") * 1024; }
 
+CpuTimes cpu_times() {
+  // "cpu  user nice system idle iowait irq softirq steal guest guest_nice" (guest time is
+  // counted in user already).
+  std::ifstream in("/proc/stat");
+  std::string name;
+  CpuTimes t;
+  if (!(in >> name) || name != "cpu") return t;
+  int64_t v[8] = {};
+  for (int64_t& x : v) {
+    if (!(in >> x)) return t;
+  }
+  for (int64_t x : v) t.total += x;
+  t.steal = v[7];
+  return t;
+}
+
+double steal_share(const CpuTimes& before, const CpuTimes& after) {
+  if (before.steal < 0 || after.steal < 0 || after.total <= before.total) return -1;
+  return static_cast<double>(after.steal - before.steal) /
+         static_cast<double>(after.total - before.total);
+}
+
+const CpuTimes& start_cpu_times() {
+  static const CpuTimes kStart = cpu_times();
+  return kStart;
+}
+
 SystemInfo system_info(const DeviceDescription& device) {
+  start_cpu_times();
   SystemInfo s;
+  s.isa_cap = isa_cap_note();
   s.cpu_model = cpuinfo_field("model name");
   for (const char* f : {"avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_bf16",
                         "avx512_fp16", "amx_tile", "amx_bf16"}) {

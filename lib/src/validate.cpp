@@ -19,36 +19,42 @@
 namespace moe_bench {
 namespace {
 
-const std::array<Claim, 16> kClaims{{
-    {"cpu is faster than blas on workload A at 1 token", "A", 1, "uniform", "cpu", "blas", true},
-    {"cpu is faster than blas on workload A at 32 tokens", "A", 32, "uniform", "cpu", "blas", true},
+// Each claim with the broadest class of machines it holds on (validate.hpp, README.md).
+const std::array<Claim, 17> kClaims{{
+    {"cpu is faster than blas on workload A at 1 token", "A", 1, "uniform", "cpu", "blas", true,
+     "f32", MachineClass::kAvx2, ""},
+    {"cpu is faster than blas on workload A at 32 tokens", "A", 32, "uniform", "cpu", "blas", true,
+     "f32", MachineClass::kAvx2, ""},
     {"cpu is faster than blas on workload A at 512 tokens", "A", 512, "uniform", "cpu", "blas",
-     false},
-    {"cpu is faster than blas on workload B at 16 tokens", "B", 16, "uniform", "cpu", "blas", true},
+     false, "f32", MachineClass::kAvx2, ""},
+    {"cpu is faster than blas on workload B at 16 tokens", "B", 16, "uniform", "cpu", "blas", true,
+     "f32", MachineClass::kAvx2, ""},
     {"cpu is faster than blas on workload B at 1024 tokens", "B", 1024, "uniform", "cpu", "blas",
-     false},
+     false, "f32", MachineClass::kAvx2, ""},
     {"cpu is faster than blas on workload A at 1 token with zipf:1.2 routing", "A", 1, "zipf:1.2",
-     "cpu", "blas", false},
+     "cpu", "blas", false, "f32", MachineClass::kAvx2, ""},
     {"cpu is faster than blas on workload A at 32 tokens with zipf:1.2 routing", "A", 32,
-     "zipf:1.2", "cpu", "blas", false},
+     "zipf:1.2", "cpu", "blas", false, "f32", MachineClass::kAvx2, ""},
     {"cpu is faster than blas on workload A at 512 tokens with zipf:1.2 routing", "A", 512,
-     "zipf:1.2", "cpu", "blas", false},
+     "zipf:1.2", "cpu", "blas", false, "f32", MachineClass::kAvx2, ""},
     {"cpu is faster than blas on workload B at 16 tokens with zipf:1.2 routing", "B", 16,
-     "zipf:1.2", "cpu", "blas", false},
+     "zipf:1.2", "cpu", "blas", false, "f32", MachineClass::kAvx2, ""},
     {"cpu is faster than blas on workload B at 1024 tokens with zipf:1.2 routing", "B", 1024,
-     "zipf:1.2", "cpu", "blas", false},
+     "zipf:1.2", "cpu", "blas", false, "f32", MachineClass::kAvx2, ""},
     {"cpu is faster than numpy on workload A at 32 tokens", "A", 32, "uniform", "cpu", "numpy",
-     false},
+     false, "f32", MachineClass::kAvx2, ""},
     {"cpu is faster than torch on workload A at 32 tokens", "A", 32, "uniform", "cpu", "torch",
-     false},
+     false, "f32", MachineClass::kAvx2, ""},
+    {"cpu in bf16 is faster than cpu in f32 on workload A at 1 token", "A", 1, "uniform", "cpu",
+     "cpu", true, "bf16", MachineClass::kAvx2, "f32"},
     {"cpu is faster than torch in bf16 on workload A at 512 tokens", "A", 512, "uniform", "cpu",
-     "torch", false, "bf16", MachineClass::kAvx512Bf16NoAmx},
+     "torch", false, "bf16", MachineClass::kAvx512Bf16NoAmx, ""},
     {"cpu is faster than torch in bf16 on workload B at 1024 tokens", "B", 1024, "uniform", "cpu",
-     "torch", false, "bf16", MachineClass::kAvx512Bf16NoAmx},
+     "torch", false, "bf16", MachineClass::kAvx512Bf16NoAmx, ""},
     {"cuda is faster than cublas in bf16 on workload A at 1 token", "A", 1, "uniform", "cuda",
-     "cublas", true, "bf16", MachineClass::kNvidiaHopper},
+     "cublas", true, "bf16", MachineClass::kNvidiaHopper, ""},
     {"cuda is faster than torch_grouped_mm in bf16 on workload A at 32 tokens", "A", 32, "uniform",
-     "cuda", "torch_grouped_mm", false, "bf16", MachineClass::kNvidiaHopper},
+     "cuda", "torch_grouped_mm", false, "bf16", MachineClass::kNvidiaHopper, ""},
 }};
 
 // The consistency grid of the tests, each shape also under other routings and with capacity on
@@ -188,6 +194,11 @@ std::vector<Case> timing_cases(ValidateLevel level) {
   // The cpu kernels keep a packed copy; the peers load their own (they run the uniform cases).
   axes.extra_weight_copies = 1;
   axes.threads = {static_cast<int>(std::max(1, cpu_count()))};
+  // Decode in bf16 beside f32, for the claim about bytes.
+  Axes bf16_decode = axes;
+  bf16_decode.workloads = {"A"};
+  bf16_decode.tokens = {1};
+  bf16_decode.dtypes = {"bf16"};
   if (level == ValidateLevel::kQuick) {
     axes.workloads = {"A"};
     axes.tokens = {1, 32};
@@ -195,10 +206,12 @@ std::vector<Case> timing_cases(ValidateLevel level) {
     axes.workloads = {"B"};
     axes.tokens = {16};
     for (const Case& c : plan_cases(axes)) cases.push_back(c);
+    for (const Case& c : plan_cases(bf16_decode)) cases.push_back(c);
     return cases;
   }
   axes.routing = {"uniform", "zipf:1.2"};
   std::vector<Case> cases = plan_cases(axes);
+  for (const Case& c : plan_cases(bf16_decode)) cases.push_back(c);
   // The prefill sizes in bf16, for the claims against the PyTorch peer in bf16.
   for (const auto& [workload, tokens] : {std::pair<const char*, int64_t>{"A", 512}, {"B", 1024}}) {
     Axes b = axes;
@@ -307,12 +320,58 @@ void check_serving(const Registry& registry, Report& report,
   report.checks.push_back(line);
 }
 
+// Our own kernels (cpu and cuda and their variants) are held to the ceilings: one faster than
+// its ceiling even at the slow end of its median's interval means the ceiling is wrong, and with
+// it every roofline figure of the run. (A peer above a ceiling is only warned about: its data may
+// come from a cache the protocol cannot see.)
+std::optional<std::string> above_ceiling(const Result& r) {
+  if (!r.impl.starts_with("cpu") && !r.impl.starts_with("cuda")) return std::nullopt;
+  const double bound_s = r.derived.roofline_pct / 100.0 * r.stats.median_s;
+  if (r.stats.median_ci_s[1] <= 0 || bound_s <= r.stats.median_ci_s[1]) return std::nullopt;
+  return fmt::format(
+      "faster than its {} ceiling allows ({:.0f}% of it, and above it across the whole "
+      "interval): the measured ceiling is wrong, and with it this run's roofline figures",
+      r.derived.bound, bound_s / r.stats.median_ci_s[1] * 100);
+}
+
+// The FP32 FMA peak of each thread count must be at least the rate of cpu's own micro-kernel on
+// operands in L1, on the same ISA (within 10% for noise): a peak loop that spills, or one on a
+// narrower ISA than the kernels, measures low and puts every result over its ceiling.
+void check_ceilings(const Registry& registry, Report& report,
+                    const std::function<void(const CheckLine&)>& emit) {
+  constexpr double kSlack = 0.9;
+  auto cpu = registry.make("cpu");
+  for (const Peaks& p : report.peaks) {
+    CheckLine line{"ceiling",
+                   fmt::format("the FP32 FMA peak ({}, {} threads) is at least cpu's micro-kernel "
+                               "in L1",
+                               p.fma_isa, p.threads),
+                   Status::kSkipped, ""};
+    const std::optional<double> kernel = cpu->in_cache_gflops(p.threads);
+    if (!kernel) {
+      line.detail = "cpu has no FP32 micro-kernel to measure here";
+    } else {
+      line.status = p.fp32_gflops >= kSlack * *kernel ? Status::kOk : Status::kFailed;
+      line.detail = fmt::format("peak {:.1f} GFLOP/s, micro-kernel {:.1f} GFLOP/s ({:.0f}%){}",
+                                p.fp32_gflops, *kernel, *kernel / p.fp32_gflops * 100,
+                                line.status == Status::kOk
+                                    ? ""
+                                    : ": the peak loop measures low (spills, or a narrower ISA); "
+                                      "every compute roofline figure of this run is wrong");
+    }
+    emit(line);
+    report.checks.push_back(line);
+  }
+}
+
 }  // namespace
 
 std::span<const Claim> readme_claims() { return kClaims; }
 
 std::string_view to_string(MachineClass m) {
   switch (m) {
+    case MachineClass::kAvx2:
+      return "x86-64 CPUs with AVX2 and FMA";
     case MachineClass::kAvx512:
       return "CPUs with AVX-512";
     case MachineClass::kAvx512Bf16NoAmx:
@@ -337,9 +396,18 @@ std::optional<std::string> outside_class(MachineClass m, const CpuFeatures& cpu,
     }
     return std::nullopt;
   }
-  if (!cpu.has("avx512f")) return "this CPU has no AVX-512";
+  // A cap (--max-isa) hides features: the reason says so, since the CPU itself has them.
+  const bool capped = max_isa().has_value();
+  if (m == MachineClass::kAvx2) {
+    if (cpu.has("avx2") && cpu.has("fma")) return std::nullopt;
+    return capped ? "no AVX2 with FMA under the ISA cap" : "this CPU has no AVX2 with FMA";
+  }
+  if (!cpu.has("avx512f"))
+    return capped ? "no AVX-512 under the ISA cap" : "this CPU has no AVX-512";
   if (m == MachineClass::kAvx512Bf16NoAmx) {
-    if (!cpu.has("avx512_bf16")) return "this CPU has no AVX512-BF16";
+    if (!cpu.has("avx512_bf16")) {
+      return capped ? "no AVX512-BF16 under the ISA cap" : "this CPU has no AVX512-BF16";
+    }
     // On AMX CPUs vdpbf16ps runs at half the FP32 rate and the peers use AMX tiles.
     if (cpu.has("amx_bf16")) return "this CPU has AMX, which the cpu kernels do not use yet";
   }
@@ -459,11 +527,16 @@ void run_validate(const Registry& registry, ValidateLevel level, Report& report,
     };
     run_cases({planned[i]}, planned_impls[i], h, report, one);
     if (report.interrupted) break;
+    // The memory bandwidth of a shared host drifts by a third from minute to minute: measured
+    // again after every case, the ceiling is the best the machine gave during the run, so a
+    // result over it means the ceiling loop is wrong, not that the neighbours were quiet.
+    for (Peaks& p : report.peaks) keep_higher(p, measure_peaks(p.threads));
   }
   // Peaks are ceilings: measured again now and the higher kept, so that a neighbour busy at
   // start-up cannot put results above their ceiling; every figure below uses the final peaks.
   for (Peaks& p : report.peaks) keep_higher(p, measure_peaks(p.threads));
   refresh_derived(report);
+  check_ceilings(registry, report, emit);
   for (const Result& r : report.results) {
     CheckLine line{"timing", fmt::format("{} on {}", r.impl, case_label(r.kase)), r.status,
                    r.reason};
@@ -472,6 +545,10 @@ void run_validate(const Registry& registry, ValidateLevel level, Report& report,
           fmt::format("median {:.4g} ms [{:.4g}, {:.4g}], roofline {}, CV {:.1f}%",
                       r.stats.median_s * 1e3, r.stats.median_ci_s[0] * 1e3,
                       r.stats.median_ci_s[1] * 1e3, roofline_text(r.derived), r.stats.cv * 100);
+      if (auto why = above_ceiling(r)) {
+        line.status = Status::kFailed;
+        line.detail += "; " + *why;
+      }
     }
     emit(line);
     report.checks.push_back(line);
@@ -483,6 +560,21 @@ void run_validate(const Registry& registry, ValidateLevel level, Report& report,
     if (auto outside = outside_class(claim.machines, cpu_features(), gpu)) {
       line.status = Status::kSkipped;
       line.detail = fmt::format("stated for {}; {}", to_string(claim.machines), *outside);
+    } else if (!claim.b_dtype.empty()) {
+      // Two dtypes of the case: two results, timed in their own cases.
+      Case a = claim_case(claim), b = a;
+      b.dtype = parse_dtype(claim.b_dtype);
+      const Result* ra = find_result(report, a, claim.a);
+      const Result* rb = find_result(report, b, claim.b);
+      if (ra == nullptr || rb == nullptr || ra->status != Status::kOk ||
+          rb->status != Status::kOk) {
+        line.detail = "not measured";
+      } else {
+        const Speedup sp = speedup(ra->samples_s, rb->samples_s, 1);
+        line.status = sp.faster_with_confidence ? Status::kOk : Status::kFailed;
+        line.detail = fmt::format("{:.2f}x [{:.2f}, {:.2f}]{}", sp.ratio, sp.ci[0], sp.ci[1],
+                                  sp.faster_with_confidence ? "" : ": interval not above 1");
+      }
     } else if (const Comparison* c = find_comparison(report, claim)) {
       line.status = c->speedup.faster_with_confidence ? Status::kOk : Status::kFailed;
       line.detail = fmt::format("{:.2f}x [{:.2f}, {:.2f}]{}", c->speedup.ratio, c->speedup.ci[0],

@@ -48,6 +48,38 @@ TEST_CASE("bad input gets one clear line and exit 2") {
   expect_usage_error("run --tokens 1,,2", "--tokens '1,,2' has an empty item");
   expect_usage_error("run --impl=blas,", "--impl 'blas,' has an empty item");
   expect_usage_error("run --routing ,uniform", "empty item");
+  expect_usage_error("run --max-isa avx3", "--max-isa 'avx3' is not one of generic, avx2");
+  expect_usage_error("run --seed -1", "--seed");
+  expect_usage_error("run --seed 1.5", "--seed");
+}
+
+TEST_CASE("under --max-isa the tool dispatches as a CPU of that class would") {
+  Outcome o = run_tool("list --max-isa generic");
+  CHECK(o.code == 0);
+  CHECK(o.out.find("Instruction sets: capped at generic") != std::string::npos);
+  CHECK(o.out.find("cpu_avx2        cpu    available here: no  (no AVX2 with FMA and F16C under "
+                   "the cap") != std::string::npos);
+  CHECK(o.out.find("OpenBLAS: Prescott kernel (chosen by --max-isa generic)") != std::string::npos);
+  // The variable does the same; the flag wins over it.
+  Outcome env = run_tool_with_prefix("MOE_BENCH_MAX_ISA=generic ", "list");
+  CHECK(env.out.find("capped at generic") != std::string::npos);
+  Outcome both = run_tool_with_prefix("MOE_BENCH_MAX_ISA=generic ", "list --max-isa avx2");
+  CHECK(both.out.find("capped at avx2") != std::string::npos);
+  Outcome bad = run_tool_with_prefix("MOE_BENCH_MAX_ISA=sse9 ", "list");
+  CHECK(bad.code == 2);
+  CHECK(bad.err ==
+        "moe-bench: error: MOE_BENCH_MAX_ISA 'sse9' is not one of generic, avx2, "
+        "avx512, avx512_bf16, amx\n");
+  // The report says that a cap is in force.
+  Outcome run = run_tool(
+      "run --max-isa generic --impl cpu --experts 4 --top-k 2 --d-model 64 "
+      "--d-ff 32 --tokens 2 --reps 2 --min-time 0 --format json");
+  REQUIRE(run.code == 0);
+  const auto j = nlohmann::json::parse(run.out);
+  CHECK(
+      j.at("context").at("cpu").at("isa_cap").get<std::string>().starts_with("capped at generic"));
+  CHECK(j.at("context").at("peaks").at("fma_isa") == "generic");
+  CHECK(j.at("results").at(0).at("notes").get<std::string>().starts_with("generic"));
 }
 
 TEST_CASE("a preset that does not fit in memory is refused with the size it needs") {

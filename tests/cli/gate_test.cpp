@@ -113,10 +113,14 @@ TEST_CASE("every claim validate checks is stated word for word in the README, wi
 }
 
 TEST_CASE("a claim is skipped outside the machines it is stated for") {
-  CpuFeatures amd, intel, avx2;
-  amd.flags = {"avx512f", "avx512_bf16"};
-  intel.flags = {"avx512f", "avx512_bf16", "amx_bf16", "amx_tile"};
+  CpuFeatures amd, intel, avx2, sse;
+  amd.flags = {"avx2", "fma", "avx512f", "avx512_bf16"};
+  intel.flags = {"avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"};
   avx2.flags = {"avx2", "fma"};
+  sse.flags = {"sse2"};
+  CHECK_FALSE(outside_class(MachineClass::kAvx2, avx2));
+  CHECK_FALSE(outside_class(MachineClass::kAvx2, amd));
+  CHECK(outside_class(MachineClass::kAvx2, sse) == "this CPU has no AVX2 with FMA");
   CHECK_FALSE(outside_class(MachineClass::kAvx512, amd));
   CHECK_FALSE(outside_class(MachineClass::kAvx512, intel));
   CHECK(outside_class(MachineClass::kAvx512, avx2) == "this CPU has no AVX-512");
@@ -134,4 +138,17 @@ TEST_CASE("a claim is skipped outside the machines it is stated for") {
   CHECK(outside_class(MachineClass::kNvidiaHopper, amd, a100).value().find("sm_80") !=
         std::string::npos);
   CHECK_FALSE(outside_class(MachineClass::kAvx512, amd, h200));
+}
+
+TEST_CASE("under an ISA cap the claims of the classes above it are skipped, saying so") {
+  const auto before = max_isa();
+  set_max_isa(Isa::kAvx2);
+  const CpuFeatures capped_here = cpu_features();
+  if (isa_of(host_cpu_features()) >= Isa::kAvx2) {
+    CHECK_FALSE(outside_class(MachineClass::kAvx2, capped_here));
+  }
+  CHECK(outside_class(MachineClass::kAvx512, capped_here) == "no AVX-512 under the ISA cap");
+  set_max_isa(Isa::kGeneric);
+  CHECK(outside_class(MachineClass::kAvx2, cpu_features()) == "no AVX2 with FMA under the ISA cap");
+  set_max_isa(before);
 }

@@ -222,3 +222,57 @@ TEST_CASE("cpu's route and run_routed give run's output, and a rank's kernel hol
   part->run(0);
   CHECK(std::vector<float>(part->output().begin(), part->output().end()) == y_run);
 }
+
+// Under each cap this CPU supports, `cpu` chooses only micro-kernels within the cap and still
+// matches the oracle: one machine checks the dispatch of every class below its own.
+TEST_CASE("cpu matches the oracle under every ISA cap this CPU supports, within the cap") {
+  const auto before = max_isa();
+  for (Isa cap : supported_isas()) {
+    set_max_isa(cap);
+    for (Dtype dtype : {Dtype::kF32, Dtype::kBF16})
+      for (const NamedShape& ns : consistency_grid()) {
+        Problem p = make_problem(ns.shape, dtype, 5);
+        Oracle oracle(p);
+        auto kernel = make_kernel("cpu");
+        INFO(ns.name << " | " << to_string(dtype) << " | cap " << to_string(cap));
+        omp_set_num_threads(2);
+        kernel->prepare(p, 2);
+        kernel->run(0);
+        const std::string notes = kernel->notes();
+        INFO(notes);
+        const std::string isa = notes.substr(0, notes.find(' '));
+        const bool allowed = cap == Isa::kGeneric  ? isa == "generic"
+                             : cap == Isa::kAvx2   ? isa == "avx2"
+                             : cap == Isa::kAvx512 ? isa == "avx512"
+                                                   : isa == "avx512" || isa == "avx512-bf16";
+        CHECK(allowed);
+        Correctness c = oracle.check(kernel->output(), kernel->selected_experts());
+        CHECK(c.pass);
+      }
+  }
+  set_max_isa(before);
+}
+
+// The ceilings are right on every ISA: under each cap the measured FMA peak is at least the rate
+// of cpu's own micro-kernel of that ISA on operands in L1 (a peak loop that spills measured half
+// of it on an AVX2 CPU). Both are best-of-five rates on the same cores; 10% covers noise.
+TEST_CASE("under every cap the FMA peak is at least cpu's micro-kernel in cache") {
+  const auto before = max_isa();
+  for (Isa cap : supported_isas()) {
+    if (cap > Isa::kAvx512) continue;  // bf16 caps run the FP32 kernels of avx512
+    set_max_isa(cap);
+    INFO("cap " << to_string(cap));
+    const std::optional<double> kernel = make_kernel("cpu")->in_cache_gflops(1);
+    REQUIRE(kernel.has_value());
+    Peaks peak = measure_peaks(1);
+    for (int i = 0; i < 2 && peak.fp32_gflops < 0.9 * *kernel; ++i) {
+      keep_higher(peak, measure_peaks(1));
+    }
+    INFO("peak " << peak.fp32_gflops << " GFLOP/s, micro-kernel " << *kernel << " GFLOP/s");
+    CHECK(peak.fp32_gflops >= 0.9 * *kernel);
+    CHECK(peak.fma_isa == std::string(cap == Isa::kGeneric ? "generic"
+                                      : cap == Isa::kAvx2  ? "avx2"
+                                                           : "avx512"));
+  }
+  set_max_isa(before);
+}

@@ -38,7 +38,7 @@ std::string fake_interpreter(const std::string& name, const std::string& body) {
   return path.string();
 }
 
-Result run_peer_case(const std::string& impl) {
+Result run_peer_case(const std::string& impl, int reps = 3) {
   Case c;
   c.shape.experts = 4;
   c.shape.d_model = 16;
@@ -46,7 +46,7 @@ Result run_peer_case(const std::string& impl) {
   c.shape.tokens = 3;
   c.threads = 1;
   HarnessOptions o;
-  o.reps = 3;
+  o.reps = reps;
   o.min_time_s = 0;
   o.max_time_s = 0.2;
   o.baselines.clear();
@@ -152,6 +152,40 @@ TEST_CASE("NumPy refuses 16-bit dtypes with the reason") {
   const auto why = kernel->can_run(s, Dtype::kBF16);
   REQUIRE(why.has_value());
   CHECK_THAT(*why, Catch::Contains("no bfloat16"));
+}
+
+TEST_CASE("a peer too slow for the case's budget is skipped with its time per call, once checked") {
+  if (access("/usr/bin/python3", X_OK) != 0 ||
+      std::system("/usr/bin/python3 -c 'import numpy' 2>/dev/null") != 0) {
+    WARN("skipped: /usr/bin/python3 with numpy is not installed");
+    return;
+  }
+  const int folders_before = peer_folders();
+  python::set_interpreter("/usr/bin/python3");
+  // A million samples of even a microsecond each exceed the 0.2 s budget: skipped, not failed,
+  // and the output of its calls was still checked against the oracle.
+  Result slow = run_peer_case("numpy", 1'000'000);
+  CHECK(slow.status == Status::kSkipped);
+  CHECK_THAT(slow.reason, Catch::Contains("numpy in f32 takes") &&
+                              Catch::Contains("s per call on this CPU; 1000000 samples exceed "
+                                              "the 0.2 s budget"));
+  REQUIRE(slow.correctness.has_value());
+  CHECK(slow.correctness->pass);
+  CHECK(slow.samples_s.empty());
+  // Too slow and wrong: a failure, as any wrong output is.
+  python::set_interpreter(fake_interpreter(
+      "slow_and_wrong",
+      "exec /usr/bin/python3 -c \"import numpy as np, json, sys, os; d = sys.argv[1]; "
+      "c = json.load(open(os.path.join(d, 'case.json'))); "
+      "np.save(os.path.join(d, 'y.npy'), np.full((c['tokens'], c['d_model']), 7, np.float32)); "
+      "np.save(os.path.join(d, 'selected.npy'), np.zeros((c['tokens'], c['top_k']), np.int32)); "
+      "json.dump({'samples_s': [], 'inner_reps': 0, 'versions': {}, 'too_slow': 'takes 9 s'}, "
+      "open(os.path.join(d, 'samples.json'), 'w'))\" \"$2\""));
+  Result wrong = run_peer_case("numpy");
+  CHECK(wrong.status == Status::kFailed);
+  CHECK_THAT(wrong.reason, Catch::Contains("differs from the FP64 oracle"));
+  python::set_interpreter("/usr/bin/python3");
+  CHECK(peer_folders() == folders_before);
 }
 
 TEST_CASE("a peer that crashes, hangs or returns a wrong shape gives a clear failed result") {

@@ -59,6 +59,9 @@ struct SelfTimed {
   int64_t inner_reps = 1;
   std::string notes;   ///< versions of the peer and the BLAS it used
   double setup_s = 0;  ///< the peer's own set-up in its process (weight prepacking)
+  /// Non-empty when the peer was too slow for the case's time budget and took no samples: why,
+  /// with its measured time per call. Its output is still checked; the result is then skipped.
+  std::string too_slow;
 };
 
 /// One MoE forward implementation. The harness asks before running (`unavailable_reason`,
@@ -105,6 +108,10 @@ class Kernel {
   virtual double take_device_seconds() { return 0; }
   /// Implementations on a device describe it for the report's context (nullopt on the CPU).
   virtual std::optional<DeviceDescription> device() const { return std::nullopt; }
+  /// The FP32 FLOP rate of this implementation's own inner kernel on operands in L1, on
+  /// `threads` threads, where it has one: the measured FMA peak must not be below it (validate's
+  /// ceiling check, under every ISA cap). nullopt for implementations without such a kernel.
+  virtual std::optional<double> in_cache_gflops(int) const { return std::nullopt; }
   /// The ceilings of the device this implementation runs on, measured now (nullopt on the CPU).
   virtual std::optional<DevicePeaks> measure_device_peaks() const { return std::nullopt; }
 

@@ -15,8 +15,34 @@ struct CpuFeatures {
   bool has(std::string_view f) const { return flags.contains(std::string(f)); }
 };
 
-/// Reads the features of this CPU.
+/// The instruction-set classes the tool dispatches on, weakest first. Each includes the ones
+/// before it: avx2 is AVX2 with FMA and F16C; avx512 is AVX-512 F/BW/VL/DQ/CD; avx512_bf16 adds
+/// vdpbf16ps; amx adds AMX-BF16 tiles.
+enum class Isa { kGeneric, kAvx2, kAvx512, kAvx512Bf16, kAmx };
+std::string_view to_string(Isa isa);
+/// The class a name (as --max-isa takes it) names, or nullopt.
+std::optional<Isa> parse_isa(std::string_view name);
+/// "generic, avx2, avx512, avx512_bf16, amx": for messages.
+std::string isa_names();
+/// The strongest class these features are in.
+Isa isa_of(const CpuFeatures& f);
+/// The features with everything above `cap` removed (an ISA cap, as oneDNN's
+/// ONEDNN_MAX_CPU_ISA): what a CPU of that class would report.
+CpuFeatures capped(const CpuFeatures& f, Isa cap);
+
+/// The features of this CPU as it reports them, whatever the cap.
+const CpuFeatures& host_cpu_features();
+/// The features everything dispatches on: this CPU's, under the ISA cap in force.
 const CpuFeatures& cpu_features();
+/// The cap in force (--max-isa, or MOE_BENCH_MAX_ISA), or nullopt.
+std::optional<Isa> max_isa();
+/// Sets or lifts the cap (start-up, and tests that run a check under every cap). Not
+/// thread-safe: call it while no kernel runs.
+void set_max_isa(std::optional<Isa> cap);
+/// The classes this CPU supports, weakest first (the caps under which it can run).
+std::vector<Isa> supported_isas();
+/// "" without a cap; else "capped at avx2 (--max-isa; this CPU: avx512_bf16)".
+std::string isa_cap_note();
 
 /// Which OpenBLAS kernel is in use and who chose it.
 struct BlasInfo {
@@ -41,11 +67,19 @@ std::optional<std::string> blas_core_to_request(const CpuFeatures& f, const char
                                                 const char* user_env,
                                                 std::string_view current_core);
 
-/// First thing in main. OpenBLAS and libgomp read their settings when they are loaded, before
-/// main, so the process re-executes itself once with them set: OPENBLAS_CORETYPE when a better
-/// kernel is wanted (see blas_core_to_request; `--blas-core VALUE` is looked up in argv), and
-/// short idle spins for both thread pools (OPENBLAS_THREAD_TIMEOUT, GOMP_SPINCOUNT) unless the
-/// user set them. Returns only in the re-executed process (or when exec failed).
+/// The OpenBLAS core type matching a cap ("Haswell" for avx2), empty for no cap.
+std::string blas_core_for_cap(Isa cap);
+
+/// First thing in main. `--max-isa NAME` (looked up in argv; it beats MOE_BENCH_MAX_ISA) sets the
+/// cap and exports it as MOE_BENCH_MAX_ISA so child processes (peers, workers, ranks) run under
+/// it too; under a cap the libraries the peers and blas use are capped to match, unless the user
+/// set their variables (OPENBLAS_CORETYPE, ONEDNN_MAX_CPU_ISA, MKL_ENABLE_INSTRUCTIONS,
+/// ATEN_CPU_CAPABILITY). An unknown name is one line on stderr and exit 2. OpenBLAS and libgomp
+/// read their settings when they are loaded, before main, so the process re-executes itself once
+/// with them set: OPENBLAS_CORETYPE when a better kernel is wanted (see blas_core_to_request;
+/// `--blas-core VALUE` is looked up in argv), and short idle spins for both thread pools
+/// (OPENBLAS_THREAD_TIMEOUT, GOMP_SPINCOUNT) unless the user set them. Returns only in the
+/// re-executed process (or when exec failed).
 void prepare_process(int argc, char** argv);
 
 /// The OpenBLAS kernel and threads in use now.
@@ -69,6 +103,10 @@ struct SystemInfo {
   std::string governor;     ///< cpufreq scaling governor, or "unknown"
   std::string turbo;        ///< "on", "off" or "unknown"
   double load_average = 0;  ///< 1-minute load average when the run started
+  std::string isa_cap;      ///< isa_cap_note(): empty without a cap
+  /// The share of CPU time the hypervisor took (steal, from /proc/stat) over the run so far,
+  /// or -1 where /proc/stat is unreadable.
+  double steal_share = -1;
   int64_t memory_total_bytes = 0;
   int64_t memory_available_bytes = 0;
   std::string tool_version, git_commit, build_type, compiler, cxx_flags;
@@ -89,6 +127,16 @@ struct SystemInfo {
 struct DeviceDescription;
 /// The machine's facts, with the device the registry's device implementations describe.
 SystemInfo system_info(const DeviceDescription& device);
+
+/// Counters of /proc/stat's first line: total and steal jiffies (steal -1 where unreadable).
+struct CpuTimes {
+  int64_t total = 0, steal = -1;
+};
+CpuTimes cpu_times();
+/// The steal share between two readings, or -1 where either is unreadable or no time passed.
+double steal_share(const CpuTimes& before, const CpuTimes& after);
+/// The reading at process start (taken on first use of the tool's machine facts).
+const CpuTimes& start_cpu_times();
 
 /// Bytes of memory available for a new allocation (MemAvailable), 0 when unknown.
 int64_t memory_available_bytes();

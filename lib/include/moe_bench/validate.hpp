@@ -15,6 +15,7 @@ namespace moe_bench {
 
 /// The CPUs a claim was measured on and is stated for.
 enum class MachineClass {
+  kAvx2,             ///< x86-64 with AVX2 and FMA (Intel since Haswell, AMD since Zen)
   kAvx512,           ///< x86-64 with AVX-512 (AMD Zen 4/5, Intel Xeon since Skylake)
   kAvx512Bf16NoAmx,  ///< AVX512-BF16 without AMX (AMD Zen 4/5): vdpbf16ps at twice the FMA rate
   kNvidiaHopper  ///< an NVIDIA Hopper GPU (sm_90: H100, H200) that the device implementations use
@@ -38,7 +39,10 @@ struct Claim {
   std::string a, b;
   bool quick = false;  ///< also checked by --quick
   std::string dtype = "f32";
-  MachineClass machines = MachineClass::kAvx512;
+  MachineClass machines = MachineClass::kAvx2;
+  /// The dtype of `b`'s side where it differs (a claim between two dtypes of one
+  /// implementation, e.g. bf16 decode against f32 decode); empty: `dtype`.
+  std::string b_dtype;
 };
 std::span<const Claim> readme_claims();
 

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "cpu_isa.hpp"
+#include "cpu_select.hpp"
 #include "moe_bench/aligned.hpp"
 #include "moe_bench/dtype.hpp"
 #include "moe_bench/roofline.hpp"
@@ -64,56 +65,7 @@ constexpr int64_t kUpChunk = 512;
 // Gate/up items a thread takes at once: its share of the items over this.
 constexpr int64_t kUpGrabDiv = 16;
 
-bool has_avx512() { return cpu_features().has("avx512f"); }
-bool has_avx512_bf16() { return has_avx512() && cpu_features().has("avx512_bf16"); }
-// AMX needs the CPU's tiles and Linux's permission for their state (the XTILEDATA feature is
-// off until a process asks for it). Asked once; empty when usable, else why not.
-const std::string& amx_refusal() {
-  static const std::string why = [] {
-    if (!cpu_features().has("amx_tile") || !cpu_features().has("amx_bf16")) {
-      return std::string("this CPU has no AMX (amx_tile and amx_bf16)");
-    }
-    constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
-    if (syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) != 0) {
-      return fmt::format("Linux refused the AMX tile state (arch_prctl ARCH_REQ_XCOMP_PERM: {})",
-                         std::strerror(errno));
-    }
-    return std::string();
-  }();
-  return why;
-}
-bool has_amx() { return amx_refusal().empty(); }
-
-bool has_avx2() {
-  return cpu_features().has("avx2") && cpu_features().has("fma") && cpu_features().has("f16c");
-}
-
 int64_t round_up(int64_t n, int64_t multiple) { return (n + multiple - 1) / multiple * multiple; }
-
-// Rows per expert from which a bf16 layer is bound by compute rather than by reading weights.
-constexpr double kComputeBoundRows = 16;
-
-// The micro-kernels for a dtype and case on this CPU, and why. bf16 takes the vdpbf16ps pairs
-// where the CPU has them, unless the case is bound by compute and vdpbf16ps is measured slower
-// than FP32 FMAs here (Intel Xeons run it at half their FMA rate; AMD Zen 4/5 at twice): then
-// the widening AVX-512 kernels, which read the same bf16 weights and multiply at the FMA rate.
-const IsaKernels* best_isa(Dtype dtype, double rows_per_expert, std::string& why) {
-  // The AMX kernels (cpu_amx) are not chosen here: they have not run on an AMX CPU yet, and the
-  // choice is to be made by a measured rate (issue 12), not by the feature flag.
-  if (dtype == Dtype::kBF16 && has_avx512_bf16()) {
-    if (rows_per_expert < kComputeBoundRows) {
-      why = fmt::format("{:.3g} rows per expert: bound by reading weights", rows_per_expert);
-      return &avx512_bf16_kernels();
-    }
-    const double ratio = dpbf16_over_fma_rate();
-    why = fmt::format("{:.3g} rows per expert, vdpbf16ps measured at {:.2f}x the FMA rate here",
-                      rows_per_expert, ratio);
-    if (ratio >= 1.0) return &avx512_bf16_kernels();
-  }
-  if (has_avx512()) return &avx512_kernels();
-  if (has_avx2()) return &avx2_kernels();
-  return &generic_kernels();
-}
 
 Storage to_storage(Dtype d) {
   switch (d) {
@@ -144,10 +96,10 @@ class CpuKernel final : public Kernel {
   }
 
   std::optional<std::string> unavailable_reason() const override {
-    if (forced_ == &avx512_kernels() && !has_avx512()) return "this CPU has no AVX-512F";
-    if (forced_ == &avx2_kernels() && !has_avx2()) return "this CPU has no AVX2 with FMA and F16C";
+    if (forced_ == &avx512_kernels() && !has_avx512()) return no_isa("AVX-512F");
+    if (forced_ == &avx2_kernels() && !has_avx2()) return no_isa("AVX2 with FMA and F16C");
     if (forced_ == &avx512_bf16_kernels() && !has_avx512_bf16())
-      return "this CPU has no AVX512-BF16 (vdpbf16ps)";
+      return no_isa("AVX512-BF16 (vdpbf16ps)");
     if (forced_ == &amx_kernels() && !has_amx()) return amx_refusal();
     if (forced_ == &amx_kernels() && !has_avx512_bf16())
       return "this CPU has AMX but no AVX512-BF16 for the epilogues";
@@ -160,6 +112,13 @@ class CpuKernel final : public Kernel {
     if (forced_ != nullptr && forced_->bf16_only && dtype != Dtype::kBF16)
       return fmt::format("{} runs bf16 only", name_);
     return std::nullopt;
+  }
+
+  std::optional<double> in_cache_gflops(int threads) const override {
+    std::string why;
+    const IsaKernels* isa = forced_ != nullptr ? forced_ : best_isa(Dtype::kF32, 1e9, why);
+    if (isa->bf16_only || isa->kpack != 1 || unavailable_reason()) return std::nullopt;
+    return cpu::in_cache_gflops(*isa, threads);
   }
 
   std::string notes() const override {

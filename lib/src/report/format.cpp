@@ -34,4 +34,9 @@ std::string ep_model_text(const EpInfo& e, double median_s, std::string_view uni
                      100.0 * (e.model_predicted_s - median_s) / median_s);
 }
 
+std::string steal_text(double share) {
+  if (share < 0) return "hypervisor steal unknown";
+  return fmt::format("hypervisor steal {:.1f}% of CPU time", share * 100);
+}
+
 }  // namespace moe_bench

@@ -18,4 +18,7 @@ double time_scale(double seconds, const char** unit);
 /// "17.460 (+5.9%)" (`unit` after the number, e.g. " ms"), or "-" without a model.
 std::string ep_model_text(const EpInfo& e, double median_s, std::string_view unit);
 
+/// "hypervisor steal 0.3% of CPU time", or "hypervisor steal unknown" (share -1).
+std::string steal_text(double share);
+
 }  // namespace moe_bench

@@ -197,11 +197,13 @@ nlohmann::json to_json(const Report& report) {
        {{"cpu",
          {{"model", s.cpu_model},
           {"features", s.features},
+          {"isa_cap", s.isa_cap},
           {"threads", s.logical_cpus},
           {"caches", s.caches},
           {"governor", s.governor},
           {"turbo", s.turbo}}},
         {"load_average", s.load_average},
+        {"steal_share", s.steal_share},
         {"memory",
          {{"total_bytes", s.memory_total_bytes}, {"available_bytes", s.memory_available_bytes}}},
         {"blas",
@@ -402,6 +404,8 @@ Report report_from_json(const json& j) {
   s.governor = cpu.at("governor");
   s.turbo = cpu.at("turbo");
   s.load_average = ctx.at("load_average");
+  s.isa_cap = cpu.value("isa_cap", std::string());
+  s.steal_share = ctx.value("steal_share", -1.0);
   s.memory_total_bytes = ctx.at("memory").at("total_bytes");
   s.memory_available_bytes = ctx.at("memory").at("available_bytes");
   const json& blas = ctx.at("blas");

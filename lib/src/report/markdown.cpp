@@ -192,9 +192,10 @@ std::string render_markdown(const Report& report) {
   out += "\n## Environment\n\n";
   out +=
       fmt::format("- CPU: {} ({} logical CPUs; {})\n", sys.cpu_model, sys.logical_cpus, sys.caches);
-  out += fmt::format("- features: {}\n", fmt::join(sys.features, ", "));
-  out += fmt::format("- governor: {}, turbo: {}, load average at start: {:.2f}\n", sys.governor,
-                     sys.turbo, sys.load_average);
+  out += fmt::format("- features: {}{}\n", fmt::join(sys.features, ", "),
+                     sys.isa_cap.empty() ? "" : fmt::format(" ({})", sys.isa_cap));
+  out += fmt::format("- governor: {}, turbo: {}, load average at start: {:.2f}, {}\n", sys.governor,
+                     sys.turbo, sys.load_average, steal_text(sys.steal_share));
   out += fmt::format("- memory: {:.1f} GiB total, {:.1f} GiB available\n",
                      static_cast<double>(sys.memory_total_bytes) / (1 << 30),
                      static_cast<double>(sys.memory_available_bytes) / (1 << 30));

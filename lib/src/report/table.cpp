@@ -12,6 +12,7 @@ std::string render_table(const Report& report) {
   std::string out = fmt::format(
       "moe-bench {} ({} build) on {} | OpenBLAS {} kernel ({}) | cache {}\n", sys.tool_version,
       sys.build_type, sys.cpu_model, sys.blas.core, sys.blas.chosen_by, to_string(report.cache));
+  if (!sys.isa_cap.empty()) out += fmt::format("instruction sets {}\n", sys.isa_cap);
   out += fmt::format("{:<34} {:<6} {:<7} {:>26} {:>10} {:>8} {:>7} {:>12} {:>9} {:>4}\n", "case",
                      "impl", "status", "median [95% CI]", "tokens/s", "GFLOP/s", "GB/s", "roofline",
                      "max rel", "n");

@@ -7,6 +7,8 @@ namespace moe_bench {
 
 namespace {
 constexpr double kNoisyCv = 0.05;
+// A share of CPU time taken by the hypervisor above which timings are not to be trusted alone.
+constexpr double kStealWarn = 0.02;
 }  // namespace
 
 std::string case_label(const Case& c) {
@@ -47,6 +49,12 @@ std::vector<std::string> collect_warnings(const Report& report) {
   if (s.logical_cpus > 0 && s.load_average >= 0.5 * s.logical_cpus) {
     w.push_back(fmt::format("busy machine: load average {:.2f} on {} CPUs when the run started",
                             s.load_average, s.logical_cpus));
+  }
+  if (s.steal_share > kStealWarn) {
+    w.push_back(
+        fmt::format("hypervisor steal: {:.1f}% of CPU time went to other guests during "
+                    "the run (above {:.0f}%): timings are noisy",
+                    s.steal_share * 100, kStealWarn * 100));
   }
   for (const Result& r : report.results) {
     if (r.status == Status::kOk && r.stats.cv > kNoisyCv) {

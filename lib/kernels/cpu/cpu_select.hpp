@@ -1,0 +1,32 @@
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "cpu_isa.hpp"
+#include "moe_bench/dtype.hpp"
+
+namespace moe_bench::cpu {
+
+// Which micro-kernels this CPU can run, under the ISA cap in force (cpu_features()): looked up
+// on every call, since a cap can change between kernels (tests run under every cap).
+bool has_avx2();
+bool has_avx512();
+bool has_avx512_bf16();
+/// Empty when the AMX kernels can run here, else why not (no tiles, above the cap, or Linux
+/// refused the tile state).
+std::string amx_refusal();
+bool has_amx();
+/// "this CPU has no X", or, where a cap hides it, that the cap does.
+std::string no_isa(std::string_view what);
+
+/// The micro-kernels `cpu` runs for a dtype and case on this CPU, and why (`why`, empty when
+/// obvious).
+const IsaKernels* best_isa(Dtype dtype, double rows_per_expert, std::string& why);
+
+/// The FP32 FLOP rate of a gate/up micro-kernel of `isa` on operands that stay in L1, on every
+/// thread at once (best of several passes): what the kernel's arithmetic alone reaches here, which
+/// the measured FMA peak of the same ISA must not be below.
+double in_cache_gflops(const IsaKernels& isa, int threads);
+
+}  // namespace moe_bench::cpu
