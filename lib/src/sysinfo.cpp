@@ -304,25 +304,19 @@ std::optional<Isa> take_isa_cap(int argc, char** argv) {
   return cap;
 }
 
-// Under a cap below this CPU's class, the libraries of the peers are capped to match (a user's
-// own setting wins): oneDNN and MKL (PyTorch, IPEX) and ATen's vectorised kernels.
+// Under a cap below this CPU's class, the libraries of the peers are capped to match where they
+// take a cap without breaking (a user's own setting wins): MKL's kernels and ATen's vectorised
+// kernels. oneDNN is not capped: PyTorch picks its oneDNN bf16 path from the CPU's own flags,
+// and oneDNN capped below them then fails to create the primitive (torch 1.13 under
+// ONEDNN_MAX_CPU_ISA=AVX2 on an AVX-512 CPU: "could not create a primitive descriptor
+// iterator"), so the torch peer's bf16 path under a cap is still the CPU's own (docs/checks.md).
 void cap_peer_libraries(Isa cap) {
   if (cap >= isa_of(host_cpu_features())) return;
-  const char* onednn = cap == Isa::kGeneric  ? "SSE41"
-                       : cap == Isa::kAvx2   ? "AVX2"
-                       : cap == Isa::kAvx512 ? "AVX512_CORE"
-                                             : "AVX512_CORE_BF16";
-  setenv("ONEDNN_MAX_CPU_ISA", onednn, 0);
-  setenv("DNNL_MAX_CPU_ISA", onednn, 0);
   if (cap <= Isa::kAvx512) {
     setenv("MKL_ENABLE_INSTRUCTIONS",
-           cap == Isa::kGeneric ? "SSE4_2"
-           : cap == Isa::kAvx2  ? "AVX2"
-                                : "AVX512",
-           0);
+           cap == Isa::kGeneric ? "SSE4_2" : cap == Isa::kAvx2 ? "AVX2" : "AVX512", 0);
   }
-  if (cap <= Isa::kAvx2)
-    setenv("ATEN_CPU_CAPABILITY", cap == Isa::kGeneric ? "default" : "avx2", 0);
+  if (cap <= Isa::kAvx2) setenv("ATEN_CPU_CAPABILITY", cap == Isa::kGeneric ? "default" : "avx2", 0);
 }
 
 }  // namespace

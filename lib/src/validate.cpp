@@ -6,6 +6,7 @@
 #include <array>
 
 #include "moe_bench/correctness.hpp"
+#include "moe_bench/error.hpp"
 #include "moe_bench/grid.hpp"
 #include "moe_bench/kernel.hpp"
 #include "moe_bench/plan.hpp"
@@ -125,9 +126,20 @@ void check_correctness(const Registry& registry, ValidateLevel level, Report& re
         }
         Problem p = make_problem(shape, dtype, 11);
         Oracle oracle(p);
-        kernel->prepare(p, 2);
-        kernel->run(0);
-        const Correctness c = oracle.check(kernel->output(), kernel->selected_experts());
+        Correctness c;
+        try {
+          kernel->prepare(p, 2);
+          kernel->run(0);
+          c = oracle.check(kernel->output(), kernel->selected_experts());
+        } catch (const EnvironmentError&) {
+          throw;
+        } catch (const std::exception& e) {
+          // A peer that crashes fails its line; the other checks go on.
+          if (first_failure.empty()) {
+            first_failure = fmt::format("{} {}: threw: {}", name, to_string(dtype), e.what());
+          }
+          continue;
+        }
         worst = std::max(worst, c.max_rel_err / c.tolerance);
         if (c.pass) {
           ++passed;

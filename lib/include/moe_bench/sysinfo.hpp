@@ -73,8 +73,9 @@ std::string blas_core_for_cap(Isa cap);
 /// First thing in main. `--max-isa NAME` (looked up in argv; it beats MOE_BENCH_MAX_ISA) sets the
 /// cap and exports it as MOE_BENCH_MAX_ISA so child processes (peers, workers, ranks) run under
 /// it too; under a cap the libraries the peers and blas use are capped to match, unless the user
-/// set their variables (OPENBLAS_CORETYPE, ONEDNN_MAX_CPU_ISA, MKL_ENABLE_INSTRUCTIONS,
-/// ATEN_CPU_CAPABILITY). An unknown name is one line on stderr and exit 2. OpenBLAS and libgomp
+/// set their variables (OPENBLAS_CORETYPE, MKL_ENABLE_INSTRUCTIONS, ATEN_CPU_CAPABILITY; not
+/// oneDNN's, which PyTorch cannot run under a cap). An unknown name is one line on stderr and
+/// exit 2. OpenBLAS and libgomp
 /// read their settings when they are loaded, before main, so the process re-executes itself once
 /// with them set: OPENBLAS_CORETYPE when a better kernel is wanted (see blas_core_to_request;
 /// `--blas-core VALUE` is looked up in argv), and short idle spins for both thread pools
