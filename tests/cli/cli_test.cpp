@@ -61,11 +61,11 @@ TEST_CASE("under --max-isa the tool dispatches as a CPU of that class would") {
                    "the cap") != std::string::npos);
   CHECK(o.out.find("OpenBLAS: Prescott kernel (chosen by --max-isa generic)") != std::string::npos);
   // The variable does the same; the flag wins over it.
-  Outcome env = run_tool_with_prefix("MOE_BENCH_MAX_ISA=generic ", "list");
+  Outcome env = run_tool_env("MOE_BENCH_MAX_ISA=generic ", "list");
   CHECK(env.out.find("capped at generic") != std::string::npos);
-  Outcome both = run_tool_with_prefix("MOE_BENCH_MAX_ISA=generic ", "list --max-isa avx2");
+  Outcome both = run_tool_env("MOE_BENCH_MAX_ISA=generic ", "list --max-isa avx2");
   CHECK(both.out.find("capped at avx2") != std::string::npos);
-  Outcome bad = run_tool_with_prefix("MOE_BENCH_MAX_ISA=sse9 ", "list");
+  Outcome bad = run_tool_env("MOE_BENCH_MAX_ISA=sse9 ", "list");
   CHECK(bad.code == 2);
   CHECK(bad.err ==
         "moe-bench: error: MOE_BENCH_MAX_ISA 'sse9' is not one of generic, avx2, "

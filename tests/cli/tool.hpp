@@ -47,7 +47,8 @@ inline std::string env_prefix() {
   return prefix + " ";
 }
 
-inline Outcome run_tool_with_prefix(const std::string& prefix, const std::string& args) {
+inline Outcome run_tool_with_prefix(const std::string& prefix, const std::string& args,
+                                    const std::string& vars = "") {
   namespace fs = std::filesystem;
   const fs::path dir = fs::temp_directory_path();
   static int calls = 0;
@@ -55,7 +56,7 @@ inline Outcome run_tool_with_prefix(const std::string& prefix, const std::string
   const std::string out = (dir / ("moe_bench_cli_out_" + tag)).string();
   const std::string err = (dir / ("moe_bench_cli_err_" + tag)).string();
   const std::string cmd =
-      prefix + env_prefix() + MOE_BENCH_EXE + " " + args + " >" + out + " 2>" + err;
+      prefix + env_prefix() + vars + MOE_BENCH_EXE + " " + args + " >" + out + " 2>" + err;
   const int status = std::system(cmd.c_str());
   Outcome o{WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(out), slurp(err)};
   fs::remove(out);
@@ -65,5 +66,10 @@ inline Outcome run_tool_with_prefix(const std::string& prefix, const std::string
 
 /// moe-bench with these arguments (a shell word list), in its own environment.
 inline Outcome run_tool(const std::string& args) { return run_tool_with_prefix("", args); }
+
+/// The same with variables set in its environment ("NAME=VALUE ...", ending in a space).
+inline Outcome run_tool_env(const std::string& vars, const std::string& args) {
+  return run_tool_with_prefix("", args, vars);
+}
 
 }  // namespace moe_bench::testing
