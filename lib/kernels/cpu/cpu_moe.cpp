@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "cpu_isa.hpp"
+#include "cpu_pack.hpp"
 #include "cpu_select.hpp"
 #include "moe_bench/aligned.hpp"
 #include "moe_bench/dtype.hpp"
@@ -27,19 +28,6 @@ namespace moe_bench::cpu {
 namespace {
 
 using AlignedFloats = Aligned<float>;
-
-/// One FFN in the packed layout: a routed expert, or all shared experts fused into one.
-struct Group {
-  int64_t width = 0;
-  int64_t up_offset = 0;  ///< gate/up panels: ceil(width / hcols) x d x 2L
-  int64_t down_offset =
-      0;  ///< down panels, chunk-major: (width / chunk) x ceil(d / 2L) x chunk x 2L
-};
-
-struct PackedLayer {
-  Aligned<char> data;         ///< elements of the storage type (4 or 2 bytes)
-  std::vector<Group> groups;  ///< E routed experts, then the shared group when there is one
-};
 
 Act to_act(Activation a) {
   switch (a) {
@@ -53,9 +41,6 @@ Act to_act(Activation a) {
   return Act::kSwiglu;
 }
 
-// Rows of the down projection's weight panel reduced per pass: 512 x 32 floats = 64 KiB, which
-// stays in L2 beside the hidden chunks of all row blocks (measured best of 64..4096 on A at 512).
-constexpr int64_t kDownChunk = 512;
 // The largest row block of any instruction set's micro-kernel.
 constexpr int64_t kMaxRows = 16;
 // Output panels one down-projection item covers at most.
@@ -64,8 +49,6 @@ constexpr int64_t kDownPanelsPerItem = 8;
 constexpr int64_t kUpChunk = 512;
 // Gate/up items a thread takes at once: its share of the items over this.
 constexpr int64_t kUpGrabDiv = 16;
-
-int64_t round_up(int64_t n, int64_t multiple) { return (n + multiple - 1) / multiple * multiple; }
 
 Storage to_storage(Dtype d) {
   switch (d) {
@@ -398,94 +381,10 @@ class CpuKernel final : public Kernel {
     mark = now;
   }
 
-  // Packs one layer: gate/up interleaved per panel, down projection per output panel.
+  // Packs one layer in this kernel's layout (cpu_pack.cpp).
   void pack_layer(const LayerWeights& w, PackedLayer& out) const {
-    const Shape& s = problem_->shape;
-    const int64_t d = s.d_model, L = isa_->lanes, L2 = 2 * L;
-    const int64_t down_panels = (d + L2 - 1) / L2;
-    struct Source {
-      const float *w1, *w3, *w2;
-      int64_t width;
-    };
-    const int64_t kp = kpack_, d_pad = d_pad_;
-    // Element of reduction row i, column c in a panel: row-major, or bf16 pairs of rows.
-    auto at = [kp, L2](int64_t i, int64_t c) {
-      return kp == 1 ? i * L2 + c : (i & ~int64_t{1}) * L2 + 2 * c + (i & 1);
-    };
-    std::vector<Source> sources;
-    for (int64_t e = 0; e < s.experts; ++e) {
-      // An expert not held here: an empty group (no rows are ever dispatched to it).
-      if (!held_.empty() && !held_[static_cast<size_t>(e)]) {
-        sources.push_back({nullptr, nullptr, nullptr, 0});
-        continue;
-      }
-      sources.push_back({w.w1.data() + e * s.d_ff * d,
-                         gated_ ? w.w3.data() + e * s.d_ff * d : nullptr,
-                         w.w2.data() + e * d * s.d_ff, s.d_ff});
-    }
-    if (s.shared_width() > 0) {
-      sources.push_back(
-          {w.ws1.data(), gated_ ? w.ws3.data() : nullptr, w.ws2.data(), s.shared_width()});
-    }
-    out.groups.clear();
-    int64_t offset = 0;
-    for (const Source& src : sources) {
-      Group g;
-      g.width = src.width;
-      g.up_offset = offset;
-      offset += (src.width + hcols_ - 1) / hcols_ * d_pad * L2;
-      g.down_offset = offset;
-      offset += down_panels * round_up(src.width, kp) * L2;
-      out.groups.push_back(g);
-    }
-    out.data.resize(offset * elem_);
-    char* base = out.data.data();
-    // Pair layouts pad odd reductions with a zero row.
-    if (kp != 1) std::memset(base, 0, static_cast<size_t>(offset * elem_));
-    const Dtype dtype = problem_->dtype;
-    // Stores element `index` of the packed layer in the storage type (the values are already
-    // representable: the problem was generated in the dtype).
-    auto put = [base, dtype](int64_t index, float v) {
-      if (dtype == Dtype::kF32) {
-        reinterpret_cast<float*>(base)[index] = v;
-      } else {
-        reinterpret_cast<uint16_t*>(base)[index] =
-            dtype == Dtype::kBF16 ? to_bf16_bits(v) : to_f16_bits(v);
-      }
-    };
-    const bool gated = gated_;
-    const int64_t hcols = hcols_;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads_)
-    for (size_t gi = 0; gi < sources.size(); ++gi) {
-      const Source& src = sources[gi];
-      const Group& g = out.groups[gi];
-      const int64_t f = src.width, panels = (f + hcols - 1) / hcols;
-      if (f == 0) continue;
-      for (int64_t pnl = 0; pnl < panels; ++pnl) {
-        const int64_t dst = g.up_offset + pnl * d_pad * L2;
-        for (int64_t c = 0; c < L2; ++c) {
-          // Gated: columns [0, L) are W1 rows, [L, 2L) the W3 rows of the same hidden units.
-          const bool up = gated && c >= L;
-          const int64_t row = pnl * hcols + (gated ? c % L : c);
-          const float* srow = row < f ? (up ? src.w3 : src.w1) + row * d : nullptr;
-          for (int64_t i = 0; i < d; ++i) put(dst + at(i, c), srow != nullptr ? srow[i] : 0.0f);
-        }
-      }
-      // Chunk-major: for each chunk of kDownChunk rows of the reduction, every panel's slice in
-      // turn, so that the slices a down item reads together are adjacent.
-      for (int64_t q = 0; q < down_panels; ++q) {
-        for (int64_t c = 0; c < L2; ++c) {
-          const int64_t row = q * L2 + c;
-          const float* srow = row < d ? src.w2 + row * f : nullptr;
-          for (int64_t j = 0; j < f; ++j) {
-            const int64_t j0 = j / kDownChunk * kDownChunk;
-            const int64_t fc_pad = round_up(std::min(kDownChunk, f - j0), kp);
-            put(g.down_offset + j0 * down_panels * L2 + q * fc_pad * L2 + at(j - j0, c),
-                srow != nullptr ? srow[j] : 0.0f);
-          }
-        }
-      }
-    }
+    const PackSpec spec{isa_->lanes, kpack_, d_pad_, hcols_, gated_, elem_, threads_};
+    cpu::pack_layer(spec, problem_->shape, problem_->dtype, w, held_, out);
   }
 
   // Counting sort of the kept assignments of `rows` rows by expert, row blocks and work items.
