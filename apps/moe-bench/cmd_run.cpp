@@ -39,8 +39,7 @@ void on_sigint(int) { request_interrupt(); }
 
 // One line of output and the exit code, shared by the single-process and the EP runs.
 int finish_report(const RunOptions& o, Report& report, Format format) {
-  report.system.blas = blas_info();
-  report.system.steal_share = steal_share(start_cpu_times(), cpu_times());
+  finish_system_info(report.system);
   report.warnings = collect_warnings(report);
   return emit_report(report, format, o.json_path, o.md_path);
 }

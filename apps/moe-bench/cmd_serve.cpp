@@ -166,8 +166,7 @@ int serve(ServeOptions o) {
     report.serving_summary.push_back({impl, best, o.slo_s});
   }
   if (interrupt_requested()) report.interrupted = true;
-  report.system.blas = blas_info();
-  report.system.steal_share = steal_share(start_cpu_times(), cpu_times());
+  finish_system_info(report.system);
   report.warnings = collect_warnings(report);
   return emit_report(report, format, o.json_path, o.md_path, serving_table(report));
 }

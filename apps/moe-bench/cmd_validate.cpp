@@ -70,8 +70,7 @@ int validate(const ValidateOptions& o) {
         if (i == n) fmt::print(stderr, "\r\033[K");
       })
            : ProgressFn{});
-  report.system.blas = blas_info();
-  report.system.steal_share = steal_share(start_cpu_times(), cpu_times());
+  finish_system_info(report.system);
   report.warnings = collect_warnings(report);
   write_file_atomically(o.json_path, render_json(report));
   write_file_atomically(o.md_path, render_markdown(report));

@@ -10,11 +10,7 @@
 namespace {
 
 int fail(moe_bench::ExitCode code, const std::string& message) {
-  // Under mpirun every rank meets the same bad input: rank 0 alone says so.
-  for (const char* name : {"OMPI_COMM_WORLD_RANK", "PMI_RANK"}) {
-    const char* rank = std::getenv(name);
-    if (rank != nullptr && std::string_view(rank) != "0") return static_cast<int>(code);
-  }
+  if (!moe_bench::speaks_for_the_launch()) return static_cast<int>(code);
   fmt::print(stderr, "moe-bench: error: {}\n", message);
   return static_cast<int>(code);
 }

@@ -90,6 +90,12 @@ int core_rank(std::string_view core) {
   return -1;
 }
 
+// AVX-512 F, BW, VL, DQ and CD: what OpenBLAS's SkylakeX kernels and the avx512 class need.
+bool has_avx512_core(const CpuFeatures& f) {
+  return f.has("avx512f") && f.has("avx512bw") && f.has("avx512vl") && f.has("avx512dq") &&
+         f.has("avx512cd");
+}
+
 }  // namespace
 
 const CpuFeatures& host_cpu_features() {
@@ -139,9 +145,7 @@ std::string isa_names() {
 
 Isa isa_of(const CpuFeatures& f) {
   if (!(f.has("avx2") && f.has("fma") && f.has("f16c"))) return Isa::kGeneric;
-  const bool avx512 = f.has("avx512f") && f.has("avx512bw") && f.has("avx512vl") &&
-                      f.has("avx512dq") && f.has("avx512cd");
-  if (!avx512) return Isa::kAvx2;
+  if (!has_avx512_core(f)) return Isa::kAvx2;
   if (!f.has("avx512_bf16")) return Isa::kAvx512;
   if (!(f.has("amx_tile") && f.has("amx_bf16"))) return Isa::kAvx512Bf16;
   return Isa::kAmx;
@@ -233,8 +237,7 @@ std::string blas_core_for_cap(Isa cap) {
 }
 
 std::string best_blas_core(const CpuFeatures& f) {
-  const bool avx512 = f.has("avx512f") && f.has("avx512bw") && f.has("avx512vl") &&
-                      f.has("avx512dq") && f.has("avx512cd");
+  const bool avx512 = has_avx512_core(f);
   // 0.3.21 has no SapphireRapids kernel; Cooperlake is its best (AVX-512 with BF16).
   if (avx512 && f.has("avx512_bf16")) return "Cooperlake";
   if (avx512) return "SkylakeX";
@@ -266,6 +269,14 @@ std::string& chosen_by_note() {
 }
 }  // namespace
 
+bool speaks_for_the_launch() {
+  for (const char* name : {"OMPI_COMM_WORLD_RANK", "PMI_RANK"}) {
+    const char* rank = std::getenv(name);
+    if (rank != nullptr && std::string_view(rank) != "0") return false;
+  }
+  return true;
+}
+
 namespace {
 
 // The value of `--name VALUE` or `--name=VALUE` in argv (the last one), or null.
@@ -281,11 +292,7 @@ const char* find_flag(int argc, char** argv, std::string_view name) {
 }
 
 [[noreturn]] void refuse(const std::string& message) {
-  // Under mpirun every rank meets the same bad input: rank 0 alone says so.
-  const char* rank = std::getenv("OMPI_COMM_WORLD_RANK");
-  if (rank == nullptr || std::string_view(rank) == "0") {
-    fmt::print(stderr, "moe-bench: error: {}\n", message);
-  }
+  if (speaks_for_the_launch()) fmt::print(stderr, "moe-bench: error: {}\n", message);
   std::exit(2);
 }
 
@@ -314,9 +321,13 @@ void cap_peer_libraries(Isa cap) {
   if (cap >= isa_of(host_cpu_features())) return;
   if (cap <= Isa::kAvx512) {
     setenv("MKL_ENABLE_INSTRUCTIONS",
-           cap == Isa::kGeneric ? "SSE4_2" : cap == Isa::kAvx2 ? "AVX2" : "AVX512", 0);
+           cap == Isa::kGeneric ? "SSE4_2"
+           : cap == Isa::kAvx2  ? "AVX2"
+                                : "AVX512",
+           0);
   }
-  if (cap <= Isa::kAvx2) setenv("ATEN_CPU_CAPABILITY", cap == Isa::kGeneric ? "default" : "avx2", 0);
+  if (cap <= Isa::kAvx2)
+    setenv("ATEN_CPU_CAPABILITY", cap == Isa::kGeneric ? "default" : "avx2", 0);
 }
 
 }  // namespace
@@ -440,6 +451,11 @@ double steal_share(const CpuTimes& before, const CpuTimes& after) {
 const CpuTimes& start_cpu_times() {
   static const CpuTimes kStart = cpu_times();
   return kStart;
+}
+
+void finish_system_info(SystemInfo& s) {
+  s.blas = blas_info();
+  s.steal_share = steal_share(start_cpu_times(), cpu_times());
 }
 
 SystemInfo system_info(const DeviceDescription& device) {

@@ -333,9 +333,9 @@ void check_serving(const Registry& registry, Report& report,
 // side: each side on its own cold layers, checked against the oracle first, then a sample of
 // each per round in a shuffled order, so that a drift of the machine between two cases (memory
 // bandwidth on a shared host moves by half within minutes) cannot decide it. The speed-up, or
-// nullopt with `why`.
+// nullopt with the line's status (skipped: cannot run here; failed) and detail set.
 std::optional<Speedup> across_dtypes(const Registry& registry, const Claim& claim,
-                                     const HarnessOptions& h, int threads, std::string& why) {
+                                     const HarnessOptions& h, int threads, CheckLine& line) {
   struct Side {
     std::string impl;
     Case kase;
@@ -358,7 +358,8 @@ std::optional<Speedup> across_dtypes(const Registry& registry, const Claim& clai
   for (Side& side : sides) {
     side.kernel = registry.make(side.impl);
     if (auto reason = side.kernel->unavailable_reason()) {
-      why = fmt::format("{} cannot run here: {}", side.impl, *reason);
+      line.status = Status::kSkipped;
+      line.detail = fmt::format("{} cannot run here: {}", side.impl, *reason);
       return std::nullopt;
     }
     side.problem = make_problem(side.kase.shape, side.kase.dtype, side.kase.seed, layers);
@@ -367,8 +368,9 @@ std::optional<Speedup> across_dtypes(const Registry& registry, const Claim& clai
     const Correctness c =
         Oracle(side.problem).check(side.kernel->output(), side.kernel->selected_experts());
     if (!c.pass) {
-      why = fmt::format("{} in {} differs from the FP64 oracle (max rel err {:.3g})", side.impl,
-                        to_string(side.kase.dtype), c.max_rel_err);
+      line.status = Status::kFailed;
+      line.detail = fmt::format("{} in {} differs from the FP64 oracle (max rel err {:.3g})",
+                                side.impl, to_string(side.kase.dtype), c.max_rel_err);
       return std::nullopt;
     }
     for (int i = 0; i < h.warmup; ++i) side.kernel->run(side.next++ % layers);
@@ -387,7 +389,8 @@ std::optional<Speedup> across_dtypes(const Registry& registry, const Claim& clai
     }
   }
   if (sides[0].samples.empty()) {
-    why = "interrupted before its first sample";
+    line.status = Status::kFailed;
+    line.detail = "interrupted before its first sample";
     return std::nullopt;
   }
   return speedup(sides[0].samples, sides[1].samples, h.seed);
@@ -470,17 +473,17 @@ std::optional<std::string> outside_class(MachineClass m, const CpuFeatures& cpu,
     return std::nullopt;
   }
   // A cap (--max-isa) hides features: the reason says so, since the CPU itself has them.
-  const bool capped = max_isa().has_value();
+  auto lacks = [capped = max_isa().has_value()](std::string_view what) {
+    return capped ? fmt::format("no {} under the ISA cap", what)
+                  : fmt::format("this CPU has no {}", what);
+  };
   if (m == MachineClass::kAvx2) {
     if (cpu.has("avx2") && cpu.has("fma")) return std::nullopt;
-    return capped ? "no AVX2 with FMA under the ISA cap" : "this CPU has no AVX2 with FMA";
+    return lacks("AVX2 with FMA");
   }
-  if (!cpu.has("avx512f"))
-    return capped ? "no AVX-512 under the ISA cap" : "this CPU has no AVX-512";
+  if (!cpu.has("avx512f")) return lacks("AVX-512");
   if (m == MachineClass::kAvx512Bf16NoAmx) {
-    if (!cpu.has("avx512_bf16")) {
-      return capped ? "no AVX512-BF16 under the ISA cap" : "this CPU has no AVX512-BF16";
-    }
+    if (!cpu.has("avx512_bf16")) return lacks("AVX512-BF16");
     // On AMX CPUs vdpbf16ps runs at half the FP32 rate and the peers use AMX tiles.
     if (cpu.has("amx_bf16")) return "this CPU has AMX, which the cpu kernels do not use yet";
   }
@@ -599,15 +602,13 @@ void run_validate(const Registry& registry, ValidateLevel level, Report& report,
           fmt::format("case {} of {}{}", i + 1, n, what.ends_with(": timing") ? ": timing" : ""));
     };
     run_cases({planned[i]}, planned_impls[i], h, report, one);
-    if (report.interrupted) break;
-    // The memory bandwidth of a shared host drifts by a third from minute to minute: measured
-    // again after every case, the ceiling is the best the machine gave during the run, so a
-    // result over it means the ceiling loop is wrong, not that the neighbours were quiet.
+    // Peaks are ceilings, measured again after every case (the last one too) and the higher
+    // kept: the memory bandwidth of a shared host drifts by a third from minute to minute, so the
+    // ceiling is the best the machine gave during the run, and a result over it means the
+    // ceiling loop is wrong, not that the neighbours were quiet. Every figure below uses them.
     for (Peaks& p : report.peaks) keep_higher(p, measure_peaks(p.threads));
+    if (report.interrupted) break;
   }
-  // Peaks are ceilings: measured again now and the higher kept, so that a neighbour busy at
-  // start-up cannot put results above their ceiling; every figure below uses the final peaks.
-  for (Peaks& p : report.peaks) keep_higher(p, measure_peaks(p.threads));
   refresh_derived(report);
   check_ceilings(registry, report, emit);
   for (const Result& r : report.results) {
@@ -634,16 +635,11 @@ void run_validate(const Registry& registry, ValidateLevel level, Report& report,
       line.status = Status::kSkipped;
       line.detail = fmt::format("stated for {}; {}", to_string(claim.machines), *outside);
     } else if (!claim.b_dtype.empty()) {
-      std::string why;
-      if (auto sp = across_dtypes(registry, claim, h, std::max(1, cpu_count()), why)) {
+      if (auto sp = across_dtypes(registry, claim, h, std::max(1, cpu_count()), line)) {
         line.status = sp->faster_with_confidence ? Status::kOk : Status::kFailed;
         line.detail =
             fmt::format("{:.2f}x [{:.2f}, {:.2f}], side by side{}", sp->ratio, sp->ci[0], sp->ci[1],
                         sp->faster_with_confidence ? "" : ": interval not above 1");
-      } else {
-        line.status =
-            why.find("cannot run here") != std::string::npos ? Status::kSkipped : Status::kFailed;
-        line.detail = why;
       }
     } else if (const Comparison* c = find_comparison(report, claim)) {
       line.status = c->speedup.faster_with_confidence ? Status::kOk : Status::kFailed;

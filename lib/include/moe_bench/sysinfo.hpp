@@ -67,6 +67,10 @@ std::optional<std::string> blas_core_to_request(const CpuFeatures& f, const char
                                                 const char* user_env,
                                                 std::string_view current_core);
 
+/// False in the ranks other than 0 of an mpirun launch (Open MPI's or PMI's rank variable): every
+/// rank meets the same bad input, and rank 0 alone says so.
+bool speaks_for_the_launch();
+
 /// The OpenBLAS core type matching a cap ("Haswell" for avx2), empty for no cap.
 std::string blas_core_for_cap(Isa cap);
 
@@ -138,6 +142,9 @@ CpuTimes cpu_times();
 double steal_share(const CpuTimes& before, const CpuTimes& after);
 /// The reading at process start (taken on first use of the tool's machine facts).
 const CpuTimes& start_cpu_times();
+
+/// At the end of a run: the OpenBLAS kernel and threads in use and the steal share since start.
+void finish_system_info(SystemInfo& s);
 
 /// Bytes of memory available for a new allocation (MemAvailable), 0 when unknown.
 int64_t memory_available_bytes();
