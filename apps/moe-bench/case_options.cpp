@@ -34,6 +34,10 @@ void add_case_options(CLI::App* sub, CaseOptions& o) {
   sub->add_option("--threads", a.threads, "Threads (comma list; default: all cores)")
       ->delimiter(',');
   sub->add_option("--dtype", a.dtypes, "Data types (comma list): f32, bf16, f16")->delimiter(',');
+  sub->add_option("--weights", a.weights,
+                  "Expert weight formats (comma list): same (the --dtype), int8 (per output "
+                  "channel), q4 (4-bit, groups of 32); activations stay in --dtype")
+      ->delimiter(',');
   sub->add_option("--activation", a.activation, "Expert activation: swiglu, gelu, swiglu_oai");
   sub->add_option("--seed", a.seed, "Seed of the generated data")->check(seed_validator());
   sub->add_option("--timing-seed", o.harness.seed, "Seed of the interleaving and the bootstrap")
@@ -128,7 +132,8 @@ std::vector<std::string> case_arguments(const CaseOptions& o) {
       {"--top-k", joined(a.top_k)},        {"--d-model", joined(a.d_model)},
       {"--d-ff", joined(a.d_ff)},          {"--tokens", joined(a.tokens)},
       {"--routing", joined(a.routing)},    {"--capacity-factor", joined(a.capacity_factor)},
-      {"--threads", joined(a.threads)},    {"--dtype", joined(a.dtypes)}};
+      {"--threads", joined(a.threads)},    {"--dtype", joined(a.dtypes)},
+      {"--weights", joined(a.weights)}};
   for (const auto& [flag, value] : lists) {
     if (!value.empty()) args.insert(args.end(), {flag, value});
   }

@@ -118,7 +118,7 @@ int serve(ServeOptions o) {
     skipped.status = Status::kSkipped;
     if (auto why = kernel->unavailable_reason()) {
       skipped.reason = *why;
-    } else if (auto no = kernel->can_run(c.shape, c.dtype)) {
+    } else if (auto no = kernel->refuses(c.shape, c.dtype)) {
       skipped.reason = *no;
     } else if (!kernel->runs_prefix()) {
       skipped.reason = "it cannot run batches of varying size (serve needs Kernel::run_prefix)";

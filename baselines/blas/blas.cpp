@@ -10,6 +10,7 @@
 
 #include "moe_bench/activation.hpp"
 #include "moe_bench/dtype.hpp"
+#include "moe_bench/quant.hpp"
 #include "moe_bench/routing.hpp"
 #include "moe_bench/sysinfo.hpp"
 
@@ -31,7 +32,10 @@ class BlasKernel final : public Kernel {
             {Dtype::kF32, Dtype::kBF16, Dtype::kF16},
             "router sgemm, then per expert: gather tokens, three OpenBLAS sgemm, scatter-add "
             "(16-bit dtypes run as FP32 sgemm on the converted values, as a framework without "
-            "16-bit GEMM does)"};
+            "16-bit GEMM does; quantized weights: each touched expert dequantized to FP32, then "
+            "sgemm, as a framework without quantized kernels does)",
+            0,
+            {WeightFormat::kSame, WeightFormat::kInt8, WeightFormat::kQ4}};
   }
 
   std::optional<std::string> can_run(const Shape&, Dtype) const override { return std::nullopt; }
@@ -63,6 +67,10 @@ class BlasKernel final : public Kernel {
     up_.resize(gate_.size());
     ye_.resize(static_cast<size_t>(s.tokens * s.d_model));
     y_.resize(static_cast<size_t>(s.tokens * s.d_model));
+    if (s.weights != WeightFormat::kSame) {
+      // One FFN's matrices dequantized at a time (the widest: shared or routed).
+      for (auto* v : {&deq1_, &deq3_, &deq2_}) v->resize(static_cast<size_t>(width * s.d_model));
+    }
     prefix_ = s.tokens;
   }
 
@@ -120,8 +128,15 @@ class BlasKernel final : public Kernel {
         std::copy_n(p.x.data() + t * d, d, xe_.data() + r * d);
       }
       lap(1, mark);
-      expert(n, f, xe_.data(), w.w1.data() + e * f * d, gated ? w.w3.data() + e * f * d : nullptr,
-             w.w2.data() + e * d * f);
+      if (s.weights == WeightFormat::kSame) {
+        expert(n, f, xe_.data(), w.w1.data() + e * f * d,
+               gated ? w.w3.data() + e * f * d : nullptr, w.w2.data() + e * d * f);
+      } else {
+        dequantize(w.q1, e * f, f, deq1_);
+        if (gated) dequantize(w.q3, e * f, f, deq3_);
+        dequantize(w.q2, e * d, d, deq2_);
+        expert(n, f, xe_.data(), deq1_.data(), gated ? deq3_.data() : nullptr, deq2_.data());
+      }
       lap(2, mark);
       for (int64_t r = 0; r < n; ++r) {
         const int64_t i = order_[begin + r];
@@ -133,8 +148,15 @@ class BlasKernel final : public Kernel {
       lap(3, mark);
     }
     if (s.shared_width() > 0) {
-      expert(T, s.shared_width(), p.x.data(), w.ws1.data(), gated ? w.ws3.data() : nullptr,
-             w.ws2.data());
+      const int64_t fs = s.shared_width();
+      if (s.weights == WeightFormat::kSame) {
+        expert(T, fs, p.x.data(), w.ws1.data(), gated ? w.ws3.data() : nullptr, w.ws2.data());
+      } else {
+        dequantize(w.qs1, 0, fs, deq1_);
+        if (gated) dequantize(w.qs3, 0, fs, deq3_);
+        dequantize(w.qs2, 0, d, deq2_);
+        expert(T, fs, p.x.data(), deq1_.data(), gated ? deq3_.data() : nullptr, deq2_.data());
+      }
       lap(2, mark);
       for (int64_t i = 0; i < T * d; ++i) y_[i] += ye_[i];
       lap(3, mark);
@@ -150,6 +172,13 @@ class BlasKernel final : public Kernel {
   }
 
  private:
+  // Rows [r0, r0 + n) of a quantized matrix into `out` as FP32, on every thread.
+  void dequantize(const QuantMatrix& q, int64_t r0, int64_t n, std::vector<float>& out) const {
+    const WeightFormat f = problem_->shape.weights;
+#pragma omp parallel for schedule(static) num_threads(threads_)
+    for (int64_t r = r0; r < r0 + n; ++r) dequantize_rows(f, q, r, 1, out.data() + (r - r0) * q.cols);
+  }
+
   // ye_[n,d] = W2 act(W1 x, W3 x) for n rows of x; w3 is null for GELU.
   void expert(int64_t n, int64_t f, const float* x, const float* w1, const float* w3,
               const float* w2) {
@@ -181,6 +210,7 @@ class BlasKernel final : public Kernel {
   Routing routing_;
   std::vector<int64_t> count_, next_, order_;
   std::vector<float> xe_, gate_, up_, ye_, y_;
+  std::vector<float> deq1_, deq3_, deq2_;  ///< one FFN's dequantized matrices
 };
 
 }  // namespace

@@ -24,7 +24,10 @@ class NaiveKernel final : public Kernel {
     return {"naive",
             "cpu",
             {Dtype::kF32, Dtype::kBF16, Dtype::kF16},
-            "plain loops, one token at a time (the readable definition; FP64 twin is the oracle)"};
+            "plain loops, one token at a time (the readable definition; FP64 twin is the oracle; "
+            "quantized weights as their dequantized values)",
+            0,
+            {WeightFormat::kSame, WeightFormat::kInt8, WeightFormat::kQ4}};
   }
 
   std::optional<std::string> can_run(const Shape& s, Dtype) const override {

@@ -217,7 +217,7 @@ void run_case(const Session& s, const Case& c, int64_t case_index, const std::st
         "{} cannot run expert-parallel: it does not split routing from its experts (cpu does)",
         impl));
   }
-  if (auto why = probe->can_run(global.shape, global.dtype)) {
+  if (auto why = probe->refuses(global.shape, global.dtype)) {
     shared.status = Status::kSkipped;
     shared.reason = *why;
     if (r == 0) report.results.push_back(shared);

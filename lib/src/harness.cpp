@@ -8,12 +8,14 @@
 #include <chrono>
 #include <cmath>
 #include <memory>
+#include <optional>
 #include <random>
 #include <stdexcept>
 #include <thread>
 
 #include "moe_bench/correctness.hpp"
 #include "moe_bench/error.hpp"
+#include "moe_bench/plan.hpp"
 #include "moe_bench/problem.hpp"
 #include "moe_bench/sysinfo.hpp"
 
@@ -70,7 +72,14 @@ struct Contender {
 };
 
 // Checks the kernel against the oracle; returns false (result failed) when it does not match.
-bool prepare_and_check(Contender& c, const Problem& problem, const Oracle& oracle) {
+// Quantized weights: the output against the unquantized layer's oracle (`twin`, null otherwise).
+void check_quantization(Contender& c, const Oracle* twin) {
+  if (twin == nullptr) return;
+  c.result.quantization_error = twin->check(c.kernel->output(), c.kernel->selected_experts());
+}
+
+bool prepare_and_check(Contender& c, const Problem& problem, const Oracle& oracle,
+                       const Oracle* twin) {
   Result& r = c.result;
   auto start = Clock::now();
   c.kernel->prepare(problem, r.kase.threads);
@@ -78,6 +87,7 @@ bool prepare_and_check(Contender& c, const Problem& problem, const Oracle& oracl
   r.notes = c.kernel->notes();
   c.kernel->run(0);
   r.correctness = oracle.check(c.kernel->output(), c.kernel->selected_experts());
+  check_quantization(c, twin);
   if (r.correctness->pass) return true;
   r.status = Status::kFailed;
   r.reason = fmt::format(
@@ -89,7 +99,7 @@ bool prepare_and_check(Contender& c, const Problem& problem, const Oracle& oracl
 
 // An implementation in another process: it runs the protocol there, then its last output is
 // checked like any other. Its samples are not interleaved with the in-process ones.
-void run_elsewhere(Contender& c, const Problem& problem, const Oracle& oracle,
+void run_elsewhere(Contender& c, const Problem& problem, const Oracle& oracle, const Oracle* twin,
                    const HarnessOptions& o, int threads) {
   Result& r = c.result;
   auto start = Clock::now();
@@ -104,6 +114,7 @@ void run_elsewhere(Contender& c, const Problem& problem, const Oracle& oracle,
   r.setup_s += timed.setup_s;
   r.correctness = oracle.check(c.kernel->output(), c.kernel->selected_experts(),
                                c.kernel->extra_roundings(problem.shape, problem.dtype));
+  check_quantization(c, twin);
   if (!r.correctness->pass) {
     r.status = Status::kFailed;
     r.reason = fmt::format(
@@ -152,6 +163,13 @@ void run_case(const Case& c, const std::vector<std::string>& impls, const Harnes
   Problem problem = make_problem(c.shape, c.dtype, c.seed, layers);
   Oracle oracle(problem, 0, o.oracle_flop_budget);
   const Load load = oracle.load();
+  std::optional<Problem> twin;
+  std::optional<Oracle> twin_oracle;
+  if (c.shape.weights != WeightFormat::kSame) {
+    twin.emplace(unquantized_twin(problem));
+    twin_oracle.emplace(*twin, 0, o.oracle_flop_budget);
+  }
+  const Oracle* twin_check = twin_oracle ? &*twin_oracle : nullptr;
 
   std::vector<Contender> contenders;
   for (const std::string& impl : impls) {
@@ -167,15 +185,15 @@ void run_case(const Case& c, const std::vector<std::string>& impls, const Harnes
     k.result.device_timed = k.kernel->device_timed();
     if (auto why = k.kernel->unavailable_reason()) {
       k.result.reason = *why;
-    } else if (auto why_not = k.kernel->can_run(c.shape, c.dtype)) {
+    } else if (auto why_not = k.kernel->refuses(c.shape, c.dtype)) {
       k.result.reason = *why_not;
     } else {
       k.result.blas = blas_info();
       k.result.status = Status::kOk;
       try {
         if (k.kernel->self_timed()) {
-          run_elsewhere(k, problem, oracle, o, c.threads);
-        } else if (prepare_and_check(k, problem, oracle)) {
+          run_elsewhere(k, problem, oracle, twin_check, o, c.threads);
+        } else if (prepare_and_check(k, problem, oracle, twin_check)) {
           calibrate(k, o);
         }
       } catch (const EnvironmentError&) {
@@ -287,7 +305,8 @@ int64_t cold_layers(const Case& c, CacheMode mode, int64_t active_experts, int64
   // non-LRU last-level cache keeps a share of it that depends on where the pages landed (the
   // same build measured in two processes differed by up to 7% on workload B at one token).
   layers = std::clamp<int64_t>(layers, 2, 64);
-  const int64_t per_layer = std::max<int64_t>(layer_weight_bytes(c.shape, c.dtype), 1);
+  // What a layer holds in this process (quantized: its FP32 values and codes, plan.cpp).
+  const int64_t per_layer = std::max<int64_t>(case_memory_bytes(Case{c.shape, c.dtype, 1, 0}, 1), 1);
   // Never let the extra layers take more than half of the available memory.
   const int64_t fit = std::max<int64_t>(1, available_bytes / 2 / per_layer);
   return std::min(layers, fit);

@@ -41,7 +41,15 @@ int64_t case_memory_bytes(const Case& c, int64_t layers) {
   const int64_t width = std::max(s.d_ff, s.shared_width());
   // x, y, gathered x, expert output, gate and up, logits, plus the oracle's FP64 logits.
   const int64_t work = s.tokens * (4 * s.d_model + 2 * width) * b + s.tokens * s.experts * 24;
-  return layers * layer_weight_bytes(s, c.dtype) + work;
+  // Quantized layers are held as their dequantized FP32 values (the oracle's and the baselines'
+  // input) beside one byte of code per weight; the packed stored format is a weight copy.
+  int64_t held = layer_weight_bytes(s, c.dtype);
+  if (s.weights != WeightFormat::kSame) {
+    Shape same = s;
+    same.weights = WeightFormat::kSame;
+    held = layer_weight_bytes(same, Dtype::kF32) * 5 / 4;
+  }
+  return layers * held + work;
 }
 
 std::vector<Case> plan_cases(const Axes& a) {
@@ -82,6 +90,9 @@ std::vector<Case> plan_cases(const Axes& a) {
   for (const auto& r : a.routing) skews.push_back(parse_skew(r));
   expand(bases, skews, [](Base& b, const Skew& v) { b.shape.skew = v; });
   expand(bases, a.capacity_factor, [](Base& b, double v) { b.shape.capacity_factor = v; });
+  std::vector<WeightFormat> formats;
+  for (const auto& w : a.weights) formats.push_back(parse_weights(w));
+  expand(bases, formats, [](Base& b, WeightFormat v) { b.shape.weights = v; });
 
   std::vector<Dtype> dtypes;
   for (const auto& d : a.dtypes) dtypes.push_back(parse_dtype(d));

@@ -126,14 +126,40 @@ Problem make_problem(const Shape& s, Dtype dtype, uint64_t seed, int64_t layers)
   }
   // Inputs and weights live in the dtype: stored as the floats the dtype can represent, so every
   // implementation and the oracle start from exactly the same values.
+  // Quantized expert weights hold their dequantized values instead.
+  const bool quantized = s.weights != WeightFormat::kSame;
   if (dtype != Dtype::kF32) {
     round_all(dtype, p.x.data(), static_cast<int64_t>(p.x.size()));
     for (auto* v : {&w.wg, &w.w1, &w.w3, &w.w2, &w.ws1, &w.ws3, &w.ws2}) {
+      if (quantized && v != &w.wg) continue;
       round_all(dtype, v->data(), static_cast<int64_t>(v->size()));
+    }
+  }
+  if (quantized) {
+    const int64_t E = s.experts, d = s.d_model, f = s.d_ff;
+    w.q1 = quantize(s.weights, w.w1.data(), E * f, d);
+    if (gated) w.q3 = quantize(s.weights, w.w3.data(), E * f, d);
+    w.q2 = quantize(s.weights, w.w2.data(), E * d, f);
+    if (fs > 0) {
+      w.qs1 = quantize(s.weights, w.ws1.data(), fs, d);
+      if (gated) w.qs3 = quantize(s.weights, w.ws3.data(), fs, d);
+      w.qs2 = quantize(s.weights, w.ws2.data(), d, fs);
     }
   }
   for (size_t i = 1; i < p.layers.size(); ++i) p.layers[i] = p.layers[0];
   return p;
+}
+
+Problem unquantized_twin(const Problem& p) {
+  Shape same = p.shape;
+  same.weights = WeightFormat::kSame;
+  Problem twin = make_problem(same, Dtype::kF32, p.seed, 1);
+  twin.shape = p.shape;  // the case it stands for; its own weights are not quantized
+  twin.shape.weights = WeightFormat::kSame;
+  twin.dtype = p.dtype;
+  twin.x = p.x;
+  twin.layers[0].wg = p.layers[0].wg;
+  return twin;
 }
 
 }  // namespace moe_bench

@@ -36,6 +36,16 @@ std::unique_ptr<Kernel> Registry::make(std::string_view name) const {
       fmt::format("unknown implementation '{}' (known: {})", name, fmt::join(names(), ", ")));
 }
 
+std::optional<std::string> Kernel::refuses(const Shape& shape, Dtype dtype) const {
+  if (shape.weights != WeightFormat::kSame) {
+    const std::vector<WeightFormat> takes = info().weights;
+    if (std::find(takes.begin(), takes.end(), shape.weights) == takes.end()) {
+      return fmt::format("{} has no {} weight kernels", info().name, to_string(shape.weights));
+    }
+  }
+  return can_run(shape, dtype);
+}
+
 void Kernel::run_prefix(int64_t, int64_t) {
   throw std::logic_error(info().name + " cannot run a batch of another size than prepared");
 }

@@ -45,6 +45,18 @@ std::string_view to_string(Dtype d) {
   return "?";
 }
 
+std::string_view to_string(WeightFormat w) {
+  switch (w) {
+    case WeightFormat::kSame:
+      return "same";
+    case WeightFormat::kInt8:
+      return "int8";
+    case WeightFormat::kQ4:
+      return "q4";
+  }
+  return "?";
+}
+
 std::string to_string(const Skew& s) {
   switch (s.kind) {
     case Skew::Kind::kUniform:
@@ -78,6 +90,13 @@ Dtype parse_dtype(std::string_view s) {
   if (s == "bf16") return Dtype::kBF16;
   if (s == "f16") return Dtype::kF16;
   throw UsageError(fmt::format("unknown dtype '{}' (known: f32, bf16, f16)", s));
+}
+
+WeightFormat parse_weights(std::string_view s) {
+  if (s == "same") return WeightFormat::kSame;
+  if (s == "int8") return WeightFormat::kInt8;
+  if (s == "q4") return WeightFormat::kQ4;
+  throw UsageError(fmt::format("unknown weight format '{}' (known: same, int8, q4)", s));
 }
 
 namespace {
@@ -153,6 +172,17 @@ std::optional<std::string> invalid_reason(const Shape& s) {
     return fmt::format("--top-k {} exceeds the {} experts in the {} selected groups", s.top_k,
                        r.topk_groups * (s.experts / r.groups), r.topk_groups);
   }
+  if (s.weights == WeightFormat::kQ4) {
+    // Groups of 32 along every input dimension: d_model (W1, W3) and the expert widths (W2).
+    for (Named n : {Named{"d-model", s.d_model}, Named{"d-ff", s.d_ff},
+                    Named{"d-ff-shared", s.shared_experts > 0 ? s.d_ff_shared : 0}}) {
+      if (n.value % kQ4Group != 0) {
+        return fmt::format("--weights q4 needs --{} a multiple of {} (got {}): q4 scales groups "
+                           "of {} weights along each input dimension",
+                           n.name, kQ4Group, n.value, kQ4Group);
+      }
+    }
+  }
   if (s.skew.kind == Skew::Kind::kHot && s.experts < 2) {
     return "routing skew hot:P needs at least 2 experts";
   }
@@ -190,20 +220,43 @@ double forward_flops(const Shape& s) {
   return router + experts + shared;
 }
 
-int64_t expert_weight_bytes(const Shape& s, Dtype d) {
-  return matrices(s.activation) * s.d_model * s.d_ff * dtype_bytes(d);
+int64_t stored_matrix_bytes(WeightFormat w, Dtype d, int64_t rows, int64_t cols) {
+  switch (w) {
+    case WeightFormat::kSame:
+      return rows * cols * dtype_bytes(d);
+    case WeightFormat::kInt8:
+      return rows * cols + rows * 4;
+    case WeightFormat::kQ4:
+      return rows * cols / 2 + rows * (cols / kQ4Group) * 2;
+  }
+  return 0;
 }
+
+int64_t expert_weight_bytes(const Shape& s, Dtype d) {
+  // W1 and W3: d_ff rows of d_model inputs; W2: d_model rows of d_ff inputs.
+  return (matrices(s.activation) - 1) * stored_matrix_bytes(s.weights, d, s.d_ff, s.d_model) +
+         stored_matrix_bytes(s.weights, d, s.d_model, s.d_ff);
+}
+
+namespace {
+int64_t shared_weight_bytes(const Shape& s, Dtype d) {
+  if (s.shared_width() == 0) return 0;
+  // Fused into one FFN of width fs; q4 groups run along d_ff_shared, a divisor of fs.
+  const int64_t fs = s.shared_width();
+  return (matrices(s.activation) - 1) * stored_matrix_bytes(s.weights, d, fs, s.d_model) +
+         stored_matrix_bytes(s.weights, d, s.d_model, fs);
+}
+}  // namespace
 
 int64_t layer_weight_bytes(const Shape& s, Dtype d) {
   int64_t router = s.experts * s.d_model * dtype_bytes(d);
-  int64_t shared = matrices(s.activation) * s.d_model * s.shared_width() * dtype_bytes(d);
-  return router + s.experts * expert_weight_bytes(s, d) + shared;
+  return router + s.experts * expert_weight_bytes(s, d) + shared_weight_bytes(s, d);
 }
 
 double forward_bytes(const Shape& s, Dtype d, int64_t active_experts) {
   double b = static_cast<double>(dtype_bytes(d));
   double router = static_cast<double>(s.experts * s.d_model) * b;
-  double shared = static_cast<double>(matrices(s.activation) * s.d_model * s.shared_width()) * b;
+  double shared = static_cast<double>(shared_weight_bytes(s, d));
   double experts =
       static_cast<double>(active_experts) * static_cast<double>(expert_weight_bytes(s, d));
   double io = 2.0 * static_cast<double>(s.tokens * s.d_model) * b;

@@ -78,7 +78,7 @@ void hold(Held& h, const Case& c, const Problem& problem, const Oracle& oracle, 
     fmt::print(out, "impl {} skipped {}\n", h.impl, one_line(*why));
     return;
   }
-  if (auto why = h.kernel->can_run(c.shape, c.dtype)) {
+  if (auto why = h.kernel->refuses(c.shape, c.dtype)) {
     fmt::print(out, "impl {} skipped {}\n", h.impl, one_line(*why));
     return;
   }

@@ -31,7 +31,7 @@ TEST_CASE("every registered implementation matches the FP64 oracle on the consis
       if (kernel->self_timed() || kernel->unavailable_reason()) continue;
       const auto& dtypes = kernel->info().dtypes;
       if (std::find(dtypes.begin(), dtypes.end(), dtype) == dtypes.end()) continue;
-      REQUIRE_FALSE(kernel->can_run(p.shape, dtype).has_value());
+      REQUIRE_FALSE(kernel->refuses(p.shape, dtype).has_value());
       for (int threads : {1, 2}) {
         INFO(ns.name << " | seed " << seed << " | " << to_string(dtype) << " | " << entry.name
                      << " | threads " << threads);
@@ -152,7 +152,7 @@ TEST_CASE("16-bit dtypes store values the dtype represents and round outputs to 
     for (float v : p.layers[0].w2) CHECK(round_to(d, v) == v);
     for (const auto& entry : registry()) {
       auto kernel = entry.make();
-      if (kernel->self_timed() || kernel->unavailable_reason() || kernel->can_run(s, d)) continue;
+      if (kernel->self_timed() || kernel->unavailable_reason() || kernel->refuses(s, d)) continue;
       kernel->prepare(p, 1);
       kernel->run(0);
       for (float v : kernel->output()) CHECK(round_to(d, v) == v);

@@ -21,6 +21,8 @@ struct KernelInfo {
   std::vector<Dtype> dtypes;
   std::string description;  ///< one line: the algorithm, not a claim
   int weight_copies = 0;    ///< extra copies of the weights it keeps (packing, another process)
+  /// The weight formats it runs (Shape::weights); the unquantized one unless it says more.
+  std::vector<WeightFormat> weights = {WeightFormat::kSame};
 };
 
 /// A device as reports describe it (the report's context.cuda).
@@ -76,6 +78,9 @@ class Kernel {
   virtual std::optional<std::string> unavailable_reason() const { return std::nullopt; }
   /// Returns why this implementation cannot run this case, or nullopt when it can.
   virtual std::optional<std::string> can_run(const Shape& shape, Dtype dtype) const = 0;
+  /// Why this implementation cannot run this case: a weight format it does not take, or
+  /// can_run's reason; nullopt when it can. What every caller asks.
+  std::optional<std::string> refuses(const Shape& shape, Dtype dtype) const;
   /// Packs or uploads the weights of every layer and sizes all workspaces. The problem outlives
   /// the kernel's use of it.
   virtual void prepare(const Problem& problem, int threads) = 0;

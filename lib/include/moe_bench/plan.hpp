@@ -18,6 +18,7 @@ struct Axes {
   std::vector<double> capacity_factor;
   std::vector<int> threads;
   std::vector<std::string> dtypes;
+  std::vector<std::string> weights;  ///< weight formats: same, int8, q4
   std::optional<std::string> activation;
   uint64_t seed = 42;
   int extra_weight_copies = 0;  ///< copies the chosen implementations keep (memory check)

@@ -102,6 +102,10 @@ struct Result {
   Status status = Status::kSkipped;
   std::string reason;  ///< why skipped or failed
   std::optional<Correctness> correctness;
+  /// Quantized weights (Shape::weights): the output against the unquantized f32 layer on the
+  /// same inputs, checked by the FP64 oracle of that layer: the quantization's own error
+  /// (nmse, max_rel_err; pass is not a verdict, quantization has no tolerance).
+  std::optional<Correctness> quantization_error;
   std::vector<double> samples_s;  ///< seconds per call
   Stats stats;
   Derived derived;

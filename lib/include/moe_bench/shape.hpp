@@ -15,6 +15,13 @@ enum class Scoring {
 };
 /// Storage type of weights, activations and outputs; accumulation is always FP32.
 enum class Dtype { kF32, kBF16, kF16 };
+/// How the expert weights (routed and shared W1, W3, W2) are stored; the router is never
+/// quantized. kSame: in the Dtype. kInt8: symmetric int8 per output channel, one f32 scale per
+/// row. kQ4: symmetric 4-bit in groups of kQ4Group along the input dimension, one f16 scale per
+/// group (the semantics of ggml's Q4_0). Activations stay in the Dtype (weight-only).
+enum class WeightFormat { kSame, kInt8, kQ4 };
+/// Weights per q4 scale, along a matrix's input dimension.
+constexpr int64_t kQ4Group = 32;
 
 /// How expert popularity is skewed: a per-expert logit bias makes the selection follow it.
 struct Skew {
@@ -51,6 +58,7 @@ struct Shape {
   RoutingConfig routing;
   Skew skew;
   double capacity_factor = 0.0;  ///< 0 = dropless
+  WeightFormat weights = WeightFormat::kSame;
 
   /// Total width of the shared experts, which run as one fused expert.
   int64_t shared_width() const { return shared_experts * d_ff_shared; }
@@ -60,6 +68,7 @@ struct Shape {
 std::string_view to_string(Activation a);
 std::string_view to_string(Scoring s);
 std::string_view to_string(Dtype d);
+std::string_view to_string(WeightFormat w);
 std::string to_string(const Skew& s);
 /// Short description of the routing, e.g. "softmax,top-k,renorm" or "sigmoid+bias,groups
 /// 8->4,x2.5".
@@ -68,6 +77,7 @@ std::string routing_label(const RoutingConfig& r);
 /// Parse helpers throw UsageError with a message naming the bad value.
 Activation parse_activation(std::string_view s);
 Dtype parse_dtype(std::string_view s);
+WeightFormat parse_weights(std::string_view s);
 Skew parse_skew(std::string_view s);
 
 /// Bytes per element of a dtype.
@@ -82,12 +92,16 @@ int64_t expert_capacity(const Shape& s);
 /// FLOPs of one forward as the design counts them: router 2*T*d*E, experts 2*T*k*d*f*m,
 /// shared experts 2*T*d*fs*m (m = 3 for SwiGLU, 2 for GELU).
 double forward_flops(const Shape& s);
-/// Bytes of one expert's weights (all its matrices) in a dtype.
+/// Bytes of a rows x cols weight matrix (quantized along cols) as stored: the dtype's bytes per
+/// weight, or int8's one byte plus a 4-byte scale per row, or q4's half byte plus a 2-byte scale
+/// per kQ4Group weights.
+int64_t stored_matrix_bytes(WeightFormat w, Dtype d, int64_t rows, int64_t cols);
+/// Bytes of one expert's weights (all its matrices) as stored (the shape's weight format).
 int64_t expert_weight_bytes(const Shape& s, Dtype d);
 /// Bytes of one layer's weights: router, every expert, shared experts.
 int64_t layer_weight_bytes(const Shape& s, Dtype d);
 /// Bytes moved by one forward: weights of every expert that got at least one token, router and
-/// shared weights, plus x and y.
+/// shared weights (as stored), plus x and y.
 double forward_bytes(const Shape& s, Dtype d, int64_t active_experts);
 
 }  // namespace moe_bench

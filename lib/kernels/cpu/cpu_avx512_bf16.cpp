@@ -109,12 +109,12 @@ void down_dispatch(const float* hw, const void* wp, int64_t f, int64_t n, const 
 
 // The driver only hands these bf16 storage (IsaKernels::storages says so).
 void gate_up(const float* xw, const void* wp, int64_t d, int64_t n, float* hw, int64_t col0,
-             int64_t f, Act act, const float* acc_in, float* acc_out, Storage) {
+             int64_t f, Act act, const float* acc_in, float* acc_out, Storage, QuantArgs) {
   gate_up_dispatch<kRows>(xw, wp, d, n, hw, col0, f, act, acc_in, acc_out);
 }
 
 void down(const float* hw, const void* wp, int64_t f, int64_t n, const int32_t* tokens,
-          const float* weights, float* y, int64_t ldy, int64_t col0, int64_t ncols, Storage) {
+          const float* weights, float* y, int64_t ldy, int64_t col0, int64_t ncols, Storage, QuantArgs) {
   down_dispatch<kRows>(hw, wp, f, n, tokens, weights, y, ldy, col0, ncols);
 }
 

@@ -49,6 +49,17 @@ struct V {
     }
     return out;
   }
+  static T load_i8(const int8_t* p) {
+    T out;
+    for (int i = 0; i < kLanes; ++i) out.v[i] = static_cast<float>(p[i]);
+    return out;
+  }
+  static void load_u4(const uint8_t* p, T& lo, T& hi) {
+    for (int i = 0; i < kLanes; ++i) {
+      lo.v[i] = static_cast<float>(p[i] & 15);
+      hi.v[i] = static_cast<float>(p[i] >> 4);
+    }
+  }
   static T fmadd(T a, T b, T c) {
     T out;
     for (int i = 0; i < kLanes; ++i) out.v[i] = std::fma(a.v[i], b.v[i], c.v[i]);

@@ -9,12 +9,31 @@ enum class Act : int { kSwiglu = 0, kGelu = 1, kSwigluOai = 2 };
 
 /// Storage of packed weights and hidden activations (accumulation is always FP32). The
 /// micro-kernels keep their own copy of this enum so they include no shared headers.
-enum class Storage : int { kF32 = 0, kBF16 = 1, kF16 = 2 };
+/// kI8 and kQ4 are quantized weights (1 byte, half a byte) with FP32 or bf16 activations.
+enum class Storage : int { kF32 = 0, kBF16 = 1, kF16 = 2, kI8 = 3, kQ4 = 4 };
+
+/// Rows of the reduction per q4 scale (moe_bench::kQ4Group).
+constexpr int64_t kQ4Rows = 32;
+
+/// What quantized panels need besides their codes; ignored for the other storages.
+/// - kI8: `scales` are the panel's 2L f32 per-column scales (a column is an output channel),
+///   applied to the raw sums once the whole reduction is in (after the last chunk);
+/// - kQ4: `scales` are f16, 2L per group of kQ4Rows reduction rows, from the group where the
+///   call's reduction starts; each group's codes are dequantized in registers.
+/// `hidden`: the storage of hidden values (the activation dtype: kF32, kBF16 or kF16).
+struct QuantArgs {
+  const void* scales = nullptr;
+  Storage hidden = Storage::kF32;
+};
 
 /// The micro-kernels of one instruction set. Layouts (L = lanes, R = rows):
 /// - a row block of activations is packed k-major: xp[i * R + r] for i < d (rows r >= n unused);
-/// - weights are stored as `Storage` (float, or 16-bit bf16/f16 bits), converted to FP32 in
-///   registers; hidden values are rounded to the storage type when written;
+/// - weights are stored as `Storage` (float, or 16-bit bf16/f16 bits, or int8 codes, or q4
+///   codes), converted to FP32 in registers; hidden values are rounded to the storage type (for
+///   quantized weights: to QuantArgs::hidden) when written;
+/// - int8 panels hold one signed byte per weight at the float layout's index; a q4 panel row of
+///   2L columns is L bytes, byte c holding column c in its low nibble and column c + L in its
+///   high one, as code + 8 (0..15);
 /// - a gate/up weight panel is wp[i * 2L + c]: gated, c < L is W1 row c and c >= L is W3 row
 ///   c - L of the panel; ungated (GELU), 2L rows of W1;
 /// - the hidden block is written k-major for the down projection: hp[j * R + r];
@@ -28,11 +47,12 @@ struct IsaKernels {
   /// be split in chunks: `acc_in` (R x 2L raw sums, or null for zero) starts it, and a non-null
   /// `acc_out` receives the raw sums instead of the activated hidden values.
   void (*gate_up)(const float* xp, const void* wp, int64_t d, int64_t n, float* hp, int64_t col0,
-                  int64_t f, Act act, const float* acc_in, float* acc_out, Storage storage);
+                  int64_t f, Act act, const float* acc_in, float* acc_out, Storage storage,
+                  QuantArgs quant);
   /// y[token_r, col0 + c] += weight_r * (W2 h_r)[c] for c < ncols (at most 2L) and r < n.
   void (*down)(const float* hp, const void* wp, int64_t f, int64_t n, const int32_t* tokens,
                const float* weights, float* y, int64_t ldy, int64_t col0, int64_t ncols,
-               Storage storage);
+               Storage storage, QuantArgs quant);
   /// out[e] = dot(x, w[e * d ...]) for e < rows.
   void (*dot_rows)(const float* x, const float* w, int64_t rows, int64_t d, float* out);
   /// Reduction rows per step: 1 for the layouts above; 2 for the bf16 pair layouts of
@@ -40,7 +60,7 @@ struct IsaKernels {
   /// and a row, panels are padded to an even number of rows, and pointers into xp/hp advance by
   /// (row / kpack) * R words.
   int kpack = 1;
-  /// Takes bf16 storage only.
+  /// Takes bf16 storage only (no quantized weights).
   bool bf16_only = false;
 };
 

@@ -50,7 +50,9 @@ constexpr int64_t kUpChunk = 512;
 // Gate/up items a thread takes at once: its share of the items over this.
 constexpr int64_t kUpGrabDiv = 16;
 
-Storage to_storage(Dtype d) {
+Storage to_storage(Dtype d, WeightFormat w = WeightFormat::kSame) {
+  if (w == WeightFormat::kInt8) return Storage::kI8;
+  if (w == WeightFormat::kQ4) return Storage::kQ4;
   switch (d) {
     case Dtype::kF32:
       return Storage::kF32;
@@ -75,7 +77,11 @@ class CpuKernel final : public Kernel {
                         "with SwiGLU and weighted combine fused in the epilogues, OpenMP over "
                         "(expert, tile)",
                         forced_ != nullptr ? forced_->name : "best-ISA"),
-            1};
+            1,
+            forced_ != nullptr && forced_->bf16_only
+                ? std::vector<WeightFormat>{WeightFormat::kSame}
+                : std::vector<WeightFormat>{WeightFormat::kSame, WeightFormat::kInt8,
+                                            WeightFormat::kQ4}};
   }
 
   std::optional<std::string> unavailable_reason() const override {
@@ -91,9 +97,11 @@ class CpuKernel final : public Kernel {
     return std::nullopt;
   }
 
-  std::optional<std::string> can_run(const Shape&, Dtype dtype) const override {
+  std::optional<std::string> can_run(const Shape& s, Dtype dtype) const override {
     if (forced_ != nullptr && forced_->bf16_only && dtype != Dtype::kBF16)
       return fmt::format("{} runs bf16 only", name_);
+    if (forced_ != nullptr && forced_->bf16_only && s.weights != WeightFormat::kSame)
+      return fmt::format("{} runs bf16 weights only, not {}", name_, to_string(s.weights));
     return std::nullopt;
   }
 
@@ -113,13 +121,15 @@ class CpuKernel final : public Kernel {
 
   void prepare(const Problem& p, int threads) override {
     problem_ = &p;
-    storage_ = to_storage(p.dtype);
-    elem_ = p.dtype == Dtype::kF32 ? 4 : 2;
+    storage_ = to_storage(p.dtype, p.shape.weights);
+    hidden_ = to_storage(p.dtype);
     threads_ = std::max(threads, 1);
     why_.clear();
     const double rows_per_expert =
         static_cast<double>(p.shape.tokens * p.shape.top_k) / static_cast<double>(p.shape.experts);
-    isa_ = forced_ != nullptr ? forced_ : best_isa(p.dtype, rows_per_expert, why_);
+    isa_ = forced_ != nullptr ? forced_
+                              : best_isa(p.dtype, rows_per_expert, why_,
+                                         p.shape.weights != WeightFormat::kSame);
     kpack_ = isa_->kpack;
     const Shape& s = p.shape;
     d_pad_ = round_up(s.d_model, kpack_);
@@ -326,15 +336,18 @@ class CpuKernel final : public Kernel {
         const int32_t g = item_group_[it];
         const int64_t panel = item_panel_[it];
         const Group& grp = packed.groups[g];
-        const char* wp = packed.data.data() + (grp.up_offset + panel * d_pad_ * L2) * elem_;
+        const char* wp =
+            packed.data.data() + storage_bytes(storage_, grp.up_offset + panel * d_pad_ * L2);
         for (int64_t i0 = 0; i0 < d; i0 += kUpChunk) {
           const int64_t dc = std::min(kUpChunk, d - i0);
           const bool first = i0 == 0, last = i0 + dc == d;
+          const QuantArgs quant{up_scales(packed, grp, panel, i0, d), hidden_};
           for (int64_t b = group_blocks_[g]; b < group_blocks_[g + 1]; ++b) {
             float* acc = partial + (b - group_blocks_[g]) * R * L2;
-            isa.gate_up(xp_.data() + b * R * d + i0 / kpack_ * R, wp + i0 * L2 * elem_, dc,
-                        block_rows_[b], hp_.data() + b * R * max_width_, panel * hcols_, grp.width,
-                        act, first ? nullptr : acc, last ? nullptr : acc, storage_);
+            isa.gate_up(xp_.data() + b * R * d + i0 / kpack_ * R,
+                        wp + storage_bytes(storage_, i0 * L2), dc, block_rows_[b],
+                        hp_.data() + b * R * max_width_, panel * hcols_, grp.width, act,
+                        first ? nullptr : acc, last ? nullptr : acc, storage_, quant);
           }
         }
       }
@@ -359,12 +372,13 @@ class CpuKernel final : public Kernel {
             for (int64_t b = group_blocks_[g]; b < group_blocks_[g + 1]; ++b) {
               const float* hp = hp_.data() + b * R * max_width_ + j0 / kpack_ * R;
               // The chunk of every panel of this item lies in one contiguous run of memory.
-              const char* chunk =
-                  packed.data.data() + (grp.down_offset + j0 * down_panels * L2) * elem_;
+              const char* chunk = packed.data.data() +
+                                  storage_bytes(storage_, grp.down_offset + j0 * down_panels * L2);
               for (int64_t q = q0; q < q1; ++q) {
-                isa.down(hp, chunk + q * fc_pad * L2 * elem_, fc, block_rows_[b],
+                const QuantArgs quant{down_scales(packed, grp, q, j0, down_panels), hidden_};
+                isa.down(hp, chunk + storage_bytes(storage_, q * fc_pad * L2), fc, block_rows_[b],
                          block_tokens_.data() + b * R, block_weights_.data() + b * R, y, d, q * L2,
-                         std::min(L2, d - q * L2), storage_);
+                         std::min(L2, d - q * L2), storage_, quant);
               }
             }
           }
@@ -381,9 +395,27 @@ class CpuKernel final : public Kernel {
     mark = now;
   }
 
+  // The scales of gate/up panel `panel` of a group from reduction row i0 on, and of down panel
+  // q from row j0 on (cpu_pack.hpp has their layout); null for unquantized weights.
+  const void* up_scales(const PackedLayer& packed, const Group& g, int64_t panel, int64_t i0,
+                        int64_t d) const {
+    const int64_t L2 = 2 * isa_->lanes;
+    if (storage_ == Storage::kI8) return packed.scales.data() + g.up_scales + panel * L2 * 4;
+    if (storage_ != Storage::kQ4) return nullptr;
+    return packed.scales.data() + g.up_scales + (panel * (d / kQ4Rows) + i0 / kQ4Rows) * L2 * 2;
+  }
+  const void* down_scales(const PackedLayer& packed, const Group& g, int64_t q, int64_t j0,
+                          int64_t) const {
+    const int64_t L2 = 2 * isa_->lanes;
+    if (storage_ == Storage::kI8) return packed.scales.data() + g.down_scales + q * L2 * 4;
+    if (storage_ != Storage::kQ4) return nullptr;
+    return packed.scales.data() + g.down_scales +
+           (q * (g.width / kQ4Rows) + j0 / kQ4Rows) * L2 * 2;
+  }
+
   // Packs one layer in this kernel's layout (cpu_pack.cpp).
   void pack_layer(const LayerWeights& w, PackedLayer& out) const {
-    const PackSpec spec{isa_->lanes, kpack_, d_pad_, hcols_, gated_, elem_, threads_};
+    const PackSpec spec{isa_->lanes, kpack_, d_pad_, hcols_, gated_, storage_, threads_};
     cpu::pack_layer(spec, problem_->shape, problem_->dtype, w, held_, out);
   }
 
@@ -445,8 +477,8 @@ class CpuKernel final : public Kernel {
   const Problem* problem_ = nullptr;
   int threads_ = 1;
   bool gated_ = true;
-  Storage storage_ = Storage::kF32;
-  int64_t elem_ = 4;   ///< bytes per packed weight
+  Storage storage_ = Storage::kF32;  ///< of the packed weights
+  Storage hidden_ = Storage::kF32;   ///< of hidden values: the activation dtype
   int64_t kpack_ = 1;  ///< reduction rows per micro-kernel step (IsaKernels::kpack)
   int64_t d_pad_ = 0;  ///< d rounded up to kpack_: rows of a gate/up panel
   int64_t hcols_ = 0, max_width_ = 0;

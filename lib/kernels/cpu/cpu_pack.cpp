@@ -8,12 +8,27 @@
 
 namespace moe_bench::cpu {
 
+namespace {
+
+// One matrix of a group as its source rows: floats, or codes and scales of a quantized matrix
+// from row `row0` on.
+struct Rows {
+  const float* w = nullptr;
+  const QuantMatrix* q = nullptr;
+  int64_t row0 = 0;
+};
+
+}  // namespace
+
 void pack_layer(const PackSpec& spec, const Shape& s, Dtype dtype, const LayerWeights& w,
                 const std::vector<uint8_t>& held, PackedLayer& out) {
   const int64_t d = s.d_model, L = spec.lanes, L2 = 2 * L;
   const int64_t down_panels = (d + L2 - 1) / L2;
+  const Storage storage = spec.storage;
+  const bool i8 = storage == Storage::kI8, q4 = storage == Storage::kQ4;
+  const WeightFormat format = s.weights;
   struct Source {
-    const float *w1, *w3, *w2;
+    Rows w1, w3, w2;
     int64_t width;
   };
   const int64_t kp = spec.kpack, d_pad = spec.d_pad;
@@ -21,44 +36,88 @@ void pack_layer(const PackSpec& spec, const Shape& s, Dtype dtype, const LayerWe
   auto at = [kp, L2](int64_t i, int64_t c) {
     return kp == 1 ? i * L2 + c : (i & ~int64_t{1}) * L2 + 2 * c + (i & 1);
   };
+  const int64_t f = s.d_ff;
   std::vector<Source> sources;
   for (int64_t e = 0; e < s.experts; ++e) {
     // An expert not held here: an empty group (no rows are ever dispatched to it).
     if (!held.empty() && !held[static_cast<size_t>(e)]) {
-      sources.push_back({nullptr, nullptr, nullptr, 0});
+      sources.push_back({{}, {}, {}, 0});
       continue;
     }
-    sources.push_back({w.w1.data() + e * s.d_ff * d,
-                       spec.gated ? w.w3.data() + e * s.d_ff * d : nullptr,
-                       w.w2.data() + e * d * s.d_ff, s.d_ff});
+    sources.push_back({{w.w1.data() + e * f * d, &w.q1, e * f},
+                       spec.gated ? Rows{w.w3.data() + e * f * d, &w.q3, e * f} : Rows{},
+                       {w.w2.data() + e * d * f, &w.q2, e * d},
+                       f});
   }
   if (s.shared_width() > 0) {
-    sources.push_back(
-        {w.ws1.data(), spec.gated ? w.ws3.data() : nullptr, w.ws2.data(), s.shared_width()});
+    sources.push_back({{w.ws1.data(), &w.qs1, 0},
+                       spec.gated ? Rows{w.ws3.data(), &w.qs3, 0} : Rows{},
+                       {w.ws2.data(), &w.qs2, 0},
+                       s.shared_width()});
   }
+  // Bytes of the scales of one panel row group: int8 2L floats per panel; q4 2L halves per group.
+  const int64_t up_groups = q4 ? d / kQ4Rows : 1;
   out.groups.clear();
-  int64_t offset = 0;
+  int64_t offset = 0, scale_bytes = 0;
   for (const Source& src : sources) {
     Group g;
     g.width = src.width;
     g.up_offset = offset;
-    offset += (src.width + spec.hcols - 1) / spec.hcols * d_pad * L2;
+    const int64_t panels = (src.width + spec.hcols - 1) / spec.hcols;
+    offset += panels * d_pad * L2;
     g.down_offset = offset;
     offset += down_panels * round_up(src.width, kp) * L2;
+    if (i8 || q4) {
+      const int64_t per = L2 * (q4 ? 2 : 4);
+      g.up_scales = scale_bytes;
+      scale_bytes += panels * up_groups * per;
+      g.down_scales = scale_bytes;
+      scale_bytes += down_panels * (q4 ? src.width / kQ4Rows : 1) * per;
+    }
     out.groups.push_back(g);
   }
-  out.data.resize(offset * spec.elem);
+  out.data.resize(storage_bytes(storage, offset));
+  out.scales.resize(scale_bytes);
   char* base = out.data.data();
   // Pair layouts pad odd reductions with a zero row.
-  if (kp != 1) std::memset(base, 0, static_cast<size_t>(offset * spec.elem));
+  if (kp != 1) std::memset(base, 0, static_cast<size_t>(storage_bytes(storage, offset)));
   // Stores element `index` of the packed layer in the storage type (the values are already
-  // representable: the problem was generated in the dtype).
-  auto put = [base, dtype](int64_t index, float v) {
-    if (dtype == Dtype::kF32) {
-      reinterpret_cast<float*>(base)[index] = v;
+  // representable: the problem was generated in the dtype). Quantized: the code; q4 puts
+  // column c + L of a row in the high nibble of column c's byte.
+  auto put = [base, dtype, storage, L](int64_t index, float v, int code) {
+    switch (storage) {
+      case Storage::kF32:
+        reinterpret_cast<float*>(base)[index] = v;
+        return;
+      case Storage::kI8:
+        reinterpret_cast<int8_t*>(base)[index] = static_cast<int8_t>(code);
+        return;
+      case Storage::kQ4: {
+        const int64_t row = index / (2 * L), c = index % (2 * L);
+        auto& byte = reinterpret_cast<uint8_t*>(base)[row * L + c % L];
+        const auto nibble = static_cast<uint8_t>(code + 8);
+        byte = c < L ? static_cast<uint8_t>((byte & 0xf0) | nibble)
+                     : static_cast<uint8_t>((byte & 0x0f) | nibble << 4);
+        return;
+      }
+      default:
+        reinterpret_cast<uint16_t*>(base)[index] =
+            dtype == Dtype::kBF16 ? to_bf16_bits(v) : to_f16_bits(v);
+    }
+  };
+  // The code of element (row, i) of a source matrix, and its scale.
+  auto code_of = [](const Rows& m, int64_t row, int64_t i) {
+    return m.q == nullptr || m.q->empty() ? 0 : m.q->codes[(m.row0 + row) * m.q->cols + i];
+  };
+  auto scale_of = [format](const Rows& m, int64_t row, int64_t i) {
+    return m.q->scale(format, m.row0 + row, i);
+  };
+  char* sbase = out.scales.data();
+  auto put_scale = [sbase, q4](int64_t byte_offset, int64_t index, float v) {
+    if (q4) {
+      reinterpret_cast<uint16_t*>(sbase + byte_offset)[index] = to_f16_bits(v);
     } else {
-      reinterpret_cast<uint16_t*>(base)[index] =
-          dtype == Dtype::kBF16 ? to_bf16_bits(v) : to_f16_bits(v);
+      reinterpret_cast<float*>(sbase + byte_offset)[index] = v;
     }
   };
   const bool gated = spec.gated;
@@ -67,29 +126,44 @@ void pack_layer(const PackSpec& spec, const Shape& s, Dtype dtype, const LayerWe
   for (size_t gi = 0; gi < sources.size(); ++gi) {
     const Source& src = sources[gi];
     const Group& g = out.groups[gi];
-    const int64_t f = src.width, panels = (f + hcols - 1) / hcols;
-    if (f == 0) continue;
+    const int64_t width = src.width, panels = (width + hcols - 1) / hcols;
+    if (width == 0) continue;
     for (int64_t pnl = 0; pnl < panels; ++pnl) {
       const int64_t dst = g.up_offset + pnl * d_pad * L2;
       for (int64_t c = 0; c < L2; ++c) {
         // Gated: columns [0, L) are W1 rows, [L, 2L) the W3 rows of the same hidden units.
         const bool up = gated && c >= L;
         const int64_t row = pnl * hcols + (gated ? c % L : c);
-        const float* srow = row < f ? (up ? src.w3 : src.w1) + row * d : nullptr;
-        for (int64_t i = 0; i < d; ++i) put(dst + at(i, c), srow != nullptr ? srow[i] : 0.0f);
+        const Rows& m = up ? src.w3 : src.w1;
+        const float* srow = row < width ? m.w + row * d : nullptr;
+        for (int64_t i = 0; i < d; ++i) {
+          put(dst + at(i, c), srow != nullptr ? srow[i] : 0.0f,
+              srow != nullptr ? code_of(m, row, i) : 0);
+        }
+        if (!i8 && !q4) continue;
+        for (int64_t grp = 0; grp < up_groups; ++grp) {
+          put_scale(g.up_scales, (pnl * up_groups + grp) * L2 + c,
+                    srow != nullptr ? scale_of(m, row, grp * kQ4Rows) : 0.0f);
+        }
       }
     }
     // Chunk-major: for each chunk of kDownChunk rows of the reduction, every panel's slice in
     // turn, so that the slices a down item reads together are adjacent.
+    const int64_t down_groups = q4 ? width / kQ4Rows : 1;
     for (int64_t q = 0; q < down_panels; ++q) {
       for (int64_t c = 0; c < L2; ++c) {
         const int64_t row = q * L2 + c;
-        const float* srow = row < d ? src.w2 + row * f : nullptr;
-        for (int64_t j = 0; j < f; ++j) {
+        const float* srow = row < d ? src.w2.w + row * width : nullptr;
+        for (int64_t j = 0; j < width; ++j) {
           const int64_t j0 = j / kDownChunk * kDownChunk;
-          const int64_t fc_pad = round_up(std::min(kDownChunk, f - j0), kp);
+          const int64_t fc_pad = round_up(std::min(kDownChunk, width - j0), kp);
           put(g.down_offset + j0 * down_panels * L2 + q * fc_pad * L2 + at(j - j0, c),
-              srow != nullptr ? srow[j] : 0.0f);
+              srow != nullptr ? srow[j] : 0.0f, srow != nullptr ? code_of(src.w2, row, j) : 0);
+        }
+        if (!i8 && !q4) continue;
+        for (int64_t grp = 0; grp < down_groups; ++grp) {
+          put_scale(g.down_scales, (q * down_groups + grp) * L2 + c,
+                    srow != nullptr ? scale_of(src.w2, row, grp * kQ4Rows) : 0.0f);
         }
       }
     }

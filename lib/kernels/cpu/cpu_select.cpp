@@ -61,10 +61,12 @@ bool has_avx2() {
 // where the CPU has them, unless the case is bound by compute and vdpbf16ps is measured slower
 // than FP32 FMAs here (Intel Xeons run it at half their FMA rate; AMD Zen 4/5 at twice): then
 // the widening AVX-512 kernels, which read the same bf16 weights and multiply at the FMA rate.
-const IsaKernels* best_isa(Dtype dtype, double rows_per_expert, std::string& why) {
+const IsaKernels* best_isa(Dtype dtype, double rows_per_expert, std::string& why,
+                           bool quantized) {
   // The AMX kernels (cpu_amx) are not chosen here: they have not run on an AMX CPU yet, and the
   // choice is to be made by a measured rate (issue 12), not by the feature flag.
-  if (dtype == Dtype::kBF16 && has_avx512_bf16()) {
+  // Quantized weights are widened to FP32 in registers: the FP32 kernels of the widest ISA.
+  if (dtype == Dtype::kBF16 && has_avx512_bf16() && !quantized) {
     if (rows_per_expert < kComputeBoundRows) {
       why = fmt::format("{:.3g} rows per expert: bound by reading weights", rows_per_expert);
       return &avx512_bf16_kernels();
@@ -98,12 +100,12 @@ double in_cache_gflops(const IsaKernels& isa, int threads) {
       for (int64_t i = 0; i < kD * R; ++i) xp.data()[i] = 1e-3f * static_cast<float>(i % 7);
       for (int64_t i = 0; i < kD * L2; ++i) wp.data()[i] = 1e-3f * static_cast<float>(i % 5);
       isa.gate_up(xp.data(), wp.data(), kD, R, hp.data(), 0, isa.lanes, Act::kSwiglu, nullptr,
-                  acc.data(), Storage::kF32);
+                  acc.data(), Storage::kF32, {});
 #pragma omp barrier
       const auto start = std::chrono::steady_clock::now();
       for (int64_t c = 0; c < kCalls; ++c) {
         isa.gate_up(xp.data(), wp.data(), kD, R, hp.data(), 0, isa.lanes, Act::kSwiglu, acc.data(),
-                    acc.data(), Storage::kF32);
+                    acc.data(), Storage::kF32, {});
       }
       slowest = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       volatile float sink = acc.data()[0];

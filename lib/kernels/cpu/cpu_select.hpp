@@ -21,8 +21,9 @@ bool has_amx();
 std::string no_isa(std::string_view what);
 
 /// The micro-kernels `cpu` runs for a dtype and case on this CPU, and why (`why`, empty when
-/// obvious).
-const IsaKernels* best_isa(Dtype dtype, double rows_per_expert, std::string& why);
+/// obvious). Quantized weights take the FP32 kernels of the widest ISA.
+const IsaKernels* best_isa(Dtype dtype, double rows_per_expert, std::string& why,
+                           bool quantized = false);
 
 /// The FP32 FLOP rate of a gate/up micro-kernel of `isa` on operands that stay in L1, on every
 /// thread at once (best of several passes): what the kernel's arithmetic alone reaches here, which

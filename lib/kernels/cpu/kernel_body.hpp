@@ -4,102 +4,203 @@
 //
 // V provides: T, kLanes, zero(), set1(float), load(const float*), store(float*, T),
 // load_bf16(const uint16_t*), load_f16(const uint16_t*) (kLanes 16-bit values widened to FP32),
+// load_i8(const int8_t*) (kLanes signed bytes as FP32), load_u4(const uint8_t*, T& lo, T& hi)
+// (kLanes bytes: their low nibbles and their high nibbles, 0..15, as FP32),
 // fmadd(a, b, c) = a * b + c, add, sub, mul, div, min, max, exp(T), abs(T), copysign_from(T, T).
 
-// A weight vector of kLanes values at element `index` of a panel stored as S.
+// A weight vector of kLanes values at element `index` of a panel stored as S (not kQ4).
 template <Storage S>
 inline typename V::T load_w(const void* base, int64_t index) {
   if constexpr (S == Storage::kF32) {
     return V::load(static_cast<const float*>(base) + index);
   } else if constexpr (S == Storage::kBF16) {
     return V::load_bf16(static_cast<const uint16_t*>(base) + index);
+  } else if constexpr (S == Storage::kI8) {
+    return V::load_i8(static_cast<const int8_t*>(base) + index);
   } else {
     return V::load_f16(static_cast<const uint16_t*>(base) + index);
   }
 }
 
+// The address of element `index` of a panel stored as S (q4: two elements a byte).
 template <Storage S>
 inline const void* element(const void* base, int64_t index) {
-  return static_cast<const char*>(base) + index * (S == Storage::kF32 ? 4 : 2);
+  constexpr int64_t kNum = S == Storage::kF32 ? 4 : S == Storage::kI8 ? 1 : S == Storage::kQ4 ? 1 : 2;
+  constexpr int64_t kDen = S == Storage::kQ4 ? 2 : 1;
+  return static_cast<const char*>(base) + index * kNum / kDen;
 }
 
 #include "kernel_math.hpp"
 
+// Panel rows between a prefetch and its use: the same distance in bytes as 16-bit storage for
+// the quantized panels (a row of int8 is half as long, of q4 a quarter).
+template <Storage S>
+constexpr int64_t prefetch_rows() {
+  return S == Storage::kI8 ? 2 * kPrefetchAhead : S == Storage::kQ4 ? 4 * kPrefetchAhead
+                                                                     : kPrefetchAhead;
+}
+
+// The two weight vectors (columns [0, L) and [L, 2L)) of reduction row k of a panel. q4 rows
+// come out as codes + 8 (0..15); the caller applies the group's scale.
+template <Storage S>
+__attribute__((always_inline)) inline void load_row(const void* wp, int64_t k, typename V::T& w0,
+                                                    typename V::T& w1) {
+  constexpr int L = V::kLanes;
+  if constexpr (S == Storage::kQ4) {
+    V::load_u4(static_cast<const uint8_t*>(wp) + k * L, w0, w1);
+  } else {
+    w0 = load_w<S>(wp, k * 2 * L);
+    w1 = load_w<S>(wp, k * 2 * L + L);
+  }
+}
+
+template <Storage S>
+__attribute__((always_inline)) inline void prefetch_row(const void* wp, int64_t k) {
+  constexpr int L = V::kLanes;
+  const int64_t ahead = k + prefetch_rows<S>();
+  __builtin_prefetch(element<S>(wp, ahead * 2 * L));
+  // A row of 2L elements of 2 or 4 bytes can span two 64-byte lines (128 bytes in f32 with 16
+  // lanes): both halves. A row of int8 or q4 (at most 32 bytes) lies in one.
+  if constexpr (S != Storage::kQ4 && S != Storage::kI8) {
+    __builtin_prefetch(element<S>(wp, ahead * 2 * L + L));
+  }
+}
+
 // The register-blocked core both projections share: for each of `len` reduction rows k, the two
 // weight vectors of the panel times src[k * kRows + r] (a k-major block of N rows) accumulate into
-// a0[r] and a1[r]. Inlined so that the accumulators stay in registers.
+// a0[r] and a1[r]. Inlined so that the accumulators stay in registers. q4 panels take their
+// group scales from `scales` (QuantArgs) and are dequantized in registers, w = (u - 8) * s as
+// fmadd(u, s, -8 s), exact in FP32; `len` is then a whole number of groups.
 template <int N, Storage S>
 __attribute__((always_inline)) inline void accumulate(const float* src, const void* wp, int64_t len,
-                                                      typename V::T* a0, typename V::T* a1) {
+                                                      const void* scales, typename V::T* a0,
+                                                      typename V::T* a1) {
   using T = typename V::T;
   constexpr int L = V::kLanes;
-  int64_t k = 0;
-  if constexpr (N <= 2) {
-    // Decode: with one or two rows, each accumulator is one chain of FMAs through k, and the FMA
-    // latency (4 cycles) rather than memory bounds how fast the weights stream (2L floats per 4
-    // cycles per core: 64 bytes with AVX2). A second set of accumulators for odd k halves it.
-    T c0[N], c1[N];
+  constexpr bool kQ4 = S == Storage::kQ4;
+  // Decode: with one or two rows, each accumulator is one chain of FMAs through k, and the FMA
+  // latency (4 cycles) rather than memory bounds how fast the weights stream (2L floats per 4
+  // cycles per core: 64 bytes with AVX2). A second set of accumulators for odd k halves it.
+  constexpr bool kPairs = N <= 2;
+  T c0[N], c1[N];
+  if constexpr (kPairs) {
     for (int r = 0; r < N; ++r) c0[r] = c1[r] = V::zero();
-    for (; k + 1 < len; k += 2) {
-      __builtin_prefetch(element<S>(wp, (k + kPrefetchAhead) * 2 * L));
-      __builtin_prefetch(element<S>(wp, (k + kPrefetchAhead) * 2 * L + L));
-      __builtin_prefetch(element<S>(wp, (k + 1 + kPrefetchAhead) * 2 * L));
-      __builtin_prefetch(element<S>(wp, (k + 1 + kPrefetchAhead) * 2 * L + L));
-      const T w0 = load_w<S>(wp, k * 2 * L), w1 = load_w<S>(wp, k * 2 * L + L);
-      const T w2 = load_w<S>(wp, (k + 1) * 2 * L), w3 = load_w<S>(wp, (k + 1) * 2 * L + L);
-      const float* sk = src + k * kRows;
-      for (int r = 0; r < N; ++r) {
-        const T b = V::set1(sk[r]), b1 = V::set1(sk[kRows + r]);
-        a0[r] = V::fmadd(b, w0, a0[r]);
-        a1[r] = V::fmadd(b, w1, a1[r]);
-        c0[r] = V::fmadd(b1, w2, c0[r]);
-        c1[r] = V::fmadd(b1, w3, c1[r]);
+  }
+  // Scales: q4 per group of kQ4Rows; otherwise none (one group over the whole reduction).
+  const int64_t group = kQ4 ? kQ4Rows : len;
+  for (int64_t g0 = 0; g0 < len; g0 += group) {
+    const int64_t g1 = g0 + group < len ? g0 + group : len;
+    T s0 = V::zero(), s1 = V::zero(), m0 = V::zero(), m1 = V::zero();
+    if constexpr (kQ4) {
+      const uint16_t* sc = static_cast<const uint16_t*>(scales) + g0 / kQ4Rows * 2 * L;
+      s0 = V::load_f16(sc);
+      s1 = V::load_f16(sc + L);
+      m0 = V::mul(s0, V::set1(-8.0f));
+      m1 = V::mul(s1, V::set1(-8.0f));
+    }
+    auto weights = [&](int64_t k, T& w0, T& w1) __attribute__((always_inline)) {
+      load_row<S>(wp, k, w0, w1);
+      if constexpr (kQ4) {
+        w0 = V::fmadd(w0, s0, m0);
+        w1 = V::fmadd(w1, s1, m1);
+      }
+    };
+    int64_t k = g0;
+    if constexpr (kPairs) {
+      for (; k + 1 < g1; k += 2) {
+        prefetch_row<S>(wp, k);
+        prefetch_row<S>(wp, k + 1);
+        T w0, w1, w2, w3;
+        weights(k, w0, w1);
+        weights(k + 1, w2, w3);
+        const float* sk = src + k * kRows;
+        for (int r = 0; r < N; ++r) {
+          const T b = V::set1(sk[r]), b1 = V::set1(sk[kRows + r]);
+          a0[r] = V::fmadd(b, w0, a0[r]);
+          a1[r] = V::fmadd(b, w1, a1[r]);
+          c0[r] = V::fmadd(b1, w2, c0[r]);
+          c1[r] = V::fmadd(b1, w3, c1[r]);
+        }
       }
     }
+    for (; k < g1; ++k) {
+      // Weights stream from memory at decode sizes: ask for them a few iterations ahead.
+      prefetch_row<S>(wp, k);
+      T w0, w1;
+      weights(k, w0, w1);
+      const float* sk = src + k * kRows;
+#pragma GCC unroll 16
+      for (int r = 0; r < N; ++r) {
+        const T b = V::set1(sk[r]);
+        a0[r] = V::fmadd(b, w0, a0[r]);
+        a1[r] = V::fmadd(b, w1, a1[r]);
+      }
+    }
+  }
+  if constexpr (kPairs) {
     for (int r = 0; r < N; ++r) {
       a0[r] = V::add(a0[r], c0[r]);
       a1[r] = V::add(a1[r], c1[r]);
     }
   }
-  for (; k < len; ++k) {
-    // Weights stream from memory at decode sizes: ask for them a few iterations ahead.
-    __builtin_prefetch(element<S>(wp, (k + kPrefetchAhead) * 2 * L));
-    __builtin_prefetch(element<S>(wp, (k + kPrefetchAhead) * 2 * L + L));
-    const T w0 = load_w<S>(wp, k * 2 * L);
-    const T w1 = load_w<S>(wp, k * 2 * L + L);
-    const float* sk = src + k * kRows;
-#pragma GCC unroll 16
+}
+
+// int8: the raw sums of a whole reduction times the columns' scales (a column is an output
+// channel, so its scale factors out of the dot product).
+template <int N, Storage S>
+__attribute__((always_inline)) inline void apply_channel_scales(const void* scales,
+                                                                typename V::T* a0,
+                                                                typename V::T* a1) {
+  if constexpr (S == Storage::kI8) {
+    const auto* sc = static_cast<const float*>(scales);
+    const typename V::T s0 = V::load(sc), s1 = V::load(sc + V::kLanes);
     for (int r = 0; r < N; ++r) {
-      const T b = V::set1(sk[r]);
-      a0[r] = V::fmadd(b, w0, a0[r]);
-      a1[r] = V::fmadd(b, w1, a1[r]);
+      a0[r] = V::mul(a0[r], s0);
+      a1[r] = V::mul(a1[r], s1);
     }
+  }
+}
+
+// Hidden values in the storage type, or for quantized weights in the activation dtype.
+template <Storage S>
+inline float store_hidden(float x, Storage hidden) {
+  if constexpr (S == Storage::kI8 || S == Storage::kQ4) {
+    if (hidden == Storage::kBF16) return round_hidden<Storage::kBF16>(x);
+    if (hidden == Storage::kF16) return round_hidden<Storage::kF16>(x);
+    return x;
+  } else {
+    return round_hidden<S>(x);
   }
 }
 
 template <int N, Storage S>
 void gate_up_rows(const float* xp, const void* wp, int64_t d, float* hp, int64_t col0, int64_t f,
-                  Act act, const float* acc_in, float* acc_out) {
+                  Act act, const float* acc_in, float* acc_out, QuantArgs q) {
   using T = typename V::T;
   constexpr int L = V::kLanes;
   T a0[N], a1[N];
   start_sums<N>(acc_in, a0, a1);
-  accumulate<N, S>(xp, wp, d, a0, a1);
+  accumulate<N, S>(xp, wp, d, q.scales, a0, a1);
   if (acc_out != nullptr) return save_sums<N>(acc_out, a0, a1);
+  apply_channel_scales<N, S>(q.scales, a0, a1);
   alignas(64) float tmp[2 * L];
   for (int r = 0; r < N; ++r) {
     const int64_t cols = activate(a0[r], a1[r], act, tmp);
     const int64_t valid = f - col0 < cols ? f - col0 : cols;
-    for (int64_t c = 0; c < valid; ++c) hp[(col0 + c) * kRows + r] = round_hidden<S>(tmp[c]);
+    for (int64_t c = 0; c < valid; ++c) {
+      hp[(col0 + c) * kRows + r] = store_hidden<S>(tmp[c], q.hidden);
+    }
   }
 }
 
 template <int N, Storage S>
 void down_rows(const float* hp, const void* wp, int64_t f, const int32_t* tokens,
-               const float* weights, float* y, int64_t ldy, int64_t col0, int64_t ncols) {
+               const float* weights, float* y, int64_t ldy, int64_t col0, int64_t ncols,
+               QuantArgs q) {
   typename V::T a0[N], a1[N];
   start_sums<N>(nullptr, a0, a1);
-  accumulate<N, S>(hp, wp, f, a0, a1);
+  accumulate<N, S>(hp, wp, f, q.scales, a0, a1);
+  apply_channel_scales<N, S>(q.scales, a0, a1);
   for (int r = 0; r < N; ++r) {
     combine_row(a0[r], a1[r], weights[r], y + static_cast<int64_t>(tokens[r]) * ldy + col0, ncols);
   }
@@ -107,49 +208,52 @@ void down_rows(const float* hp, const void* wp, int64_t f, const int32_t* tokens
 
 template <int N, Storage S>
 void gate_up_dispatch(const float* xp, const void* wp, int64_t d, int64_t n, float* hp,
-                      int64_t col0, int64_t f, Act act, const float* acc_in, float* acc_out) {
+                      int64_t col0, int64_t f, Act act, const float* acc_in, float* acc_out,
+                      QuantArgs q) {
   if constexpr (N > 0) {
-    if (n == N) return gate_up_rows<N, S>(xp, wp, d, hp, col0, f, act, acc_in, acc_out);
-    return gate_up_dispatch<N - 1, S>(xp, wp, d, n, hp, col0, f, act, acc_in, acc_out);
+    if (n == N) return gate_up_rows<N, S>(xp, wp, d, hp, col0, f, act, acc_in, acc_out, q);
+    return gate_up_dispatch<N - 1, S>(xp, wp, d, n, hp, col0, f, act, acc_in, acc_out, q);
   }
 }
 
 template <int N, Storage S>
 void down_dispatch(const float* hp, const void* wp, int64_t f, int64_t n, const int32_t* tokens,
-                   const float* weights, float* y, int64_t ldy, int64_t col0, int64_t ncols) {
+                   const float* weights, float* y, int64_t ldy, int64_t col0, int64_t ncols,
+                   QuantArgs q) {
   if constexpr (N > 0) {
-    if (n == N) return down_rows<N, S>(hp, wp, f, tokens, weights, y, ldy, col0, ncols);
-    return down_dispatch<N - 1, S>(hp, wp, f, n, tokens, weights, y, ldy, col0, ncols);
+    if (n == N) return down_rows<N, S>(hp, wp, f, tokens, weights, y, ldy, col0, ncols, q);
+    return down_dispatch<N - 1, S>(hp, wp, f, n, tokens, weights, y, ldy, col0, ncols, q);
   }
 }
 
 void gate_up(const float* xp, const void* wp, int64_t d, int64_t n, float* hp, int64_t col0,
-             int64_t f, Act act, const float* acc_in, float* acc_out, Storage storage) {
+             int64_t f, Act act, const float* acc_in, float* acc_out, Storage storage,
+             QuantArgs q) {
   switch (storage) {
-    case Storage::kF32:
-      return gate_up_dispatch<kRows, Storage::kF32>(xp, wp, d, n, hp, col0, f, act, acc_in,
-                                                    acc_out);
-    case Storage::kBF16:
-      return gate_up_dispatch<kRows, Storage::kBF16>(xp, wp, d, n, hp, col0, f, act, acc_in,
-                                                     acc_out);
-    case Storage::kF16:
-      return gate_up_dispatch<kRows, Storage::kF16>(xp, wp, d, n, hp, col0, f, act, acc_in,
-                                                    acc_out);
+#define MOE_BENCH_GATE_UP(S) \
+  case S:                    \
+    return gate_up_dispatch<kRows, S>(xp, wp, d, n, hp, col0, f, act, acc_in, acc_out, q);
+    MOE_BENCH_GATE_UP(Storage::kF32)
+    MOE_BENCH_GATE_UP(Storage::kBF16)
+    MOE_BENCH_GATE_UP(Storage::kF16)
+    MOE_BENCH_GATE_UP(Storage::kI8)
+    MOE_BENCH_GATE_UP(Storage::kQ4)
+#undef MOE_BENCH_GATE_UP
   }
 }
 
 void down(const float* hp, const void* wp, int64_t f, int64_t n, const int32_t* tokens,
           const float* weights, float* y, int64_t ldy, int64_t col0, int64_t ncols,
-          Storage storage) {
+          Storage storage, QuantArgs q) {
   switch (storage) {
-    case Storage::kF32:
-      return down_dispatch<kRows, Storage::kF32>(hp, wp, f, n, tokens, weights, y, ldy, col0,
-                                                 ncols);
-    case Storage::kBF16:
-      return down_dispatch<kRows, Storage::kBF16>(hp, wp, f, n, tokens, weights, y, ldy, col0,
-                                                  ncols);
-    case Storage::kF16:
-      return down_dispatch<kRows, Storage::kF16>(hp, wp, f, n, tokens, weights, y, ldy, col0,
-                                                 ncols);
+#define MOE_BENCH_DOWN(S) \
+  case S:                 \
+    return down_dispatch<kRows, S>(hp, wp, f, n, tokens, weights, y, ldy, col0, ncols, q);
+    MOE_BENCH_DOWN(Storage::kF32)
+    MOE_BENCH_DOWN(Storage::kBF16)
+    MOE_BENCH_DOWN(Storage::kF16)
+    MOE_BENCH_DOWN(Storage::kI8)
+    MOE_BENCH_DOWN(Storage::kQ4)
+#undef MOE_BENCH_DOWN
   }
 }

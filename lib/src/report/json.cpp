@@ -21,6 +21,7 @@ nlohmann::json case_to_json(const Case& c) {
               {"shared_experts", s.shared_experts},
               {"d_ff_shared", s.d_ff_shared},
               {"dtype", to_string(c.dtype)},
+              {"weights", to_string(s.weights)},
               {"activation", to_string(s.activation)},
               {"routing", to_string(s.skew)},
               {"router",
@@ -74,6 +75,11 @@ json result_to_json(const Result& r) {
                         {"selection_mismatches", c.selection_mismatches}};
   } else {
     j["correctness"] = nullptr;
+  }
+  if (r.quantization_error) {
+    const Correctness& q = *r.quantization_error;
+    j["quantization_error"] = {
+        {"nmse", q.nmse}, {"max_rel_err", q.max_rel_err}, {"tokens_checked", q.tokens_checked}};
   }
   j["samples_s"] = r.samples_s;
   j["stats"] = stats_to_json(r.stats);
@@ -279,6 +285,7 @@ Case case_from_json(const json& j) {
   s.shared_experts = j.at("shared_experts");
   s.d_ff_shared = j.at("d_ff_shared");
   c.dtype = parse_dtype(j.at("dtype").get<std::string>());
+  if (j.contains("weights")) s.weights = parse_weights(j.at("weights").get<std::string>());
   s.activation = parse_activation(j.at("activation").get<std::string>());
   s.skew = parse_skew(j.at("routing").get<std::string>());
   const json& r = j.at("router");
@@ -331,6 +338,14 @@ Result result_from_json(const json& j) {
                                 c.at("near_tie_tokens"),
                                 c.at("near_tie_reselected"),
                                 c.at("selection_mismatches")};
+  }
+  if (j.contains("quantization_error") && !j.at("quantization_error").is_null()) {
+    const json& q = j.at("quantization_error");
+    Correctness c;
+    c.nmse = q.at("nmse");
+    c.max_rel_err = q.at("max_rel_err");
+    c.tokens_checked = q.at("tokens_checked");
+    r.quantization_error = c;
   }
   r.samples_s = j.at("samples_s").get<std::vector<double>>();
   r.stats = stats_from_json(j.at("stats"));

@@ -30,6 +30,7 @@ std::string case_label(const Case& c) {
   if (s.skew.kind != Skew::Kind::kUniform) label += " " + to_string(s.skew);
   if (s.capacity_factor > 0) label += fmt::format(" C={:g}", s.capacity_factor);
   if (c.dtype != Dtype::kF32) label += fmt::format(" {}", to_string(c.dtype));
+  if (s.weights != WeightFormat::kSame) label += fmt::format(" w:{}", to_string(s.weights));
   return label;
 }
 

@@ -1,0 +1,35 @@
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "moe_bench/shape.hpp"
+
+namespace moe_bench {
+
+/// A rows x cols weight matrix, row-major, quantized along its columns (the input dimension).
+/// The codes are the quantized integers, not offset: int8 in [-127, 127], q4 in [-8, 7]. The
+/// dequantized weight is code x scale; q4's scales are f16 values (held as floats) and int8's
+/// f32, so code x scale is exact in f32 for q4 and one rounding for int8.
+struct QuantMatrix {
+  int64_t rows = 0, cols = 0;
+  std::vector<int8_t> codes;  ///< [rows * cols]
+  std::vector<float> scales;  ///< int8: [rows]; q4: [rows * cols / kQ4Group]
+
+  bool empty() const { return codes.empty(); }
+  /// The scale of element (r, c).
+  float scale(WeightFormat f, int64_t r, int64_t c) const {
+    return f == WeightFormat::kInt8 ? scales[r] : scales[(r * cols + c) / kQ4Group];
+  }
+};
+
+/// Quantizes w[rows, cols] in the format (int8 per row: scale = max|w| / 127, code =
+/// round(w / scale); q4 per group: scale = f16(m / -8) where m is the group's value of largest
+/// magnitude, code = clamp(round(w / scale), -8, 7)) and replaces w with the dequantized values,
+/// so that everything computed from w afterwards sees exactly what the stored format holds.
+QuantMatrix quantize(WeightFormat f, float* w, int64_t rows, int64_t cols);
+
+/// Writes the dequantized rows [r0, r0 + n) of q into out[n, cols].
+void dequantize_rows(WeightFormat f, const QuantMatrix& q, int64_t r0, int64_t n, float* out);
+
+}  // namespace moe_bench
