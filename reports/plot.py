@@ -112,7 +112,8 @@ def shape_name(case):
 def case_labels(cases):
     """Short labels, one per case and all different: "A/512 bf16", "mixtral-8x7b/4".
 
-    The data type is named when the cases are not all f32; routing and capacity when they are
+    The data type is named when the cases are not all f32; quantized weights ("A/1 int8") and
+    routing and capacity when they are
     not the defaults; threads and then the seed only where two cases would otherwise share a
     label; a last "#n" only if even those are equal."""
     show_dtype = any(c.get("dtype", "f32") != "f32" for c in cases)
@@ -121,6 +122,8 @@ def case_labels(cases):
         label = "{}/{}".format(shape_name(c), c["tokens"])
         if show_dtype:
             label += " " + c.get("dtype", "f32")
+        if c.get("weights", "same") != "same":
+            label += " " + c["weights"]
         if c.get("routing", "uniform") != "uniform":
             label += " " + c["routing"]
         if c.get("capacity_factor", 0) > 0:

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <string>
@@ -43,6 +44,9 @@ TEST_CASE("bad input gets one clear line and exit 2") {
   expect_usage_error("run --format xml", "unknown format 'xml'");
   expect_usage_error("run --dtype f64", "unknown dtype 'f64'");
   expect_usage_error("run --dtype bf32", "known: f32, bf16, f16");
+  expect_usage_error("run --weights int4", "unknown weight format 'int4' (known: same, int8, q4)");
+  expect_usage_error("run --weights q4 --d-model 1000 --tokens 1",
+                     "--weights q4 needs --d-model a multiple of 32");
   expect_usage_error("run --threads 0", "--threads");
   expect_usage_error("frobnicate", "frobnicate");
   expect_usage_error("run --tokens 1,,2", "--tokens '1,,2' has an empty item");
@@ -134,6 +138,45 @@ TEST_CASE("run writes a JSON report that parses and carries the schema version")
     CHECK(!r["blas"]["core"].get<std::string>().empty());
   }
   CHECK(from_stdout["results"].size() == 24);
+  fs::remove(path);
+}
+
+TEST_CASE("the weights axis runs each format as its own case, with the quantization's own error") {
+  namespace fs = std::filesystem;
+  const fs::path path = fs::temp_directory_path() / "moe_bench_cli_weights.json";
+  fs::remove(path);
+  Outcome o = run_tool(
+      "run --impl naive,blas,cpu,numpy --experts 4 --top-k 2 --d-model 64 --d-ff 96 --tokens 3 "
+      "--weights same,int8,q4 --reps 2 --min-time 0 --quiet --json " +
+      path.string());
+  REQUIRE(o.code == 0);
+  auto report = nlohmann::json::parse(slurp(path.string()));
+  std::map<std::string, double> bytes;  // per call, by format, of cpu
+  for (const auto& r : report["results"]) {
+    const std::string weights = r["case"]["weights"];
+    INFO(r["impl"] << " " << weights);
+    if (r["impl"] == "numpy") {
+      // No quantized kernels: skipped with the reason, not failed.
+      if (weights != "same") {
+        CHECK(r["status"] == "skipped");
+        CHECK(r["reason"].get<std::string>().find("no " + weights + " weight kernels") !=
+              std::string::npos);
+      }
+      continue;
+    }
+    CHECK(r["status"] == "ok");
+    CHECK(r["correctness"]["pass"] == true);
+    CHECK(r.contains("quantization_error") == (weights != "same"));
+    if (weights != "same") CHECK(r["quantization_error"]["nmse"].get<double>() > 0);
+    if (r["impl"] == "cpu") {
+      bytes[weights] =
+          r["derived"]["gbytes_per_s"].get<double>() * r["stats"]["median_s"].get<double>();
+    }
+  }
+  // Stored bytes: int8 about a quarter of f32's, q4 about an eighth (plus scales, router, x, y).
+  REQUIRE(bytes.size() == 3);
+  CHECK(bytes["int8"] < 0.35 * bytes["same"]);
+  CHECK(bytes["q4"] < 0.65 * bytes["int8"]);
   fs::remove(path);
 }
 

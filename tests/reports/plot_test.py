@@ -160,6 +160,12 @@ class Labels(unittest.TestCase):
         self.assertEqual(plot.case_labels([case, other]),
                          ["A/1 t{}".format(case["threads"]), "A/1 t{}".format(2 * case["threads"])])
 
+    def test_quantized_weights_are_named_and_same_is_not(self):
+        case = load("examples", "cpu-vs-blas.json")["results"][0]["case"]
+        self.assertEqual(plot.case_labels([dict(case, weights="same"), dict(case, weights="int8"),
+                                           dict(case, weights="q4")]),
+                         ["A/1", "A/1 int8", "A/1 q4"])
+
     def test_sixty_synthetic_cases_have_sixty_labels(self):
         cases = plot.cases_in_order(synthetic_report(60))
         labels = plot.case_labels(cases)

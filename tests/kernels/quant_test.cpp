@@ -1,0 +1,192 @@
+// Quantized expert weights (--weights int8|q4): the formats, the byte counts, and every
+// implementation that takes them against the FP64 oracle on the dequantized weights, under every
+// ISA cap this CPU supports.
+#include <omp.h>
+
+#include <algorithm>
+#include <catch2/catch.hpp>
+#include <cmath>
+
+#include "apps/moe-bench/registry.hpp"
+#include "moe_bench/correctness.hpp"
+#include "moe_bench/dtype.hpp"
+#include "moe_bench/grid.hpp"
+#include "moe_bench/kernel.hpp"
+#include "moe_bench/problem.hpp"
+#include "moe_bench/quant.hpp"
+#include "moe_bench/sysinfo.hpp"
+
+using namespace moe_bench;
+
+TEST_CASE("int8 quantizes each row to codes in [-127, 127] with scale max|w| / 127") {
+  const int64_t rows = 5, cols = 70;
+  std::vector<float> w(rows * cols);
+  fill_normal(w.data(), rows * cols, 0.1, 3, 0);
+  w[2 * cols + 7] = 0;
+  for (int64_t c = 0; c < cols; ++c) w[4 * cols + c] = 0;  // an all-zero row
+  const std::vector<float> original = w;
+  const QuantMatrix q = quantize(WeightFormat::kInt8, w.data(), rows, cols);
+  REQUIRE(q.scales.size() == rows);
+  for (int64_t r = 0; r < rows; ++r) {
+    float amax = 0;
+    for (int64_t c = 0; c < cols; ++c) amax = std::max(amax, std::fabs(original[r * cols + c]));
+    if (amax > 0) CHECK(q.scales[r] == amax / 127.0f);
+    bool reaches = false;
+    for (int64_t c = 0; c < cols; ++c) {
+      const int8_t code = q.codes[r * cols + c];
+      CHECK(code >= -127);
+      reaches |= code == 127 || code == -127 || amax == 0;
+      CHECK(w[r * cols + c] == static_cast<float>(code) * q.scales[r]);
+      CHECK(std::fabs(w[r * cols + c] - original[r * cols + c]) <= 0.5001f * q.scales[r]);
+    }
+    CHECK(reaches);
+  }
+  for (int64_t c = 0; c < cols; ++c) CHECK(w[4 * cols + c] == 0.0f);
+  std::vector<float> out(2 * cols);
+  dequantize_rows(WeightFormat::kInt8, q, 1, 2, out.data());
+  CHECK(std::equal(out.begin(), out.end(), w.begin() + cols));
+}
+
+TEST_CASE("q4 quantizes groups of 32 to codes in [-8, 7] with an f16 scale, the extreme at -8") {
+  const int64_t rows = 3, cols = 96;
+  std::vector<float> w(rows * cols);
+  fill_normal(w.data(), rows * cols, 0.05, 9, 1);
+  const std::vector<float> original = w;
+  const QuantMatrix q = quantize(WeightFormat::kQ4, w.data(), rows, cols);
+  REQUIRE(q.scales.size() == rows * cols / kQ4Group);
+  for (int64_t g = 0; g < rows * cols / kQ4Group; ++g) {
+    const float s = q.scales[g];
+    CHECK(round_to(Dtype::kF16, s) == s);
+    int64_t extreme = g * kQ4Group;
+    for (int64_t i = g * kQ4Group; i < (g + 1) * kQ4Group; ++i) {
+      if (std::fabs(original[i]) > std::fabs(original[extreme])) extreme = i;
+      CHECK(q.codes[i] >= -8);
+      CHECK(q.codes[i] <= 7);
+      CHECK(w[i] == static_cast<float>(q.codes[i]) * s);  // exact: 4 bits times an f16
+      // Half a step, or a whole one where the value opposite the extreme clips at 7 (the
+      // range [-8, 7] is one step short on that side, as in Q4_0).
+      const float steps = q.codes[i] == 7 ? 1.0001f : 0.5001f;
+      CHECK(std::fabs(w[i] - original[i]) <= steps * std::fabs(s));
+    }
+    CHECK(q.codes[extreme] == -8);
+  }
+  std::vector<float> bad(10 * 33);
+  CHECK_THROWS(quantize(WeightFormat::kQ4, bad.data(), 10, 33));
+}
+
+TEST_CASE("quantized weights are counted in their stored bytes") {
+  Shape s = make_shape(8, 2, 1024, 4096, 1);
+  const int64_t n = 1024 * 4096;
+  CHECK(expert_weight_bytes(s, Dtype::kF32) == 3 * n * 4);
+  s.weights = WeightFormat::kInt8;
+  CHECK(expert_weight_bytes(s, Dtype::kF32) == 3 * n + (2 * 4096 + 1024) * 4);
+  CHECK(expert_weight_bytes(s, Dtype::kBF16) == expert_weight_bytes(s, Dtype::kF32));
+  s.weights = WeightFormat::kQ4;
+  CHECK(expert_weight_bytes(s, Dtype::kF32) == 3 * n / 2 + 3 * n / 32 * 2);
+  // The router is not quantized: a layer is the router in the dtype plus the experts as stored.
+  CHECK(layer_weight_bytes(s, Dtype::kBF16) ==
+        8 * 1024 * 2 + 8 * expert_weight_bytes(s, Dtype::kBF16));
+}
+
+TEST_CASE("q4 refuses input dimensions that are not a multiple of its group, naming them") {
+  Shape s = make_shape(4, 2, 1000, 64, 2);
+  s.weights = WeightFormat::kQ4;
+  CHECK(invalid_reason(s).value_or("").find("--weights q4 needs --d-model a multiple of 32") !=
+        std::string::npos);
+  s.d_model = 64;
+  s.d_ff = 48;
+  CHECK(invalid_reason(s).value_or("").find("--d-ff a multiple of 32") != std::string::npos);
+  s.d_ff = 64;
+  CHECK_FALSE(invalid_reason(s).has_value());
+  s.weights = WeightFormat::kInt8;
+  s.d_model = 1000;
+  CHECK_FALSE(invalid_reason(s).has_value());  // int8 scales whole rows: any width
+  CHECK_THROWS(parse_weights("int4"));
+}
+
+TEST_CASE("a quantized problem holds its dequantized weights; the twin holds the f32 ones") {
+  Shape s = make_shape(4, 2, 64, 32, 3);
+  s.weights = WeightFormat::kQ4;
+  const Problem p = make_problem(s, Dtype::kBF16, 4);
+  Shape same = s;
+  same.weights = WeightFormat::kSame;
+  const Problem f32 = make_problem(same, Dtype::kF32, 4);
+  const LayerWeights& w = p.layers[0];
+  for (size_t i = 0; i < w.w2.size(); ++i) {
+    REQUIRE(w.w2[i] == static_cast<float>(w.q2.codes[i]) * w.q2.scales[i / kQ4Group]);
+  }
+  const Problem twin = unquantized_twin(p);
+  CHECK(twin.x == p.x);
+  CHECK(twin.layers[0].wg == w.wg);
+  CHECK(twin.layers[0].w1 == f32.layers[0].w1);
+  CHECK(twin.layers[0].w1 != w.w1);
+  CHECK(twin.layers[0].q1.empty());
+}
+
+// Shapes the quantized kernels must get right: several panels and chunks (d above kUpChunk's
+// 512 and f above kDownChunk's 512 need multiples of 32 for q4), shared experts, GELU, and a
+// width that does not fill the last panel.
+std::vector<NamedShape> quant_shapes() {
+  std::vector<NamedShape> out;
+  out.push_back({"small", make_shape(4, 2, 64, 96, 5)});
+  out.push_back({"chunks", make_shape(4, 2, 544, 576, 3)});
+  Shape shared = make_shape(8, 2, 96, 64, 17);
+  shared.shared_experts = 2;
+  shared.d_ff_shared = 32;
+  out.push_back({"shared experts, 17 tokens", shared});
+  Shape gelu = make_shape(4, 1, 64, 160, 4);
+  gelu.activation = Activation::kGelu;
+  out.push_back({"gelu", gelu});
+  return out;
+}
+
+TEST_CASE("every implementation that takes quantized weights matches the oracle, under every cap") {
+  const auto before = max_isa();
+  for (Isa cap : supported_isas()) {
+    set_max_isa(cap);
+    for (WeightFormat format : {WeightFormat::kInt8, WeightFormat::kQ4}) {
+      for (Dtype dtype : {Dtype::kF32, Dtype::kBF16}) {
+        for (NamedShape ns : quant_shapes()) {
+          ns.shape.weights = format;
+          const Problem p = make_problem(ns.shape, dtype, 6);
+          const Oracle oracle(p);
+          const Problem twin = unquantized_twin(p);
+          const Oracle unquantized(twin);
+          int ran = 0;
+          for (const auto& entry : registry()) {
+            auto kernel = entry.make();
+            if (kernel->self_timed() || kernel->unavailable_reason()) continue;
+            if (kernel->refuses(p.shape, dtype)) continue;
+            INFO(ns.name << " | " << to_string(format) << " | " << to_string(dtype) << " | "
+                         << entry.name << " | cap " << to_string(cap));
+            omp_set_num_threads(2);
+            kernel->prepare(p, 2);
+            kernel->run(0);
+            const Correctness c = oracle.check(kernel->output(), kernel->selected_experts());
+            CHECK(c.pass);
+            CHECK(c.selection_mismatches == 0);
+            // Against the unquantized layer the error is the quantization's, far above the
+            // arithmetic's: q4 several times int8's.
+            const Correctness q = unquantized.check(kernel->output(), kernel->selected_experts());
+            CHECK(q.nmse > c.nmse);
+            CHECK(q.nmse < (format == WeightFormat::kInt8 ? 1e-3 : 3e-2));
+            ++ran;
+          }
+          CHECK(ran >= 3);  // naive, blas and cpu at least
+        }
+      }
+    }
+  }
+  set_max_isa(before);
+}
+
+TEST_CASE("the bf16-only kernels and the Python peers refuse quantized weights with the reason") {
+  Shape s = make_shape(4, 2, 64, 32, 2);
+  s.weights = WeightFormat::kInt8;
+  for (const char* name : {"cpu_avx512_bf16", "cpu_amx", "numpy"}) {
+    auto kernel = registry().make(name);
+    INFO(name);
+    CHECK(kernel->refuses(s, Dtype::kBF16).has_value());
+  }
+  CHECK_FALSE(registry().make("cpu")->refuses(s, Dtype::kBF16).has_value());
+}
