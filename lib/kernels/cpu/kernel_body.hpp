@@ -32,11 +32,11 @@ inline const void* element(const void* base, int64_t index) {
 
 #include "kernel_math.hpp"
 
-// Panel rows between a prefetch and its use: the same distance in bytes as 16-bit storage for
-// the quantized panels (a row of int8 is half as long, of q4 a quarter).
+// Panel rows between a prefetch and its use: the same distance in bytes as f32 panels for the
+// quantized ones (an int8 row is a quarter as long, a q4 row an eighth).
 template <Storage S>
 constexpr int64_t prefetch_rows() {
-  return S == Storage::kI8 ? 2 * kPrefetchAhead : S == Storage::kQ4 ? 4 * kPrefetchAhead
+  return S == Storage::kI8 ? 4 * kPrefetchAhead : S == Storage::kQ4 ? 8 * kPrefetchAhead
                                                                      : kPrefetchAhead;
 }
 
