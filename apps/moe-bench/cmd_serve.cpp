@@ -194,6 +194,8 @@ Command add_serve_command(CLI::App& app) {
   sub->add_option("--threads", a.threads, "Threads of the layer (default: all cores)")
       ->delimiter(',');
   sub->add_option("--dtype", a.dtypes, "Data type: f32, bf16, f16")->delimiter(',');
+  sub->add_option("--weights", a.weights, "Expert weight format: same (the --dtype), int8, q4")
+      ->delimiter(',');
   sub->add_option("--activation", a.activation, "Expert activation: swiglu, gelu, swiglu_oai");
   sub->add_option("--seed", a.seed, "Seed of the data and of the arrivals")
       ->check(seed_validator());
