@@ -128,15 +128,9 @@ class BlasKernel final : public Kernel {
         std::copy_n(p.x.data() + t * d, d, xe_.data() + r * d);
       }
       lap(1, mark);
-      if (s.weights == WeightFormat::kSame) {
-        expert(n, f, xe_.data(), w.w1.data() + e * f * d,
-               gated ? w.w3.data() + e * f * d : nullptr, w.w2.data() + e * d * f);
-      } else {
-        dequantize(w.q1, e * f, f, deq1_);
-        if (gated) dequantize(w.q3, e * f, f, deq3_);
-        dequantize(w.q2, e * d, d, deq2_);
-        expert(n, f, xe_.data(), deq1_.data(), gated ? deq3_.data() : nullptr, deq2_.data());
-      }
+      expert(n, f, xe_.data(), matrix(w.w1, w.q1, e * f, f, d, deq1_),
+             gated ? matrix(w.w3, w.q3, e * f, f, d, deq3_) : nullptr,
+             matrix(w.w2, w.q2, e * d, d, f, deq2_));
       lap(2, mark);
       for (int64_t r = 0; r < n; ++r) {
         const int64_t i = order_[begin + r];
@@ -149,14 +143,9 @@ class BlasKernel final : public Kernel {
     }
     if (s.shared_width() > 0) {
       const int64_t fs = s.shared_width();
-      if (s.weights == WeightFormat::kSame) {
-        expert(T, fs, p.x.data(), w.ws1.data(), gated ? w.ws3.data() : nullptr, w.ws2.data());
-      } else {
-        dequantize(w.qs1, 0, fs, deq1_);
-        if (gated) dequantize(w.qs3, 0, fs, deq3_);
-        dequantize(w.qs2, 0, d, deq2_);
-        expert(T, fs, p.x.data(), deq1_.data(), gated ? deq3_.data() : nullptr, deq2_.data());
-      }
+      expert(T, fs, p.x.data(), matrix(w.ws1, w.qs1, 0, fs, d, deq1_),
+             gated ? matrix(w.ws3, w.qs3, 0, fs, d, deq3_) : nullptr,
+             matrix(w.ws2, w.qs2, 0, d, fs, deq2_));
       lap(2, mark);
       for (int64_t i = 0; i < T * d; ++i) y_[i] += ye_[i];
       lap(3, mark);
@@ -172,11 +161,17 @@ class BlasKernel final : public Kernel {
   }
 
  private:
-  // Rows [r0, r0 + n) of a quantized matrix into `out` as FP32, on every thread.
-  void dequantize(const QuantMatrix& q, int64_t r0, int64_t n, std::vector<float>& out) const {
+  // Rows [r0, r0 + n) of one of the layer's matrices (`cols` wide) as FP32: its floats where the
+  // weights are not quantized; else dequantized from `q` into `scratch` on every thread, as a
+  // framework without quantized kernels does before each GEMM.
+  const float* matrix(const std::vector<float>& floats, const QuantMatrix& q, int64_t r0, int64_t n,
+                      int64_t cols, std::vector<float>& scratch) const {
     const WeightFormat f = problem_->shape.weights;
+    if (f == WeightFormat::kSame) return floats.data() + r0 * cols;
 #pragma omp parallel for schedule(static) num_threads(threads_)
-    for (int64_t r = r0; r < r0 + n; ++r) dequantize_rows(f, q, r, 1, out.data() + (r - r0) * q.cols);
+    for (int64_t r = r0; r < r0 + n; ++r)
+      dequantize_rows(f, q, r, 1, scratch.data() + (r - r0) * cols);
+    return scratch.data();
   }
 
   // ye_[n,d] = W2 act(W1 x, W3 x) for n rows of x; w3 is null for GELU.

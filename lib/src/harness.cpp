@@ -305,8 +305,7 @@ int64_t cold_layers(const Case& c, CacheMode mode, int64_t active_experts, int64
   // non-LRU last-level cache keeps a share of it that depends on where the pages landed (the
   // same build measured in two processes differed by up to 7% on workload B at one token).
   layers = std::clamp<int64_t>(layers, 2, 64);
-  // What a layer holds in this process (quantized: its FP32 values and codes, plan.cpp).
-  const int64_t per_layer = std::max<int64_t>(case_memory_bytes(Case{c.shape, c.dtype, 1, 0}, 1), 1);
+  const int64_t per_layer = std::max<int64_t>(layer_held_bytes(c.shape, c.dtype), 1);
   // Never let the extra layers take more than half of the available memory.
   const int64_t fit = std::max<int64_t>(1, available_bytes / 2 / per_layer);
   return std::min(layers, fit);

@@ -35,21 +35,20 @@ double gib(int64_t bytes) { return static_cast<double>(bytes) / (1024.0 * 1024.0
 
 }  // namespace
 
+int64_t layer_held_bytes(const Shape& s, Dtype d) {
+  if (s.weights == WeightFormat::kSame) return layer_weight_bytes(s, d);
+  Shape same = s;
+  same.weights = WeightFormat::kSame;
+  return layer_weight_bytes(same, Dtype::kF32) * 5 / 4;
+}
+
 int64_t case_memory_bytes(const Case& c, int64_t layers) {
   const Shape& s = c.shape;
   const int64_t b = dtype_bytes(c.dtype);
   const int64_t width = std::max(s.d_ff, s.shared_width());
   // x, y, gathered x, expert output, gate and up, logits, plus the oracle's FP64 logits.
   const int64_t work = s.tokens * (4 * s.d_model + 2 * width) * b + s.tokens * s.experts * 24;
-  // Quantized layers are held as their dequantized FP32 values (the oracle's and the baselines'
-  // input) beside one byte of code per weight; the packed stored format is a weight copy.
-  int64_t held = layer_weight_bytes(s, c.dtype);
-  if (s.weights != WeightFormat::kSame) {
-    Shape same = s;
-    same.weights = WeightFormat::kSame;
-    held = layer_weight_bytes(same, Dtype::kF32) * 5 / 4;
-  }
-  return layers * held + work;
+  return layers * layer_held_bytes(s, c.dtype) + work;
 }
 
 std::vector<Case> plan_cases(const Axes& a) {

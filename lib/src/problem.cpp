@@ -154,8 +154,6 @@ Problem unquantized_twin(const Problem& p) {
   Shape same = p.shape;
   same.weights = WeightFormat::kSame;
   Problem twin = make_problem(same, Dtype::kF32, p.seed, 1);
-  twin.shape = p.shape;  // the case it stands for; its own weights are not quantized
-  twin.shape.weights = WeightFormat::kSame;
   twin.dtype = p.dtype;
   twin.x = p.x;
   twin.layers[0].wg = p.layers[0].wg;

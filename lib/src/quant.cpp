@@ -24,7 +24,8 @@ QuantMatrix quantize(WeightFormat f, float* w, int64_t rows, int64_t cols) {
       const float scale = amax > 0 ? amax / 127.0f : 1.0f;
       q.scales[r] = scale;
       for (int64_t c = 0; c < cols; ++c) {
-        const auto code = static_cast<int8_t>(std::clamp(std::nearbyint(row[c] / scale), -127.0f, 127.0f));
+        const auto code =
+            static_cast<int8_t>(std::clamp(std::nearbyint(row[c] / scale), -127.0f, 127.0f));
         q.codes[r * cols + c] = code;
         row[c] = static_cast<float>(code) * scale;
       }
@@ -45,8 +46,7 @@ QuantMatrix quantize(WeightFormat f, float* w, int64_t rows, int64_t cols) {
     const float scale = round_to(Dtype::kF16, m / -8.0f);
     q.scales[g] = scale;
     for (int64_t i = 0; i < kQ4Group; ++i) {
-      const float code =
-          scale != 0 ? std::clamp(std::nearbyint(v[i] / scale), -8.0f, 7.0f) : 0.0f;
+      const float code = scale != 0 ? std::clamp(std::nearbyint(v[i] / scale), -8.0f, 7.0f) : 0.0f;
       q.codes[g * kQ4Group + i] = static_cast<int8_t>(code);
       v[i] = code * scale;
     }

@@ -38,9 +38,10 @@ std::unique_ptr<Kernel> Registry::make(std::string_view name) const {
 
 std::optional<std::string> Kernel::refuses(const Shape& shape, Dtype dtype) const {
   if (shape.weights != WeightFormat::kSame) {
-    const std::vector<WeightFormat> takes = info().weights;
-    if (std::find(takes.begin(), takes.end(), shape.weights) == takes.end()) {
-      return fmt::format("{} has no {} weight kernels", info().name, to_string(shape.weights));
+    const KernelInfo about = info();
+    if (std::find(about.weights.begin(), about.weights.end(), shape.weights) ==
+        about.weights.end()) {
+      return fmt::format("{} has no {} weight kernels", about.name, to_string(shape.weights));
     }
   }
   return can_run(shape, dtype);

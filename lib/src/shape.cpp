@@ -177,9 +177,10 @@ std::optional<std::string> invalid_reason(const Shape& s) {
     for (Named n : {Named{"d-model", s.d_model}, Named{"d-ff", s.d_ff},
                     Named{"d-ff-shared", s.shared_experts > 0 ? s.d_ff_shared : 0}}) {
       if (n.value % kQ4Group != 0) {
-        return fmt::format("--weights q4 needs --{} a multiple of {} (got {}): q4 scales groups "
-                           "of {} weights along each input dimension",
-                           n.name, kQ4Group, n.value, kQ4Group);
+        return fmt::format(
+            "--weights q4 needs --{} a multiple of {} (got {}): q4 scales groups "
+            "of {} weights along each input dimension",
+            n.name, kQ4Group, n.value, kQ4Group);
       }
     }
   }

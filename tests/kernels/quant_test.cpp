@@ -1,6 +1,8 @@
 // Quantized expert weights (--weights int8|q4): the formats, the byte counts, and every
 // implementation that takes them against the FP64 oracle on the dequantized weights, under every
 // ISA cap this CPU supports.
+#include "moe_bench/quant.hpp"
+
 #include <omp.h>
 
 #include <algorithm>
@@ -13,7 +15,6 @@
 #include "moe_bench/grid.hpp"
 #include "moe_bench/kernel.hpp"
 #include "moe_bench/problem.hpp"
-#include "moe_bench/quant.hpp"
 #include "moe_bench/sysinfo.hpp"
 
 using namespace moe_bench;

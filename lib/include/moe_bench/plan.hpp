@@ -30,6 +30,11 @@ struct Axes {
 /// memory need exceeds what this machine has available.
 std::vector<Case> plan_cases(const Axes& axes);
 
+/// Bytes one layer's weights take in this process: as stored, except that a quantized layer is
+/// held as its dequantized FP32 values (the oracle's and the baselines' input) beside one byte
+/// of code per weight (the packed stored format is a weight copy).
+int64_t layer_held_bytes(const Shape& s, Dtype d);
+
 /// Bytes a case needs: weights of `layers` layers plus activations and workspaces.
 int64_t case_memory_bytes(const Case& c, int64_t layers = 1);
 

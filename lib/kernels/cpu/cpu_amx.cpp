@@ -198,7 +198,8 @@ void gate_up(const float* xw, const void* wp, int64_t d, int64_t n, float* hw, i
 
 template <class Tiles>
 void down(const float* hw, const void* wp, int64_t f, int64_t n, const int32_t* tokens,
-          const float* weights, float* y, int64_t ldy, int64_t col0, int64_t ncols, Storage, QuantArgs) {
+          const float* weights, float* y, int64_t ldy, int64_t col0, int64_t ncols, Storage,
+          QuantArgs) {
   constexpr int L = V::kLanes;
   alignas(64) float sums[16 * 2 * L];
   tile_sums<Tiles>(reinterpret_cast<const uint32_t*>(hw), static_cast<const uint16_t*>(wp),

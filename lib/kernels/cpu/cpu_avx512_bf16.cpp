@@ -114,7 +114,8 @@ void gate_up(const float* xw, const void* wp, int64_t d, int64_t n, float* hw, i
 }
 
 void down(const float* hw, const void* wp, int64_t f, int64_t n, const int32_t* tokens,
-          const float* weights, float* y, int64_t ldy, int64_t col0, int64_t ncols, Storage, QuantArgs) {
+          const float* weights, float* y, int64_t ldy, int64_t col0, int64_t ncols, Storage,
+          QuantArgs) {
   down_dispatch<kRows>(hw, wp, f, n, tokens, weights, y, ldy, col0, ncols);
 }
 

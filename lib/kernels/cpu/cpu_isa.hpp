@@ -12,6 +12,23 @@ enum class Act : int { kSwiglu = 0, kGelu = 1, kSwigluOai = 2 };
 /// kI8 and kQ4 are quantized weights (1 byte, half a byte) with FP32 or bf16 activations.
 enum class Storage : int { kF32 = 0, kBF16 = 1, kF16 = 2, kI8 = 3, kQ4 = 4 };
 
+/// Bytes of `elements` weights stored as `s` (q4: two a byte; counts here are even). The
+/// micro-kernels evaluate it at compile time only (constexpr), so no shared symbol crosses ISAs.
+constexpr int64_t storage_bytes(Storage s, int64_t elements) {
+  switch (s) {
+    case Storage::kF32:
+      return 4 * elements;
+    case Storage::kBF16:
+    case Storage::kF16:
+      return 2 * elements;
+    case Storage::kI8:
+      return elements;
+    case Storage::kQ4:
+      return elements / 2;
+  }
+  return 4 * elements;
+}
+
 /// Rows of the reduction per q4 scale (moe_bench::kQ4Group).
 constexpr int64_t kQ4Rows = 32;
 

@@ -69,7 +69,8 @@ class CpuKernel final : public Kernel {
   CpuKernel(std::string name, const IsaKernels* forced) : name_(std::move(name)), forced_(forced) {}
 
   KernelInfo info() const override {
-    return {name_, "cpu",
+    return {name_,
+            "cpu",
             forced_ != nullptr && forced_->bf16_only
                 ? std::vector<Dtype>{Dtype::kBF16}
                 : std::vector<Dtype>{Dtype::kF32, Dtype::kBF16, Dtype::kF16},
@@ -97,11 +98,9 @@ class CpuKernel final : public Kernel {
     return std::nullopt;
   }
 
-  std::optional<std::string> can_run(const Shape& s, Dtype dtype) const override {
+  std::optional<std::string> can_run(const Shape&, Dtype dtype) const override {
     if (forced_ != nullptr && forced_->bf16_only && dtype != Dtype::kBF16)
       return fmt::format("{} runs bf16 only", name_);
-    if (forced_ != nullptr && forced_->bf16_only && s.weights != WeightFormat::kSame)
-      return fmt::format("{} runs bf16 weights only, not {}", name_, to_string(s.weights));
     return std::nullopt;
   }
 
@@ -127,9 +126,9 @@ class CpuKernel final : public Kernel {
     why_.clear();
     const double rows_per_expert =
         static_cast<double>(p.shape.tokens * p.shape.top_k) / static_cast<double>(p.shape.experts);
-    isa_ = forced_ != nullptr ? forced_
-                              : best_isa(p.dtype, rows_per_expert, why_,
-                                         p.shape.weights != WeightFormat::kSame);
+    isa_ = forced_ != nullptr
+               ? forced_
+               : best_isa(p.dtype, rows_per_expert, why_, p.shape.weights != WeightFormat::kSame);
     kpack_ = isa_->kpack;
     const Shape& s = p.shape;
     d_pad_ = round_up(s.d_model, kpack_);
@@ -375,7 +374,7 @@ class CpuKernel final : public Kernel {
               const char* chunk = packed.data.data() +
                                   storage_bytes(storage_, grp.down_offset + j0 * down_panels * L2);
               for (int64_t q = q0; q < q1; ++q) {
-                const QuantArgs quant{down_scales(packed, grp, q, j0, down_panels), hidden_};
+                const QuantArgs quant{down_scales(packed, grp, q, j0), hidden_};
                 isa.down(hp, chunk + storage_bytes(storage_, q * fc_pad * L2), fc, block_rows_[b],
                          block_tokens_.data() + b * R, block_weights_.data() + b * R, y, d, q * L2,
                          std::min(L2, d - q * L2), storage_, quant);
@@ -404,13 +403,11 @@ class CpuKernel final : public Kernel {
     if (storage_ != Storage::kQ4) return nullptr;
     return packed.scales.data() + g.up_scales + (panel * (d / kQ4Rows) + i0 / kQ4Rows) * L2 * 2;
   }
-  const void* down_scales(const PackedLayer& packed, const Group& g, int64_t q, int64_t j0,
-                          int64_t) const {
+  const void* down_scales(const PackedLayer& packed, const Group& g, int64_t q, int64_t j0) const {
     const int64_t L2 = 2 * isa_->lanes;
     if (storage_ == Storage::kI8) return packed.scales.data() + g.down_scales + q * L2 * 4;
     if (storage_ != Storage::kQ4) return nullptr;
-    return packed.scales.data() + g.down_scales +
-           (q * (g.width / kQ4Rows) + j0 / kQ4Rows) * L2 * 2;
+    return packed.scales.data() + g.down_scales + (q * (g.width / kQ4Rows) + j0 / kQ4Rows) * L2 * 2;
   }
 
   // Packs one layer in this kernel's layout (cpu_pack.cpp).
@@ -479,8 +476,8 @@ class CpuKernel final : public Kernel {
   bool gated_ = true;
   Storage storage_ = Storage::kF32;  ///< of the packed weights
   Storage hidden_ = Storage::kF32;   ///< of hidden values: the activation dtype
-  int64_t kpack_ = 1;  ///< reduction rows per micro-kernel step (IsaKernels::kpack)
-  int64_t d_pad_ = 0;  ///< d rounded up to kpack_: rows of a gate/up panel
+  int64_t kpack_ = 1;                ///< reduction rows per micro-kernel step (IsaKernels::kpack)
+  int64_t d_pad_ = 0;                ///< d rounded up to kpack_: rows of a gate/up panel
   int64_t hcols_ = 0, max_width_ = 0;
   std::vector<PackedLayer> layers_;
   std::vector<float> logits_, scratch_;

@@ -35,22 +35,6 @@ struct PackedLayer {
   std::vector<Group> groups;  ///< E routed experts, then the shared group when there is one
 };
 
-/// Bytes of `elements` weights stored as `s` (q4: two a byte; counts here are even).
-inline int64_t storage_bytes(Storage s, int64_t elements) {
-  switch (s) {
-    case Storage::kF32:
-      return 4 * elements;
-    case Storage::kBF16:
-    case Storage::kF16:
-      return 2 * elements;
-    case Storage::kI8:
-      return elements;
-    case Storage::kQ4:
-      return elements / 2;
-  }
-  return 4 * elements;
-}
-
 // Rows of the down projection's weight panel reduced per pass: 512 x 32 floats = 64 KiB, which
 // stays in L2 beside the hidden chunks of all row blocks (measured best of 64..4096 on A at 512).
 constexpr int64_t kDownChunk = 512;

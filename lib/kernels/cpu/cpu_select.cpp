@@ -61,8 +61,7 @@ bool has_avx2() {
 // where the CPU has them, unless the case is bound by compute and vdpbf16ps is measured slower
 // than FP32 FMAs here (Intel Xeons run it at half their FMA rate; AMD Zen 4/5 at twice): then
 // the widening AVX-512 kernels, which read the same bf16 weights and multiply at the FMA rate.
-const IsaKernels* best_isa(Dtype dtype, double rows_per_expert, std::string& why,
-                           bool quantized) {
+const IsaKernels* best_isa(Dtype dtype, double rows_per_expert, std::string& why, bool quantized) {
   // The AMX kernels (cpu_amx) are not chosen here: they have not run on an AMX CPU yet, and the
   // choice is to be made by a measured rate (issue 12), not by the feature flag.
   // Quantized weights are widened to FP32 in registers: the FP32 kernels of the widest ISA.

@@ -25,9 +25,8 @@ inline typename V::T load_w(const void* base, int64_t index) {
 // The address of element `index` of a panel stored as S (q4: two elements a byte).
 template <Storage S>
 inline const void* element(const void* base, int64_t index) {
-  constexpr int64_t kNum = S == Storage::kF32 ? 4 : S == Storage::kI8 ? 1 : S == Storage::kQ4 ? 1 : 2;
-  constexpr int64_t kDen = S == Storage::kQ4 ? 2 : 1;
-  return static_cast<const char*>(base) + index * kNum / kDen;
+  constexpr int64_t kBytesPerTwo = storage_bytes(S, 2);
+  return static_cast<const char*>(base) + index * kBytesPerTwo / 2;
 }
 
 #include "kernel_math.hpp"
@@ -36,8 +35,9 @@ inline const void* element(const void* base, int64_t index) {
 // quantized ones (an int8 row is a quarter as long, a q4 row an eighth).
 template <Storage S>
 constexpr int64_t prefetch_rows() {
-  return S == Storage::kI8 ? 4 * kPrefetchAhead : S == Storage::kQ4 ? 8 * kPrefetchAhead
-                                                                     : kPrefetchAhead;
+  return S == Storage::kI8   ? 4 * kPrefetchAhead
+         : S == Storage::kQ4 ? 8 * kPrefetchAhead
+                             : kPrefetchAhead;
 }
 
 // The two weight vectors (columns [0, L) and [L, 2L)) of reduction row k of a panel. q4 rows
@@ -98,7 +98,7 @@ __attribute__((always_inline)) inline void accumulate(const float* src, const vo
       m0 = V::mul(s0, V::set1(-8.0f));
       m1 = V::mul(s1, V::set1(-8.0f));
     }
-    auto weights = [&](int64_t k, T& w0, T& w1) __attribute__((always_inline)) {
+    auto weights = [&](int64_t k, T & w0, T & w1) __attribute__((always_inline)) {
       load_row<S>(wp, k, w0, w1);
       if constexpr (kQ4) {
         w0 = V::fmadd(w0, s0, m0);
@@ -243,8 +243,8 @@ void gate_up(const float* xp, const void* wp, int64_t d, int64_t n, float* hp, i
 }
 
 void down(const float* hp, const void* wp, int64_t f, int64_t n, const int32_t* tokens,
-          const float* weights, float* y, int64_t ldy, int64_t col0, int64_t ncols,
-          Storage storage, QuantArgs q) {
+          const float* weights, float* y, int64_t ldy, int64_t col0, int64_t ncols, Storage storage,
+          QuantArgs q) {
   switch (storage) {
 #define MOE_BENCH_DOWN(S) \
   case S:                 \
