@@ -8,7 +8,10 @@
 
 namespace moe_bench::python {
 
-void write_npy(const std::filesystem::path& path, const float* data, std::vector<int64_t> shape) {
+namespace {
+
+void write_array(const std::filesystem::path& path, const void* data, const char* descr,
+                 int64_t element_bytes, const std::vector<int64_t>& shape) {
   std::string dims;
   int64_t count = 1;
   for (int64_t s : shape) {
@@ -17,7 +20,7 @@ void write_npy(const std::filesystem::path& path, const float* data, std::vector
   }
   if (shape.size() > 1) dims.resize(dims.size() - 2);
   std::string header =
-      fmt::format("{{'descr': '<f4', 'fortran_order': False, 'shape': ({}), }}", dims);
+      fmt::format("{{'descr': '{}', 'fortran_order': False, 'shape': ({}), }}", descr, dims);
   // Magic (6) + version (2) + length (2) + header + newline, padded to a multiple of 64.
   const size_t total = (10 + header.size() + 1 + 63) / 64 * 64;
   header.append(total - 10 - header.size() - 1, ' ');
@@ -29,8 +32,18 @@ void write_npy(const std::filesystem::path& path, const float* data, std::vector
   const char len_bytes[2] = {static_cast<char>(len & 0xff), static_cast<char>(len >> 8)};
   out.write(len_bytes, 2);
   out.write(header.data(), static_cast<std::streamsize>(header.size()));
-  out.write(reinterpret_cast<const char*>(data), static_cast<std::streamsize>(count * 4));
+  out.write(static_cast<const char*>(data), static_cast<std::streamsize>(count * element_bytes));
   if (!out) throw std::runtime_error(fmt::format("cannot write {}", path.string()));
+}
+
+}  // namespace
+
+void write_npy(const std::filesystem::path& path, const float* data, std::vector<int64_t> shape) {
+  write_array(path, data, "<f4", 4, shape);
+}
+
+void write_npy(const std::filesystem::path& path, const int8_t* data, std::vector<int64_t> shape) {
+  write_array(path, data, "|i1", 1, shape);
 }
 
 NpyArray read_npy(const std::filesystem::path& path, const std::string& descr) {

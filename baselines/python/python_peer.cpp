@@ -206,7 +206,18 @@ class PythonPeer final : public Kernel {
         probe_(std::move(probe)) {}
 
   /// The peer process loads its own copy of the weights.
-  KernelInfo info() const override { return {name_, "python", dtypes_, description_, 1}; }
+  KernelInfo info() const override {
+    KernelInfo i{name_, "python", dtypes_, description_, 1};
+    i.weights = weights_;
+    return i;
+  }
+
+  /// The weight formats the script takes besides the unquantized one: for each, the probe prints
+  /// "unsupported FORMAT REASON" where the installed package lacks what it needs.
+  PythonPeer& with_weights(std::vector<WeightFormat> formats) {
+    weights_ = std::move(formats);
+    return *this;
+  }
 
   std::optional<std::string> unavailable_reason() const override { return probe().why; }
 
@@ -216,8 +227,10 @@ class PythonPeer final : public Kernel {
       if (auto why = supports_(shape)) return why;
     }
     const Probe& found = probe();
-    auto it = found.unsupported.find(std::string(to_string(dtype)));
-    if (it != found.unsupported.end()) return it->second;
+    for (std::string_view key : {to_string(dtype), to_string(shape.weights)}) {
+      auto it = found.unsupported.find(std::string(key));
+      if (it != found.unsupported.end()) return it->second;
+    }
     return std::nullopt;
   }
 
@@ -249,6 +262,29 @@ class PythonPeer final : public Kernel {
       if (!w.ws3.empty()) write_npy(d / "ws3.npy", w.ws3.data(), {FS, D});
       write_npy(d / "ws2.npy", w.ws2.data(), {D, FS});
     }
+    if (s.weights == WeightFormat::kSame) return;
+    // The stored format too: codes [rows, cols] and scales ([rows] for int8, [rows, cols / 32]
+    // for q4), the routed experts' with their leading expert dimension (`experts`; 0 for the
+    // shared experts, which have none).
+    const auto write_quant = [&](const char* name, const QuantMatrix& q, int64_t experts) {
+      if (q.empty()) return;
+      const int64_t rows = q.rows / std::max<int64_t>(experts, 1);
+      std::vector<int64_t> dims{rows, q.cols};
+      std::vector<int64_t> scale_dims{rows};
+      if (s.weights == WeightFormat::kQ4) scale_dims.push_back(q.cols / kQ4Group);
+      if (experts > 0) {
+        dims.insert(dims.begin(), experts);
+        scale_dims.insert(scale_dims.begin(), experts);
+      }
+      write_npy(d / fmt::format("{}_codes.npy", name), q.codes.data(), dims);
+      write_npy(d / fmt::format("{}_scales.npy", name), q.scales.data(), scale_dims);
+    };
+    write_quant("w1", w.q1, E);
+    write_quant("w3", w.q3, E);
+    write_quant("w2", w.q2, E);
+    write_quant("ws1", w.qs1, 0);
+    write_quant("ws3", w.qs3, 0);
+    write_quant("ws2", w.qs2, 0);
   }
 
   /// One untimed call (a correctness check): one layer, no rotation.
@@ -274,6 +310,7 @@ class PythonPeer final : public Kernel {
                      {"shared_width", s.shared_width()},
                      {"activation", to_string(s.activation)},
                      {"dtype", to_string(problem_->dtype)},
+                     {"weights", to_string(s.weights)},
                      {"capacity_factor", s.capacity_factor},
                      {"threads", t.threads},
                      {"layers", layers},
@@ -384,6 +421,7 @@ class PythonPeer final : public Kernel {
   std::string package_;
   std::string name_, module_, description_;
   std::vector<Dtype> dtypes_;
+  std::vector<WeightFormat> weights_{WeightFormat::kSame};
   std::string no_dtype_reason_, probe_;
   const Problem* problem_ = nullptr;
   int threads_ = 1;
@@ -428,13 +466,16 @@ std::unique_ptr<Kernel> make_numpy_kernel() {
 // The Hugging Face block in a 16-bit dtype rounds, beyond the semantics: gate, up and the
 // activation before the product (3), the expert output, the routing weight and their product (3),
 // each of the k - 1 later index_add_ into the output, and the shared experts' output and its add.
+// PyTorch's weight-only kernels take the scales in the activations' dtype: with quantized weights
+// each scale is rounded once more.
 int hf_block_roundings(const Shape& s, Dtype d) {
   if (d == Dtype::kF32) return 0;
-  return 6 + static_cast<int>(s.top_k - 1) + (s.shared_width() > 0 ? 2 : 0);
+  return 6 + static_cast<int>(s.top_k - 1) + (s.shared_width() > 0 ? 2 : 0) +
+         (s.weights != WeightFormat::kSame ? 1 : 0);
 }
 
 std::unique_ptr<Kernel> make_torch_kernel() {
-  return std::make_unique<PythonPeer>(
+  auto peer = std::make_unique<PythonPeer>(
       "torch", "torch",
       "PyTorch as the Hugging Face Mixtral block: router linear, softmax, top-k, loop over "
       "experts with index_select, SwiGLU, index_add_ (inference mode, subprocess; 16-bit "
@@ -447,8 +488,16 @@ std::unique_ptr<Kernel> make_torch_kernel() {
       "        a @ a\n"
       "    except Exception as e:\n"
       "        print('unsupported', name, 'torch', torch.__version__, 'has no', t,\n"
-      "              'matmul on the CPU:', str(e).replace(chr(10), ' '))\n",
+      "              'matmul on the CPU:', str(e).replace(chr(10), ' '))\n"
+      "for name, op in (('int8', '_weight_int8pack_mm'), ('q4', '_weight_int4pack_mm_for_cpu')):\n"
+      "    if not hasattr(torch.ops.aten, op):\n"
+      "        print('unsupported', name, 'torch', torch.__version__, 'has no CPU weight-only',\n"
+      "              'kernel torch.ops.aten.' + op, '(PyTorch 2.8 has: "
+      "scripts/install-peers.sh)')\n",
       hf_block_roundings);
+  // PyTorch's own CPU weight-only kernels run the quantized formats (torch_moe.py).
+  peer->with_weights({WeightFormat::kSame, WeightFormat::kInt8, WeightFormat::kQ4});
+  return peer;
 }
 
 // Probes torch on the GPU: unavailable without a CUDA device; with `grouped`, each dtype the

@@ -12,6 +12,11 @@ On a GPU (--device cuda) the same loop runs on the device, timed with CUDA event
 (gate, up, down), the way recent PyTorch MoE code does, with the same activation, weighting and
 index_add_ combine in the dtype. Off a GPU (--device cpu, for tests of the sorting and offsets)
 torch._grouped_mm, which PyTorch has on CUDA only, is replaced by a loop of per-expert matmuls.
+With quantized expert weights (the case's "weights": int8 or q4) the experts' matmuls run through
+PyTorch's own CPU weight-only kernels on the stored codes and scales moe-bench writes: int8 per
+output channel with torch.ops.aten._weight_int8pack_mm, q4 (groups of 32, one scale each) with
+_weight_int4pack_mm_for_cpu on weights packed once by _convert_weight_to_int4pack_for_cpu (zero
+points 0, codes offset by 8, as that kernel takes them).
 Usage: torch_moe.py FOLDER [--device cpu|cuda] [--grouped-mm]."""
 import os
 import sys
@@ -34,6 +39,42 @@ def activation(kind, gate, up):
         up = up.clamp(-7.0, 7.0)
         return gate * torch.sigmoid(1.702 * gate) * (up + 1.0)
     return torch.nn.functional.gelu(gate)
+
+
+MATRICES = ("w1", "w3", "w2", "ws1", "ws3", "ws2")
+
+
+def quantized_weights(folder, fmt, dtype):
+    """The expert matrices in the stored format, as PyTorch's weight-only kernels take them: for
+    each matrix name the codes (int8 [G, N, K], or q4 packed per matrix) and, under NAME_s, the
+    scales in the dtype (int8 [G, N]; q4 with zero points 0 [G, K/32, N, 2]); G is the expert
+    count (1 for the shared experts)."""
+    out = {}
+    for name in MATRICES:
+        path = os.path.join(folder, name + "_codes.npy")
+        if not os.path.exists(path):
+            out[name] = out[name + "_s"] = None
+            continue
+        codes = torch.from_numpy(np.load(path))
+        scales = torch.from_numpy(np.load(os.path.join(folder, name + "_scales.npy")))
+        if name.startswith("ws"):
+            codes, scales = codes.unsqueeze(0), scales.unsqueeze(0)
+        if fmt == "int8":
+            out[name], out[name + "_s"] = codes.contiguous(), scales.to(dtype).contiguous()
+            continue
+        packed = [torch.ops.aten._convert_weight_to_int4pack_for_cpu(
+            (c.to(torch.int32) + 8).contiguous(), 1) for c in codes]
+        out[name] = torch.stack(packed)
+        s = scales.transpose(1, 2).to(dtype)
+        out[name + "_s"] = torch.stack([s, torch.zeros_like(s)], dim=-1).contiguous()
+    return out
+
+
+def quantized_mm(fmt, x, codes, scales):
+    """x @ W.T for one quantized matrix (codes and scales of one expert)."""
+    if fmt == "int8":
+        return torch.ops.aten._weight_int8pack_mm(x, codes, scales)
+    return torch.ops.aten._weight_int4pack_mm_for_cpu(x, codes, 32, scales)
 
 
 def grouped_mm(a, b, offs):
@@ -98,11 +139,17 @@ def main():
     case, a, dtype = peer_protocol.load_torch_case(folder)
     if device == "cuda" and not torch.cuda.is_available():
         peer_protocol.fail("torch {} sees no CUDA device".format(torch.__version__))
+    quant = case.get("weights", "same")
+    quant = None if quant == "same" else quant
+    if quant is not None and (device != "cpu" or grouped):
+        peer_protocol.fail("quantized weights run on the CPU loop only")
     x = a["x"].to(device)
     # The values are representable in the dtype already: these conversions are exact.
-    weights = {k: (v.to(device, dtype) if k in ("w1", "w3", "w2", "ws1", "ws3", "ws2")
-                   else v.to(device)) if v is not None else None
-               for k, v in a.items() if k != "x"}
+    weights = {k: (v.to(device, dtype) if k in MATRICES else v.to(device))
+               if v is not None else None
+               for k, v in a.items() if k != "x" and (quant is None or k not in MATRICES)}
+    if quant is not None:
+        weights.update(quantized_weights(folder, quant, dtype))
     if grouped:
         # torch._grouped_mm takes the second operand K-major: the transposed views of the
         # [E, out, in] weights, no copy.
@@ -123,6 +170,23 @@ def main():
     def ffn(xe, a, b, c):
         up = xe @ b.T if b is not None else None
         return activation(act, xe @ a.T, up) @ c.T
+
+    def quantized_ffn(xe, L, names, g):
+        """One expert's FFN (expert g of the matrices `names`) through the weight-only kernels."""
+        def mm(v, name):
+            return quantized_mm(quant, v, L[name][g], L[name + "_s"][g])
+        up = mm(xe, names[1]) if L[names[1]] is not None else None
+        return mm(activation(act, mm(xe, names[0]), up), names[2])
+
+    def expert(xe, L, e):
+        if quant is not None:
+            return quantized_ffn(xe, L, ("w1", "w3", "w2"), e)
+        return ffn(xe, L["w1"][e], L["w3"][e] if gated else None, L["w2"][e])
+
+    def shared_expert(L):
+        if quant is not None:
+            return quantized_ffn(xd, L, ("ws1", "ws3", "ws2"), 0)
+        return ffn(xd, L["ws1"], L["ws3"], L["ws2"])
 
     def experts_grouped(L, idx, keep, wd, y):
         T, k, E = case["tokens"], case["top_k"], case["experts"]
@@ -145,7 +209,6 @@ def main():
     def forward():
         with torch.inference_mode():
             L = next_layer()
-            w1, w3, w2 = L["w1"], L["w3"], L["w2"]
             logits = x @ L["wg"].T + L["logit_bias"]
             sb = L["selection_bias"]
             idx, w = route(case, logits, sb)
@@ -155,7 +218,7 @@ def main():
             if grouped:
                 experts_grouped(L, idx, keep, wd, y)
                 if shared:
-                    y += ffn(xd, L["ws1"], L["ws3"], L["ws2"])
+                    y += shared_expert(L)
                 state["y"], state["idx"] = y, idx
                 return
             hit = torch.nn.functional.one_hot(idx, case["experts"]).permute(2, 1, 0) & keep.T
@@ -163,10 +226,10 @@ def main():
                 slot, tok = torch.where(hit[e])
                 if tok.numel() == 0:
                     continue
-                ye = ffn(xd.index_select(0, tok), w1[e], w3[e] if gated else None, w2[e])
+                ye = expert(xd.index_select(0, tok), L, e)
                 y.index_add_(0, tok, ye * wd[tok, slot, None])
             if shared:
-                y += ffn(xd, L["ws1"], L["ws3"], L["ws2"])
+                y += shared_expert(L)
             state["y"], state["idx"] = y, idx
 
     if device == "cuda":
@@ -178,6 +241,9 @@ def main():
         samples, inner = peer_protocol.measure(forward, case["timing"])
         versions = {"torch": torch.__version__, "blas": peer_protocol.loaded_blas(),
                     "threads": torch.get_num_threads()}
+        if quant is not None:
+            versions["experts"] = ("torch.ops.aten._weight_int8pack_mm" if quant == "int8"
+                                   else "torch.ops.aten._weight_int4pack_mm_for_cpu")
     peer_protocol.finish(folder, samples, inner, state["y"].float().cpu().numpy(),
                          state["idx"].cpu().numpy(), versions)
 

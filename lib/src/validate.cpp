@@ -24,7 +24,7 @@ namespace moe_bench {
 namespace {
 
 // Each claim with the broadest class of machines it holds on (validate.hpp, README.md).
-const std::array<Claim, 17> kClaims{{
+const std::array<Claim, 19> kClaims{{
     {"cpu is faster than blas on workload A at 1 token", "A", 1, "uniform", "cpu", "blas", true,
      "f32", MachineClass::kAvx2, ""},
     {"cpu is faster than blas on workload A at 32 tokens", "A", 32, "uniform", "cpu", "blas", true,
@@ -52,6 +52,12 @@ const std::array<Claim, 17> kClaims{{
      false, "f32", MachineClass::kAvx2, ""},
     {"cpu in bf16 is faster than cpu in f32 on workload A at 1 token", "A", 1, "uniform", "cpu",
      "cpu", true, "bf16", MachineClass::kAvx2, "f32"},
+    // Decode reads the stored bytes: int8 a quarter of f32's, q4 about an eighth
+    // (docs/quantization.md).
+    {"cpu with int8 weights is faster than cpu with bf16 weights in bf16 on workload A at 1 token",
+     "A", 1, "uniform", "cpu", "cpu", true, "bf16", MachineClass::kAvx2, "", "int8", "same"},
+    {"cpu with q4 weights is faster than cpu with bf16 weights in bf16 on workload A at 1 token",
+     "A", 1, "uniform", "cpu", "cpu", false, "bf16", MachineClass::kAvx2, "", "q4", "same"},
     {"cpu is faster than torch in bf16 on workload A at 512 tokens", "A", 512, "uniform", "cpu",
      "torch", false, "bf16", MachineClass::kAvx512Bf16NoAmx, ""},
     {"cpu is faster than torch in bf16 on workload B at 1024 tokens", "B", 1024, "uniform", "cpu",
@@ -253,6 +259,7 @@ Case claim_case(const Claim& claim) {
   kase.shape = find_workload(claim.workload).shape;
   kase.shape.tokens = claim.tokens;
   kase.shape.skew = parse_skew(claim.routing);
+  kase.shape.weights = parse_weights(claim.weights);
   kase.dtype = parse_dtype(claim.dtype);
   return kase;
 }
@@ -329,13 +336,13 @@ void check_serving(const Registry& registry, Report& report,
   report.checks.push_back(line);
 }
 
-// A claim between two dtypes of one case, timed as the harness times implementations side by
-// side: each side on its own cold layers, checked against the oracle first, then a sample of
-// each per round in a shuffled order, so that a drift of the machine between two cases (memory
-// bandwidth on a shared host moves by half within minutes) cannot decide it. The speed-up, or
-// nullopt with the line's status (skipped: cannot run here; failed) and detail set.
-std::optional<Speedup> across_dtypes(const Registry& registry, const Claim& claim,
-                                     const HarnessOptions& h, int threads, CheckLine& line) {
+// A claim between two cases (two dtypes, or two weight formats), timed as the harness times
+// implementations side by side: each side on its own cold layers, checked against the oracle first,
+// then a sample of each per round in a shuffled order, so that a drift of the machine between two
+// cases (memory bandwidth on a shared host moves by half within minutes) cannot decide it. The
+// speed-up, or nullopt with the line's status (skipped: cannot run here; failed) and detail set.
+std::optional<Speedup> across_cases(const Registry& registry, const Claim& claim,
+                                    const HarnessOptions& h, int threads, CheckLine& line) {
   struct Side {
     std::string impl;
     Case kase;
@@ -347,8 +354,11 @@ std::optional<Speedup> across_dtypes(const Registry& registry, const Claim& clai
   Case a = claim_case(claim);
   a.threads = threads;
   Case b = a;
-  b.dtype = parse_dtype(claim.b_dtype);
-  const int64_t layers = layers_for(a, h, {claim.a, claim.b});
+  if (!claim.b_dtype.empty()) b.dtype = parse_dtype(claim.b_dtype);
+  b.shape.weights = parse_weights(claim.b_weights);
+  // Enough layers that the side of fewer bytes (int8 against bf16) is cold too.
+  const int64_t layers =
+      std::max(layers_for(a, h, {claim.a, claim.b}), layers_for(b, h, {claim.a, claim.b}));
   std::vector<Side> sides(2);
   sides[0].impl = claim.a;
   sides[0].kase = a;
@@ -362,6 +372,11 @@ std::optional<Speedup> across_dtypes(const Registry& registry, const Claim& clai
       line.detail = fmt::format("{} cannot run here: {}", side.impl, *reason);
       return std::nullopt;
     }
+    if (auto reason = side.kernel->refuses(side.kase.shape, side.kase.dtype)) {
+      line.status = Status::kSkipped;
+      line.detail = fmt::format("{} cannot run {}: {}", side.impl, case_label(side.kase), *reason);
+      return std::nullopt;
+    }
     side.problem = make_problem(side.kase.shape, side.kase.dtype, side.kase.seed, layers);
     side.kernel->prepare(side.problem, threads);
     side.kernel->run(0);
@@ -369,8 +384,8 @@ std::optional<Speedup> across_dtypes(const Registry& registry, const Claim& clai
         Oracle(side.problem).check(side.kernel->output(), side.kernel->selected_experts());
     if (!c.pass) {
       line.status = Status::kFailed;
-      line.detail = fmt::format("{} in {} differs from the FP64 oracle (max rel err {:.3g})",
-                                side.impl, to_string(side.kase.dtype), c.max_rel_err);
+      line.detail = fmt::format("{} on {} differs from the FP64 oracle (max rel err {:.3g})",
+                                side.impl, case_label(side.kase), c.max_rel_err);
       return std::nullopt;
     }
     for (int i = 0; i < h.warmup; ++i) side.kernel->run(side.next++ % layers);
@@ -640,8 +655,8 @@ void run_validate(const Registry& registry, ValidateLevel level, Report& report,
     if (auto outside = outside_class(claim.machines, cpu_features(), gpu)) {
       line.status = Status::kSkipped;
       line.detail = fmt::format("stated for {}; {}", to_string(claim.machines), *outside);
-    } else if (!claim.b_dtype.empty()) {
-      if (auto sp = across_dtypes(registry, claim, h, std::max(1, cpu_count()), line)) {
+    } else if (claim.across_cases()) {
+      if (auto sp = across_cases(registry, claim, h, std::max(1, cpu_count()), line)) {
         line.status = sp->faster_with_confidence ? Status::kOk : Status::kFailed;
         line.detail =
             fmt::format("{:.2f}x [{:.2f}, {:.2f}], side by side{}", sp->ratio, sp->ci[0], sp->ci[1],

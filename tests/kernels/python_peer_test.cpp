@@ -3,6 +3,8 @@
 #include <catch2/catch.hpp>
 #include <filesystem>
 #include <fstream>
+#include <tuple>
+#include <vector>
 
 #include "moe_bench/correctness.hpp"
 #include "moe_bench/dtype.hpp"
@@ -143,6 +145,48 @@ TEST_CASE("the torch peer in 16-bit is allowed its extra roundings, and none in 
   s.top_k = 8;
   CHECK(kernel->extra_roundings(s, Dtype::kBF16) == 13);
   CHECK(python::make_numpy_kernel()->extra_roundings(s, Dtype::kF32) == 0);
+}
+
+TEST_CASE("the torch peer runs int8 and q4 weights through PyTorch's weight-only kernels") {
+  auto kernel = python::make_torch_kernel();
+  if (auto why = kernel->unavailable_reason()) {
+    WARN("skipped: " << *why);
+    return;
+  }
+  Shape shared = make_shape(8, 2, 96, 64, 17);
+  shared.shared_experts = 2;
+  shared.d_ff_shared = 32;
+  Shape gelu = make_shape(4, 1, 64, 160, 4);
+  gelu.activation = Activation::kGelu;
+  // Routed and shared experts, SwiGLU and GELU, each format in f32 and bf16 once.
+  const std::vector<std::tuple<WeightFormat, Dtype, Shape>> cases{
+      {WeightFormat::kInt8, Dtype::kF32, make_shape(4, 2, 64, 96, 5)},
+      {WeightFormat::kInt8, Dtype::kBF16, shared},
+      {WeightFormat::kQ4, Dtype::kF32, gelu},
+      {WeightFormat::kQ4, Dtype::kBF16, shared}};
+  for (auto [format, dtype, shape] : cases) {
+    shape.weights = format;
+    INFO(to_string(format) << " in " << to_string(dtype));
+    if (auto why = kernel->refuses(shape, dtype)) {
+      // An older PyTorch (Debian's 1.13) lacks the kernels: refused, naming the one missing.
+      CHECK_THAT(*why, Catch::Contains("has no CPU weight-only kernel"));
+      WARN("torch skips " << to_string(format) << ": " << *why);
+      continue;
+    }
+    const Problem p = make_problem(shape, dtype, 3);
+    kernel->prepare(p, 1);
+    kernel->run(0);
+    const Correctness c = Oracle(p).check(kernel->output(), kernel->selected_experts(),
+                                          kernel->extra_roundings(shape, dtype));
+    CHECK(c.pass);
+    CHECK(c.selection_mismatches == 0);
+  }
+  // In 16-bit the scales are rounded to the dtype: one rounding more than unquantized.
+  Shape s = make_shape(8, 2, 64, 32, 1);
+  const int unquantized = kernel->extra_roundings(s, Dtype::kBF16);
+  s.weights = WeightFormat::kQ4;
+  CHECK(kernel->extra_roundings(s, Dtype::kBF16) == unquantized + 1);
+  CHECK(kernel->extra_roundings(s, Dtype::kF32) == 0);
 }
 
 TEST_CASE("NumPy refuses 16-bit dtypes with the reason") {

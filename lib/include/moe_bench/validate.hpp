@@ -43,6 +43,13 @@ struct Claim {
   /// The dtype of `b`'s side where it differs (a claim between two dtypes of one
   /// implementation, e.g. bf16 decode against f32 decode); empty: `dtype`.
   std::string b_dtype;
+  /// The weight formats (Shape::weights) of `a`'s and `b`'s sides: a claim between two formats
+  /// of one implementation (int8 decode against bf16 decode) names both.
+  std::string weights = "same", b_weights = "same";
+
+  /// Whether the two sides are two cases (other dtype or weights), timed side by side by
+  /// validate itself rather than as two implementations of one case.
+  bool across_cases() const { return !b_dtype.empty() || weights != b_weights; }
 };
 std::span<const Claim> readme_claims();
 
