@@ -289,7 +289,7 @@ Result LayerServer::serve(double rate) {
                       ? static_cast<double>(requests.size()) / std::max(info.duration_s, 1e-9)
                       : rate;
   r.status = Status::kOk;
-  if (first_tokens > 0) r.correctness = check_first(first_tokens, first_y, first_sel);
+  if (first_tokens > 0) check_first(first_tokens, first_y, first_sel, r);
   if (r.correctness && !r.correctness->pass) {
     r.status = Status::kFailed;
     r.reason = fmt::format(
@@ -304,16 +304,21 @@ Result LayerServer::serve(double rate) {
 }
 
 // The oracle of a batch of `tokens` tokens: the same layer generated for that many tokens (the
-// generator makes token t's row from (seed, t) alone, so it is this problem's first rows).
-Correctness LayerServer::check_first(int64_t tokens, const std::vector<float>& y,
-                                     const std::vector<int32_t>& selected) {
+// generator makes token t's row from (seed, t) alone, so it is this problem's first rows). With
+// quantized weights the batch is also measured against the unquantized layer, as `run` does.
+void LayerServer::check_first(int64_t tokens, const std::vector<float>& y,
+                              const std::vector<int32_t>& selected, Result& r) {
   Shape s = c_.shape;
   s.tokens = tokens;
   const Problem small = make_problem(s, c_.dtype, c_.seed, 1);
   if (!std::equal(small.x.begin(), small.x.end(), problem_.x.begin())) {
     throw std::logic_error("a smaller problem does not start with the same tokens");
   }
-  return Oracle(small).check(y, selected, kernel_->extra_roundings(s, c_.dtype));
+  r.correctness = Oracle(small).check(y, selected, kernel_->extra_roundings(s, c_.dtype));
+  if (s.weights != WeightFormat::kSame) {
+    const Problem twin = unquantized_twin(small);
+    r.quantization_error = Oracle(twin).check(y, selected);
+  }
 }
 
 }  // namespace moe_bench

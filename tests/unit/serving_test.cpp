@@ -9,6 +9,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <numeric>
+#include <set>
 #include <thread>
 
 #include "../cli/tool.hpp"
@@ -137,6 +138,38 @@ TEST_CASE("serve refuses bad input in one line") {
     CHECK(o.err.find(what) != std::string::npos);
     CHECK(std::count(o.err.begin(), o.err.end(), '\n') == 1);
   }
+}
+
+TEST_CASE("serve takes quantized weights: the first batch checked, with the quantization's error") {
+  namespace fs = std::filesystem;
+  const fs::path json = fs::temp_directory_path() / "moe_bench_serve_quant.json";
+  for (const std::string format : {"int8", "q4"}) {
+    INFO(format);
+    Outcome o = run_tool("serve --impl blas,cpu --weights " + format +
+                         " --experts 8 --top-k 2 --d-model 64 --d-ff 64 --rate 100 --duration 0.3 "
+                         "--slo 1 --max-batch-tokens 8 -q --json " +
+                         json.string());
+    REQUIRE(o.code == 0);
+    const auto j = nlohmann::json::parse(slurp(json.string()));
+    REQUIRE(j["results"].size() == 2);
+    for (const auto& r : j["results"]) {
+      INFO(r["impl"]);
+      CHECK(r["status"] == "ok");
+      CHECK(r["case"]["weights"] == format);
+      CHECK(r["correctness"]["pass"] == true);
+      // Against the unquantized layer: int8's error is far below q4's.
+      const double nmse = r["quantization_error"]["nmse"];
+      CHECK(nmse > 0);
+      CHECK(nmse < (format == "int8" ? 1e-3 : 5e-2));
+    }
+  }
+  // A peer without quantized kernels is skipped with the reason, not failed.
+  Outcome peer = run_tool(
+      "serve --impl numpy --weights q4 --experts 8 --top-k 2 --d-model 64 --d-ff 64 --rate 50 "
+      "--duration 0.2");
+  CHECK(peer.code == 0);
+  CHECK(peer.out.find("skipped: numpy has no q4 weight kernels") != std::string::npos);
+  fs::remove(json);
 }
 
 TEST_CASE("serve reports the latency of blas and cpu with the first batch checked") {

@@ -79,8 +79,9 @@ class LayerServer {
   Result serve(double rate);
 
  private:
-  Correctness check_first(int64_t tokens, const std::vector<float>& y,
-                          const std::vector<int32_t>& selected);
+  /// Sets r.correctness (and, for quantized weights, r.quantization_error) of the first batch.
+  void check_first(int64_t tokens, const std::vector<float>& y,
+                   const std::vector<int32_t>& selected, Result& r);
   Case c_;
   ArrivalSpec arrivals_;
   TokenDist sizes_;
