@@ -105,7 +105,7 @@ TEST_CASE("q4 refuses input dimensions that are not a multiple of its group, nam
   CHECK_THROWS(parse_weights("int4"));
 }
 
-TEST_CASE("a quantized problem holds its dequantized weights; the twin holds the f32 ones") {
+TEST_CASE("a quantized problem holds its dequantized weights, and its twin the f32 ones") {
   Shape s = make_shape(4, 2, 64, 32, 3);
   s.weights = WeightFormat::kQ4;
   const Problem p = make_problem(s, Dtype::kBF16, 4);
