@@ -2,8 +2,8 @@
 
 moe-bench writes the case to a folder: case.json (shape, routing, timing options, the number of
 cold-cache layers to rotate) and the inputs as .npy files (x, wg, logit_bias, selection_bias, w1,
-w3, w2, ws1, ws3, ws2). The peer loads
-them, warms up, calibrates inner repetitions to the minimum sample time, takes samples until both
+w3, w2, ws1, ws3, ws2; with quantized expert weights, case "weights" int8 or q4, the expert
+matrices come as NAME_codes.npy and NAME_scales.npy instead). The peer loads them, warms up, calibrates inner repetitions to the minimum sample time, takes samples until both
 the minimum count and the minimum time are met (or the maximum time), and writes samples.json
 (seconds per call, versions, BLAS) and its output y.npy and selected experts selected.npy.
 """
@@ -25,8 +25,12 @@ def load_inputs(folder, case, convert=lambda a: a):
 
     gated = case["activation"] != "gelu"
     shared = case["shared_width"] > 0
-    present = {"x": True, "wg": True, "logit_bias": True, "selection_bias": True, "w1": True,
-               "w3": gated, "w2": True, "ws1": shared, "ws3": shared and gated, "ws2": shared}
+    # Quantized expert weights come as codes and scales (NAME_codes.npy, NAME_scales.npy), which
+    # the peers that take them load themselves, and not as floats.
+    floats = case.get("weights", "same") == "same"
+    present = {"x": True, "wg": True, "logit_bias": True, "selection_bias": True, "w1": floats,
+               "w3": floats and gated, "w2": floats, "ws1": floats and shared,
+               "ws3": floats and shared and gated, "ws2": floats and shared}
     return {name: convert(np.load(os.path.join(folder, name + ".npy"))) if there else None
             for name, there in present.items()}
 

@@ -254,18 +254,20 @@ class PythonPeer final : public Kernel {
     write_npy(d / "wg.npy", w.wg.data(), {E, D});
     write_npy(d / "logit_bias.npy", w.logit_bias.data(), {E});
     write_npy(d / "selection_bias.npy", w.selection_bias.data(), {E});
-    write_npy(d / "w1.npy", w.w1.data(), {E, F, D});
-    if (!w.w3.empty()) write_npy(d / "w3.npy", w.w3.data(), {E, F, D});
-    write_npy(d / "w2.npy", w.w2.data(), {E, D, F});
-    if (FS > 0) {
-      write_npy(d / "ws1.npy", w.ws1.data(), {FS, D});
-      if (!w.ws3.empty()) write_npy(d / "ws3.npy", w.ws3.data(), {FS, D});
-      write_npy(d / "ws2.npy", w.ws2.data(), {D, FS});
+    if (s.weights == WeightFormat::kSame) {
+      write_npy(d / "w1.npy", w.w1.data(), {E, F, D});
+      if (!w.w3.empty()) write_npy(d / "w3.npy", w.w3.data(), {E, F, D});
+      write_npy(d / "w2.npy", w.w2.data(), {E, D, F});
+      if (FS > 0) {
+        write_npy(d / "ws1.npy", w.ws1.data(), {FS, D});
+        if (!w.ws3.empty()) write_npy(d / "ws3.npy", w.ws3.data(), {FS, D});
+        write_npy(d / "ws2.npy", w.ws2.data(), {D, FS});
+      }
+      return;
     }
-    if (s.weights == WeightFormat::kSame) return;
-    // The stored format too: codes [rows, cols] and scales ([rows] for int8, [rows, cols / 32]
-    // for q4), the routed experts' with their leading expert dimension (`experts`; 0 for the
-    // shared experts, which have none).
+    // Quantized: the stored format only, codes [rows, cols] and scales ([rows] for int8, [rows,
+    // cols / 32] for q4), the routed experts' with their leading expert dimension (`experts`; 0 for
+    // the shared experts, which have none).
     const auto write_quant = [&](const char* name, const QuantMatrix& q, int64_t experts) {
       if (q.empty()) return;
       const int64_t rows = q.rows / std::max<int64_t>(experts, 1);
