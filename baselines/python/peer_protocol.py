@@ -3,9 +3,10 @@
 moe-bench writes the case to a folder: case.json (shape, routing, timing options, the number of
 cold-cache layers to rotate) and the inputs as .npy files (x, wg, logit_bias, selection_bias, w1,
 w3, w2, ws1, ws3, ws2; with quantized expert weights, case "weights" int8 or q4, the expert
-matrices come as NAME_codes.npy and NAME_scales.npy instead). The peer loads them, warms up, calibrates inner repetitions to the minimum sample time, takes samples until both
-the minimum count and the minimum time are met (or the maximum time), and writes samples.json
-(seconds per call, versions, BLAS) and its output y.npy and selected experts selected.npy.
+matrices come as NAME_codes.npy and NAME_scales.npy instead). The peer loads them, warms up,
+calibrates inner repetitions to the minimum sample time, takes samples until both the minimum count
+and the minimum time are met (or the maximum time), and writes samples.json (seconds per call,
+versions, BLAS) and its output y.npy and selected experts selected.npy.
 """
 import json
 import os

@@ -147,8 +147,9 @@ def main():
     # The values are representable in the dtype already: these conversions are exact.
     weights = {k: (v.to(device, dtype) if k in MATRICES else v.to(device))
                if v is not None else None
-               for k, v in a.items() if k != "x" and (quant is None or k not in MATRICES)}
+               for k, v in a.items() if k != "x"}
     if quant is not None:
+        # The expert matrices come as codes and scales only (load_inputs gave None for them).
         weights.update(quantized_weights(folder, quant, dtype))
     if grouped:
         # torch._grouped_mm takes the second operand K-major: the transposed views of the

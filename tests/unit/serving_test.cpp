@@ -9,7 +9,6 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <numeric>
-#include <set>
 #include <thread>
 
 #include "../cli/tool.hpp"
