@@ -6,8 +6,13 @@
 # The PyTorch GPU peers run under the python3 on PATH (the device image's, with torch).
 #
 # Needs .devdeps (../shared/device/fetch-debs.sh) where the Debian build dependencies are not
-# installed. Without a CUDA device it builds, then stops at the first GPU step with
-# "no CUDA device" and exit 3.
+# installed, and CUTLASS's pinned wheel in .devdeps/ for cuda_cutlass (the device has no network;
+# `cp "$(scripts/install-cutlass.sh --print-dir)"/*.whl .devdeps/` after install-deps.sh): the
+# wheel (6.4 MB) travels, its 28 MB of headers are unpacked on the device. Without a CUDA device
+# it builds, then stops at the first GPU step with "no CUDA device" and exit 3.
+#
+# The last step runs the AMX kernels beside AVX512-BF16, FP32 and the torch peer on the device
+# machine's own CPU (an Intel Xeon with AMX), on 2 and on every core.
 #
 # `gpu-check.sh decode`: a shorter second call: tests, sanitizer, then the decode benchmarks of
 # cuda's two math paths (cuda_gemm, cuda_gemv) beside cuda and cublas, without the peers.
@@ -34,13 +39,23 @@ nvcc=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
 exec > >(tee "$out/gpu-check.log") 2>&1
 python=$(command -v python3 || echo python3)
 
+cutlass=()
+wheel=$(ls .devdeps/nvidia_cutlass-*.whl 2>/dev/null | head -1 || true)
+if [ -n "$wheel" ]; then
+  MOE_BENCH_CUTLASS_DIR="$root/.devdeps/cutlass" bash scripts/install-cutlass.sh --from "$wheel"
+  cutlass=(-DMOE_BENCH_CUTLASS_DIR="$root/.devdeps/cutlass")
+else
+  echo "gpu-check: no CUTLASS wheel in .devdeps/: cuda_cutlass will say it was built without it"
+fi
+
 log "configure and build ($arch, $jobs jobs)"
 mkdir -p "$build"
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_COMPILER="$nvcc" \
-  -DCMAKE_CUDA_ARCHITECTURES="$arch" "${prefix[@]}" >"$build/build.log" 2>&1 ||
+  -DCMAKE_CUDA_ARCHITECTURES="$arch" "${prefix[@]}" "${cutlass[@]}" >"$build/build.log" 2>&1 ||
   { tail -30 "$build/build.log"; exit 1; }
 cmake --build "$build" -j "$jobs" --target moe-bench moe_bench_tests >>"$build/build.log" 2>&1 ||
   { tail -40 "$build/build.log"; exit 1; }
+grep "moe-bench: \(CUTLASS\|cuda_cutlass\)" "$build/build.log" || true
 bench=$build/apps/moe-bench/moe-bench
 tests=$build/tests/moe_bench_tests
 
@@ -65,6 +80,7 @@ step() { # LIMIT_S COMMAND...: runs a step, says when it fails or runs out of ti
 
 log "CUDA tests (oracle on the consistency grid in every dtype, bitwise repeat)"
 step 150 "$tests" "CUDA implementations match the oracle and repeat bit for bit"
+step 30 "$tests" "the CUTLASS engines run bf16 only and say why they cannot run here"
 step 150 "$tests" "every registered implementation matches the FP64 oracle on the consistency grid"
 
 log "compute-sanitizer on one small case"
@@ -72,6 +88,10 @@ sanitizer=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-san
 step 120 "$sanitizer" --tool memcheck --leak-check full --error-exitcode 9 \
   "$bench" run --impl cuda,cuda_gemm,cuda_gemv,cublas --experts 8 --top-k 2 --d-model 200 --d-ff 136 --tokens 37 \
   --dtype f32,bf16 --routing zipf:1.2 --capacity-factor 0,1 --reps 2 --min-time 0 --max-time 1 -q
+step 120 "$sanitizer" --tool memcheck --leak-check full --error-exitcode 9 \
+  "$bench" run --impl cuda_cutlass,cuda_cutlass_graph --experts 8 --top-k 2 --d-model 200 \
+  --d-ff 136 --tokens 300 --dtype bf16 --routing zipf:1.2 --capacity-factor 0,1 --reps 2 \
+  --min-time 0 --max-time 1 -q
 
 if [ "$mode" = decode ]; then
   log "decode benchmarks, bf16: cuda's math paths beside cublas"
@@ -91,15 +111,30 @@ step 120 "$bench" run --impl cuda,torch_cuda,torch_grouped_mm --python "$python"
   --top-k 2 --d-model 200 --d-ff 136 --tokens 37 --dtype f32,bf16,f16 --routing zipf:1.2 \
   --capacity-factor 0,1 --reps 3 --min-time 0 --max-time 1 -q
 
-log "benchmarks: workload A (1, 32 tokens) and mixtral-8x7b (decode 1..64, prefill 4096), bf16"
-common=(--impl cuda,cublas,torch_cuda,torch_grouped_mm --baseline cublas --dtype bf16
-  --python "$python" --reps 10 --min-time 0.3 --max-time 3 -q)
+log "benchmarks, bf16: prefill (mixtral-8x7b 4096, workload B 1024), then decode"
+common=(--impl cuda,cuda_cutlass,cuda_cutlass_graph,cublas,torch_cuda,torch_grouped_mm
+  --baseline cublas,torch_grouped_mm --dtype bf16 --python "$python" --reps 10 --min-time 0.3
+  --max-time 3 -q)
+step 150 "$bench" run --preset mixtral-8x7b --tokens 4096 "${common[@]}" \
+  --json "$out/gpu-mixtral-prefill.json" --md "$out/gpu-mixtral-prefill.md"
+step 120 "$bench" run --workload B --tokens 1024 "${common[@]}" \
+  --json "$out/gpu-workload-b-prefill.json" --md "$out/gpu-workload-b-prefill.md"
 step 150 "$bench" run --workload A --tokens 1,32 "${common[@]}" --json "$out/gpu-workload-a.json" \
   --md "$out/gpu-workload-a.md"
 step 150 "$bench" run --preset mixtral-8x7b --tokens 1,8,64 "${common[@]}" \
   --json "$out/gpu-mixtral-decode.json" --md "$out/gpu-mixtral-decode.md"
-step 150 "$bench" run --preset mixtral-8x7b --tokens 4096 "${common[@]}" \
-  --json "$out/gpu-mixtral-prefill.json" --md "$out/gpu-mixtral-prefill.md"
+
+log "AMX on this machine's CPU: cpu_amx beside cpu_avx512_bf16, cpu (f32) and torch, bf16"
+grep -o -w 'amx_tile\|amx_bf16\|avx512_bf16' /proc/cpuinfo | sort | uniq -c || true
+cores=$(nproc)
+step 150 "$bench" run --impl cpu_amx,cpu_avx512_bf16,cpu,torch --baseline cpu,torch --dtype bf16 \
+  --workload A --tokens 512 --threads "2,$cores" --python "$python" --reps 10 --min-time 0.3 \
+  --max-time 3 -q --json "$out/amx-workload-a.json" --md "$out/amx-workload-a.md"
+step 150 "$bench" run --impl cpu_amx,cpu_avx512_bf16,cpu,torch --baseline cpu,torch --dtype bf16 \
+  --workload B --tokens 1024 --threads "2,$cores" --python "$python" --reps 10 --min-time 0.3 \
+  --max-time 3 -q --json "$out/amx-workload-b.json" --md "$out/amx-workload-b.md"
+step 60 "$bench" run --impl cpu --dtype f32 --workload A --tokens 512 --threads "2,$cores" \
+  --reps 10 --min-time 0.3 --max-time 3 -q --json "$out/amx-f32-workload-a.json"
 
 log "done"
 ls -la "$out"

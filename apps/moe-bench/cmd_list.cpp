@@ -24,9 +24,9 @@ Command add_list_command(CLI::App& app) {
               auto kernel = entry.make();
               KernelInfo info = kernel->info();
               auto why = kernel->unavailable_reason();
-              fmt::print("  {:<15} {:<6} available here: {:<3} {}\n", info.name, info.backend,
+              fmt::print("  {:<18} {:<6} available here: {:<3} {}\n", info.name, info.backend,
                          why ? "no" : "yes", why ? "(" + *why + ")" : "");
-              fmt::print("                  {}\n", info.description);
+              fmt::print("                     {}\n", info.description);
             }
             const DeviceDescription device = registry().device();
             fmt::print("\nCUDA: {}{}\n", device.summary,

@@ -29,6 +29,8 @@ const Registry& registry() {
       {"cuda_gemm", cuda::make_cuda_gemm_kernel, false},
       {"cuda_gemv", cuda::make_cuda_gemv_kernel, false},
       {"cublas", cuda::make_cublas_kernel, false},
+      {"cuda_cutlass", cuda::make_cuda_cutlass_kernel, false},
+      {"cuda_cutlass_graph", cuda::make_cuda_cutlass_graph_kernel, false},
   });
   return kRegistry;
 }

@@ -61,7 +61,7 @@ TEST_CASE("under --max-isa the tool dispatches as a CPU of that class would") {
   Outcome o = run_tool("list --max-isa generic");
   CHECK(o.code == 0);
   CHECK(o.out.find("Instruction sets: capped at generic") != std::string::npos);
-  CHECK(o.out.find("cpu_avx2        cpu    available here: no  (no AVX2 with FMA and F16C under "
+  CHECK(o.out.find("cpu_avx2           cpu    available here: no  (no AVX2 with FMA and F16C under "
                    "the cap") != std::string::npos);
   CHECK(o.out.find("OpenBLAS: Prescott kernel (chosen by --max-isa generic)") != std::string::npos);
   // The variable does the same; the flag wins over it.

@@ -20,8 +20,10 @@ class DeviceError : public std::runtime_error {
 };
 
 /// kGrouped picks its math per case (the row GEMV for decode-sized groups, else the grouped GEMM);
-/// kGroupedGemm and kRowGemv force one (variants `cuda_gemm`, `cuda_gemv`).
-enum class Algo { kGrouped, kGroupedGemm, kRowGemv, kCublas };
+/// kGroupedGemm and kRowGemv force one (variants `cuda_gemm`, `cuda_gemv`); kCutlass runs the
+/// expert projections as CUTLASS Hopper grouped GEMMs (`cuda_cutlass`), kCutlassGraph the same
+/// with each layer replayed as a CUDA graph (`cuda_cutlass_graph`).
+enum class Algo { kGrouped, kGroupedGemm, kRowGemv, kCublas, kCutlass, kCutlassGraph };
 enum class Elem { kF32 = 0, kBF16 = 1, kF16 = 2 };
 enum class Act { kSwiglu = 0, kGelu = 1, kSwigluOai = 2 };
 
@@ -52,6 +54,9 @@ struct DeviceInfo {
 
 /// Why no engine can run here (not compiled with CUDA, no device), or empty.
 std::string unavailable_reason();
+/// Why the CUTLASS engines cannot run here (not compiled: no headers or no sm_90a target; the
+/// device is not sm_90), or empty.
+std::string cutlass_unavailable_reason();
 DeviceInfo device_info();
 /// One line for reports: device, compute capability, SMs, memory and versions, or why none.
 std::string device_summary();

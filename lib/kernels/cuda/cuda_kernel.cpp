@@ -51,6 +51,16 @@ class CudaKernel final : public Kernel {
   CudaKernel(std::string name, Algo algo) : name_(std::move(name)), algo_(algo) {}
 
   KernelInfo info() const override {
+    if (algo_ == Algo::kCutlass || algo_ == Algo::kCutlassGraph) {
+      return {name_,
+              "cuda",
+              {Dtype::kBF16},
+              std::string("routing and permutation as cuda, then gate/up and down as CUTLASS "
+                          "Hopper grouped GEMMs (pointer-array, TMA, warp-specialized), an "
+                          "activation kernel between, the routing weight in the combine") +
+                  (algo_ == Algo::kCutlassGraph ? "; each layer replayed as a CUDA graph" : ""),
+              0};
+    }
     return {name_,
             "cuda",
             {Dtype::kF32, Dtype::kBF16, Dtype::kF16},
@@ -71,8 +81,11 @@ class CudaKernel final : public Kernel {
 
   std::optional<std::string> unavailable_reason() const override {
     static const std::string why = cuda::unavailable_reason();
-    if (why.empty()) return std::nullopt;
-    return why;
+    static const std::string why_cutlass = cuda::cutlass_unavailable_reason();
+    const std::string& reason =
+        algo_ == Algo::kCutlass || algo_ == Algo::kCutlassGraph ? why_cutlass : why;
+    if (reason.empty()) return std::nullopt;
+    return reason;
   }
 
   std::optional<std::string> can_run(const Shape&, Dtype) const override { return std::nullopt; }
@@ -171,6 +184,12 @@ std::unique_ptr<Kernel> make_cuda_gemv_kernel() {
 }
 std::unique_ptr<Kernel> make_cublas_kernel() {
   return std::make_unique<CudaKernel>("cublas", Algo::kCublas);
+}
+std::unique_ptr<Kernel> make_cuda_cutlass_kernel() {
+  return std::make_unique<CudaKernel>("cuda_cutlass", Algo::kCutlass);
+}
+std::unique_ptr<Kernel> make_cuda_cutlass_graph_kernel() {
+  return std::make_unique<CudaKernel>("cuda_cutlass_graph", Algo::kCutlassGraph);
 }
 
 }  // namespace moe_bench::cuda

@@ -111,7 +111,9 @@ class StageClock {
   ~StageClock() {
     for (auto& e : events_) cudaEventDestroy(e);
   }
-  void mark(size_t i) { check(cudaEventRecord(events_[i]), "cudaEventRecord"); }
+  void mark(size_t i, cudaStream_t stream = nullptr) {
+    check(cudaEventRecord(events_[i], stream), "cudaEventRecord");
+  }
   void finish() {
     check(cudaEventSynchronize(events_.back()), "a MoE forward on the device");
     check(cudaGetLastError(), "a MoE forward on the device");

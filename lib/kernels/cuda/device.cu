@@ -49,6 +49,29 @@ std::string unavailable_reason() {
   return {};
 }
 
+std::string cutlass_unavailable_reason() {
+  std::string why = unavailable_reason();
+  if (!why.empty()) return why;
+#if !defined(MOE_BENCH_HAVE_CUTLASS)
+  return MOE_BENCH_CUTLASS_WHY;
+#else
+  cudaDeviceProp prop{};
+  if (cudaGetDeviceProperties(&prop, 0) != cudaSuccess) return "no CUDA device (properties)";
+  if (prop.major != 9 || prop.minor != 0) {
+    return std::string("device ") + prop.name + " is sm_" + std::to_string(prop.major) +
+           std::to_string(prop.minor) + "; the CUTLASS engine is built for sm_90a (Hopper) only";
+  }
+  return {};
+#endif
+}
+
+#if !defined(MOE_BENCH_HAVE_CUTLASS)
+std::unique_ptr<Engine> make_cutlass_engine(bool, const LayerSpec&, const float*,
+                                            const std::vector<HostLayer>&) {
+  throw DeviceError(MOE_BENCH_CUTLASS_WHY);
+}
+#endif
+
 DeviceInfo device_info() {
   DeviceInfo info;
   cudaDeviceProp prop{};
@@ -92,8 +115,10 @@ std::string device_summary() {
 
 std::unique_ptr<Engine> make_engine(Algo algo, const LayerSpec& spec, const float* x,
                                     const std::vector<HostLayer>& layers) {
-  const std::string why = unavailable_reason();
+  const bool cutlass = algo == Algo::kCutlass || algo == Algo::kCutlassGraph;
+  const std::string why = cutlass ? cutlass_unavailable_reason() : unavailable_reason();
   if (!why.empty()) throw DeviceError(why);
+  if (cutlass) return make_cutlass_engine(algo == Algo::kCutlassGraph, spec, x, layers);
   return algo == Algo::kCublas ? make_cublas_engine(spec, x, layers)
                                : make_grouped_engine(algo, spec, x, layers);
 }

@@ -74,7 +74,7 @@ class EngineBase : public Engine {
   void route(int64_t layer, bool precomputed) {
     const int64_t T_ = s_.tokens;
     const int warps_per_block = 4;
-    route_kernel<<<blocks_for(T_, warps_per_block), 32 * warps_per_block>>>(
+    route_kernel<<<blocks_for(T_, warps_per_block), 32 * warps_per_block, 0, stream_>>>(
         r_.x32.get(), wg_[layer].get(), bias_[layer].get(), sel_[layer].get(), r_.logits.get(),
         r_.scratch.get(), T_, static_cast<int>(s_.experts), s_.d_model, static_cast<int>(s_.top_k),
         s_.routing, precomputed, r_.expert.get(), r_.weight.get());
@@ -82,7 +82,7 @@ class EngineBase : public Engine {
   }
 
   void permute() {
-    permute_kernel<<<1, 256>>>(
+    permute_kernel<<<1, 256, 0, stream_>>>(
         r_.expert.get(), r_.weight.get(), s_.tokens * s_.top_k, static_cast<int>(s_.experts),
         static_cast<int>(s_.top_k), s_.capacity, s_.shared_width > 0 ? s_.tokens : 0, tile_,
         r_.kept.get(), r_.offsets.get(), r_.row_token.get(), r_.row_weight.get(), r_.inv.get());
@@ -91,7 +91,7 @@ class EngineBase : public Engine {
 
   void combine(const float* o, int64_t ldo, bool weighted_rows) {
     const int64_t n = s_.tokens * s_.d_model;
-    combine_kernel<<<blocks_for(n, 256), 256>>>(
+    combine_kernel<<<blocks_for(n, 256), 256, 0, stream_>>>(
         o, ldo, r_.inv.get(), r_.offsets.get(), static_cast<int>(s_.experts), s_.shared_width > 0,
         weighted_rows ? r_.row_weight.get() : nullptr, s_.tokens, static_cast<int>(s_.top_k),
         s_.d_model, static_cast<int>(s_.elem), y_dev_.get());
@@ -110,6 +110,7 @@ class EngineBase : public Engine {
 
   LayerSpec s_;
   StageClock clock_;
+  cudaStream_t stream_ = nullptr;  ///< where the stages run (null: the legacy default stream)
   int64_t tile_;
   int groups_ = 0;
   int64_t rows_ = 0;
@@ -132,10 +133,13 @@ double work_bytes(const LayerSpec& s, int64_t rows, int64_t width, int64_t d_pad
 
 }  // namespace
 
-/// The two engines, made for the layer's element type (grouped_engine.cu, cublas_engine.cu).
+/// The engines, made for the layer's element type (grouped_engine.cu, cublas_engine.cu,
+/// cutlass_engine.cu; `graph`: each layer captured once as a CUDA graph and replayed).
 std::unique_ptr<Engine> make_grouped_engine(Algo algo, const LayerSpec& s, const float* x,
                                             const std::vector<HostLayer>& layers);
 std::unique_ptr<Engine> make_cublas_engine(const LayerSpec& s, const float* x,
                                            const std::vector<HostLayer>& layers);
+std::unique_ptr<Engine> make_cutlass_engine(bool graph, const LayerSpec& s, const float* x,
+                                            const std::vector<HostLayer>& layers);
 
 }  // namespace moe_bench::cuda

@@ -6,6 +6,7 @@ namespace moe_bench::cuda {
 std::string unavailable_reason() {
   return "built without CUDA (no nvcc found at configure time, or MOE_BENCH_CUDA=OFF)";
 }
+std::string cutlass_unavailable_reason() { return unavailable_reason(); }
 DeviceInfo device_info() { return {}; }
 std::string device_summary() { return unavailable_reason(); }
 std::unique_ptr<Engine> make_engine(Algo, const LayerSpec&, const float*,
