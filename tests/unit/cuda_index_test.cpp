@@ -5,6 +5,7 @@
 #include <random>
 #include <vector>
 
+#include "lib/kernels/cuda/host_pack.hpp"
 #include "lib/kernels/cuda/moe_index.hpp"
 #include "moe_bench/correctness.hpp"
 #include "moe_bench/grid.hpp"
@@ -326,5 +327,90 @@ TEST_CASE("the CUDA dataflow with its helpers reproduces the oracle on the host"
     const Correctness c = oracle.check(y, expert);
     CHECK(c.pass);
     CHECK(c.selection_mismatches == 0);
+  }
+}
+
+TEST_CASE("the grouped engine's weight packing puts every weight where the kernels read it") {
+  const auto same = [](float v) { return v; };
+  SECTION("by hand: gated, 32-row blocks shrunk to 4, 3 hidden units padded to 4") {
+    const int64_t E = 2, width = 3, width_pad = 4, d = 2, d_pad = 3;
+    std::vector<float> w1(E * width * d), w3(w1.size());
+    for (int64_t e = 0; e < E; ++e) {
+      for (int64_t u = 0; u < width; ++u) {
+        for (int64_t i = 0; i < d; ++i) {
+          w1[(e * width + u) * d + i] = static_cast<float>(100 * e + 10 * u + i + 1);
+          w3[(e * width + u) * d + i] = -static_cast<float>(100 * e + 10 * u + i + 1);
+        }
+      }
+    }
+    std::vector<float> up;
+    mc::pack_up_weights(w1.data(), w3.data(), E, width, width_pad, d, d_pad, true, 4, same, up);
+    REQUIRE(up.size() == static_cast<size_t>(E * 8 * d_pad));
+    // Expert 1's rows: W1 units 0, 1; W3 units 0, 1; W1 unit 2, (unit 3: zero); W3 unit 2, zero.
+    const std::vector<std::vector<float>> rows = {{101, 102, 0},   {111, 112, 0}, {-101, -102, 0},
+                                                  {-111, -112, 0}, {121, 122, 0}, {0, 0, 0},
+                                                  {-121, -122, 0}, {0, 0, 0}};
+    for (size_t r = 0; r < rows.size(); ++r) {
+      INFO("row " << r);
+      const auto* row = up.data() + (8 + r) * d_pad;
+      CHECK(std::vector<float>(row, row + d_pad) == rows[r]);
+    }
+    std::vector<float> w2(E * d * width), down;
+    for (size_t i = 0; i < w2.size(); ++i) w2[i] = static_cast<float>(i + 1);
+    mc::pack_down_weights(w2.data(), E, width, width_pad, d, d_pad, same, down);
+    REQUIRE(down.size() == static_cast<size_t>(E * d_pad * width_pad));
+    // Expert 1, W2 rows [7 8 9] and [10 11 12], padded to 4 columns and 3 rows.
+    const std::vector<float> expert1 = {7, 8, 9, 0, 10, 11, 12, 0, 0, 0, 0, 0};
+    CHECK(std::vector<float>(down.begin() + d_pad * width_pad, down.end()) == expert1);
+  }
+  SECTION("the CUTLASS engine's layout: one block per expert, its W1 rows, then its W3 rows") {
+    const int64_t E = 2, width = 3, width_pad = 4, d = 2, d_pad = 3;
+    std::vector<float> w1(E * width * d), w3(w1.size());
+    for (size_t i = 0; i < w1.size(); ++i) {
+      w1[i] = static_cast<float>(i + 1);
+      w3[i] = -static_cast<float>(i + 1);
+    }
+    std::vector<float> up;
+    mc::pack_up_weights(w1.data(), w3.data(), E, width, width_pad, d, d_pad, true, 2 * width_pad,
+                        same, up);
+    REQUIRE(up.size() == static_cast<size_t>(E * 8 * d_pad));
+    // Expert 1: W1 units 0..2 and a zero row, then W3 units 0..2 and a zero row.
+    const std::vector<float> expert1 = {7,  8,  0, 9,  10,  0, 11,  12,  0, 0, 0, 0,
+                                        -7, -8, 0, -9, -10, 0, -11, -12, 0, 0, 0, 0};
+    CHECK(std::vector<float>(up.begin() + 8 * d_pad, up.end()) == expert1);
+  }
+  SECTION("large enough to be packed by several threads, against the one-thread loops") {
+    for (bool gated : {true, false}) {
+      const int64_t E = 3, width = 50, width_pad = 64, d = 40, d_pad = 48, block = 64;
+      std::mt19937 gen(7);
+      std::uniform_real_distribution<float> dist(-1, 1);
+      std::vector<float> w1(E * width * d), w3(w1.size()), w2(E * d * width);
+      for (auto* v : {&w1, &w3, &w2}) {
+        for (float& x : *v) x = dist(gen);
+      }
+      std::vector<float> up, down;
+      mc::pack_up_weights(w1.data(), gated ? w3.data() : nullptr, E, width, width_pad, d, d_pad,
+                          gated, block, same, up);
+      mc::pack_down_weights(w2.data(), E, width, width_pad, d, d_pad, same, down);
+      const int64_t rows = mc::packed_up_rows(width_pad, gated);
+      std::vector<float> want_up(E * rows * d_pad, 0.0f), want_down(E * d_pad * width_pad, 0.0f);
+      for (int64_t e = 0; e < E; ++e) {
+        for (int64_t r = 0; r < rows; ++r) {
+          bool is_up = false;
+          const int64_t unit = mc::packed_up_unit(r, gated, block, &is_up);
+          if (unit >= width) continue;
+          const float* src = (is_up ? w3 : w1).data() + e * width * d;
+          for (int64_t i = 0; i < d; ++i) want_up[(e * rows + r) * d_pad + i] = src[unit * d + i];
+        }
+        for (int64_t r = 0; r < d; ++r) {
+          for (int64_t j = 0; j < width; ++j) {
+            want_down[e * d_pad * width_pad + r * width_pad + j] = w2[(e * d + r) * width + j];
+          }
+        }
+      }
+      INFO((gated ? "gated" : "GELU"));
+      CHECK(up == want_up);
+      CHECK(down == want_down);
+    }
   }
 }

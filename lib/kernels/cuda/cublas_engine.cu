@@ -112,7 +112,12 @@ class CublasEngine final : public EngineBase<T> {
   DeviceBuffer<T> upload(const float* src, int64_t n) {
     if (src == nullptr || n == 0) return DeviceBuffer<T>();
     std::vector<T> host(static_cast<size_t>(n));
-    for (int64_t i = 0; i < n; ++i) host[i] = to_elem<T>(src[i]);
+    constexpr int64_t kBlock = int64_t{1} << 16;
+    host_parallel_for((n + kBlock - 1) / kBlock, [&](int64_t b) {
+      for (int64_t i = b * kBlock; i < std::min(n, (b + 1) * kBlock); ++i) {
+        host[i] = to_elem<T>(src[i]);
+      }
+    });
     DeviceBuffer<T> buf(host.size());
     buf.upload(host);
     return buf;

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "cuda_engine.hpp"
+#include "host_pack.hpp"
 
 // Included only by the engine translation units (*.cu here); internal linkage in each.
 namespace moe_bench::cuda {

@@ -182,19 +182,16 @@ class CutlassEngine final : public EngineBase<Bf16> {
       const HostLayer& w = layers[l];
       upload_router(l, w);
       std::vector<Bf16> up, down;
-      for (int64_t e = 0; e < s.experts; ++e) {
-        pack_up(w.w1 + e * s.d_ff * d, gated_ ? w.w3 + e * s.d_ff * d : nullptr, s.d_ff, f_pad_,
-                up);
-        pack_down(w.w2 + e * d * s.d_ff, s.d_ff, f_pad_, down);
-      }
+      pack_up(w.w1, gated_ ? w.w3 : nullptr, s.experts, s.d_ff, f_pad_, up);
+      pack_down(w.w2, s.experts, s.d_ff, f_pad_, down);
       up_.emplace_back(up.size());
       up_.back().upload(up);
       down_.emplace_back(down.size());
       down_.back().upload(down);
       std::vector<Bf16> sup, sdown;
       if (s.shared_width > 0) {
-        pack_up(w.ws1, gated_ ? w.ws3 : nullptr, s.shared_width, fs_pad_, sup);
-        pack_down(w.ws2, s.shared_width, fs_pad_, sdown);
+        pack_up(w.ws1, gated_ ? w.ws3 : nullptr, 1, s.shared_width, fs_pad_, sup);
+        pack_down(w.ws2, 1, s.shared_width, fs_pad_, sdown);
       }
       sup_.emplace_back(sup.size());
       if (!sup.empty()) sup_.back().upload(sup);
@@ -361,28 +358,21 @@ class CutlassEngine final : public EngineBase<Bf16> {
     }
   }
 
-  // Gated: W1's rows (zero padded to f_pad rows, each d_pad long), then W3's; GELU: W1's.
-  void pack_up(const float* w1, const float* w3, int64_t width, int64_t width_pad,
+  // Per expert, gated: W1's rows (zero padded to width_pad rows, each d_pad long), then W3's
+  // (the grouped engine's interleaving with one block of 2 width_pad rows); GELU: W1's rows.
+  void pack_up(const float* w1, const float* w3, int64_t experts, int64_t width, int64_t width_pad,
                std::vector<Bf16>& out) const {
-    const int64_t d = s_.d_model, base = static_cast<int64_t>(out.size());
-    out.resize(out.size() + (w3 != nullptr ? 2 : 1) * width_pad * d_pad_, to_elem<Bf16>(0.0f));
-    for (int half = 0; half < (w3 != nullptr ? 2 : 1); ++half) {
-      const float* src = half == 0 ? w1 : w3;
-      for (int64_t r = 0; r < width; ++r) {
-        Bf16* dst = out.data() + base + (half * width_pad + r) * d_pad_;
-        for (int64_t i = 0; i < d; ++i) dst[i] = to_elem<Bf16>(src[r * d + i]);
-      }
-    }
+    pack_up_weights(
+        w1, w3, experts, width, width_pad, s_.d_model, d_pad_, gated_, 2 * width_pad,
+        [](float v) { return to_elem<Bf16>(v); }, out);
   }
 
-  // W2 [d, width] into [d_pad, width_pad], zero padded.
-  void pack_down(const float* w2, int64_t width, int64_t width_pad, std::vector<Bf16>& out) const {
-    const int64_t d = s_.d_model, base = static_cast<int64_t>(out.size());
-    out.resize(out.size() + d_pad_ * width_pad, to_elem<Bf16>(0.0f));
-    for (int64_t r = 0; r < d; ++r) {
-      for (int64_t j = 0; j < width; ++j)
-        out[base + r * width_pad + j] = to_elem<Bf16>(w2[r * width + j]);
-    }
+  // W2 [d, width] into [d_pad, width_pad] per expert, zero padded.
+  void pack_down(const float* w2, int64_t experts, int64_t width, int64_t width_pad,
+                 std::vector<Bf16>& out) const {
+    pack_down_weights(
+        w2, experts, width, width_pad, s_.d_model, d_pad_, [](float v) { return to_elem<Bf16>(v); },
+        out);
   }
 
   bool graph_ = false, gated_ = true;

@@ -42,19 +42,16 @@ class GroupedEngine final : public EngineBase<T> {
       const HostLayer& w = layers[l];
       this->upload_router(l, w);
       std::vector<T> up, down;
-      for (int64_t e = 0; e < s.experts; ++e) {
-        pack_up(w.w1 + e * s.d_ff * d, gated_ ? w.w3 + e * s.d_ff * d : nullptr, s.d_ff, f_pad_,
-                up);
-        pack_down(w.w2 + e * d * s.d_ff, s.d_ff, f_pad_, down);
-      }
+      pack_up(w.w1, gated_ ? w.w3 : nullptr, s.experts, s.d_ff, f_pad_, up);
+      pack_down(w.w2, s.experts, s.d_ff, f_pad_, down);
       up_[l].resize(up.size());
       up_[l].upload(up);
       down_[l].resize(down.size());
       down_[l].upload(down);
       if (s.shared_width > 0) {
         std::vector<T> sup, sdown;
-        pack_up(w.ws1, gated_ ? w.ws3 : nullptr, s.shared_width, fs_pad_, sup);
-        pack_down(w.ws2, s.shared_width, fs_pad_, sdown);
+        pack_up(w.ws1, gated_ ? w.ws3 : nullptr, 1, s.shared_width, fs_pad_, sup);
+        pack_down(w.ws2, 1, s.shared_width, fs_pad_, sdown);
         sup_[l].resize(sup.size());
         sup_[l].upload(sup);
         sdown_[l].resize(sdown.size());
@@ -137,29 +134,18 @@ class GroupedEngine final : public EngineBase<T> {
   // Rows of a packed gate/up matrix for a padded width: gate and up interleaved per 32 units.
   int64_t up_rows(int64_t width_pad) const { return packed_up_rows(width_pad, gated_); }
 
-  // Gated: blocks of 64 rows, the first 32 W1 rows of 32 hidden units, then their 32 W3 rows;
-  // GELU: W1 rows. Each row d_pad long, zero beyond d and beyond the width.
-  void pack_up(const float* w1, const float* w3, int64_t width, int64_t width_pad,
+  void pack_up(const float* w1, const float* w3, int64_t experts, int64_t width, int64_t width_pad,
                std::vector<T>& out) const {
-    const int64_t d = s_.d_model, base = static_cast<int64_t>(out.size());
-    out.resize(out.size() + up_rows(width_pad) * d_pad_, to_elem<T>(0.0f));
-    for (int64_t r = 0; r < up_rows(width_pad); ++r) {
-      bool is_up = false;
-      const int64_t unit = packed_up_unit(r, gated_, kBN, &is_up);
-      const float* src = is_up ? w3 : w1;
-      if (unit >= width) continue;
-      for (int64_t i = 0; i < d; ++i) out[base + r * d_pad_ + i] = to_elem<T>(src[unit * d + i]);
-    }
+    pack_up_weights(
+        w1, w3, experts, width, width_pad, s_.d_model, d_pad_, gated_, kBN,
+        [](float v) { return to_elem<T>(v); }, out);
   }
 
-  // W2 [d, width] into [d_pad, width_pad], zero padded.
-  void pack_down(const float* w2, int64_t width, int64_t width_pad, std::vector<T>& out) const {
-    const int64_t d = s_.d_model, base = static_cast<int64_t>(out.size());
-    out.resize(out.size() + d_pad_ * width_pad, to_elem<T>(0.0f));
-    for (int64_t r = 0; r < d; ++r) {
-      for (int64_t j = 0; j < width; ++j)
-        out[base + r * width_pad + j] = to_elem<T>(w2[r * width + j]);
-    }
+  void pack_down(const float* w2, int64_t experts, int64_t width, int64_t width_pad,
+                 std::vector<T>& out) const {
+    pack_down_weights(
+        w2, experts, width, width_pad, s_.d_model, d_pad_, [](float v) { return to_elem<T>(v); },
+        out);
   }
 
   bool gemv_ = false;
