@@ -86,7 +86,7 @@ step 150 "$tests" "every registered implementation matches the FP64 oracle on th
 log "compute-sanitizer on one small case"
 sanitizer=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
 step 120 "$sanitizer" --tool memcheck --leak-check full --error-exitcode 9 \
-  "$bench" run --impl cuda,cuda_gemm,cuda_gemv,cublas --experts 8 --top-k 2 --d-model 200 --d-ff 136 --tokens 37 \
+  "$bench" run --impl cuda,cuda_graph,cuda_gemm,cuda_gemv,cublas --experts 8 --top-k 2 --d-model 200 --d-ff 136 --tokens 37 \
   --dtype f32,bf16 --routing zipf:1.2 --capacity-factor 0,1 --reps 2 --min-time 0 --max-time 1 -q
 step 120 "$sanitizer" --tool memcheck --leak-check full --error-exitcode 9 \
   "$bench" run --impl cuda_cutlass,cuda_cutlass_graph --experts 8 --top-k 2 --d-model 200 \
@@ -95,7 +95,7 @@ step 120 "$sanitizer" --tool memcheck --leak-check full --error-exitcode 9 \
 
 if [ "$mode" = decode ]; then
   log "decode benchmarks, bf16: cuda's math paths beside cublas"
-  common=(--impl cuda,cuda_gemm,cuda_gemv,cublas --baseline cublas --dtype bf16 --reps 10
+  common=(--impl cuda,cuda_graph,cuda_gemm,cuda_gemv,cublas --baseline cublas --dtype bf16 --reps 10
     --min-time 0.3 --max-time 3 -q)
   step 90 "$bench" run --workload A --tokens 1,32 "${common[@]}" \
     --json "$out/gpu-decode-workload-a.json" --md "$out/gpu-decode-workload-a.md"
@@ -112,7 +112,7 @@ step 120 "$bench" run --impl cuda,torch_cuda,torch_grouped_mm --python "$python"
   --capacity-factor 0,1 --reps 3 --min-time 0 --max-time 1 -q
 
 log "benchmarks, bf16: prefill (mixtral-8x7b 4096, workload B 1024), then decode"
-common=(--impl cuda,cuda_cutlass,cuda_cutlass_graph,cublas,torch_cuda,torch_grouped_mm
+common=(--impl cuda,cuda_graph,cuda_cutlass,cuda_cutlass_graph,cublas,torch_cuda,torch_grouped_mm
   --baseline cublas,torch_grouped_mm --dtype bf16 --python "$python" --reps 10 --min-time 0.3
   --max-time 3 -q)
 step 150 "$bench" run --preset mixtral-8x7b --tokens 4096 "${common[@]}" \

@@ -26,6 +26,7 @@ const Registry& registry() {
       {"cpu_avx2", cpu::make_avx2_kernel, false},
       {"cpu_generic", cpu::make_generic_kernel, false},
       {"cuda", cuda::make_cuda_kernel, false},
+      {"cuda_graph", cuda::make_cuda_graph_kernel, false},
       {"cuda_gemm", cuda::make_cuda_gemm_kernel, false},
       {"cuda_gemv", cuda::make_cuda_gemv_kernel, false},
       {"cublas", cuda::make_cublas_kernel, false},

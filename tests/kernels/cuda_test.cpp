@@ -12,9 +12,10 @@
 using namespace moe_bench;
 
 TEST_CASE("CUDA implementations match the oracle and repeat bit for bit") {
-  for (auto make : {cuda::make_cuda_kernel, cuda::make_cuda_gemm_kernel,
-                    cuda::make_cuda_gemv_kernel, cuda::make_cublas_kernel,
-                    cuda::make_cuda_cutlass_kernel, cuda::make_cuda_cutlass_graph_kernel}) {
+  for (auto make :
+       {cuda::make_cuda_kernel, cuda::make_cuda_graph_kernel, cuda::make_cuda_gemm_kernel,
+        cuda::make_cuda_gemv_kernel, cuda::make_cublas_kernel, cuda::make_cuda_cutlass_kernel,
+        cuda::make_cuda_cutlass_graph_kernel}) {
     auto kernel = make();
     if (auto why = kernel->unavailable_reason()) {
       WARN("skipped " << kernel->info().name << ": " << *why);

@@ -20,10 +20,19 @@ class DeviceError : public std::runtime_error {
 };
 
 /// kGrouped picks its math per case (the row GEMV for decode-sized groups, else the grouped GEMM);
-/// kGroupedGemm and kRowGemv force one (variants `cuda_gemm`, `cuda_gemv`); kCutlass runs the
+/// kGroupedGemm and kRowGemv force one (variants `cuda_gemm`, `cuda_gemv`); kGroupedGraph is
+/// kGrouped with each layer replayed as a CUDA graph (`cuda_graph`); kCutlass runs the
 /// expert projections as CUTLASS Hopper grouped GEMMs (`cuda_cutlass`), kCutlassGraph the same
 /// with each layer replayed as a CUDA graph (`cuda_cutlass_graph`).
-enum class Algo { kGrouped, kGroupedGemm, kRowGemv, kCublas, kCutlass, kCutlassGraph };
+enum class Algo {
+  kGrouped,
+  kGroupedGraph,
+  kGroupedGemm,
+  kRowGemv,
+  kCublas,
+  kCutlass,
+  kCutlassGraph
+};
 enum class Elem { kF32 = 0, kBF16 = 1, kF16 = 2 };
 enum class Act { kSwiglu = 0, kGelu = 1, kSwigluOai = 2 };
 

@@ -70,6 +70,8 @@ class CudaKernel final : public Kernel {
                   "for decode-sized groups, else a grouped GEMM (WMMA tensor cores for "
                   "bf16/f16, FP32 SIMT for f32); SwiGLU and the routing weight fused, "
                   "atomic-free combine"
+            : algo_ == Algo::kGroupedGraph
+                ? "cuda with each layer's forward captured once as a CUDA graph and replayed"
             : algo_ == Algo::kGroupedGemm
                 ? "cuda with the grouped GEMM at every size (WMMA tensor cores for bf16/f16)"
             : algo_ == Algo::kRowGemv
@@ -175,6 +177,9 @@ class CudaKernel final : public Kernel {
 
 std::unique_ptr<Kernel> make_cuda_kernel() {
   return std::make_unique<CudaKernel>("cuda", Algo::kGrouped);
+}
+std::unique_ptr<Kernel> make_cuda_graph_kernel() {
+  return std::make_unique<CudaKernel>("cuda_graph", Algo::kGroupedGraph);
 }
 std::unique_ptr<Kernel> make_cuda_gemm_kernel() {
   return std::make_unique<CudaKernel>("cuda_gemm", Algo::kGroupedGemm);

@@ -151,10 +151,7 @@ class CutlassEngine final : public EngineBase<Bf16> {
  public:
   CutlassEngine(bool graph, const LayerSpec& s, const float* x,
                 const std::vector<HostLayer>& layers)
-      : Base(s, x, layers.size(), 1,
-             graph ? std::vector<std::string>{"layer"}
-                   : std::vector<std::string>{"route", "permute", "gate_up", "down_combine"}),
-        graph_(graph) {
+      : Base(s, x, layers.size(), 1, {"route", "permute", "gate_up", "down_combine"}, graph) {
     gated_ = s.act != Act::kGelu;
     const int64_t d = s.d_model;
     d_pad_ = round_up(d, 8);
@@ -172,6 +169,7 @@ class CutlassEngine final : public EngineBase<Bf16> {
     check_fits(per_layer * static_cast<double>(layers.size()) +
                work_bytes(s, rows_, ldg_, d_pad_, 4) +
                rows * static_cast<double>(2 * d_pad_ + 2 * ldh_));
+    // A stream of its own in either mode: CUTLASS's launches and the stages share it.
     check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
     upload_x_elem(x, d_pad_);
     xe_.resize(rows_ * d_pad_);
@@ -210,28 +208,7 @@ class CutlassEngine final : public EngineBase<Bf16> {
         /*up=*/false);
     // The uploads and memsets ran on the legacy stream, which stream_ does not wait for.
     check(cudaDeviceSynchronize(), "CUTLASS engine set-up");
-    if (graph_) {
-      graphs_.resize(layers.size());
-      for (size_t l = 0; l < layers.size(); ++l) capture(static_cast<int64_t>(l));
-    }
-  }
-
-  ~CutlassEngine() override {
-    for (cudaGraphExec_t g : graphs_) {
-      if (g != nullptr) cudaGraphExecDestroy(g);
-    }
-    if (stream_ != nullptr) cudaStreamDestroy(stream_);
-  }
-
-  void run(int64_t layer) override {
-    if (graph_) {
-      clock_.mark(0, stream_);
-      check(cudaGraphLaunch(graphs_[layer], stream_), "cudaGraphLaunch");
-      clock_.mark(1, stream_);
-    } else {
-      enqueue(layer, true);
-    }
-    clock_.finish();
+    capture_layers(layers.size());
   }
 
   std::string notes() const override {
@@ -243,8 +220,7 @@ class CutlassEngine final : public EngineBase<Bf16> {
   }
 
  private:
-  // One forward's work on stream_; `marks` records the stage events (not inside a capture).
-  void enqueue(int64_t layer, bool marks) {
+  void enqueue(int64_t layer, bool marks) override {
     const int E = static_cast<int>(s_.experts);
     if (marks) clock_.mark(0, stream_);
     route(layer, false);
@@ -287,16 +263,6 @@ class CutlassEngine final : public EngineBase<Bf16> {
     run_gemm(down_args_, "CUTLASS grouped GEMM (down)");
     combine(o_.get(), d_pad_, true);
     if (marks) clock_.mark(4, stream_);
-  }
-
-  void capture(int64_t layer) {
-    cudaGraph_t graph = nullptr;
-    check(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal), "graph capture");
-    enqueue(layer, false);
-    check(cudaStreamEndCapture(stream_, &graph), "graph capture");
-    const cudaError_t err = cudaGraphInstantiate(&graphs_[layer], graph, 0);
-    cudaGraphDestroy(graph);
-    check(err, "cudaGraphInstantiate");
   }
 
   static GroupPointers pointers(GroupArgs& a) {
@@ -375,14 +341,13 @@ class CutlassEngine final : public EngineBase<Bf16> {
         out);
   }
 
-  bool graph_ = false, gated_ = true;
+  bool gated_ = true;
   int64_t d_pad_ = 0, f_pad_ = 0, fs_pad_ = 0, n_up_ = 0, n_sup_ = 0, ldg_ = 0, ldh_ = 0;
   cutlass::KernelHardwareInfo hw_;
   DeviceBuffer<Bf16> xe_, h_;
   DeviceBuffer<float> g_, o_;
   std::vector<DeviceBuffer<Bf16>> up_, down_, sup_, sdown_;
   GroupArgs up_args_, down_args_;
-  std::vector<cudaGraphExec_t> graphs_;
 };
 
 }  // namespace

@@ -18,9 +18,14 @@ struct RouteBuffers {
 template <typename T>
 class EngineBase : public Engine {
  public:
+  // `graph`: run() replays each layer's forward captured once (capture_layers) as a CUDA graph,
+  // timed as one stage, "layer"; else the stages are timed as named.
   EngineBase(const LayerSpec& s, const float* x, size_t layers, int64_t tile,
-             std::vector<std::string> stages)
-      : s_(s), clock_(std::move(stages)), tile_(tile) {
+             std::vector<std::string> stages, bool graph = false)
+      : s_(s),
+        clock_(graph ? std::vector<std::string>{"layer"} : std::move(stages)),
+        tile_(tile),
+        graph_(graph) {
     const int64_t T_ = s.tokens, E = s.experts, k = s.top_k, d = s.d_model;
     groups_ = static_cast<int>(E + (s.shared_width > 0 ? 1 : 0));
     rows_ = max_rows(T_ * k, static_cast<int>(E), s.shared_width > 0 ? T_ : 0, tile);
@@ -39,6 +44,25 @@ class EngineBase : public Engine {
     wg_.resize(layers);
     bias_.resize(layers);
     sel_.resize(layers);
+  }
+
+  ~EngineBase() override {
+    for (cudaGraphExec_t g : graphs_) {
+      if (g != nullptr) cudaGraphExecDestroy(g);
+    }
+    if (stream_ != nullptr) cudaStreamDestroy(stream_);
+  }
+
+  // One forward: the graph of the layer replayed, or the stages enqueued with their events.
+  void run(int64_t layer) override {
+    if (graph_) {
+      clock_.mark(0, stream_);
+      check(cudaGraphLaunch(graphs_[layer], stream_), "cudaGraphLaunch");
+      clock_.mark(1, stream_);
+    } else {
+      enqueue(layer, true);
+    }
+    clock_.finish();
   }
 
   const std::vector<float>& output() override {
@@ -61,6 +85,31 @@ class EngineBase : public Engine {
   void reset_stages() override { clock_.reset(); }
 
  protected:
+  /// One forward's launches on stream_ without a host synchronisation (so that it can be
+  /// captured); `marks`: record the stage events (clock_.mark(i, stream_)), never in a capture.
+  virtual void enqueue(int64_t layer, bool marks) = 0;
+
+  /// For a graph engine, at the end of its constructor: a stream of its own, then each layer's
+  /// forward captured once. The set-up's uploads and memsets ran on the legacy stream, which a
+  /// non-blocking stream does not wait for: the device is synchronised first.
+  void capture_layers(size_t layers) {
+    if (!graph_) return;
+    if (stream_ == nullptr) {
+      check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
+    }
+    check(cudaDeviceSynchronize(), "engine set-up");
+    graphs_.assign(layers, nullptr);
+    for (size_t l = 0; l < layers; ++l) {
+      cudaGraph_t graph = nullptr;
+      check(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal), "graph capture");
+      enqueue(static_cast<int64_t>(l), false);
+      check(cudaStreamEndCapture(stream_, &graph), "graph capture");
+      const cudaError_t err = cudaGraphInstantiate(&graphs_[l], graph, 0);
+      cudaGraphDestroy(graph);
+      check(err, "cudaGraphInstantiate");
+    }
+  }
+
   void upload_router(size_t l, const HostLayer& w) {
     const int64_t E = s_.experts, d = s_.d_model;
     wg_[l].resize(E * d);
@@ -112,6 +161,8 @@ class EngineBase : public Engine {
   StageClock clock_;
   cudaStream_t stream_ = nullptr;  ///< where the stages run (null: the legacy default stream)
   int64_t tile_;
+  bool graph_ = false;
+  std::vector<cudaGraphExec_t> graphs_;
   int groups_ = 0;
   int64_t rows_ = 0;
   RouteBuffers r_;

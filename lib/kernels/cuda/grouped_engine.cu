@@ -14,8 +14,9 @@ class GroupedEngine final : public EngineBase<T> {
   using Base::s_;
 
  public:
-  GroupedEngine(const LayerSpec& s, const float* x, const std::vector<HostLayer>& layers, bool gemv)
-      : Base(s, x, layers.size(), BM, {"route", "permute", "gate_up", "down_combine"}),
+  GroupedEngine(const LayerSpec& s, const float* x, const std::vector<HostLayer>& layers, bool gemv,
+                bool graph)
+      : Base(s, x, layers.size(), BM, {"route", "permute", "gate_up", "down_combine"}, graph),
         gemv_(gemv) {
     static_assert(BM == kGemvRows || BM == 64);
     gated_ = s.act != Act::kGelu;
@@ -58,14 +59,29 @@ class GroupedEngine final : public EngineBase<T> {
         sdown_[l].upload(sdown);
       }
     }
+    this->capture_layers(layers.size());
   }
 
-  void run(int64_t layer) override {
-    this->clock_.mark(0);
+  std::string notes() const override {
+    std::string out;
+    if (gemv_) {
+      out = "row GEMV (one warp per output unit and 16-row tile, 16-byte weight loads, FP32)";
+    } else {
+      out = std::string("grouped GEMM, ") +
+            (std::is_same_v<T, float> ? "FP32 SIMT" : "WMMA tensor cores") + ", " +
+            std::to_string(BM) + "x" + std::to_string(kBN) + " tiles";
+    }
+    return out + (this->graph_ ? ", each layer replayed as a CUDA graph" : "");
+  }
+
+ private:
+  void enqueue(int64_t layer, bool marks) override {
+    cudaStream_t st = this->stream_;
+    if (marks) this->clock_.mark(0, st);
     this->route(layer, false);
-    this->clock_.mark(1);
+    if (marks) this->clock_.mark(1, st);
     this->permute();
-    this->clock_.mark(2);
+    if (marks) this->clock_.mark(2, st);
     const unsigned row_tiles = static_cast<unsigned>(this->rows_ / BM);
     GemmArgs<T> a{};
     a.offsets = r_.offsets.get();
@@ -92,14 +108,14 @@ class GroupedEngine final : public EngineBase<T> {
       const int64_t units = std::max(f_pad_, fs_pad_);
       row_gemv<T, Epi::kGateUp>
           <<<dim3(static_cast<unsigned>((units + kGemvWarps - 1) / kGemvWarps), row_tiles),
-             kGemvWarps * 32>>>(a, a.row_token);
+             kGemvWarps * 32, 0, st>>>(a, a.row_token);
       check_launch("row_gemv (gate/up)");
     } else {
       grouped_gemm<T, BM, Epi::kGateUp>
-          <<<dim3(static_cast<unsigned>(up_cols / kBN), row_tiles), kThreads>>>(a);
+          <<<dim3(static_cast<unsigned>(up_cols / kBN), row_tiles), kThreads, 0, st>>>(a);
       check_launch("grouped_gemm (gate/up)");
     }
-    this->clock_.mark(3);
+    if (marks) this->clock_.mark(3, st);
 
     a.a = h_.get();
     a.lda = ldh_;
@@ -109,28 +125,17 @@ class GroupedEngine final : public EngineBase<T> {
     if (gemv_) {
       row_gemv<T, Epi::kDown>
           <<<dim3(static_cast<unsigned>((d_pad_ + kGemvWarps - 1) / kGemvWarps), row_tiles),
-             kGemvWarps * 32>>>(a, a.row_token);
+             kGemvWarps * 32, 0, st>>>(a, a.row_token);
       check_launch("row_gemv (down)");
     } else {
       grouped_gemm<T, BM, Epi::kDown>
-          <<<dim3(static_cast<unsigned>(d_pad_ / kBN), row_tiles), kThreads>>>(a);
+          <<<dim3(static_cast<unsigned>(d_pad_ / kBN), row_tiles), kThreads, 0, st>>>(a);
       check_launch("grouped_gemm (down)");
     }
     this->combine(o_.get(), d_pad_, false);
-    this->clock_.mark(4);
-    this->clock_.finish();
+    if (marks) this->clock_.mark(4, st);
   }
 
-  std::string notes() const override {
-    if (gemv_) {
-      return "row GEMV (one warp per output unit and 16-row tile, 16-byte weight loads, FP32)";
-    }
-    return std::string("grouped GEMM, ") +
-           (std::is_same_v<T, float> ? "FP32 SIMT" : "WMMA tensor cores") + ", " +
-           std::to_string(BM) + "x" + std::to_string(kBN) + " tiles";
-  }
-
- private:
   // Rows of a packed gate/up matrix for a padded width: gate and up interleaved per 32 units.
   int64_t up_rows(int64_t width_pad) const { return packed_up_rows(width_pad, gated_); }
 
@@ -167,12 +172,13 @@ std::unique_ptr<Engine> make_tiled(Algo algo, const LayerSpec& s, const float* x
                                    const std::vector<HostLayer>& layers) {
   const double rows_per_expert =
       static_cast<double>(s.tokens * s.top_k) / static_cast<double>(s.experts);
-  const bool gemv =
-      algo == Algo::kRowGemv || (algo == Algo::kGrouped && rows_per_expert <= kGemvRowsPerExpert);
+  const bool auto_math = algo == Algo::kGrouped || algo == Algo::kGroupedGraph;
+  const bool graph = algo == Algo::kGroupedGraph;
+  const bool gemv = algo == Algo::kRowGemv || (auto_math && rows_per_expert <= kGemvRowsPerExpert);
   if (gemv || rows_per_expert <= 16) {
-    return std::make_unique<GroupedEngine<T, 16>>(s, x, layers, gemv);
+    return std::make_unique<GroupedEngine<T, 16>>(s, x, layers, gemv, graph);
   }
-  return std::make_unique<GroupedEngine<T, 64>>(s, x, layers, false);
+  return std::make_unique<GroupedEngine<T, 64>>(s, x, layers, false, graph);
 }
 
 }  // namespace

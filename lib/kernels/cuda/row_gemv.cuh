@@ -24,8 +24,8 @@ constexpr int kVecElems = 16 / static_cast<int>(sizeof(T));
 // 16 bytes at p (16-byte aligned) as FP32 values; `stream`: read once (weights), evict first.
 template <typename T, bool stream = false>
 __device__ inline void load16(const T* p, float* out) {
-  const uint4 raw = stream ? __ldcs(reinterpret_cast<const uint4*>(p))
-                           : __ldg(reinterpret_cast<const uint4*>(p));
+  const uint4 raw =
+      stream ? __ldcs(reinterpret_cast<const uint4*>(p)) : __ldg(reinterpret_cast<const uint4*>(p));
   const unsigned words[4] = {raw.x, raw.y, raw.z, raw.w};
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
