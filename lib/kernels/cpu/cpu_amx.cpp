@@ -2,10 +2,12 @@
 // bf16 tile of weights into a 16 x 16 FP32 tile, sixteen vdpbf16ps in one instruction. The
 // weight panels of the AVX512-BF16 kernels are already in the layout a B tile wants (a row of
 // the tile is one reduction pair of 16 columns, 64 bytes; the panel's 32 columns are two tiles at
-// a 128-byte stride), so `prepare()` packs once for both. The activations come k-major in pair
-// words (xw[p * 16 + r], cpu_avx512_bf16.cpp); each step of 16 pairs is transposed into a row-major
-// A tile. Epilogues (activation after gate/up, routing weight and scatter-add after down) are the
-// AVX-512 ones, on the FP32 sums stored from the C tiles.
+// a 128-byte stride), so `prepare()` packs once for both. The activations and hidden values come
+// in pair words blocked by 16 pairs (IsaKernels::kblock): each full step of 16 pairs is already a
+// row-major A tile (64 bytes a row), loaded as it lies; only the pairs past the last full block
+// are k-major (xw[p * 16 + r]) and gathered into a zero-padded tile. Epilogues (activation after
+// gate/up, routing weight and scatter-add after down) are the AVX-512 ones, on the FP32 sums stored
+// from the C tiles.
 //
 // Tiles used: 0 = A (16 rows x 16 pairs), 1 and 2 = B (columns [0, 16) and [16, 32)), 4 and 5 =
 // C (the sums of those columns). Every tile is configured 16 rows x 64 bytes; short row blocks,
@@ -98,7 +100,11 @@ struct RealTiles {
     configured = true;
   }
   // GCC's tile intrinsics paste their register number into the instruction text: each tile
-  // this file uses is spelled out.
+  // this file uses is spelled out. They are asm statements without a memory clobber: GCC does
+  // not know that a load reads the memory it points at, or that a store writes it, and dropped
+  // the stores into a stack tile that only a tile load read (inf on the first AMX CPU this ran
+  // on). The compiler barriers around them say so.
+  static void barrier() { asm volatile("" ::: "memory"); }
   template <int I>
   void zero() {
     static_assert(I == 4 || I == 5);
@@ -108,6 +114,7 @@ struct RealTiles {
   template <int I>
   void load(const void* p, int64_t stride) {
     static_assert(I == 0 || I == 1 || I == 2 || I == 4 || I == 5);
+    barrier();
     if constexpr (I == 0) _tile_loadd(0, p, stride);
     if constexpr (I == 1) _tile_loadd(1, p, stride);
     if constexpr (I == 2) _tile_loadd(2, p, stride);
@@ -119,6 +126,7 @@ struct RealTiles {
     static_assert(I == 4 || I == 5);
     if constexpr (I == 4) _tile_stored(4, p, stride);
     if constexpr (I == 5) _tile_stored(5, p, stride);
+    barrier();
   }
   template <int C, int A, int B>
   void dpbf16() {
@@ -142,22 +150,29 @@ void tile_sums(const uint32_t* src, const uint16_t* wp, int64_t pairs, int64_t n
     t.template zero<4>();
     t.template zero<5>();
   }
-  alignas(64) uint32_t a[16][kPairs];
-  alignas(64) uint16_t tail[kPairs * kPanelWords];
-  for (int64_t p0 = 0; p0 < pairs; p0 += kPairs) {
-    const int64_t np = pairs - p0 < kPairs ? pairs - p0 : kPairs;
-    for (int r = 0; r < 16; ++r) {
-      for (int j = 0; j < kPairs; ++j) a[r][j] = r < n && j < np ? src[(p0 + j) * kRows + r] : 0u;
-    }
+  // Full steps: the A tile lies in src as it is loaded (rows of the block past n hold stale
+  // values, whose sums land only in rows of C that are not read).
+  const int64_t full = pairs / kPairs * kPairs;
+  for (int64_t p0 = 0; p0 < full; p0 += kPairs) {
     const uint16_t* b = wp + p0 * kPanelWords;
-    if (np < kPairs) {  // the last, short step: zero pairs beyond the reduction
-      std::memset(tail, 0, sizeof tail);
-      std::memcpy(tail, b, static_cast<size_t>(np * kPanelWords) * 2);
-      b = tail;
-    }
-    t.template load<0>(a, 64);
+    t.template load<0>(src + p0 * kRows, 64);
     t.template load<1>(b, 128);
     t.template load<2>(b + 32, 128);
+    t.template dpbf16<4, 0, 1>();
+    t.template dpbf16<5, 0, 2>();
+  }
+  if (full < pairs) {  // the last, short step, k-major: zero pairs beyond the reduction
+    const int64_t np = pairs - full;
+    alignas(64) uint32_t a[16][kPairs];
+    alignas(64) uint16_t tail[kPairs * kPanelWords];
+    for (int r = 0; r < 16; ++r) {
+      for (int j = 0; j < kPairs; ++j) a[r][j] = r < n && j < np ? src[(full + j) * kRows + r] : 0u;
+    }
+    std::memset(tail, 0, sizeof tail);
+    std::memcpy(tail, wp + full * kPanelWords, static_cast<size_t>(np * kPanelWords) * 2);
+    t.template load<0>(a, 64);
+    t.template load<1>(tail, 128);
+    t.template load<2>(tail + 32, 128);
     t.template dpbf16<4, 0, 1>();
     t.template dpbf16<5, 0, 2>();
   }
@@ -171,9 +186,11 @@ inline uint16_t bf16_bits_of(float rounded) {
   return static_cast<uint16_t>(bits >> 16);
 }
 
-// Half h of the pair word holding hidden column `col` of row r.
-inline uint16_t& hidden_at(float* hw, int64_t col, int r) {
-  return reinterpret_cast<uint16_t*>(hw)[((col >> 1) * kRows + r) * 2 + (col & 1)];
+// The half of the pair word holding hidden column `col` of row r, in a hidden block of `pairs`
+// pairs (the blocked layout of IsaKernels::kblock).
+inline uint16_t& hidden_at(float* hw, int64_t col, int r, int64_t pairs) {
+  return reinterpret_cast<uint16_t*>(
+      hw)[pair_word(col >> 1, r, kRows, pairs, kPairs) * 2 + (col & 1)];
 }
 
 template <class Tiles>
@@ -189,10 +206,11 @@ void gate_up(const float* xw, const void* wp, int64_t d, int64_t n, float* hw, i
     const int64_t cols =
         activate(V::load(sums + r * 2 * L), V::load(sums + r * 2 * L + L), act, tmp);
     const int64_t valid = f - col0 < cols ? f - col0 : cols;
+    const int64_t pairs = (f + 1) / 2;
     for (int64_t c = 0; c < valid; ++c) {
-      hidden_at(hw, col0 + c, r) = bf16_bits_of(round_hidden<Storage::kBF16>(tmp[c]));
+      hidden_at(hw, col0 + c, r, pairs) = bf16_bits_of(round_hidden<Storage::kBF16>(tmp[c]));
     }
-    if (col0 + valid == f && (f & 1) != 0) hidden_at(hw, f, r) = 0;
+    if (col0 + valid == f && (f & 1) != 0) hidden_at(hw, f, r, pairs) = 0;
   }
 }
 
@@ -220,7 +238,8 @@ const IsaKernels& amx_kernels() {
                                    amx::down<amx::RealTiles>,
                                    amx::dot_rows,
                                    /*kpack=*/2,
-                                   /*bf16_only=*/true};
+                                   /*bf16_only=*/true,
+                                   /*kblock=*/amx::kPairs};
   return kKernels;
 }
 
@@ -232,7 +251,8 @@ const IsaKernels& amx_model_kernels() {
                                    amx::down<amx::ModelTiles>,
                                    amx::dot_rows,
                                    /*kpack=*/2,
-                                   /*bf16_only=*/true};
+                                   /*bf16_only=*/true,
+                                   /*kblock=*/amx::kPairs};
   return kKernels;
 }
 

@@ -79,7 +79,20 @@ struct IsaKernels {
   int kpack = 1;
   /// Takes bf16 storage only (no quantized weights).
   bool bf16_only = false;
+  /// Pair words in blocks (kpack 2 only): within each full block of `kblock` pairs the words of
+  /// a row block are row-major, [r][j], the rows of an AMX A tile; pairs past the last full block
+  /// stay k-major (pair_word()). 1: k-major throughout. Chunks of the reduction start at
+  /// multiples of kblock pairs, so a pointer advanced by (row / kpack) * R words is at the same
+  /// place in either layout.
+  int kblock = 1;
 };
+
+/// The index of the word of pair p and row r in a row block of R rows whose reduction has
+/// `pairs` pairs, in the layout of IsaKernels::kblock.
+constexpr int64_t pair_word(int64_t p, int64_t r, int64_t R, int64_t pairs, int64_t kblock) {
+  if (kblock == 1 || p >= pairs / kblock * kblock) return p * R + r;
+  return (p / kblock * R + r) * kblock + p % kblock;
+}
 
 const IsaKernels& generic_kernels();
 const IsaKernels& avx2_kernels();

@@ -47,6 +47,8 @@ constexpr int64_t kMaxRows = 16;
 constexpr int64_t kDownPanelsPerItem = 8;
 // Rows of the gate/up panel (and of each row block) reduced per pass, for the same reason.
 constexpr int64_t kUpChunk = 512;
+// Chunks of the reduction start at whole blocks of pair words (IsaKernels::kblock, at most 16).
+static_assert(kUpChunk % 32 == 0 && kDownChunk % 32 == 0);
 // Gate/up items a thread takes at once: its share of the items over this.
 constexpr int64_t kUpGrabDiv = 16;
 
@@ -311,10 +313,11 @@ class CpuKernel final : public Kernel {
           // so their upper 16 bits are exact.
           auto* words = reinterpret_cast<uint32_t*>(xp);
           auto top = [](float v) { return std::bit_cast<uint32_t>(v) >> 16; };
+          const int64_t pairs = (d + 1) / 2, kblock = isa.kblock;
           for (int64_t i = 0; i < d; i += 2) {
             for (int64_t r = 0; r < n; ++r) {
               const uint32_t hi = i + 1 < d ? top(rows[r][i + 1]) : 0u;
-              words[i / 2 * R + r] = top(rows[r][i]) | hi << 16;
+              words[pair_word(i / 2, r, R, pairs, kblock)] = top(rows[r][i]) | hi << 16;
             }
           }
         }
