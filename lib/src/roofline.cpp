@@ -116,6 +116,54 @@ __attribute__((target("avx512f,avx512bf16"), MOE_BENCH_PEAK_LOOP)) float dpbf16_
   return out;
 }
 
+// TDPBF16PS: a 16 x 32 bf16 tile times a 32 x 16 bf16 tile into a 16 x 16 FP32 tile, 16384
+// flops an instruction. Four independent accumulators (C = tiles 0-3, from A tiles 4-5 and B
+// tiles 6-7) cover its latency. The configuration (every tile 16 rows x 64 bytes) is the one the
+// AMX kernels load (cpu_amx.cpp), so a thread that ran this loop still holds theirs; the tiles
+// are not released for the same reason. GCC's tile intrinsics are asm without a memory clobber:
+// the barriers keep the buffer writes before the loads and the read after the store.
+constexpr int kAmxFlopsPerIteration = 4 * 16 * 16 * 32 * 2;
+__attribute__((target("amx-tile,amx-bf16"), MOE_BENCH_PEAK_LOOP)) float tdpbf16_amx(
+    int64_t iterations, float seed) {
+  struct alignas(64) Config {
+    uint8_t palette = 1;
+    uint8_t start_row = 0;
+    uint8_t reserved[14] = {};
+    uint16_t colsb[16] = {};
+    uint8_t rows[16] = {};
+  } config;
+  for (int i = 0; i < 8; ++i) {
+    config.colsb[i] = 64;
+    config.rows[i] = 16;
+  }
+  _tile_loadconfig(&config);
+  alignas(64) uint16_t ones[16 * 32], tiny[16 * 32];
+  alignas(64) float out[16 * 16];
+  for (int i = 0; i < 16 * 32; ++i) {
+    ones[i] = 0x3f80;  // 1.0 in bf16
+    tiny[i] = 0x33d6;  // ~1e-7
+  }
+  out[0] = seed;
+  asm volatile("" ::: "memory");
+  _tile_zero(0);
+  _tile_zero(1);
+  _tile_zero(2);
+  _tile_zero(3);
+  _tile_loadd(4, ones, 64);
+  _tile_loadd(5, tiny, 64);
+  _tile_loadd(6, ones, 64);
+  _tile_loadd(7, tiny, 64);
+  for (int64_t i = 0; i < iterations; ++i) {
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_dpbf16ps(1, 4, 7);
+    _tile_dpbf16ps(2, 5, 6);
+    _tile_dpbf16ps(3, 5, 7);
+  }
+  _tile_stored(0, out, 64);
+  asm volatile("" ::: "memory");
+  return out[0] + seed;
+}
+
 // Best of five timings of `loop` on every thread; `flops_per_iteration` over all its chains.
 double best_gflops(int threads, float (*loop)(int64_t, float), int flops_per_iteration,
                    int64_t iterations = 8'000'000) {
@@ -288,6 +336,9 @@ Peaks measure_peaks(int threads) {
   if (cpu_features().has("avx512f") && cpu_features().has("avx512_bf16")) {
     p.bf16_gflops = best_gflops(threads, dpbf16_avx512, 64 * kChainsAvx512);
   }
+  if (amx_refusal().empty()) {
+    p.amx_gflops = best_gflops(threads, tdpbf16_amx, kAmxFlopsPerIteration, 200'000);
+  }
   p.read_gbytes_per_s = read_gbytes_per_s(threads);
   return p;
 }
@@ -308,12 +359,19 @@ RooflinePoint roofline(double flops, double bytes, double seconds, const DeviceP
 void keep_higher(Peaks& peaks, const Peaks& again) {
   peaks.fp32_gflops = std::max(peaks.fp32_gflops, again.fp32_gflops);
   peaks.bf16_gflops = std::max(peaks.bf16_gflops, again.bf16_gflops);
+  peaks.amx_gflops = std::max(peaks.amx_gflops, again.amx_gflops);
   peaks.read_gbytes_per_s = std::max(peaks.read_gbytes_per_s, again.read_gbytes_per_s);
 }
 
 std::string bf16_peak(const Peaks& peaks) {
-  if (peaks.bf16_gflops <= 0) return {};
-  return fmt::format(", {:.1f} GFLOP/s BF16 dot product (avx512-bf16)", peaks.bf16_gflops);
+  std::string out;
+  if (peaks.bf16_gflops > 0) {
+    out += fmt::format(", {:.1f} GFLOP/s BF16 dot product (avx512-bf16)", peaks.bf16_gflops);
+  }
+  if (peaks.amx_gflops > 0) {
+    out += fmt::format(", {:.1f} GFLOP/s BF16 tiles (amx-bf16)", peaks.amx_gflops);
+  }
+  return out;
 }
 
 RooflinePoint roofline(double flops, double bytes, double seconds, const Peaks& peaks,

@@ -2,12 +2,15 @@
 
 #include <cblas.h>
 #include <fmt/format.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 
@@ -221,6 +224,23 @@ std::string isa_cap_note() {
                      *cap >= host ? ", so the cap changes nothing" : "");
 }
 
+std::string amx_refusal() {
+  if (!cpu_features().has("amx_tile") || !cpu_features().has("amx_bf16")) {
+    return max_isa() && host_cpu_features().has("amx_bf16")
+               ? "AMX is above the cap (" + isa_cap_note() + ")"
+               : std::string("this CPU has no AMX (amx_tile and amx_bf16)");
+  }
+  static const std::string kDenied = [] {
+    constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+    if (syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) != 0) {
+      return fmt::format("Linux refused the AMX tile state (arch_prctl ARCH_REQ_XCOMP_PERM: {})",
+                         std::strerror(errno));
+    }
+    return std::string();
+  }();
+  return kDenied;
+}
+
 std::string blas_core_for_cap(Isa cap) {
   switch (cap) {
     case Isa::kGeneric:
@@ -313,12 +333,16 @@ std::optional<Isa> take_isa_cap(int argc, char** argv) {
 
 // Under a cap below this CPU's class, the libraries of the peers are capped to match where they
 // take a cap without breaking (a user's own setting wins): MKL's kernels and ATen's vectorised
-// kernels. oneDNN is not capped: PyTorch picks its oneDNN bf16 path from the CPU's own flags,
-// and oneDNN capped below them then fails to create the primitive (torch 1.13 under
+// kernels, and oneDNN only from AMX down to AVX512-BF16 (ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16:
+// torch 2.8 then runs bf16 at 177 ms where it took 65 with AMX, workload A at 512 tokens on an
+// Intel Xeon). Below that oneDNN is not capped: PyTorch picks its oneDNN bf16 path from the CPU's
+// own flags, and oneDNN capped below them then fails to create the primitive (torch 1.13 under
 // ONEDNN_MAX_CPU_ISA=AVX2 on an AVX-512 CPU: "could not create a primitive descriptor
-// iterator"), so the torch peer's bf16 path under a cap is still the CPU's own (docs/checks.md).
+// iterator"), so the torch peer's bf16 path under those caps is still the CPU's own. IPEX's own
+// MoE kernels take no cap and keep using AMX (docs/checks.md).
 void cap_peer_libraries(Isa cap) {
   if (cap >= isa_of(host_cpu_features())) return;
+  if (cap == Isa::kAvx512Bf16) setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16", 0);
   if (cap <= Isa::kAvx512) {
     setenv("MKL_ENABLE_INSTRUCTIONS",
            cap == Isa::kGeneric ? "SSE4_2"

@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 
 #include "apps/moe-bench/registry.hpp"
+#include "lib/kernels/cpu/cpu_select.hpp"
 #include "moe_bench/correctness.hpp"
 #include "moe_bench/dtype.hpp"
 #include "moe_bench/grid.hpp"
@@ -174,9 +175,16 @@ TEST_CASE("cpu names the bf16 micro-kernel it chose and why, by the rates measur
     CHECK(notes.find("vdpbf16ps") == std::string::npos);
     return;
   }
-  CHECK(notes.find("32 rows per expert, vdpbf16ps measured at") != std::string::npos);
-  const bool pairs = notes.starts_with("avx512-bf16 ");
-  CHECK(pairs == (dpbf16_over_fma_rate() >= 1.0));
+  // Where AMX is usable, its kernels are measured first and taken when faster.
+  const double amx = amx_refusal().empty() ? cpu::amx_over_fma_kernel_rate() : 0.0;
+  if (amx > 1.0) {
+    CHECK(notes.starts_with("amx-bf16 micro-kernel (bf16 pairs, AMX tiles)"));
+    CHECK(notes.find("32 rows per expert, AMX kernels measured at") != std::string::npos);
+  } else {
+    CHECK(notes.find("32 rows per expert, vdpbf16ps measured at") != std::string::npos);
+    const bool pairs = notes.starts_with("avx512-bf16 ");
+    CHECK(pairs == (dpbf16_over_fma_rate() >= 1.0));
+  }
   const Problem decode = make_problem(make_shape(4, 2, 64, 32, 1), Dtype::kBF16, 3);
   kernel->prepare(decode, 1);
   CHECK(kernel->notes().starts_with("avx512-bf16 "));
@@ -244,7 +252,9 @@ TEST_CASE("cpu matches the oracle under every ISA cap this CPU supports, within 
         const bool allowed = cap == Isa::kGeneric  ? isa == "generic"
                              : cap == Isa::kAvx2   ? isa == "avx2"
                              : cap == Isa::kAvx512 ? isa == "avx512"
-                                                   : isa == "avx512" || isa == "avx512-bf16";
+                             : cap == Isa::kAvx512Bf16
+                                 ? isa == "avx512" || isa == "avx512-bf16"
+                                 : isa == "avx512" || isa == "avx512-bf16" || isa == "amx-bf16";
         CHECK(allowed);
         Correctness c = oracle.check(kernel->output(), kernel->selected_experts());
         CHECK(c.pass);

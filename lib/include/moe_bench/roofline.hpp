@@ -1,5 +1,6 @@
 #pragma once
 
+#include <algorithm>
 #include <string>
 
 #include "moe_bench/dtype.hpp"
@@ -17,9 +18,15 @@ struct Peaks {
   /// BF16 dot-product throughput (vdpbf16ps, two products and two adds per lane) where the CPU
   /// has AVX512-BF16; 0 where bf16 math runs at the FP32 rate.
   double bf16_gflops = 0;
-  /// The compute ceiling for a dtype: the BF16 rate for bf16 where measured, else FP32 FMA.
+  /// AMX-BF16 tile throughput (TDPBF16PS) where the CPU has AMX and Linux grants the tile
+  /// state; 0 elsewhere.
+  double amx_gflops = 0;
+  /// The compute ceiling for a dtype: for bf16 the fastest of the units that can multiply it
+  /// (FP32 FMAs on widened values, vdpbf16ps, AMX tiles), since a kernel may use any of them
+  /// (on Intel Xeons vdpbf16ps runs at half the FMA rate, so `cpu` widens); else FP32 FMA.
   double compute_gflops(Dtype dtype) const {
-    return dtype == Dtype::kBF16 && bf16_gflops > 0 ? bf16_gflops : fp32_gflops;
+    if (dtype != Dtype::kBF16) return fp32_gflops;
+    return std::max({fp32_gflops, bf16_gflops, amx_gflops});
   }
 };
 

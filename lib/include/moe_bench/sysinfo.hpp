@@ -43,6 +43,10 @@ void set_max_isa(std::optional<Isa> cap);
 std::vector<Isa> supported_isas();
 /// "" without a cap; else "capped at avx2 (--max-isa; this CPU: avx512_bf16)".
 std::string isa_cap_note();
+/// Why this process cannot use AMX tiles, or empty where it can: the CPU (under the cap) must
+/// have amx_tile and amx_bf16, and Linux must grant the tile state (XTILEDATA is off until a
+/// process asks for it, arch_prctl ARCH_REQ_XCOMP_PERM; asked once).
+std::string amx_refusal();
 
 /// Which OpenBLAS kernel is in use and who chose it.
 struct BlasInfo {

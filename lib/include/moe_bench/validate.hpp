@@ -15,9 +15,10 @@ namespace moe_bench {
 
 /// The CPUs a claim was measured on and is stated for.
 enum class MachineClass {
-  kAvx2,             ///< x86-64 with AVX2 and FMA (Intel since Haswell, AMD since Zen)
-  kAvx512,           ///< x86-64 with AVX-512 (AMD Zen 4/5, Intel Xeon since Skylake)
-  kAvx512Bf16NoAmx,  ///< AVX512-BF16 without AMX (AMD Zen 4/5): vdpbf16ps at twice the FMA rate
+  kAvx2,         ///< x86-64 with AVX2 and FMA (Intel since Haswell, AMD since Zen)
+  kAvx512,       ///< x86-64 with AVX-512 (AMD Zen 4/5, Intel Xeon since Skylake)
+  kAvx512Bf16,   ///< AVX512-BF16 (AMD Zen 4/5; Intel Xeons since Cooper Lake)
+  kAmx,          ///< AMX-BF16 tiles (Intel Xeons since Sapphire Rapids)
   kNvidiaHopper  ///< an NVIDIA Hopper GPU (sm_90: H100, H200) that the device implementations use
 };
 /// How the README names a machine class ("CPUs with AVX-512").

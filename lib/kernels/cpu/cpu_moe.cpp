@@ -116,7 +116,9 @@ class CpuKernel final : public Kernel {
   std::string notes() const override {
     if (isa_ == nullptr) return {};
     return fmt::format("{} micro-kernel{}{}", isa_->name,
-                       isa_->kpack == 2 ? " (bf16 pairs, vdpbf16ps)" : "",
+                       isa_->kpack != 2    ? ""
+                       : isa_->kblock == 1 ? " (bf16 pairs, vdpbf16ps)"
+                                           : " (bf16 pairs, AMX tiles)",
                        why_.empty() ? "" : fmt::format(" ({})", why_));
   }
 

@@ -3,13 +3,9 @@
 
 #include <fmt/format.h>
 #include <omp.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <chrono>
-#include <cstring>
 #include <vector>
 
 #include "moe_bench/aligned.hpp"
@@ -26,25 +22,6 @@ constexpr double kComputeBoundRows = 16;
 
 bool has_avx512() { return cpu_features().has("avx512f"); }
 bool has_avx512_bf16() { return has_avx512() && cpu_features().has("avx512_bf16"); }
-// AMX needs the CPU's tiles and Linux's permission for their state (the XTILEDATA feature is
-// off until a process asks for it). The permission is asked once; empty when usable, else why
-// not. The features are looked up on every call: a cap (--max-isa) can change them.
-std::string amx_refusal() {
-  if (!cpu_features().has("amx_tile") || !cpu_features().has("amx_bf16")) {
-    return max_isa() && host_cpu_features().has("amx_bf16")
-               ? std::string("AMX is above the cap (") + isa_cap_note() + ")"
-               : std::string("this CPU has no AMX (amx_tile and amx_bf16)");
-  }
-  static const std::string kDenied = [] {
-    constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
-    if (syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) != 0) {
-      return fmt::format("Linux refused the AMX tile state (arch_prctl ARCH_REQ_XCOMP_PERM: {})",
-                         std::strerror(errno));
-    }
-    return std::string();
-  }();
-  return kDenied;
-}
 bool has_amx() { return amx_refusal().empty(); }
 
 // "this CPU has no X", or, where the CPU has it but a cap hides it, that the cap does.
@@ -61,23 +38,43 @@ bool has_avx2() {
 // where the CPU has them, unless the case is bound by compute and vdpbf16ps is measured slower
 // than FP32 FMAs here (Intel Xeons run it at half their FMA rate; AMD Zen 4/5 at twice): then
 // the widening AVX-512 kernels, which read the same bf16 weights and multiply at the FMA rate.
+// Where the CPU has AMX, a compute-bound bf16 case takes the AMX kernels when their in-cache rate
+// is measured above the widening kernels' (an Intel Xeon, 2 cores: 3x at workload A, 512 tokens).
 const IsaKernels* best_isa(Dtype dtype, double rows_per_expert, std::string& why, bool quantized) {
-  // The AMX kernels (cpu_amx) are not chosen here: they have not run on an AMX CPU yet, and the
-  // choice is to be made by a measured rate (issue 12), not by the feature flag.
   // Quantized weights are widened to FP32 in registers: the FP32 kernels of the widest ISA.
   if (dtype == Dtype::kBF16 && has_avx512_bf16() && !quantized) {
     if (rows_per_expert < kComputeBoundRows) {
       why = fmt::format("{:.3g} rows per expert: bound by reading weights", rows_per_expert);
       return &avx512_bf16_kernels();
     }
+    std::string amx_note;
+    if (has_amx()) {
+      const double amx = amx_over_fma_kernel_rate();
+      if (amx > 1.0) {
+        why = fmt::format(
+            "{:.3g} rows per expert, AMX kernels measured at {:.2f}x the AVX-512 "
+            "FP32 kernels here",
+            rows_per_expert, amx);
+        return &amx_kernels();
+      }
+      amx_note = fmt::format("; AMX kernels at {:.2f}x the FP32 kernels", amx);
+    }
     const double ratio = dpbf16_over_fma_rate();
-    why = fmt::format("{:.3g} rows per expert, vdpbf16ps measured at {:.2f}x the FMA rate here",
-                      rows_per_expert, ratio);
+    why = fmt::format("{:.3g} rows per expert, vdpbf16ps measured at {:.2f}x the FMA rate here{}",
+                      rows_per_expert, ratio, amx_note);
     if (ratio >= 1.0) return &avx512_bf16_kernels();
   }
   if (has_avx512()) return &avx512_kernels();
   if (has_avx2()) return &avx2_kernels();
   return &generic_kernels();
+}
+
+double amx_over_fma_kernel_rate() {
+  if (!has_amx() || !has_avx512()) return 0.0;
+  // One thread, once per process (about 0.1 s): both kernel sets exist wherever AMX does.
+  static const double kRatio =
+      in_cache_gflops(amx_kernels(), 1) / in_cache_gflops(avx512_kernels(), 1);
+  return kRatio;
 }
 
 double in_cache_gflops(const IsaKernels& isa, int threads) {

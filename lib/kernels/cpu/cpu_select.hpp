@@ -5,6 +5,7 @@
 
 #include "cpu_isa.hpp"
 #include "moe_bench/dtype.hpp"
+#include "moe_bench/sysinfo.hpp"
 
 namespace moe_bench::cpu {
 
@@ -13,9 +14,7 @@ namespace moe_bench::cpu {
 bool has_avx2();
 bool has_avx512();
 bool has_avx512_bf16();
-/// Empty when the AMX kernels can run here, else why not (no tiles, above the cap, or Linux
-/// refused the tile state).
-std::string amx_refusal();
+/// Whether the AMX kernels can run here (moe_bench::amx_refusal() says why not).
 bool has_amx();
 /// "this CPU has no X", or, where a cap hides it, that the cap does.
 std::string no_isa(std::string_view what);
@@ -29,5 +28,8 @@ const IsaKernels* best_isa(Dtype dtype, double rows_per_expert, std::string& why
 /// thread at once (best of several passes): what the kernel's arithmetic alone reaches here, which
 /// the measured FMA peak of the same ISA must not be below.
 double in_cache_gflops(const IsaKernels& isa, int threads);
+/// The in-cache rate of the AMX kernels over the AVX-512 FP32 kernels on one thread, measured
+/// once per process; 0 where AMX (or AVX-512) is not usable.
+double amx_over_fma_kernel_rate();
 
 }  // namespace moe_bench::cpu

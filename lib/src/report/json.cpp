@@ -181,7 +181,8 @@ nlohmann::json to_json(const Report& report) {
                      {"fp32_gflops", p.fp32_gflops},
                      {"read_gbytes_per_s", p.read_gbytes_per_s},
                      {"fma_isa", p.fma_isa},
-                     {"bf16_gflops", p.bf16_gflops}});
+                     {"bf16_gflops", p.bf16_gflops},
+                     {"amx_gflops", p.amx_gflops}});
   }
   // The design's context.peaks: the peaks at the most threads used.
   json main_peaks = nullptr;
@@ -427,7 +428,8 @@ Report report_from_json(const json& j) {
   s.blas = {blas.at("core"), blas.at("threads"), blas.at("chosen_by"), blas.at("fallback")};
   for (const json& p : ctx.at("peaks_by_threads")) {
     report.peaks.push_back({p.at("threads"), p.at("fp32_gflops"), p.at("read_gbytes_per_s"),
-                            p.at("fma_isa"), p.value("bf16_gflops", 0.0)});
+                            p.at("fma_isa"), p.value("bf16_gflops", 0.0),
+                            p.value("amx_gflops", 0.0)});
   }
   report.cache = ctx.at("cache_mode") == "warm" ? CacheMode::kWarm : CacheMode::kCold;
   if (ctx.contains("device_peaks") && !ctx.at("device_peaks").is_null()) {
