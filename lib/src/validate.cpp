@@ -365,9 +365,10 @@ std::optional<Speedup> across_cases(const Registry& registry, const Claim& claim
   Case b = a;
   if (!claim.b_dtype.empty()) b.dtype = parse_dtype(claim.b_dtype);
   b.shape.weights = parse_weights(claim.b_weights);
-  // Enough layers that the side of fewer bytes (int8 against bf16) is cold too.
+  // Enough layers that the side of fewer bytes (int8 against bf16) is cold too; each side holds
+  // its own problem, so the memory is shared by two.
   const int64_t layers =
-      std::max(layers_for(a, h, {claim.a, claim.b}), layers_for(b, h, {claim.a, claim.b}));
+      std::max(layers_for(a, h, {claim.a, claim.b}, 2), layers_for(b, h, {claim.a, claim.b}, 2));
   std::vector<Side> sides(2);
   sides[0].impl = claim.a;
   sides[0].kase = a;

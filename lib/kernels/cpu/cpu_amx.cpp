@@ -31,8 +31,9 @@ namespace amx {
 constexpr int kRows = 16;
 #include "kernel_math.hpp"
 
-constexpr int kPairs = 16;       // reduction pairs per tile step: 32 bf16, one 64-byte tile row
-constexpr int kPanelWords = 64;  // bf16 values per pair of a panel: 32 columns x 2 rows
+constexpr int kPairs = 16;         // reduction pairs per tile step: 32 bf16, one 64-byte tile row
+constexpr int kPanelWords = 64;    // bf16 values per pair of a panel: 32 columns x 2 rows
+constexpr int kPrefetchSteps = 4;  // weight tile steps (2 KiB each) between a prefetch and its use
 
 inline float bf16_to_float(uint16_t bits) {
   const uint32_t wide = static_cast<uint32_t>(bits) << 16;
@@ -155,6 +156,13 @@ void tile_sums(const uint32_t* src, const uint16_t* wp, int64_t pairs, int64_t n
   const int64_t full = pairs / kPairs * kPairs;
   for (int64_t p0 = 0; p0 < full; p0 += kPairs) {
     const uint16_t* b = wp + p0 * kPanelWords;
+    // The weights of a step kPrefetchSteps ahead (32 lines): tile loads from memory are not
+    // followed by the hardware prefetchers as vector loads are. Past the call's chunk this
+    // reaches into the next chunk of the same panel, which the next call reads.
+    const char* ahead = reinterpret_cast<const char*>(b + kPrefetchSteps * kPairs * kPanelWords);
+    for (int line = 0; line < kPairs * kPanelWords * 2 / 64; ++line) {
+      __builtin_prefetch(ahead + line * 64);
+    }
     t.template load<0>(src + p0 * kRows, 64);
     t.template load<1>(b, 128);
     t.template load<2>(b + 32, 128);
@@ -186,6 +194,17 @@ inline uint16_t bf16_bits_of(float rounded) {
   return static_cast<uint16_t>(bits >> 16);
 }
 
+// 16 floats rounded to bf16 bits as round_hidden<kBF16> rounds them (to nearest even; a NaN
+// keeps its upper half), packed into 16 halves.
+inline __m256i bf16_rounded(const float* x) {
+  const __m512i bits = _mm512_castps_si512(_mm512_loadu_ps(x));
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
+  const __m512i rounded = _mm512_add_epi32(bits, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), lsb));
+  const __mmask16 nan = _mm512_cmpgt_epu32_mask(
+      _mm512_and_si512(bits, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
+  return _mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_mask_mov_epi32(rounded, nan, bits), 16));
+}
+
 // The half of the pair word holding hidden column `col` of row r, in a hidden block of `pairs`
 // pairs (the blocked layout of IsaKernels::kblock).
 inline uint16_t& hidden_at(float* hw, int64_t col, int r, int64_t pairs) {
@@ -206,8 +225,15 @@ void gate_up(const float* xw, const void* wp, int64_t d, int64_t n, float* hw, i
     const int64_t cols =
         activate(V::load(sums + r * 2 * L), V::load(sums + r * 2 * L + L), act, tmp);
     const int64_t valid = f - col0 < cols ? f - col0 : cols;
-    const int64_t pairs = (f + 1) / 2;
-    for (int64_t c = 0; c < valid; ++c) {
+    const int64_t pairs = (f + 1) / 2, blocked = pairs / kPairs * kPairs;
+    int64_t c = 0;
+    // 16 columns at a time where their 8 pairs lie in a full block: one row of a tile, 32
+    // contiguous bytes (col0 is a multiple of 16, so such 8 pairs never straddle two blocks).
+    for (; c + L <= valid && ((col0 + c) >> 1) + L / 2 <= blocked; c += L) {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(&hidden_at(hw, col0 + c, r, pairs)),
+                          bf16_rounded(tmp + c));
+    }
+    for (; c < valid; ++c) {
       hidden_at(hw, col0 + c, r, pairs) = bf16_bits_of(round_hidden<Storage::kBF16>(tmp[c]));
     }
     if (col0 + valid == f && (f & 1) != 0) hidden_at(hw, f, r, pairs) = 0;
