@@ -29,7 +29,39 @@ template <int N>
 __attribute__((always_inline)) inline void accumulate_pairs(const uint32_t* src, const uint16_t* wp,
                                                             int64_t pairs, __m512* a0, __m512* a1) {
   constexpr int L = V::kLanes;
-  for (int64_t p = 0; p < pairs; ++p) {
+  int64_t p = 0;
+  if constexpr (N <= 2) {
+    // Decode: the two halves of the range as two streams, interleaved pair by pair, each into its
+    // own accumulators (as the FP32 kernels do, kernel_body.hpp).
+    __m512 c0[N], c1[N];
+    for (int r = 0; r < N; ++r) c0[r] = c1[r] = _mm512_setzero_ps();
+    const int64_t half = pairs / 2;
+    for (int64_t i = 0; i < half; ++i) {
+      const int64_t pa = i, pb = half + i;
+      __builtin_prefetch(wp + (pa + kPrefetchAhead) * 4 * L);
+      __builtin_prefetch(wp + (pa + kPrefetchAhead) * 4 * L + 2 * L);
+      __builtin_prefetch(wp + (pb + kPrefetchAhead) * 4 * L);
+      __builtin_prefetch(wp + (pb + kPrefetchAhead) * 4 * L + 2 * L);
+      const __m512bh w0 = as_bh(_mm512_loadu_si512(wp + pa * 4 * L));
+      const __m512bh w1 = as_bh(_mm512_loadu_si512(wp + pa * 4 * L + 2 * L));
+      const __m512bh w2 = as_bh(_mm512_loadu_si512(wp + pb * 4 * L));
+      const __m512bh w3 = as_bh(_mm512_loadu_si512(wp + pb * 4 * L + 2 * L));
+      for (int r = 0; r < N; ++r) {
+        const __m512bh ba = as_bh(_mm512_set1_epi32(static_cast<int>(src[pa * kRows + r])));
+        const __m512bh bb = as_bh(_mm512_set1_epi32(static_cast<int>(src[pb * kRows + r])));
+        a0[r] = _mm512_dpbf16_ps(a0[r], ba, w0);
+        a1[r] = _mm512_dpbf16_ps(a1[r], ba, w1);
+        c0[r] = _mm512_dpbf16_ps(c0[r], bb, w2);
+        c1[r] = _mm512_dpbf16_ps(c1[r], bb, w3);
+      }
+    }
+    for (int r = 0; r < N; ++r) {
+      a0[r] = _mm512_add_ps(a0[r], c0[r]);
+      a1[r] = _mm512_add_ps(a1[r], c1[r]);
+    }
+    p = 2 * half;
+  }
+  for (; p < pairs; ++p) {
     // 128 bytes of weights per pair, as per row of the FP32 panel: the same distance ahead.
     __builtin_prefetch(wp + (p + kPrefetchAhead) * 4 * L);
     __builtin_prefetch(wp + (p + kPrefetchAhead) * 4 * L + 2 * L);

@@ -107,21 +107,26 @@ __attribute__((always_inline)) inline void accumulate(const float* src, const vo
     };
     int64_t k = g0;
     if constexpr (kPairs) {
-      for (; k + 1 < g1; k += 2) {
-        prefetch_row<S>(wp, k);
-        prefetch_row<S>(wp, k + 1);
+      // The two halves of the range as two streams, interleaved row by row.
+      const int64_t half = (g1 - g0) / 2;
+      for (int64_t i = 0; i < half; ++i) {
+        const int64_t ka = g0 + i, kb = g0 + half + i;
+        prefetch_row<S>(wp, ka);
+        prefetch_row<S>(wp, kb);
         T w0, w1, w2, w3;
-        weights(k, w0, w1);
-        weights(k + 1, w2, w3);
-        const float* sk = src + k * kRows;
+        weights(ka, w0, w1);
+        weights(kb, w2, w3);
+        const float* sa = src + ka * kRows;
+        const float* sb = src + kb * kRows;
         for (int r = 0; r < N; ++r) {
-          const T b = V::set1(sk[r]), b1 = V::set1(sk[kRows + r]);
+          const T b = V::set1(sa[r]), b1 = V::set1(sb[r]);
           a0[r] = V::fmadd(b, w0, a0[r]);
           a1[r] = V::fmadd(b, w1, a1[r]);
           c0[r] = V::fmadd(b1, w2, c0[r]);
           c1[r] = V::fmadd(b1, w3, c1[r]);
         }
       }
+      k = g0 + 2 * half;
     }
     for (; k < g1; ++k) {
       // Weights stream from memory at decode sizes: ask for them a few iterations ahead.
