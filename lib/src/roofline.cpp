@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "moe_bench/aligned.hpp"
+#include "moe_bench/amx_config.hpp"
 #include "moe_bench/sysinfo.hpp"
 
 namespace moe_bench {
@@ -118,25 +119,14 @@ __attribute__((target("avx512f,avx512bf16"), MOE_BENCH_PEAK_LOOP)) float dpbf16_
 
 // TDPBF16PS: a 16 x 32 bf16 tile times a 32 x 16 bf16 tile into a 16 x 16 FP32 tile, 16384
 // flops an instruction. Four independent accumulators (C = tiles 0-3, from A tiles 4-5 and B
-// tiles 6-7) cover its latency. The configuration (every tile 16 rows x 64 bytes) is the one the
-// AMX kernels load (cpu_amx.cpp), so a thread that ran this loop still holds theirs; the tiles
-// are not released for the same reason. GCC's tile intrinsics are asm without a memory clobber:
+// tiles 6-7) cover its latency. The configuration is the one the AMX kernels load
+// (kAmxTileConfig), so a thread that ran this loop still holds theirs; the tiles are not released
+// for the same reason. GCC's tile intrinsics are asm without a memory clobber:
 // the barriers keep the buffer writes before the loads and the read after the store.
 constexpr int kAmxFlopsPerIteration = 4 * 16 * 16 * 32 * 2;
 __attribute__((target("amx-tile,amx-bf16"), MOE_BENCH_PEAK_LOOP)) float tdpbf16_amx(
     int64_t iterations, float seed) {
-  struct alignas(64) Config {
-    uint8_t palette = 1;
-    uint8_t start_row = 0;
-    uint8_t reserved[14] = {};
-    uint16_t colsb[16] = {};
-    uint8_t rows[16] = {};
-  } config;
-  for (int i = 0; i < 8; ++i) {
-    config.colsb[i] = 64;
-    config.rows[i] = 16;
-  }
-  _tile_loadconfig(&config);
+  _tile_loadconfig(&kAmxTileConfig);
   alignas(64) uint16_t ones[16 * 32], tiny[16 * 32];
   alignas(64) float out[16 * 16];
   for (int i = 0; i < 16 * 32; ++i) {

@@ -22,6 +22,7 @@
 #include <cstring>
 
 #include "cpu_isa.hpp"
+#include "moe_bench/amx_config.hpp"
 
 namespace moe_bench::cpu {
 namespace amx {
@@ -82,22 +83,10 @@ struct ModelTiles {
 
 // The AMX instructions. The tile configuration is per thread: loaded once by each thread.
 struct RealTiles {
-  struct alignas(64) Config {
-    uint8_t palette = 1;
-    uint8_t start_row = 0;
-    uint8_t reserved[14] = {};
-    uint16_t colsb[16] = {};
-    uint8_t rows[16] = {};
-  };
   void begin() {
     thread_local bool configured = false;
     if (configured) return;
-    Config c;
-    for (int i = 0; i < 8; ++i) {
-      c.colsb[i] = 64;
-      c.rows[i] = 16;
-    }
-    _tile_loadconfig(&c);
+    _tile_loadconfig(&kAmxTileConfig);
     configured = true;
   }
   // GCC's tile intrinsics paste their register number into the instruction text: each tile
