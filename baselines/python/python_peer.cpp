@@ -155,11 +155,13 @@ std::string last_line(const fs::path& log) {
 }
 
 // A private folder for one case's files, removed on every way out (failure and Ctrl-C included:
-// SIGINT only sets a flag in moe-bench, so destructors run).
+// SIGINT only sets a flag in moe-bench, so destructors run). Named by this process's id, so that
+// the folders of one process can be told from those of others running at the same time.
 class TempDir {
  public:
   TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "moe-bench-peer-XXXXXX").string();
+    std::string pattern =
+        (fs::temp_directory_path() / fmt::format("moe-bench-peer-{}-XXXXXX", getpid())).string();
     if (mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("cannot create a temp folder");
     path_ = pattern;
   }

@@ -247,7 +247,8 @@ TEST_CASE("report --baseline recomputes the speed-ups over another implementatio
   fs::remove(json);
 }
 
-TEST_CASE("ctrl-c finishes the current sample and writes what finished, marked interrupted") {
+TEST_CASE("ctrl-c finishes the current sample and writes what finished, marked interrupted",
+          "[serial]") {
   namespace fs = std::filesystem;
   const fs::path json = fs::temp_directory_path() / "moe_bench_cli_interrupt.json";
   fs::remove(json);

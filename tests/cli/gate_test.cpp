@@ -72,7 +72,7 @@ int compare_exit(const std::filesystem::path& a, const std::filesystem::path& b,
 
 }  // namespace
 
-TEST_CASE("the gate catches a deliberately slowed kernel and passes an A/A pair") {
+TEST_CASE("the gate catches a deliberately slowed kernel and passes an A/A pair", "[serial]") {
   const auto a = write_run("moe_bench_gate_a.json", false);
   const auto b = write_run("moe_bench_gate_b.json", false);
   const auto slow = write_run("moe_bench_gate_slow.json", true);

@@ -34,7 +34,8 @@ TEST_CASE("a worker answers the protocol: hello, a prepared case, a sample") {
   CHECK(std::stod(last) > 0);
 }
 
-TEST_CASE("compare --against measures this build against itself and finds no regression") {
+TEST_CASE("compare --against measures this build against itself and finds no regression",
+          "[serial]") {
   const auto json = std::filesystem::temp_directory_path() / "moe_bench_against.json";
   const Outcome o = run_tool("compare --against " + std::string(MOE_BENCH_EXE) + " " + kTinyCase +
                              " --threshold 0.5 --json " + json.string());
@@ -47,13 +48,13 @@ TEST_CASE("compare --against measures this build against itself and finds no reg
   std::filesystem::remove(json);
 }
 
-TEST_CASE("compare --against catches a slowdown injected into the new build") {
+TEST_CASE("compare --against catches a slowdown injected into the new build", "[serial]") {
   // Each sample of the new build's naive spins for twice as long again: a ratio near 3 on any
   // machine, well beyond the threshold of 1.5.
   const auto json = std::filesystem::temp_directory_path() / "moe_bench_against_slow.json";
-  const Outcome o = run_tool("compare --against " + std::string(MOE_BENCH_EXE) + " " + kTinyCase +
-                             " --threshold 0.5 --inject-slowdown naive:2.0 --json " +
-                             json.string());
+  const Outcome o =
+      run_tool("compare --against " + std::string(MOE_BENCH_EXE) + " " + kTinyCase +
+               " --threshold 0.5 --inject-slowdown naive:2.0 --json " + json.string());
   INFO(o.out << o.err);
   CHECK(o.code == 1);
   CHECK(o.out.find("result: REGRESSION") != std::string::npos);

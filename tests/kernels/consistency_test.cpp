@@ -165,7 +165,8 @@ TEST_CASE("16-bit dtypes store values the dtype represents and round outputs to 
   CHECK(to_bf16_bits(-2.0f) == 0xc000);
 }
 
-TEST_CASE("cpu names the bf16 micro-kernel it chose and why, by the rates measured here") {
+TEST_CASE("cpu names the bf16 micro-kernel it chose and why, by the rates measured here",
+          "[serial]") {
   auto kernel = make_kernel("cpu");
   const Problem prefill = make_problem(make_shape(4, 2, 64, 32, 64), Dtype::kBF16, 3);  // 32 rows
   kernel->prepare(prefill, 1);
@@ -266,7 +267,7 @@ TEST_CASE("cpu matches the oracle under every ISA cap this CPU supports, within 
 // The ceilings are right on every ISA: under each cap the measured FMA peak is at least the rate
 // of cpu's own micro-kernel of that ISA on operands in L1 (a peak loop that spills measured half
 // of it on an AVX2 CPU). Both are best-of-five rates on the same cores; 10% covers noise.
-TEST_CASE("under every cap the FMA peak is at least cpu's micro-kernel in cache") {
+TEST_CASE("under every cap the FMA peak is at least cpu's micro-kernel in cache", "[serial]") {
   const auto before = max_isa();
   for (Isa cap : supported_isas()) {
     if (cap > Isa::kAvx512) continue;  // bf16 caps run the FP32 kernels of avx512

@@ -1,5 +1,7 @@
 #include "baselines/python/python_peer.hpp"
 
+#include <unistd.h>
+
 #include <catch2/catch.hpp>
 #include <filesystem>
 #include <fstream>
@@ -24,10 +26,12 @@ constexpr bool kSanitizedBuild = true;
 constexpr bool kSanitizedBuild = false;
 #endif
 
+// This process's peer folders (other tests may run peers at the same time).
 int peer_folders() {
+  const std::string mine = "moe-bench-peer-" + std::to_string(getpid()) + "-";
   int n = 0;
   for (const auto& e : fs::directory_iterator(fs::temp_directory_path())) {
-    n += e.path().filename().string().rfind("moe-bench-peer-", 0) == 0;
+    n += e.path().filename().string().rfind(mine, 0) == 0;
   }
   return n;
 }
@@ -232,7 +236,8 @@ TEST_CASE("a peer too slow for the case's budget is skipped with its time per ca
   CHECK(peer_folders() == folders_before);
 }
 
-TEST_CASE("a peer that crashes, hangs or returns a wrong shape gives a clear failed result") {
+TEST_CASE("a peer that crashes, hangs or returns a wrong shape gives a clear failed result",
+          "[serial]") {
   const int folders_before = peer_folders();
   python::set_startup_allowance(1.0);
 

@@ -92,7 +92,8 @@ TEST_CASE("a trace keeps its own times and a malformed one is refused with its l
   fs::remove(bad);
 }
 
-TEST_CASE("open loop: a server too slow for the rate shows a growing queue, not a flat latency") {
+TEST_CASE("open loop: a server too slow for the rate shows a growing queue, not a flat latency",
+          "[serial]") {
   // Batches of one token that take 2 ms each, at 1000 requests a second for 0.5 s: the server
   // can do 500 a second, so every request waits longer than the one before.
   const auto requests =
