@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <csignal>
 #include <cstdlib>
 
 #include "moe_bench/error.hpp"
@@ -11,6 +12,13 @@
 #include "registry.hpp"
 
 namespace moe_bench::cli {
+namespace {
+
+void on_sigint(int) { request_interrupt(); }
+
+}  // namespace
+
+void interrupt_on_sigint() { std::signal(SIGINT, on_sigint); }
 
 void add_case_options(CLI::App* sub, CaseOptions& o) {
   Axes& a = o.axes;

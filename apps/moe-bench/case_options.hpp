@@ -35,6 +35,10 @@ void add_max_isa_option(CLI::App* sub);
 /// process holding `processes` copies of the data). Throws UsageError or EnvironmentError.
 std::vector<Case> plan_checked(CaseOptions& o, int processes = 1);
 
+/// Ctrl-C asks the measurement in progress to stop (request_interrupt): what finished is written,
+/// marked interrupted.
+void interrupt_on_sigint();
+
 /// The flags that reproduce `o`'s cases and measurement in another moe-bench process.
 std::vector<std::string> case_arguments(const CaseOptions& o);
 

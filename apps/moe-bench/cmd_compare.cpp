@@ -2,7 +2,6 @@
 #include <unistd.h>
 
 #include <climits>
-#include <csignal>
 #include <filesystem>
 
 #include "case_options.hpp"
@@ -23,8 +22,6 @@ struct CompareCommand {
   std::string slowdown;  ///< test-only: IMPL:FRACTION slows the new build's IMPL
   bool quiet = false;
 };
-
-void on_sigint(int) { request_interrupt(); }
 
 std::string this_binary() {
   char buf[PATH_MAX];
@@ -54,7 +51,7 @@ std::pair<Report, Report> reports_to_compare(CompareCommand& o) {
   const std::vector<Case> cases = plan_checked(o.cases, 2);
   sbs.worker_args = case_arguments(o.cases);
   sbs.impls = o.cases.impls;
-  std::signal(SIGINT, on_sigint);
+  interrupt_on_sigint();
   return run_side_by_side(cases, o.cases.harness, sbs, progress_lines(!o.quiet));
 }
 

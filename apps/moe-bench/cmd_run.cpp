@@ -3,7 +3,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <csignal>
 #include <cstdlib>
 #include <memory>
 
@@ -34,8 +33,6 @@ struct RunOptions {
   std::string ep_model_path;
   bool ep_set = false, placement_set = false;
 };
-
-void on_sigint(int) { request_interrupt(); }
 
 // One line of output and the exit code, shared by the single-process and the EP runs.
 int finish_report(const RunOptions& o, Report& report, Format format) {
@@ -90,7 +87,7 @@ int run_ep(const RunOptions& o) {
       if (!path.empty()) check_writable(path);
     }
   }
-  std::signal(SIGINT, on_sigint);
+  interrupt_on_sigint();
   Report report;
   try {
     // Peaks on rank 0 for every rank's threads together, the others waiting without spinning.
@@ -152,7 +149,7 @@ int run(const RunOptions& o) {
     if (!path.empty()) check_writable(path);
   }
 
-  std::signal(SIGINT, on_sigint);
+  interrupt_on_sigint();
   Report report;
   report.system = system_info(registry().device());
   std::vector<int> threads;

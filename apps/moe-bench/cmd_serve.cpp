@@ -2,7 +2,6 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <csignal>
 #include <memory>
 
 #include "case_options.hpp"
@@ -30,8 +29,6 @@ struct ServeOptions {
   std::string json_path, md_path, format = "table";
   bool quiet = false;
 };
-
-void on_sigint(int) { request_interrupt(); }
 
 std::string serving_table(const Report& report) {
   std::string out =
@@ -106,7 +103,7 @@ int serve(ServeOptions o) {
     if (!path.empty()) check_writable(path);
   }
 
-  std::signal(SIGINT, on_sigint);
+  interrupt_on_sigint();
   Report report;
   report.system = system_info(registry().device());
   report.peaks.push_back(measure_peaks(c.threads));

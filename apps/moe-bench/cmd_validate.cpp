@@ -2,7 +2,6 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <csignal>
 
 #include "case_options.hpp"
 #include "commands.hpp"
@@ -24,8 +23,6 @@ struct ValidateOptions {
   std::string blas_core;
 };
 
-void on_sigint(int) { request_interrupt(); }
-
 const char* mark(Status s) {
   return s == Status::kOk ? "PASS" : s == Status::kFailed ? "FAIL" : "SKIP";
 }
@@ -36,7 +33,7 @@ int validate(const ValidateOptions& o) {
   const ValidateLevel level = o.quick  ? ValidateLevel::kQuick
                               : o.full ? ValidateLevel::kFull
                                        : ValidateLevel::kDefault;
-  std::signal(SIGINT, on_sigint);
+  interrupt_on_sigint();
   const auto start = std::chrono::steady_clock::now();
 
   Report report;
