@@ -105,9 +105,11 @@ void pack_layer(const PackSpec& spec, const Shape& s, Dtype dtype, const LayerWe
             dtype == Dtype::kBF16 ? to_bf16_bits(v) : to_f16_bits(v);
     }
   };
-  // The code of element (row, i) of a source matrix, and its scale.
-  auto code_of = [](const Rows& m, int64_t row, int64_t i) {
-    return m.q == nullptr || m.q->empty() ? 0 : m.q->codes[(m.row0 + row) * m.q->cols + i];
+  // The codes of row `row` of a source matrix (nullptr: not quantized, every code 0), found once
+  // a row: the inner loops below run once per weight, unoptimised in a Debug build.
+  auto codes_of = [](const Rows& m, int64_t row) -> const int8_t* {
+    return m.q == nullptr || m.q->empty() ? nullptr
+                                          : m.q->codes.data() + (m.row0 + row) * m.q->cols;
   };
   auto scale_of = [format](const Rows& m, int64_t row, int64_t i) {
     return m.q->scale(format, m.row0 + row, i);
@@ -136,9 +138,9 @@ void pack_layer(const PackSpec& spec, const Shape& s, Dtype dtype, const LayerWe
         const int64_t row = pnl * hcols + (gated ? c % L : c);
         const Rows& m = up ? src.w3 : src.w1;
         const float* srow = row < width ? m.w + row * d : nullptr;
+        const int8_t* crow = srow != nullptr ? codes_of(m, row) : nullptr;
         for (int64_t i = 0; i < d; ++i) {
-          put(dst + at(i, c), srow != nullptr ? srow[i] : 0.0f,
-              srow != nullptr ? code_of(m, row, i) : 0);
+          put(dst + at(i, c), srow != nullptr ? srow[i] : 0.0f, crow != nullptr ? crow[i] : 0);
         }
         if (!i8 && !q4) continue;
         for (int64_t grp = 0; grp < up_groups; ++grp) {
@@ -154,11 +156,14 @@ void pack_layer(const PackSpec& spec, const Shape& s, Dtype dtype, const LayerWe
       for (int64_t c = 0; c < L2; ++c) {
         const int64_t row = q * L2 + c;
         const float* srow = row < d ? src.w2.w + row * width : nullptr;
-        for (int64_t j = 0; j < width; ++j) {
-          const int64_t j0 = j / kDownChunk * kDownChunk;
-          const int64_t fc_pad = round_up(std::min(kDownChunk, width - j0), kp);
-          put(g.down_offset + j0 * down_panels * L2 + q * fc_pad * L2 + at(j - j0, c),
-              srow != nullptr ? srow[j] : 0.0f, srow != nullptr ? code_of(src.w2, row, j) : 0);
+        const int8_t* crow = srow != nullptr ? codes_of(src.w2, row) : nullptr;
+        for (int64_t j0 = 0; j0 < width; j0 += kDownChunk) {
+          const int64_t fc = std::min(kDownChunk, width - j0);
+          const int64_t chunk = g.down_offset + j0 * down_panels * L2 + q * round_up(fc, kp) * L2;
+          for (int64_t j = j0; j < j0 + fc; ++j) {
+            put(chunk + at(j - j0, c), srow != nullptr ? srow[j] : 0.0f,
+                crow != nullptr ? crow[j] : 0);
+          }
         }
         if (!i8 && !q4) continue;
         for (int64_t grp = 0; grp < down_groups; ++grp) {
