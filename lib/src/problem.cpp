@@ -2,13 +2,10 @@
 
 #include <algorithm>
 #include <cmath>
-#include <deque>
-#include <mutex>
 #include <numbers>
 #include <numeric>
 
 #include "moe_bench/dtype.hpp"
-#include "moe_bench/sysinfo.hpp"
 
 namespace moe_bench {
 namespace {
@@ -30,43 +27,9 @@ uint64_t layer_stream(int64_t layer, Stream s) {
   return 1 + static_cast<uint64_t>(layer) * kStreamsPerLayer + s;
 }
 
-// The tensors generated last, kept for the next problem that asks for the same ones: a run's cases
-// share their weights across token counts, dtypes and weight formats (the dtype rounds them, a
-// format quantizes them, after generation), and a Box-Muller normal costs a log and a sincos in
-// double (validate --quick generated workload A's 100 M expert weights for several cases). Bounded
-// by kNormalCacheBytes and a sixteenth of the memory available when a tensor is added.
-struct CachedNormal {
-  int64_t n;
-  double stddev;
-  uint64_t seed, stream;
-  std::vector<float> values;
-};
-constexpr int64_t kNormalCacheBytes = int64_t{1} << 30;
-std::mutex g_normal_mutex;
-std::deque<CachedNormal> g_normal_cache;
-int64_t g_normal_cached_bytes = 0;
-
 std::vector<float> normal(int64_t n, double stddev, uint64_t seed, uint64_t stream) {
-  {
-    const std::lock_guard lock(g_normal_mutex);
-    for (const CachedNormal& c : g_normal_cache) {
-      if (c.n == n && c.stddev == stddev && c.seed == seed && c.stream == stream) return c.values;
-    }
-  }
   std::vector<float> v(static_cast<size_t>(n));
   fill_normal(v.data(), n, stddev, seed, stream);
-  const int64_t bytes = n * static_cast<int64_t>(sizeof(float));
-  const int64_t cap = std::min(kNormalCacheBytes, memory_available_bytes() / 16);
-  if (bytes <= cap / 2) {
-    const std::lock_guard lock(g_normal_mutex);
-    g_normal_cache.push_back({n, stddev, seed, stream, v});
-    g_normal_cached_bytes += bytes;
-    while (g_normal_cached_bytes > cap) {
-      g_normal_cached_bytes -=
-          static_cast<int64_t>(g_normal_cache.front().values.size() * sizeof(float));
-      g_normal_cache.pop_front();
-    }
-  }
   return v;
 }
 
