@@ -585,21 +585,24 @@ void run_validate(const Registry& registry, ValidateLevel level, Report& report,
   std::vector<Case> planned;
   std::vector<std::vector<std::string>> planned_impls;
   for (const Case& c : cases) {
+    // A claim stated for this machine whose comparison is timed in case c.
+    const auto about = [&](const Claim& claim) {
+      if (!applies(claim)) return false;
+      const Case kase = claim_case(claim);
+      return kase.shape == c.shape && kase.dtype == c.dtype;
+    };
     // The bf16 prefill cases are there for the bf16 claims over the peers: timed only where one
     // of those is stated for this machine (on an AVX2 CPU they took 45 s of validate's 5 minutes
     // and checked no claim).
-    const bool needed = c.dtype == Dtype::kF32 ||
-                        std::any_of(kClaims.begin(), kClaims.end(), [&](const Claim& claim) {
-                          return applies(claim) && !claim.across_cases() &&
-                                 claim_case(claim).shape == c.shape &&
-                                 claim_case(claim).dtype == c.dtype;
-                        });
+    const bool needed =
+        c.dtype == Dtype::kF32 || std::any_of(kClaims.begin(), kClaims.end(), [&](const Claim& cl) {
+          return !cl.across_cases() && about(cl);
+        });
     if (!needed) continue;
     std::vector<std::string> with = impls;
     for (const std::string& peer : peers) {
       for (const Claim& claim : kClaims) {
-        if (applies(claim) && (claim.a == peer || claim.b == peer) &&
-            claim_case(claim).shape == c.shape && claim_case(claim).dtype == c.dtype) {
+        if ((claim.a == peer || claim.b == peer) && about(claim)) {
           with.push_back(peer);
           break;
         }
