@@ -145,6 +145,16 @@ Exit run_process(const std::vector<std::string>& args, const fs::path& log, doub
   return out;
 }
 
+// PyTorch reaches a GPU through NVIDIA's driver: without its device nodes (or WSL's /dev/dxg)
+// no import of torch can find one, so a GPU peer says so without spending seconds on the import.
+bool nvidia_driver_present() {
+  for (const char* node : {"/proc/driver/nvidia/version", "/dev/nvidiactl", "/dev/dxg"}) {
+    std::error_code ec;
+    if (fs::exists(node, ec)) return true;
+  }
+  return false;
+}
+
 std::string last_line(const fs::path& log) {
   std::ifstream in(log);
   std::string line, last;
@@ -385,10 +395,15 @@ class PythonPeer final : public Kernel {
     const std::string key = interpreter() + "|" + name_;
     auto it = cache.find(key);
     if (it != cache.end()) return it->second;
+    Probe found;
+    if (on_gpu_ && !nvidia_driver_present()) {
+      found.why = "no NVIDIA driver on this machine (no /proc/driver/nvidia, /dev/nvidiactl or "
+                  "/dev/dxg)";
+      return cache[key] = found;
+    }
     TempDir dir;
     const fs::path log = dir.path() / "probe.log";
     const Exit e = run_process({interpreter(), "-c", probe_}, log, 120);
-    Probe found;
     if (e.code != 0) {
       found.why =
           e.code == 127 || (e.code < 0 && !e.timed_out)

@@ -1,6 +1,7 @@
 #include "moe_bench/problem.hpp"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <numbers>
 #include <numeric>
@@ -17,8 +18,44 @@ uint64_t splitmix64(uint64_t z) {
   return z ^ (z >> 31);
 }
 
-// Uniform in (0, 1], never 0 so that log() is finite.
-double to_unit(uint64_t bits) { return (static_cast<double>(bits >> 11) + 1.0) * 0x1.0p-53; }
+// ln(u) for u in (0, 1], in FP32 arithmetic only: u = m 2^e with m in [sqrt(1/2), sqrt(2)), and
+// ln(m) = 2 atanh(s), s = (m - 1) / (m + 1), |s| <= 0.172, as its series to s^9 (the next term
+// is below 2e-9 of the result). No library call, so the generator's loop vectorises, and the same
+// operations give the same bits on every machine (this file is compiled without FP contraction).
+inline float log_unit(float u) {
+  uint32_t bits = std::bit_cast<uint32_t>(u);
+  // Scale by 2 when the mantissa is at or above sqrt(2), so that m falls in [sqrt(1/2), sqrt(2)).
+  bits += 0x3f800000u - 0x3f3504f3u;
+  const int32_t e = static_cast<int32_t>(bits >> 23) - 127;
+  const float m = std::bit_cast<float>((bits & 0x007fffffu) + 0x3f3504f3u);
+  const float s = (m - 1.0f) / (m + 1.0f);
+  const float s2 = s * s;
+  const float series =
+      1.0f + s2 * (1.0f / 3 + s2 * (1.0f / 5 + s2 * (1.0f / 7 + s2 * (1.0f / 9))));
+  return static_cast<float>(e) * std::numbers::ln2_v<float> + 2.0f * s * series;
+}
+
+// cos and sin of 2 pi t for t in [0, 1): t = (j + f) / 4 with j the nearest quarter turn and
+// |f| <= 1/2, so the angle's remainder is |(pi / 2) f| <= pi / 4, where the Taylor series to the
+// 10th power is exact to float; then turned by j quarter turns.
+inline void cos_sin_turn(float t, float& c, float& s) {
+  const float q = 4.0f * t;
+  const int32_t j = static_cast<int32_t>(q + 0.5f);  // q >= 0: truncation rounds
+  const float a = (q - static_cast<float>(j)) * std::numbers::pi_v<float> * 0.5f;
+  const float a2 = a * a;
+  const float sa = a * (1.0f - a2 * (1.0f / 6) *
+                                   (1.0f - a2 * (1.0f / 20) *
+                                               (1.0f - a2 * (1.0f / 42) * (1.0f - a2 * (1.0f / 72)))));
+  const float ca =
+      1.0f - a2 * 0.5f *
+                 (1.0f - a2 * (1.0f / 12) *
+                             (1.0f - a2 * (1.0f / 30) *
+                                         (1.0f - a2 * (1.0f / 56) * (1.0f - a2 * (1.0f / 90)))));
+  const bool odd = (j & 1) != 0, back = (j & 2) != 0;  // a quarter turn; a half turn
+  const float x = odd ? -sa : ca, y = odd ? ca : sa;
+  c = back ? -x : x;
+  s = back ? -y : y;
+}
 
 // Streams that name each tensor, so that adding a layer or a tensor never changes another.
 enum Stream : uint64_t { kX = 0, kWg, kW1, kW3, kW2, kWs1, kWs3, kWs2, kSelBias, kStreamsPerLayer };
@@ -33,20 +70,31 @@ std::vector<float> normal(int64_t n, double stddev, uint64_t seed, uint64_t stre
   return v;
 }
 
+// Box-Muller on one 64-bit hash of the pair's counter: its top 24 bits give u1 in (0, 1] (never
+// 0, so the logarithm is finite; the largest |value| is 5.77 sigma), its low 24 bits u2 in [0, 1).
+// Single precision throughout: the values are stored as FP32.
+inline void normal_pair(uint64_t key, int64_t p, float sd, float& a, float& b) {
+  const uint64_t h = splitmix64(key + 2 * static_cast<uint64_t>(p));
+  const float u1 = static_cast<float>(static_cast<int32_t>(h >> 40) + 1) * 0x1.0p-24f;
+  const float u2 = static_cast<float>(static_cast<int32_t>(h & 0xffffffu)) * 0x1.0p-24f;
+  const float r = sd * std::sqrt(-2.0f * log_unit(u1));
+  float c, s;
+  cos_sin_turn(u2, c, s);
+  a = r * c;
+  b = r * s;
+}
+
 }  // namespace
 
 void fill_normal(float* out, int64_t n, double stddev, uint64_t seed, uint64_t stream) {
   const uint64_t key = splitmix64(seed ^ splitmix64(stream * 0x632be59bd9b4e019ULL));
-  const int64_t pairs = (n + 1) / 2;
+  const float sd = static_cast<float>(stddev);
+  const int64_t pairs = n / 2;
 #pragma omp parallel for schedule(static)
-  for (int64_t p = 0; p < pairs; ++p) {
-    uint64_t h = splitmix64(key + 2 * static_cast<uint64_t>(p));
-    double u1 = to_unit(h);
-    double u2 = to_unit(splitmix64(h ^ 0xd1b54a32d192ed03ULL));
-    double r = stddev * std::sqrt(-2.0 * std::log(u1));
-    double a = 2.0 * std::numbers::pi * u2;
-    out[2 * p] = static_cast<float>(r * std::cos(a));
-    if (2 * p + 1 < n) out[2 * p + 1] = static_cast<float>(r * std::sin(a));
+  for (int64_t p = 0; p < pairs; ++p) normal_pair(key, p, sd, out[2 * p], out[2 * p + 1]);
+  if (n % 2 != 0) {
+    float unused;
+    normal_pair(key, pairs, sd, out[n - 1], unused);
   }
 }
 
