@@ -98,6 +98,27 @@ void fill_normal(float* out, int64_t n, double stddev, uint64_t seed, uint64_t s
   }
 }
 
+uint64_t fingerprint(const Problem& p) {
+  uint64_t h = splitmix64(p.seed);
+  const auto mix = [&h](uint64_t v) { h = splitmix64(h ^ v); };
+  const auto tensor = [&mix](const std::vector<float>& t) {
+    const size_t n = t.size();
+    mix(n);
+    const size_t stride = std::max<size_t>(1, n / 4096);
+    for (size_t i = 0; i < n; i += stride) mix(std::bit_cast<uint32_t>(t[i]));
+    if (n > 0) mix(std::bit_cast<uint32_t>(t[n - 1]));
+  };
+  tensor(p.x);
+  if (!p.layers.empty()) {
+    const LayerWeights& w = p.layers[0];
+    for (const auto* t : {&w.wg, &w.logit_bias, &w.selection_bias, &w.w1, &w.w3, &w.w2, &w.ws1,
+                          &w.ws3, &w.ws2}) {
+      tensor(*t);
+    }
+  }
+  return h;
+}
+
 std::vector<float> skew_logit_bias(const Skew& skew, int64_t experts, int64_t top_k) {
   std::vector<float> bias(static_cast<size_t>(experts), 0.0f);
   if (skew.kind == Skew::Kind::kUniform) return bias;

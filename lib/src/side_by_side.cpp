@@ -186,7 +186,7 @@ void expect_hello(WorkerProcess& w, size_t cases) {
   int protocol = 0;
   size_t planned = 0;
   if (std::sscanf(hello.c_str(), "moe-bench-worker %d %zu", &protocol, &planned) != 2 ||
-      protocol != kWorkerProtocol) {
+      protocol < kOldestWorkerProtocol || protocol > kWorkerProtocol) {
     throw EnvironmentError(fmt::format(
         "{} ({}) does not speak worker protocol {} (it answered '{}'): build the reference from "
         "a commit that has `moe-bench worker`",
@@ -198,11 +198,22 @@ void expect_hello(WorkerProcess& w, size_t cases) {
   }
 }
 
-// Reads one worker's answer to `case I` into a result per implementation.
-std::vector<Result> read_case(WorkerProcess& w, const Case& c, const std::string& label) {
+// One worker's answer to `case I`: a result per implementation, and the fingerprint of the
+// problem it generated (empty from a protocol 3 worker).
+struct Prepared {
   std::vector<Result> results;
+  std::string inputs;
+};
+
+Prepared read_case(WorkerProcess& w, const Case& c, const std::string& label) {
+  Prepared prepared;
+  std::vector<Result>& results = prepared.results;
   for (;;) {
     const std::string line = w.receive();
+    if (line.starts_with("inputs ")) {
+      prepared.inputs = line.substr(7);
+      continue;
+    }
     if (line.starts_with("ready ")) {
       int64_t layers = 1;
       char rest[1024] = {};
@@ -212,7 +223,7 @@ std::vector<Result> read_case(WorkerProcess& w, const Case& c, const std::string
             fmt::format("{} prepared '{}' where this build prepared '{}'", w.role(), rest, label));
       }
       for (Result& r : results) r.layers = layers;
-      return results;
+      return prepared;
     }
     char name[128] = {}, status[16] = {};
     int used = 0;
@@ -268,6 +279,7 @@ int serve_worker(const std::vector<Case>& cases, const std::vector<std::string>&
         omp_set_num_threads(cpu_count());
         layers = asked > 0 ? asked : layers_for(c, o, impls);
         problem.emplace(make_problem(c.shape, c.dtype, c.seed, layers));
+        fmt::print(out, "inputs {:016x}\n", fingerprint(*problem));
         const Oracle oracle(*problem, 0, o.oracle_flop_budget);
         omp_set_num_threads(c.threads);
         set_blas_threads(c.threads);
@@ -333,8 +345,20 @@ std::pair<Report, Report> run_side_by_side(const std::vector<Case>& cases, const
     // One-thread cases run both builds on the same core, the one this process started on.
     old_w.send(fmt::format("case {} {} {}", i, layers, pin));
     new_w.send(fmt::format("case {} {} {}", i, layers, pin));
-    std::vector<Result> old_results = read_case(old_w, c, label);
-    std::vector<Result> new_results = read_case(new_w, c, label);
+    Prepared old_case = read_case(old_w, c, label);
+    Prepared new_case = read_case(new_w, c, label);
+    // Times of different work are not a comparison: a change of the data generator changes the
+    // routing, and with it each expert's rows.
+    if (!old_case.inputs.empty() && !new_case.inputs.empty() &&
+        old_case.inputs != new_case.inputs) {
+      throw EnvironmentError(fmt::format(
+          "the old and the new build generated different inputs for {} (fingerprints {} and {}): "
+          "their times would compare different work; compare against a build with the same data "
+          "generator",
+          label, old_case.inputs, new_case.inputs));
+    }
+    std::vector<Result>& old_results = old_case.results;
+    std::vector<Result>& new_results = new_case.results;
 
     struct Turn {
       WorkerProcess* worker;

@@ -3,6 +3,7 @@
 
 #include <catch2/catch.hpp>
 #include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -27,6 +28,11 @@ TEST_CASE("a worker answers the protocol: hello, a prepared case, a sample") {
   REQUIRE(o.code == 0);
   CHECK(
       o.out.starts_with("moe-bench-worker " + std::to_string(moe_bench::kWorkerProtocol) + " 1\n"));
+  // The fingerprint of the generated problem comes before the implementations.
+  const auto inputs = o.out.find("\ninputs ");
+  REQUIRE(inputs != std::string::npos);
+  CHECK(o.out.find('\n', inputs + 1) == inputs + 8 + 16);
+  CHECK(inputs < o.out.find("impl naive ok "));
   CHECK(o.out.find("impl naive ok ") != std::string::npos);
   CHECK(o.out.find("impl cpu ok ") != std::string::npos);
   CHECK(o.out.find("\nready 3 E4 k2 d16 f8 T=2\n") != std::string::npos);
@@ -79,4 +85,39 @@ TEST_CASE("compare --against refuses a binary that is not a moe-bench worker") {
   CHECK(o.err.find("is not an executable file") != std::string::npos);
   o = run_tool("compare --against " + std::string(MOE_BENCH_EXE) + " a.json b.json");
   CHECK(o.code == 2);
+}
+
+namespace {
+
+// A script that runs this build as a worker with its answers edited by `sed_program`.
+std::filesystem::path edited_worker(const std::string& name, const std::string& sed_program) {
+  const auto path = std::filesystem::temp_directory_path() / name;
+  std::ofstream(path) << "#!/bin/sh\n\"" << MOE_BENCH_EXE << "\" \"$@\" | sed -u " << sed_program
+                      << "\n";
+  std::filesystem::permissions(path, std::filesystem::perms::owner_all);
+  return path;
+}
+
+}  // namespace
+
+TEST_CASE("compare --against refuses builds that generated different data for a case") {
+  // As a build with another data generator would: same shapes, other values.
+  const auto other = edited_worker("moe_bench_other_data.sh",
+                                   "'s/^inputs .*/inputs 0123456789abcdef/'");
+  const auto json = std::filesystem::temp_directory_path() / "moe_bench_other_data.json";
+  std::filesystem::remove(json);
+  const Outcome o =
+      run_tool("compare --against " + other.string() + " " + kTinyCase + " --json " + json.string());
+  CHECK(o.code == 3);
+  CHECK(o.err.find("generated different inputs for E4 k2 d32 f16 T=2 (fingerprints "
+                   "0123456789abcdef and ") != std::string::npos);
+  CHECK_FALSE(std::filesystem::exists(json));
+  // A protocol 3 worker (before fingerprints) is still compared, without that check.
+  const auto older = edited_worker(
+      "moe_bench_protocol3.sh", "-e '/^inputs /d' -e 's/^moe-bench-worker 4 /moe-bench-worker 3 /'");
+  const Outcome p = run_tool("compare --against " + older.string() + " " + kTinyCase);
+  CHECK(p.err.find("does not speak") == std::string::npos);
+  CHECK(p.out.find("E4 k2 d32 f16 T=2") != std::string::npos);
+  std::filesystem::remove(other);
+  std::filesystem::remove(older);
 }

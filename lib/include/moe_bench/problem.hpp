@@ -48,6 +48,11 @@ Problem unquantized_twin(const Problem& p);
 /// router's; zeros when uniform. The realised load of a problem is measured, not assumed.
 std::vector<float> skew_logit_bias(const Skew& skew, int64_t experts, int64_t top_k);
 
+/// A fingerprint of the inputs and the first layer's weights (sizes and a strided sample of the
+/// values, bit for bit): two builds that generate the same problem for a case give the same
+/// fingerprint, and a change of the data generator changes it. Cheap at any size.
+uint64_t fingerprint(const Problem& p);
+
 /// Fills `out` with N(0, stddev^2) values from a counter-based generator keyed by (seed, stream);
 /// element i depends on (seed, stream, i) only.
 void fill_normal(float* out, int64_t n, double stddev, uint64_t seed, uint64_t stream);

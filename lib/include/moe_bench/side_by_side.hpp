@@ -12,7 +12,9 @@ namespace moe_bench {
 
 /// The version of the line protocol between `compare --against` and its workers; a worker that
 /// answers another version (an older build) is refused with that reason.
-inline constexpr int kWorkerProtocol = 3;
+inline constexpr int kWorkerProtocol = 4;
+/// The oldest version still understood: 3 has no `inputs` line (the data are then not compared).
+inline constexpr int kOldestWorkerProtocol = 3;
 
 /// A deliberate slowdown of one implementation (tests and the gate's calibration only): each
 /// sample of `impl` spins for `fraction` of its measured time more.
@@ -27,7 +29,9 @@ struct InjectedSlowdown {
 ///                   builds run under the same cache conditions whatever their own policy), on
 ///                   logical CPU `CPU` alone when the case runs one thread (-1: anywhere), so
 ///                   that a neighbour busy on one core slows both builds alike:
-///                   answers `impl NAME ok INNER_REPS MAX_REL_ERR TOLERANCE` or
+///                   answers `inputs FINGERPRINT` (the problem's, in hex: the driver refuses
+///                   to compare builds that generated different data), then
+///                   `impl NAME ok INNER_REPS MAX_REL_ERR TOLERANCE` or
 ///                   `impl NAME failed|skipped REASON` per implementation, then `ready L LABEL`
 ///   `sample NAME`   one sample of NAME: answers its seconds per call
 ///   `quit`          ends (as does the end of `in`)
