@@ -255,17 +255,45 @@ def render(path, out):
     return printed.getvalue().split()
 
 
+def draw(report, stem, out, names):
+    """Some of plot.py's charts of one report, as plot.main() names them; returns the PNGs."""
+    written = []
+    for name in names:
+        path = os.path.join(out, "{}_{}.png".format(stem, name))
+        getattr(plot, "plot_" + name)(report, path)
+        written.append(path)
+    return written
+
+
 class Rendering(unittest.TestCase):
     def test_every_committed_report_renders_within_1920_by_1080(self):
+        """The largest report of each folder draws all its charts through plot.py's command line;
+        every other one draws its dashboard, which draws each panel of the single charts on the
+        report's own data, and its cross-language chart, the one chart the dashboard leaves out
+        (on 2 cores, all six charts of all 40 reports took 2.3 minutes of the test run)."""
         reports = sorted(glob.glob(os.path.join(ROOT, "reports", "*", "*.json")))
-        reports = [p for p in reports if load(*p.split(os.sep)[-2:]).get("schema_version") == 1]
+        loaded = {p: load(*p.split(os.sep)[-2:]) for p in reports}
+        reports = [p for p in reports if loaded[p].get("schema_version") == 1]
         self.assertGreater(len(reports), 10)
+        largest = {}
+        for path in reports:
+            folder = os.path.dirname(path)
+            if len(loaded[path]["results"]) > len(loaded[largest.get(folder, path)]["results"]):
+                largest[folder] = path
+            largest.setdefault(folder, path)
         with tempfile.TemporaryDirectory() as out:
             for path in reports:
-                written = render(path, out)
-                serving = any(r.get("serving") for r in load(*path.split(os.sep)[-2:])["results"])
-                self.assertEqual(len(written), 1 if serving else 6, path)
+                report = loaded[path]
+                serving = any(r.get("serving") for r in report["results"])
+                if path in largest.values():
+                    written = render(path, out)
+                    self.assertEqual(len(written), 1 if serving else 6, path)
+                else:
+                    stem = os.path.splitext(os.path.basename(path))[0]
+                    written = draw(report, stem, out,
+                                   ["serving"] if serving else ["dashboard", "crosslang"])
                 for png in written:
+                    self.assertTrue(os.path.exists(png), png)
                     w, h = png_size(png)
                     self.assertTrue(w <= 1920 and h <= 1080, "{}: {} x {}".format(png, w, h))
 
