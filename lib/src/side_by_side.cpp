@@ -188,9 +188,9 @@ void expect_hello(WorkerProcess& w, size_t cases) {
   if (std::sscanf(hello.c_str(), "moe-bench-worker %d %zu", &protocol, &planned) != 2 ||
       protocol < kOldestWorkerProtocol || protocol > kWorkerProtocol) {
     throw EnvironmentError(fmt::format(
-        "{} ({}) does not speak worker protocol {} (it answered '{}'): build the reference from "
-        "a commit that has `moe-bench worker`",
-        w.role(), w.binary(), kWorkerProtocol, hello));
+        "{} ({}) does not speak worker protocol {} to {} (it answered '{}'): build the reference "
+        "from a commit that has `moe-bench worker`",
+        w.role(), w.binary(), kOldestWorkerProtocol, kWorkerProtocol, hello));
   }
   if (planned != cases) {
     throw EnvironmentError(fmt::format("{} planned {} cases for these flags, this build {}",
