@@ -48,7 +48,16 @@ int64_t case_memory_bytes(const Case& c, int64_t layers) {
   const int64_t width = std::max(s.d_ff, s.shared_width());
   // x, y, gathered x, expert output, gate and up, logits, plus the oracle's FP64 logits.
   const int64_t work = s.tokens * (4 * s.d_model + 2 * width) * b + s.tokens * s.experts * 24;
-  return layers * layer_held_bytes(s, c.dtype) + work;
+  // A quantized case also holds its unquantized twin, one f32 layer, whose oracle measures what
+  // quantizing cost (harness.cpp). Left out, deepseek-v3 with 64 experts in q4 passed this check
+  // on a 23.5 GiB machine and was killed for memory.
+  int64_t twin = 0;
+  if (s.weights != WeightFormat::kSame) {
+    Shape same = s;
+    same.weights = WeightFormat::kSame;
+    twin = layer_weight_bytes(same, Dtype::kF32);
+  }
+  return layers * layer_held_bytes(s, c.dtype) + twin + work;
 }
 
 std::vector<Case> plan_cases(const Axes& a) {
@@ -119,11 +128,13 @@ std::vector<Case> plan_cases(const Axes& a) {
           if (available > 0 && static_cast<double>(need) > 0.9 * static_cast<double>(available)) {
             throw UsageError(fmt::format(
                 "{} at {} tokens needs {:.1f} GiB in {} (weights, {} extra cop{} the chosen "
-                "implementations keep, work space) but only {:.1f} GiB is available; try fewer "
+                "implementations keep, {}work space) but only {:.1f} GiB is available; try fewer "
                 "experts (--experts){}",
                 c.shape.preset.empty() ? "this shape" : "preset " + c.shape.preset, tokens,
                 gib(need), to_string(dtype), a.extra_weight_copies,
-                a.extra_weight_copies == 1 ? "y" : "ies", gib(available),
+                a.extra_weight_copies == 1 ? "y" : "ies",
+                c.shape.weights == WeightFormat::kSame ? "" : "the unquantized twin, ",
+                gib(available),
                 dtype == Dtype::kF32 ? " or --dtype bf16" : " or fewer tokens"));
           }
           cases.push_back(c);

@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include "moe_bench/error.hpp"
+#include "moe_bench/plan.hpp"
 #include "moe_bench/presets.hpp"
 
 using namespace moe_bench;
@@ -61,4 +62,23 @@ TEST_CASE("all ten presets are valid shapes with the design's sizes") {
   CHECK(v3.routing.scale == 2.5);
   CHECK(find_preset("mixtral-8x7b").shape.d_ff == 14336);
   CHECK_THROWS_AS(find_preset("llama"), UsageError);
+}
+
+TEST_CASE("the memory a quantized case needs counts its f32 values, codes and unquantized twin") {
+  Shape s = find_preset("deepseek-v3").shape;
+  s.experts = 64;
+  s.tokens = 16;
+  const Case same{s, Dtype::kF32, 2, 1};
+  Shape q4 = s;
+  q4.weights = WeightFormat::kQ4;
+  const Case quantized{q4, Dtype::kF32, 2, 1};
+  const int64_t f32_layer = layer_weight_bytes(s, Dtype::kF32);
+  // The dequantized floats, the codes and scales, and the twin: more than two f32 layers (a run
+  // with 64 of deepseek-v3's experts in q4 passed the check without the twin and was killed for
+  // memory on a 23.5 GiB machine).
+  CHECK(case_memory_bytes(quantized, 1) > 2 * f32_layer);
+  CHECK(case_memory_bytes(same, 1) < 2 * f32_layer);
+  // The twin is one layer however many cold copies rotate.
+  CHECK(case_memory_bytes(quantized, 3) - case_memory_bytes(quantized, 1) ==
+        2 * layer_held_bytes(q4, Dtype::kF32));
 }
