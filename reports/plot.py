@@ -1013,6 +1013,16 @@ def save(fig, path, tight=True):
     plt.close(fig)
 
 
+def charts(report):
+    """The charts of a report, as (name, function drawing it to a path): a serving run has its
+    own, every other run six."""
+    if any(r.get("serving") for r in report["results"]):
+        return (("serving", plot_serving),)
+    return (("speedups", plot_speedups), ("crosslang", plot_crosslang),
+            ("throughput", plot_throughput), ("latency", plot_latency),
+            ("roofline", plot_roofline), ("dashboard", plot_dashboard))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("report")
@@ -1027,13 +1037,7 @@ def main():
         sys.exit("plot.py: error: {} is not a moe-bench schema v1 report".format(args.report))
     out = args.out or os.path.dirname(os.path.abspath(args.report))
     stem = os.path.splitext(os.path.basename(args.report))[0]
-    if any(r.get("serving") for r in report["results"]):
-        charts = (("serving", plot_serving),)
-    else:
-        charts = (("speedups", plot_speedups), ("crosslang", plot_crosslang),
-                  ("throughput", plot_throughput), ("latency", plot_latency),
-                  ("roofline", plot_roofline), ("dashboard", plot_dashboard))
-    for name, draw in charts:
+    for name, draw in charts(report):
         path = os.path.join(out, "{}_{}.png".format(stem, name))
         draw(report, path)
         print(path)

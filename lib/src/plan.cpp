@@ -33,13 +33,19 @@ void expand(std::vector<Base>& bases, const std::vector<T>& values, Set set) {
 
 double gib(int64_t bytes) { return static_cast<double>(bytes) / (1024.0 * 1024.0 * 1024.0); }
 
+// The layer as f32 floats of the unquantized shape: what a quantized layer holds beside its codes
+// (the dequantized values), and what its unquantized twin holds.
+int64_t f32_layer_bytes(const Shape& s) {
+  Shape same = s;
+  same.weights = WeightFormat::kSame;
+  return layer_weight_bytes(same, Dtype::kF32);
+}
+
 }  // namespace
 
 int64_t layer_held_bytes(const Shape& s, Dtype d) {
   if (s.weights == WeightFormat::kSame) return layer_weight_bytes(s, d);
-  Shape same = s;
-  same.weights = WeightFormat::kSame;
-  return layer_weight_bytes(same, Dtype::kF32) * 5 / 4;
+  return f32_layer_bytes(s) * 5 / 4;
 }
 
 int64_t case_memory_bytes(const Case& c, int64_t layers) {
@@ -51,12 +57,7 @@ int64_t case_memory_bytes(const Case& c, int64_t layers) {
   // A quantized case also holds its unquantized twin, one f32 layer, whose oracle measures what
   // quantizing cost (harness.cpp). Left out, deepseek-v3 with 64 experts in q4 passed this check
   // on a 23.5 GiB machine and was killed for memory.
-  int64_t twin = 0;
-  if (s.weights != WeightFormat::kSame) {
-    Shape same = s;
-    same.weights = WeightFormat::kSame;
-    twin = layer_weight_bytes(same, Dtype::kF32);
-  }
+  const int64_t twin = s.weights == WeightFormat::kSame ? 0 : f32_layer_bytes(s);
   return layers * layer_held_bytes(s, c.dtype) + twin + work;
 }
 

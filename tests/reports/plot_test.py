@@ -255,16 +255,6 @@ def render(path, out):
     return printed.getvalue().split()
 
 
-def draw(report, stem, out, names):
-    """Some of plot.py's charts of one report, as plot.main() names them; returns the PNGs."""
-    written = []
-    for name in names:
-        path = os.path.join(out, "{}_{}.png".format(stem, name))
-        getattr(plot, "plot_" + name)(report, path)
-        written.append(path)
-    return written
-
-
 class Rendering(unittest.TestCase):
     def test_every_committed_report_renders_within_1920_by_1080(self):
         """The largest report of each folder draws all its charts through plot.py's command line;
@@ -290,8 +280,11 @@ class Rendering(unittest.TestCase):
                     self.assertEqual(len(written), 1 if serving else 6, path)
                 else:
                     stem = os.path.splitext(os.path.basename(path))[0]
-                    written = draw(report, stem, out,
-                                   ["serving"] if serving else ["dashboard", "crosslang"])
+                    written = []
+                    for name, draw in plot.charts(report):
+                        if name in ("serving", "dashboard", "crosslang"):
+                            written.append(os.path.join(out, "{}_{}.png".format(stem, name)))
+                            draw(report, written[-1])
                 for png in written:
                     self.assertTrue(os.path.exists(png), png)
                     w, h = png_size(png)
