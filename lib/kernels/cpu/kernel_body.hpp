@@ -72,6 +72,151 @@ __attribute__((always_inline)) inline void prefetch_row(const void* wp, int64_t 
   }
 }
 
+// Panel rows that share one 64-byte line (at least 1), and lines a row spans (at least 1).
+template <Storage S>
+constexpr int64_t rows_per_line() {
+  return row_bytes<S>() >= 64 ? 1 : 64 / row_bytes<S>();
+}
+template <Storage S>
+constexpr int64_t lines_per_row() {
+  return row_bytes<S>() > 64 ? row_bytes<S>() / 64 : 1;
+}
+
+// Decode's prefetch distance in rows: as far ahead as prefetch_rows() for f32 and 16-bit panels;
+// int8 and q4 rows take longer to convert than to arrive, so their prefetches go further, 8 KiB
+// and 4 KiB of a panel ahead (measured side by side against 2 KiB on an AMD Zen 3 at workloads
+// A and B, one token: 0.82-0.84x and 0.82-0.84x the time).
+template <Storage S>
+constexpr int64_t decode_ahead_rows() {
+  return S == Storage::kI8 ? 8192 / row_bytes<S>()
+         : S == Storage::kQ4 ? 4096 / row_bytes<S>()
+                             : prefetch_rows<S>();
+}
+
+// One prefetch per line for the rows_per_line<S>() rows that start at row k (a line-aligned
+// step), decode_ahead_rows<S>() rows ahead. The decode loop below advances a line per step, so every
+// line of the panel is asked for once, where prefetch_row() asks once per row (four times a line
+// for int8 rows with AVX2, eight for q4).
+template <Storage S>
+__attribute__((always_inline)) inline void prefetch_step(const void* wp, int64_t k) {
+  const auto* ahead =
+      static_cast<const char*>(element<S>(wp, (k + decode_ahead_rows<S>()) * 2 * V::kLanes));
+  for (int64_t l = 0; l < lines_per_row<S>(); ++l) __builtin_prefetch(ahead + 64 * l);
+  // f32 rows of one line (AVX2) are asked for twice, as prefetch_row() does: without the second
+  // request, decode at workload A, one token, took 1.04-1.07x the time on an AMD Zen 3 (measured
+  // side by side, three runs; why is not understood).
+  if constexpr (S == Storage::kF32 && row_bytes<S>() == 64) __builtin_prefetch(ahead + 32);
+}
+
+// Decode (one or two rows): each accumulator is one chain of FMAs through k, and the FMA latency
+// (4 cycles) rather than memory bounds how fast the weights stream (2L floats per 4 cycles per
+// core: 64 bytes with AVX2). The range is split into kStreams parts read interleaved a line at a
+// time, each into its own accumulators. (Four parts at one row, measured side by side on an AMD
+// Zen 3: 1.07-1.10x the time in bf16.) q4 takes the group's scale out of the sum: with codes u
+// (code + 8) and the group's sum of activations X, sum(x * (u - 8) * s) = s * (sum(x * u) - 8 X),
+// so a row costs two FMAs instead of four; the sums X are taken first, as scalars, so that they
+// hold no vector registers in the loop.
+template <int N, Storage S>
+__attribute__((always_inline)) inline void accumulate_decode(const float* src, const void* wp,
+                                                             int64_t len, const void* scales,
+                                                             typename V::T* a0,
+                                                             typename V::T* a1) {
+  using T = typename V::T;
+  constexpr int L = V::kLanes;
+  constexpr bool kQ4 = S == Storage::kQ4;
+  constexpr int kStreams = 2;
+  constexpr int64_t U = rows_per_line<S>();
+  // At one row, the rows of a line alternate between two sets of accumulators, which doubles the
+  // chains again without another stream from memory.
+  constexpr int kSets = N == 1 && U >= 2 ? 2 : 1;
+  constexpr int kChains = kStreams * kSets;
+  T c0[kChains][N], c1[kChains][N];
+  auto clear = [&] __attribute__((always_inline)) {
+    for (int j = 0; j < kChains; ++j) {
+      for (int r = 0; r < N; ++r) c0[j][r] = c1[j][r] = V::zero();
+    }
+  };
+  // q4: the group's sum of activations of each row, times -8 (four partial sums a row).
+  float minus8x[N] = {};
+  auto group_sums = [&](int64_t g0) __attribute__((always_inline)) {
+    for (int r = 0; r < N; ++r) {
+      float p[4] = {0, 0, 0, 0};
+      const float* sg = src + g0 * kRows + r;
+      for (int64_t k = 0; k < kQ4Rows; k += 4) {
+        for (int q = 0; q < 4; ++q) p[q] += sg[(k + q) * kRows];
+      }
+      minus8x[r] = -8.0f * ((p[0] + p[1]) + (p[2] + p[3]));
+    }
+  };
+  // Row k into chain j.
+  auto row = [&](int j, int64_t k) __attribute__((always_inline)) {
+    T w0, w1;
+    load_row<S>(wp, k, w0, w1);
+    const float* sk = src + k * kRows;
+    for (int r = 0; r < N; ++r) {
+      const T b = V::set1(sk[r]);
+      c0[j][r] = V::fmadd(b, w0, c0[j][r]);
+      c1[j][r] = V::fmadd(b, w1, c1[j][r]);
+    }
+  };
+  // Into a0/a1: the streams' sums, for q4 scaled as above.
+  auto fold = [&](int64_t g0) __attribute__((always_inline)) {
+    T s0 = V::set1(1.0f), s1 = s0;
+    if constexpr (kQ4) {
+      const uint16_t* sc = static_cast<const uint16_t*>(scales) + g0 / kQ4Rows * 2 * L;
+      s0 = V::load_f16(sc);
+      s1 = V::load_f16(sc + L);
+    }
+    for (int r = 0; r < N; ++r) {
+      if constexpr (kQ4) {
+        T g0s = V::set1(minus8x[r]), g1s = g0s;
+        for (int j = 0; j < kChains; ++j) {
+          g0s = V::add(g0s, c0[j][r]);
+          g1s = V::add(g1s, c1[j][r]);
+        }
+        a0[r] = V::fmadd(s0, g0s, a0[r]);
+        a1[r] = V::fmadd(s1, g1s, a1[r]);
+      } else {
+        for (int j = 0; j < kChains; ++j) {
+          a0[r] = V::add(a0[r], c0[j][r]);
+          a1[r] = V::add(a1[r], c1[j][r]);
+        }
+      }
+    }
+  };
+  const int64_t group = kQ4 ? kQ4Rows : len;
+  for (int64_t g0 = 0; g0 < len; g0 += group) {
+    const int64_t g1 = g0 + group < len ? g0 + group : len;
+    clear();
+    if constexpr (kQ4) group_sums(g0);
+    const int64_t part = (g1 - g0) / (kStreams * U) * U;
+    // The head of every stream but the first, which the previous rows' prefetches do not reach
+    // (the first continues where the previous call's stream ended).
+    if (!kQ4 && part > decode_ahead_rows<S>()) {
+      for (int j = 1; j < kStreams; ++j) {
+        const auto* head = static_cast<const char*>(element<S>(wp, (g0 + j * part) * 2 * L));
+        for (int64_t b = 0; b < decode_ahead_rows<S>() * row_bytes<S>(); b += 64) {
+          __builtin_prefetch(head + b);
+        }
+      }
+    }
+    for (int64_t i = 0; i < part; i += U) {
+#pragma GCC unroll 4
+      for (int j = 0; j < kStreams; ++j) {
+        const int64_t k0 = g0 + j * part + i;
+        prefetch_step<S>(wp, k0);
+#pragma GCC unroll 16
+        for (int64_t u = 0; u < U; ++u) row(j * kSets + static_cast<int>(u % kSets), k0 + u);
+      }
+    }
+    for (int64_t k = g0 + kStreams * part; k < g1; ++k) {
+      prefetch_row<S>(wp, k);
+      row(0, k);
+    }
+    fold(g0);
+  }
+}
+
 // The register-blocked core both projections share: for each of `len` reduction rows k, the two
 // weight vectors of the panel times src[k * kRows + r] (a k-major block of N rows) accumulate into
 // a0[r] and a1[r]. Inlined so that the accumulators stay in registers. q4 panels take their
@@ -84,86 +229,37 @@ __attribute__((always_inline)) inline void accumulate(const float* src, const vo
   using T = typename V::T;
   constexpr int L = V::kLanes;
   constexpr bool kQ4 = S == Storage::kQ4;
-  // Decode: with one or two rows, each accumulator is one chain of FMAs through k, and the FMA
-  // latency (4 cycles) rather than memory bounds how fast the weights stream (2L floats per 4
-  // cycles per core: 64 bytes with AVX2). The range is split into two parts read interleaved row
-  // by row, each into its own accumulators. (Four parts at one row, measured side by side on an
-  // AMD Zen 3: 1.07-1.10x the time in bf16.)
-  constexpr int kStreams = N <= 2 ? 2 : 1;
-  T c0[kStreams][N], c1[kStreams][N];
-  if constexpr (kStreams > 1) {
-    for (int j = 0; j < kStreams; ++j) {
-      for (int r = 0; r < N; ++r) c0[j][r] = c1[j][r] = V::zero();
-    }
-  }
-  // Scales: q4 per group of kQ4Rows; otherwise none (one group over the whole reduction).
-  const int64_t group = kQ4 ? kQ4Rows : len;
-  for (int64_t g0 = 0; g0 < len; g0 += group) {
-    const int64_t g1 = g0 + group < len ? g0 + group : len;
-    T s0 = V::zero(), s1 = V::zero(), m0 = V::zero(), m1 = V::zero();
-    if constexpr (kQ4) {
-      const uint16_t* sc = static_cast<const uint16_t*>(scales) + g0 / kQ4Rows * 2 * L;
-      s0 = V::load_f16(sc);
-      s1 = V::load_f16(sc + L);
-      m0 = V::mul(s0, V::set1(-8.0f));
-      m1 = V::mul(s1, V::set1(-8.0f));
-    }
-    auto weights = [&](int64_t k, T & w0, T & w1) __attribute__((always_inline)) {
-      load_row<S>(wp, k, w0, w1);
+  if constexpr (N <= 2) {
+    return accumulate_decode<N, S>(src, wp, len, scales, a0, a1);
+  } else {
+    // Scales: q4 per group of kQ4Rows; otherwise none (one group over the whole reduction).
+    const int64_t group = kQ4 ? kQ4Rows : len;
+    for (int64_t g0 = 0; g0 < len; g0 += group) {
+      const int64_t g1 = g0 + group < len ? g0 + group : len;
+      T s0 = V::zero(), s1 = V::zero(), m0 = V::zero(), m1 = V::zero();
       if constexpr (kQ4) {
-        w0 = V::fmadd(w0, s0, m0);
-        w1 = V::fmadd(w1, s1, m1);
+        const uint16_t* sc = static_cast<const uint16_t*>(scales) + g0 / kQ4Rows * 2 * L;
+        s0 = V::load_f16(sc);
+        s1 = V::load_f16(sc + L);
+        m0 = V::mul(s0, V::set1(-8.0f));
+        m1 = V::mul(s1, V::set1(-8.0f));
       }
-    };
-    int64_t k = g0;
-    if constexpr (kStreams > 1) {
-      const int64_t part = (g1 - g0) / kStreams;
-      // The head of every stream but the first, which the previous rows' prefetches do not reach
-      // (the first continues where the previous call's stream ended).
-      if (!kQ4 && part > prefetch_rows<S>()) {
-        for (int j = 1; j < kStreams; ++j) {
-          const auto* head = static_cast<const char*>(element<S>(wp, (g0 + j * part) * 2 * L));
-          for (int64_t b = 0; b < prefetch_rows<S>() * row_bytes<S>(); b += 64) {
-            __builtin_prefetch(head + b);
-          }
+      for (int64_t k = g0; k < g1; ++k) {
+        // Weights stream from memory at decode sizes: ask for them a few iterations ahead.
+        prefetch_row<S>(wp, k);
+        T w0, w1;
+        load_row<S>(wp, k, w0, w1);
+        if constexpr (kQ4) {
+          w0 = V::fmadd(w0, s0, m0);
+          w1 = V::fmadd(w1, s1, m1);
         }
-      }
-      for (int64_t i = 0; i < part; ++i) {
-#pragma GCC unroll 4
-        for (int j = 0; j < kStreams; ++j) {
-          const int64_t kj = g0 + j * part + i;
-          prefetch_row<S>(wp, kj);
-          T w0, w1;
-          weights(kj, w0, w1);
-          const float* sj = src + kj * kRows;
-          for (int r = 0; r < N; ++r) {
-            const T b = V::set1(sj[r]);
-            c0[j][r] = V::fmadd(b, w0, c0[j][r]);
-            c1[j][r] = V::fmadd(b, w1, c1[j][r]);
-          }
-        }
-      }
-      k = g0 + kStreams * part;
-    }
-    for (; k < g1; ++k) {
-      // Weights stream from memory at decode sizes: ask for them a few iterations ahead.
-      prefetch_row<S>(wp, k);
-      T w0, w1;
-      weights(k, w0, w1);
-      const float* sk = src + k * kRows;
+        const float* sk = src + k * kRows;
 #pragma GCC unroll 16
-      for (int r = 0; r < N; ++r) {
-        const T b = V::set1(sk[r]);
-        a0[r] = V::fmadd(b, w0, a0[r]);
-        a1[r] = V::fmadd(b, w1, a1[r]);
-      }
-    }
-  }
-  if constexpr (kStreams > 1) {
-    for (int j = 0; j < kStreams; ++j) {
-      for (int r = 0; r < N; ++r) {
-        a0[r] = V::add(a0[r], c0[j][r]);
-        a1[r] = V::add(a1[r], c1[j][r]);
+        for (int r = 0; r < N; ++r) {
+          const T b = V::set1(sk[r]);
+          a0[r] = V::fmadd(b, w0, a0[r]);
+          a1[r] = V::fmadd(b, w1, a1[r]);
+        }
       }
     }
   }
