@@ -38,9 +38,12 @@ constexpr int64_t kQ4Rows = 32;
 /// - kQ4: `scales` are f16, 2L per group of kQ4Rows reduction rows, from the group where the
 ///   call's reduction starts; each group's codes are dequantized in registers.
 /// `hidden`: the storage of hidden values (the activation dtype: kF32, kBF16 or kF16).
+/// `group_sums` (kQ4 with one or two rows: required; otherwise ignored): -8 times the sum of each
+/// group's activations of each row, [group * R + r] from the call's first group.
 struct QuantArgs {
   const void* scales = nullptr;
   Storage hidden = Storage::kF32;
+  const float* group_sums = nullptr;
 };
 
 /// The micro-kernels of one instruction set. Layouts (L = lanes, R = rows):

@@ -170,6 +170,11 @@ class CpuKernel final : public Kernel {
     partial_stride_ = (T + R - 1) / R * R * 2 * L;
     partial_.resize(threads_ * partial_stride_);
     hp_.resize(max_blocks * R * max_width_);
+    // q4 at one or two rows a block: each group's activation sums, taken once per block here
+    // instead of once per panel in the micro-kernels (QuantArgs::group_sums).
+    const bool q4 = storage_ == Storage::kQ4;
+    xsum_.assign(q4 ? static_cast<size_t>(max_blocks * R * (s.d_model / kQ4Rows)) : 0, 0.0f);
+    hsum_.assign(q4 ? static_cast<size_t>(max_blocks * R * (max_width_ / kQ4Rows)) : 0, 0.0f);
     y_.assign(static_cast<size_t>(T * s.d_model), 0.0f);
     prefix_ = T;
   }
@@ -310,6 +315,9 @@ class CpuKernel final : public Kernel {
           for (int64_t i = 0; i < d; ++i) {
             for (int64_t r = 0; r < n; ++r) xp[i * R + r] = rows[r][i];
           }
+          if (!xsum_.empty() && n <= kDecodeRows) {
+            group_sums(xp, d, n, xsum_.data() + b * R * (d / kQ4Rows));
+          }
         } else {
           // bf16 pairs: rows 2i and 2i+1 in one word, zero padded. The values are bf16 already,
           // so their upper 16 bits are exact.
@@ -358,14 +366,25 @@ class CpuKernel final : public Kernel {
         for (int64_t i0 = 0; i0 < d; i0 += kUpChunk) {
           const int64_t dc = std::min(kUpChunk, d - i0);
           const bool first = i0 == 0, last = i0 + dc == d;
-          const QuantArgs quant{up_scales(packed, grp, panel, i0, d), hidden_};
+          QuantArgs quant{up_scales(packed, grp, panel, i0, d), hidden_};
           for (int64_t b = group_blocks_[g]; b < group_blocks_[g + 1]; ++b) {
             float* acc = partial + (b - group_blocks_[g]) * R * L2;
+            quant.group_sums = sums_at(xsum_, b, d, i0);
             isa.gate_up(xp_.data() + b * R * d + i0 / kpack_ * R,
                         wp + storage_bytes(storage_, i0 * L2), dc, block_rows_[b],
                         hp_.data() + b * R * max_width_, panel * hcols_, grp.width, act,
                         first ? nullptr : acc, last ? nullptr : acc, storage_, quant);
           }
+        }
+      }
+      // The hidden blocks' group sums, once every panel of gate/up has written them.
+      if (!hsum_.empty()) {
+#pragma omp for schedule(static)
+        for (int64_t b = 0; b < num_blocks_; ++b) {
+          if (block_rows_[b] > kDecodeRows) continue;
+          const int64_t width = packed.groups[block_group_[b]].width;
+          group_sums(hp_.data() + b * R * max_width_, width, block_rows_[b],
+                     hsum_.data() + b * R * (max_width_ / kQ4Rows));
         }
       }
 #pragma omp master
@@ -392,7 +411,8 @@ class CpuKernel final : public Kernel {
               const char* chunk = packed.data.data() +
                                   storage_bytes(storage_, grp.down_offset + j0 * down_panels * L2);
               for (int64_t q = q0; q < q1; ++q) {
-                const QuantArgs quant{down_scales(packed, grp, q, j0), hidden_};
+                const QuantArgs quant{down_scales(packed, grp, q, j0), hidden_,
+                                      sums_at(hsum_, b, max_width_, j0)};
                 isa.down(hp, chunk + storage_bytes(storage_, q * fc_pad * L2), fc, block_rows_[b],
                          block_tokens_.data() + b * R, block_weights_.data() + b * R, y, d, q * L2,
                          std::min(L2, d - q * L2), storage_, quant);
@@ -404,6 +424,30 @@ class CpuKernel final : public Kernel {
 #pragma omp master
       lap(3, mark);
     }
+  }
+
+  // Rows of a block up to which the micro-kernels take q4 group sums (accumulate_decode).
+  static constexpr int64_t kDecodeRows = 2;
+
+  // -8 times the sum over each group of kQ4Rows rows of a k-major block (src[i * R + r], len
+  // rows, n of R rows used) into out[group * R + r].
+  void group_sums(const float* src, int64_t len, int64_t n, float* out) const {
+    const int64_t R = isa_->rows;
+    for (int64_t g = 0; g < len / kQ4Rows; ++g) {
+      for (int64_t r = 0; r < n; ++r) {
+        float sum = 0;
+        for (int64_t i = g * kQ4Rows; i < (g + 1) * kQ4Rows; ++i) sum += src[i * R + r];
+        out[g * R + r] = -8.0f * sum;
+      }
+    }
+  }
+
+  // Block b's group sums from reduction row i0 on (sums of `len`-row blocks), or null where
+  // there are none.
+  const float* sums_at(const std::vector<float>& sums, int64_t b, int64_t len, int64_t i0) const {
+    if (sums.empty() || block_rows_[b] > kDecodeRows) return nullptr;
+    const int64_t R = isa_->rows;
+    return sums.data() + b * R * (len / kQ4Rows) + i0 / kQ4Rows * R;
   }
 
   void lap(int stage, Clock::time_point& mark) {
@@ -506,6 +550,7 @@ class CpuKernel final : public Kernel {
   std::vector<float> block_weights_;
   int64_t num_blocks_ = 0, num_items_ = 0;
   AlignedFloats xp_, hp_, partial_;
+  std::vector<float> xsum_, hsum_;  ///< q4 group sums of xp_ and hp_ (group_sums())
   int64_t partial_stride_ = 0;
   std::vector<float> y_;
   int64_t prefix_ = 0;  ///< tokens of the last run
