@@ -32,14 +32,22 @@ constexpr int64_t storage_bytes(Storage s, int64_t elements) {
 /// Rows of the reduction per q4 scale (moe_bench::kQ4Group).
 constexpr int64_t kQ4Rows = 32;
 
+/// Rows of a block up to which the micro-kernels run their decode loop (kernel_body.hpp,
+/// accumulate_decode): four, and two for q4, which there takes its group sums from
+/// QuantArgs::group_sums. (q4 at three and four rows kept its own loop: measured side by side on
+/// an AMD Zen 3 at workloads A and B with 16 tokens, the decode loop was no faster for it, where
+/// int8 took 0.84-0.93x the time.)
+constexpr int kDecodeRows = 4;
+constexpr int kQ4DecodeRows = 2;
+
 /// What quantized panels need besides their codes; ignored for the other storages.
 /// - kI8: `scales` are the panel's 2L f32 per-column scales (a column is an output channel),
 ///   applied to the raw sums once the whole reduction is in (after the last chunk);
 /// - kQ4: `scales` are f16, 2L per group of kQ4Rows reduction rows, from the group where the
 ///   call's reduction starts; each group's codes are dequantized in registers.
 /// `hidden`: the storage of hidden values (the activation dtype: kF32, kBF16 or kF16).
-/// `group_sums` (kQ4 with one or two rows: required; otherwise ignored): -8 times the sum of each
-/// group's activations of each row, [group * R + r] from the call's first group.
+/// `group_sums` (kQ4 with at most kQ4DecodeRows rows: required; otherwise ignored): -8 times the
+/// sum of each group's activations of each row, [group * R + r] from the call's first group.
 struct QuantArgs {
   const void* scales = nullptr;
   Storage hidden = Storage::kF32;

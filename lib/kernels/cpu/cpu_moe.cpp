@@ -170,8 +170,8 @@ class CpuKernel final : public Kernel {
     partial_stride_ = (T + R - 1) / R * R * 2 * L;
     partial_.resize(threads_ * partial_stride_);
     hp_.resize(max_blocks * R * max_width_);
-    // q4 at one or two rows a block: each group's activation sums, taken once per block here
-    // instead of once per panel in the micro-kernels (QuantArgs::group_sums).
+    // q4 at up to kQ4DecodeRows rows a block: each group's activation sums, taken once per block
+    // here instead of once per panel in the micro-kernels (QuantArgs::group_sums).
     const bool q4 = storage_ == Storage::kQ4;
     xsum_.assign(q4 ? static_cast<size_t>(max_blocks * R * (s.d_model / kQ4Rows)) : 0, 0.0f);
     hsum_.assign(q4 ? static_cast<size_t>(max_blocks * R * (max_width_ / kQ4Rows)) : 0, 0.0f);
@@ -315,7 +315,7 @@ class CpuKernel final : public Kernel {
           for (int64_t i = 0; i < d; ++i) {
             for (int64_t r = 0; r < n; ++r) xp[i * R + r] = rows[r][i];
           }
-          if (!xsum_.empty() && n <= kDecodeRows) {
+          if (!xsum_.empty() && n <= kQ4DecodeRows) {
             group_sums(xp, d, n, xsum_.data() + b * R * (d / kQ4Rows));
           }
         } else {
@@ -381,7 +381,7 @@ class CpuKernel final : public Kernel {
       if (!hsum_.empty()) {
 #pragma omp for schedule(static)
         for (int64_t b = 0; b < num_blocks_; ++b) {
-          if (block_rows_[b] > kDecodeRows) continue;
+          if (block_rows_[b] > kQ4DecodeRows) continue;
           const int64_t width = packed.groups[block_group_[b]].width;
           group_sums(hp_.data() + b * R * max_width_, width, block_rows_[b],
                      hsum_.data() + b * R * (max_width_ / kQ4Rows));
@@ -426,9 +426,6 @@ class CpuKernel final : public Kernel {
     }
   }
 
-  // Rows of a block up to which the micro-kernels take q4 group sums (accumulate_decode).
-  static constexpr int64_t kDecodeRows = 2;
-
   // -8 times the sum over each group of kQ4Rows rows of a k-major block (src[i * R + r], len
   // rows, n of R rows used) into out[group * R + r].
   void group_sums(const float* src, int64_t len, int64_t n, float* out) const {
@@ -445,7 +442,7 @@ class CpuKernel final : public Kernel {
   // Block b's group sums from reduction row i0 on (sums of `len`-row blocks), or null where
   // there are none.
   const float* sums_at(const std::vector<float>& sums, int64_t b, int64_t len, int64_t i0) const {
-    if (sums.empty() || block_rows_[b] > kDecodeRows) return nullptr;
+    if (sums.empty() || block_rows_[b] > kQ4DecodeRows) return nullptr;
     const int64_t R = isa_->rows;
     return sums.data() + b * R * (len / kQ4Rows) + i0 / kQ4Rows * R;
   }

@@ -88,15 +88,15 @@ constexpr int64_t lines_per_row() {
 // A and B, one token: 0.82-0.84x and 0.82-0.84x the time).
 template <Storage S>
 constexpr int64_t decode_ahead_rows() {
-  return S == Storage::kI8 ? 8192 / row_bytes<S>()
+  return S == Storage::kI8   ? 8192 / row_bytes<S>()
          : S == Storage::kQ4 ? 4096 / row_bytes<S>()
                              : prefetch_rows<S>();
 }
 
 // One prefetch per line for the rows_per_line<S>() rows that start at row k (a line-aligned
-// step), decode_ahead_rows<S>() rows ahead. The decode loop below advances a line per step, so every
-// line of the panel is asked for once, where prefetch_row() asks once per row (four times a line
-// for int8 rows with AVX2, eight for q4).
+// step), decode_ahead_rows<S>() rows ahead. The decode loop below advances a line per step, so
+// every line of the panel is asked for once, where prefetch_row() asks once per row (four times a
+// line for int8 rows with AVX2, eight for q4).
 template <Storage S>
 __attribute__((always_inline)) inline void prefetch_step(const void* wp, int64_t k) {
   const auto* ahead =
@@ -108,24 +108,24 @@ __attribute__((always_inline)) inline void prefetch_step(const void* wp, int64_t
   if constexpr (S == Storage::kF32 && row_bytes<S>() == 64) __builtin_prefetch(ahead + 32);
 }
 
-// Decode (one or two rows): each accumulator is one chain of FMAs through k, and the FMA latency
-// (4 cycles) rather than memory bounds how fast the weights stream (2L floats per 4 cycles per
-// core: 64 bytes with AVX2). The range is split into kStreams parts read interleaved a line at a
-// time, each into its own accumulators. (Four parts at one row, measured side by side on an AMD
-// Zen 3: 1.07-1.10x the time in bf16.) q4 takes the group's scale out of the sum: with codes u
-// (code + 8) and the group's sum of activations X, sum(x * (u - 8) * s) = s * (sum(x * u) - 8 X),
-// so a row costs two FMAs instead of four. The caller takes the sums X once per row block
-// (QuantArgs::group_sums), not once per panel: within the kernel they took a fifth of the time
-// of q4 at one row in cache (AMD Zen 3).
+// Decode (up to kDecodeRows rows): each accumulator is one chain of FMAs through k, and with one
+// or two rows the FMA latency (4 cycles) rather than memory bounds how fast the weights stream
+// (2L floats per 4 cycles per core: 64 bytes with AVX2). There the range is split into two parts
+// read interleaved a line at a time, each into its own accumulators. (Four parts at one row,
+// measured side by side on an AMD Zen 3: 1.07-1.10x the time in bf16.) q4 takes the group's scale
+// out of the sum: with codes u (code + 8) and the group's sum of activations X, sum(x * (u - 8) *
+// s) = s * (sum(x * u) - 8 X), so a row costs two FMAs instead of four. The caller takes the sums X
+// once per row block (QuantArgs::group_sums), not once per panel: within the kernel they took a
+// fifth of the time of q4 at one row in cache (AMD Zen 3).
 template <int N, Storage S>
 __attribute__((always_inline)) inline void accumulate_decode(const float* src, const void* wp,
                                                              int64_t len, QuantArgs q,
-                                                             typename V::T* a0,
-                                                             typename V::T* a1) {
+                                                             typename V::T* a0, typename V::T* a1) {
   using T = typename V::T;
   constexpr int L = V::kLanes;
   constexpr bool kQ4 = S == Storage::kQ4;
-  constexpr int kStreams = 2;
+  // Two streams at one or two rows; at three or four the rows' own chains are enough.
+  constexpr int kStreams = N <= 2 ? 2 : 1;
   constexpr int64_t U = rows_per_line<S>();
   // At one row, the rows of a line alternate between two sets of accumulators, which doubles the
   // chains again without another stream from memory.
@@ -222,7 +222,7 @@ __attribute__((always_inline)) inline void accumulate(const float* src, const vo
   using T = typename V::T;
   constexpr int L = V::kLanes;
   constexpr bool kQ4 = S == Storage::kQ4;
-  if constexpr (N <= 2) {
+  if constexpr (N <= (kQ4 ? kQ4DecodeRows : kDecodeRows)) {
     return accumulate_decode<N, S>(src, wp, len, q, a0, a1);
   } else {
     // Scales: q4 per group of kQ4Rows; otherwise none (one group over the whole reduction).
