@@ -83,9 +83,10 @@ constexpr int64_t lines_per_row() {
 }
 
 // Decode's prefetch distance in rows: as far ahead as prefetch_rows() for f32 and 16-bit panels;
-// int8 and q4 rows take longer to convert than to arrive, so their prefetches go further, 8 KiB
-// and 4 KiB of a panel ahead (measured side by side against 2 KiB on an AMD Zen 3 at workloads
-// A and B, one token: 0.82-0.84x and 0.82-0.84x the time).
+// int8 and q4 rows take longer to convert than to arrive, so their prefetches go further: 8 KiB
+// and 4 KiB of a panel ahead. Measured on an AMD Zen 3 at workloads A and B, one token, each
+// against the kernel before this loop: int8 0.82-0.84x the time at 8 KiB and 0.87-0.88x at 4;
+// q4 0.82-0.84x at 4 KiB and 0.90-0.94x at 8 (2 KiB, as before, was slower than either).
 template <Storage S>
 constexpr int64_t decode_ahead_rows() {
   return S == Storage::kI8   ? 8192 / row_bytes<S>()
