@@ -72,14 +72,10 @@ __attribute__((always_inline)) inline void prefetch_row(const void* wp, int64_t 
   }
 }
 
-// Panel rows that share one 64-byte line (at least 1), and lines a row spans (at least 1).
+// Panel rows that share one 64-byte line (at least 1).
 template <Storage S>
 constexpr int64_t rows_per_line() {
   return row_bytes<S>() >= 64 ? 1 : 64 / row_bytes<S>();
-}
-template <Storage S>
-constexpr int64_t lines_per_row() {
-  return row_bytes<S>() > 64 ? row_bytes<S>() / 64 : 1;
 }
 
 // Decode's prefetch distance in rows: as far ahead as prefetch_rows() for f32 and 16-bit panels;
@@ -94,19 +90,20 @@ constexpr int64_t decode_ahead_rows() {
                              : prefetch_rows<S>();
 }
 
-// One prefetch per line for the rows_per_line<S>() rows that start at row k (a line-aligned
-// step), decode_ahead_rows<S>() rows ahead. The decode loop below advances a line per step, so
-// every line of the panel is asked for once, where prefetch_row() asks once per row (four times a
-// line for int8 rows with AVX2, eight for q4).
+// The prefetch for the rows_per_line<S>() rows that start at row k (a line-aligned step),
+// decode_ahead_rows<S>() rows ahead. Rows shorter than a line get one prefetch per line, where
+// prefetch_row() asks once per row (four times a line for int8 rows with AVX2, eight for q4).
+// Rows of a line or more are asked for as prefetch_row() asks: f32 rows of one line (AVX2) twice,
+// and with a single request decode at workload A, one token, took 1.04-1.07x the time on an AMD
+// Zen 3 (side by side, three runs; why is not understood).
 template <Storage S>
 __attribute__((always_inline)) inline void prefetch_step(const void* wp, int64_t k) {
-  const auto* ahead =
-      static_cast<const char*>(element<S>(wp, (k + decode_ahead_rows<S>()) * 2 * V::kLanes));
-  for (int64_t l = 0; l < lines_per_row<S>(); ++l) __builtin_prefetch(ahead + 64 * l);
-  // f32 rows of one line (AVX2) are asked for twice, as prefetch_row() does: without the second
-  // request, decode at workload A, one token, took 1.04-1.07x the time on an AMD Zen 3 (measured
-  // side by side, three runs; why is not understood).
-  if constexpr (S == Storage::kF32 && row_bytes<S>() == 64) __builtin_prefetch(ahead + 32);
+  if constexpr (rows_per_line<S>() == 1) {
+    static_assert(decode_ahead_rows<S>() == prefetch_rows<S>(), "one distance for whole lines");
+    prefetch_row<S>(wp, k);
+  } else {
+    __builtin_prefetch(element<S>(wp, (k + decode_ahead_rows<S>()) * 2 * V::kLanes));
+  }
 }
 
 // Decode (up to kDecodeRows rows): each accumulator is one chain of FMAs through k, and with one
