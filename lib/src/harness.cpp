@@ -294,7 +294,7 @@ std::string roofline_text(const Derived& d) {
 std::string_view to_string(CacheMode m) { return m == CacheMode::kCold ? "cold" : "warm"; }
 
 int64_t cold_layers(const Case& c, CacheMode mode, int64_t active_experts, int64_t llc_bytes,
-                    int64_t available_bytes) {
+                    int64_t available_bytes, int copies) {
   if (mode == CacheMode::kWarm) return 1;
   const double touched = forward_bytes(c.shape, c.dtype, active_experts);
   // The design asks for twice the last-level cache; four times, because at twice this machine's
@@ -304,10 +304,15 @@ int64_t cold_layers(const Case& c, CacheMode mode, int64_t active_experts, int64
   // At least two: with one layer each call re-reads what the previous call just read, and a
   // non-LRU last-level cache keeps a share of it that depends on where the pages landed (the
   // same build measured in two processes differed by up to 7% on workload B at one token).
-  layers = std::clamp<int64_t>(layers, 2, 64);
-  const int64_t per_layer = std::max<int64_t>(layer_held_bytes(c.shape, c.dtype), 1);
-  // Never let the extra layers take more than half of the available memory.
-  const int64_t fit = std::max<int64_t>(1, available_bytes / 2 / per_layer);
+  layers = std::clamp<int64_t>(layers, kMinColdLayers, kMaxColdLayers);
+  // A layer costs what the problem holds of it and each implementation's copy in the stored
+  // format (a quantized layer's packed copy is its codes' size, not the dequantized floats');
+  // the unquantized twin and the work space are held once (plan.cpp counts the same).
+  const int64_t per_layer = std::max<int64_t>(
+      layer_held_bytes(c.shape, c.dtype) + copies * layer_weight_bytes(c.shape, c.dtype), 1);
+  // Never let the layers take more than half of the available memory.
+  const int64_t room = available_bytes / 2 - case_memory_bytes(c, 0);
+  const int64_t fit = std::max<int64_t>(1, room / per_layer);
   return std::min(layers, fit);
 }
 
@@ -319,15 +324,14 @@ int64_t layers_for(const Case& c, const HarnessOptions& o, const std::vector<std
   const double expected_active =
       experts * (1 - std::pow(1 - static_cast<double>(c.shape.top_k) / experts,
                               static_cast<double>(c.shape.tokens)));
-  // Implementations that pack or copy the weights multiply what each layer costs, and they are
-  // all prepared at once (interleaved): their copies add up, with the quantized case's
-  // unquantized twin. (The largest copy alone was counted before: on an Intel Xeon VM that
-  // reports a 480 MiB L3, validate asked for 14 layers of 400 MB a side and was killed for
-  // memory.)
-  int64_t copies = c.shape.weights != WeightFormat::kSame ? 2 : 1;
+  // Implementations that pack or copy the weights add to what each layer costs, and they are
+  // all prepared at once (interleaved): their copies add up. (The largest copy alone was counted
+  // before: on an Intel Xeon VM that reports a 480 MiB L3, validate asked for 14 layers of 400 MB
+  // a side and was killed for memory.)
+  int copies = 0;
   for (const std::string& impl : impls) copies += o.make(impl)->info().weight_copies;
   return cold_layers(c, o.cache, std::max<int64_t>(1, std::llround(expected_active)),
-                     last_level_cache_bytes(), memory_available_bytes() / copies / processes);
+                     last_level_cache_bytes(), memory_available_bytes() / processes, copies);
 }
 
 void refresh_derived(Report& report) {

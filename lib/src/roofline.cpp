@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cmath>
 #include <memory>
+#include <type_traits>
 #include <vector>
 
 #include "moe_bench/aligned.hpp"
@@ -31,6 +32,11 @@ constexpr int kChains16Regs = 12;
 typedef float V16 __attribute__((vector_size(16)));
 typedef float V32 __attribute__((vector_size(32)));
 typedef float V64 __attribute__((vector_size(64)));
+// Integer lanes for reading bytes that are not floats (read_bytes): packed weights seen as floats
+// would include subnormals, whose additions some CPUs take slow paths for.
+typedef uint32_t I16 __attribute__((vector_size(16)));
+typedef uint32_t I32 __attribute__((vector_size(32)));
+typedef uint32_t I64 __attribute__((vector_size(64)));
 
 // The peak loops are register-only arithmetic on a local array of fixed size. Under the
 // sanitizers that array lived in memory with every access checked: a Debug run spent 80% of its
@@ -186,6 +192,14 @@ double fma_gflops(int threads, std::string& isa) {
   return best_gflops(threads, fma_generic, 2 * 4 * kChains16Regs);
 }
 
+// Element i of p read as a lane of V (float, or an integer lane for read_bytes).
+template <typename V>
+float lane_at(const float* p, int64_t i) {
+  std::remove_cvref_t<decltype(V{}[0])> v;
+  __builtin_memcpy(&v, p + i, sizeof(v));
+  return static_cast<float>(v);
+}
+
 // Reads n floats as kStreams interleaved sequential streams: more streams in flight keep more of
 // the hardware prefetchers busy (8 streams read ~10% faster than one here).
 constexpr int64_t kStreams = 8;
@@ -207,9 +221,9 @@ __attribute__((noinline)) float read_loop(const float* p, int64_t n) {
     }
   }
   float out = 0;
-  for (int64_t i = per * kStreams; i < n; ++i) out += p[i];
+  for (int64_t i = per * kStreams; i < n; ++i) out += lane_at<V>(p, i);
   for (int64_t a = 0; a < 4; ++a) {
-    for (int64_t l = 0; l < kLanes; ++l) out += acc[a][l];
+    for (int64_t l = 0; l < kLanes; ++l) out += static_cast<float>(acc[a][l]);
   }
   return out;
 }
@@ -239,9 +253,9 @@ __attribute__((noinline)) float read_prefetched(const float* p, int64_t n) {
     }
   }
   float out = 0;
-  for (; i < n; ++i) out += p[i];
+  for (; i < n; ++i) out += lane_at<V>(p, i);
   for (int64_t a = 0; a < 4; ++a) {
-    for (int64_t l = 0; l < kLanes; ++l) out += acc[a][l];
+    for (int64_t l = 0; l < kLanes; ++l) out += static_cast<float>(acc[a][l]);
   }
   return out;
 }
@@ -260,6 +274,18 @@ __attribute__((target("avx2"))) float read_prefetched_avx2(const float* p, int64
 }
 float read_generic(const float* p, int64_t n) { return read_loop<V16>(p, n); }
 float read_prefetched_generic(const float* p, int64_t n) { return read_prefetched<V16>(p, n); }
+
+// The same loops on integer lanes, for read_bytes.
+__attribute__((target("avx512f"))) float read_words_avx512(const float* p, int64_t n,
+                                                           bool prefetched) {
+  return prefetched ? read_prefetched<I64>(p, n) : read_loop<I64>(p, n);
+}
+__attribute__((target("avx2"))) float read_words_avx2(const float* p, int64_t n, bool prefetched) {
+  return prefetched ? read_prefetched<I32>(p, n) : read_loop<I32>(p, n);
+}
+float read_words_generic(const float* p, int64_t n, bool prefetched) {
+  return prefetched ? read_prefetched<I16>(p, n) : read_loop<I16>(p, n);
+}
 
 // Best of five passes of `loop` over the buffer, every thread reading its own contiguous part.
 double best_read(const float* buf, int64_t n, int threads, float (*loop)(const float*, int64_t)) {
@@ -307,6 +333,21 @@ double read_gbytes_per_s(int threads) {
 }
 
 }  // namespace
+
+const char* to_string(ReadPattern pattern) {
+  return pattern == ReadPattern::kInterleaved ? "eight interleaved streams a thread"
+                                              : "one prefetched stream a thread";
+}
+
+float read_bytes(const char* p, int64_t bytes, ReadPattern pattern) {
+  // The loops read floats through memcpy: any alignment, and the values are only summed.
+  const auto* f = reinterpret_cast<const float*>(p);
+  const int64_t n = bytes / static_cast<int64_t>(sizeof(float));
+  const bool prefetched = pattern == ReadPattern::kPrefetched;
+  if (cpu_features().has("avx512f")) return read_words_avx512(f, n, prefetched);
+  if (cpu_features().has("avx2")) return read_words_avx2(f, n, prefetched);
+  return read_words_generic(f, n, prefetched);
+}
 
 double dpbf16_over_fma_rate() {
   // Measured once per process where the CPU has vdpbf16ps; 0 under a cap without it.

@@ -439,6 +439,17 @@ int64_t parse_cache_size(const std::string& text) {
 
 int cpu_count() { return static_cast<int>(sysconf(_SC_NPROCESSORS_ONLN)); }
 
+int64_t largest_cache_bytes(std::string_view caches) {
+  int64_t best = 0;
+  size_t at = 0;
+  while ((at = caches.find(' ', at)) != std::string_view::npos) {
+    ++at;
+    const size_t end = std::min(caches.find(',', at), caches.size());
+    best = std::max(best, parse_cache_size(std::string(caches.substr(at, end - at))));
+  }
+  return best;
+}
+
 int64_t last_level_cache_bytes() {
   int64_t best = 0;
   for (int i = 0; i < 8; ++i) {

@@ -23,6 +23,23 @@ TEST_CASE("cold mode rotates enough layers to exceed four times the last-level c
   CHECK(cold_layers(c, CacheMode::kCold, 8, int64_t{1} << 20, plenty) == 2);
 }
 
+TEST_CASE("a quantized layer's copies count in their stored bytes, its twin once") {
+  Case c;
+  c.shape = make_shape(64, 8, 2048, 1024, 1);  // workload B at one token
+  c.shape.weights = WeightFormat::kQ4;
+  const int64_t llc = int64_t{32} << 20, available = int64_t{20} << 30;
+  // Eight experts touch ~28.8 MB a call: 4 x 32 MiB asks for 5 layers. A layer is held as
+  // ~1.61 GB of floats with ~0.40 GB of codes, and cpu's packed q4 copy is ~0.23 GB; the
+  // unquantized twin (~1.61 GB) is held once: (10 GiB - 1.61 GB) / 2.24 GB allows 4. (Counting
+  // the twin and cpu's copy at the floats' size for every layer allowed one: 29 MB a round, which
+  // the 32 MiB cache held.)
+  CHECK(cold_layers(c, CacheMode::kCold, 8, llc, available, 1) == 4);
+  // Unquantized, a layer is 1.61 GB and as much again for cpu's copy: 10 GiB holds 3 of the 7
+  // that a 300 MiB cache asks for.
+  c.shape.weights = WeightFormat::kSame;
+  CHECK(cold_layers(c, CacheMode::kCold, 8, int64_t{300} << 20, available, 1) == 3);
+}
+
 TEST_CASE("the roofline bound is the slower of compute and memory") {
   Peaks p{2, 100.0, 10.0, "avx512"};
   // 1 GFLOP takes 10 ms of compute; 0.05 GB takes 5 ms of memory: compute-bound at 10 ms.

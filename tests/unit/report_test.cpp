@@ -1,5 +1,6 @@
 #include "moe_bench/report.hpp"
 
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <cstdlib>
 #include <filesystem>
@@ -7,6 +8,8 @@
 #include <sstream>
 
 #include "moe_bench/error.hpp"
+#include "moe_bench/harness.hpp"
+#include "moe_bench/sysinfo.hpp"
 #include "sample_report.hpp"
 
 using namespace moe_bench;
@@ -131,6 +134,40 @@ TEST_CASE("warnings name noisy results, debug builds, fallback kernels and busy 
   CHECK(has("OpenBLAS runs its SkylakeX kernel"));
   CHECK(has("busy machine"));
   CHECK(has("noisy: naive"));
+}
+
+TEST_CASE(
+    "a cold case that memory held under four times the last-level cache is called partly warm") {
+  Report report = sample_report();  // L3 32768K
+  Result& r = report.results[0];
+  auto warm = [&] {
+    const auto w = collect_warnings(report);
+    return std::count_if(w.begin(), w.end(),
+                         [](const std::string& x) { return x.starts_with("partly warm: "); });
+  };
+  r.layers = 1;
+  r.round_bytes = 28.8e6;
+  CHECK(warm() == 1);
+  // Each case once, whatever the number of implementations on it.
+  Report twice = report;
+  twice.results.push_back(r);
+  twice.results.back().impl = "cpu";
+  const auto w = collect_warnings(twice);
+  CHECK(std::count_if(w.begin(), w.end(),
+                      [](const std::string& x) { return x.starts_with("partly warm: "); }) == 1);
+  r.round_bytes = 4.0 * 32768 * 1024;  // four times the cache: cold
+  CHECK(warm() == 0);
+  r.round_bytes = 28.8e6;
+  r.layers = kMaxColdLayers;  // not held by memory: the most layers a case rotates
+  CHECK(warm() == 0);
+  r.layers = 1;
+  report.cache = CacheMode::kWarm;  // asked for
+  CHECK(warm() == 0);
+  report.cache = CacheMode::kCold;
+  r.round_bytes = 0;  // not recorded (an older report)
+  CHECK(warm() == 0);
+  CHECK(largest_cache_bytes("L1d 48K, L1i 32K, L2 1024K, L3 32768K") == int64_t{32} << 20);
+  CHECK(largest_cache_bytes("") == 0);
 }
 
 TEST_CASE("reports are written atomically and unwritable paths are refused up front") {

@@ -30,11 +30,14 @@ struct HarnessOptions {
 /// Called before each case with (case index, number of cases, what).
 using ProgressFn = std::function<void(int64_t, int64_t, const std::string&)>;
 
+constexpr int64_t kMinColdLayers = 2, kMaxColdLayers = 64;
+
 /// Independent weight sets for cold-cache timing: enough that the weights one round of calls
 /// touches exceed four times the last-level cache, at least 2 and at most 64, and bounded by
-/// memory. 1 when warm.
+/// memory: all layers, with `copies` copies of each in the stored format (the implementations'
+/// packed weights), and what the case holds once, within half of `available_bytes`. 1 when warm.
 int64_t cold_layers(const Case& c, CacheMode mode, int64_t active_experts, int64_t llc_bytes,
-                    int64_t available_bytes);
+                    int64_t available_bytes, int copies = 0);
 
 /// The layers a case rotates through with these implementations (cold_layers with this machine's
 /// cache and memory, the implementations' weight copies counted, the memory shared by

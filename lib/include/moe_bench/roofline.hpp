@@ -40,6 +40,19 @@ void keep_higher(Peaks& peaks, const Peaks& again);
 /// Runs the two microbenchmarks (about a quarter of a second together).
 Peaks measure_peaks(int threads);
 
+/// The read ceiling's two ways of streaming a thread's bytes.
+enum class ReadPattern {
+  kInterleaved,  ///< eight interleaved sequential streams
+  kPrefetched,   ///< one stream with software prefetch ahead, as the cpu kernels stream panels
+};
+const char* to_string(ReadPattern pattern);
+
+/// Reads every 4-byte word of [p, p + bytes) with the pattern, on the widest vectors this CPU
+/// has under the ISA cap (the read ceiling's own loops), and returns their sum as floats so that
+/// no read can be left out; a tail of bytes % 4 is not read. For a floor of what a kernel's
+/// bytes cost (the read_floor implementation).
+float read_bytes(const char* p, int64_t bytes, ReadPattern pattern);
+
 /// The vdpbf16ps FLOP rate over the FP32 FMA rate on one core, measured once per process (about
 /// 20 ms); 0 without AVX512-BF16. About 2 on AMD Zen 4/5, about 0.5 on Intel Xeons.
 double dpbf16_over_fma_rate();

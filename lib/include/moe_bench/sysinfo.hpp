@@ -102,6 +102,9 @@ int cpu_count();
 
 /// Bytes of the last-level cache (from sysfs; 32 MiB when unreadable).
 int64_t last_level_cache_bytes();
+/// The largest cache of a SystemInfo::caches text ("L1d 48K, L2 1024K, L3 32768K": 32 MiB); 0
+/// when it names none. For reports read on another machine than the one that ran them.
+int64_t largest_cache_bytes(std::string_view caches);
 
 /// Machine facts every report carries.
 struct SystemInfo {

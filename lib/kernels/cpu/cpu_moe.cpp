@@ -243,6 +243,36 @@ class CpuKernel final : public Kernel {
 
   void hold_experts(std::vector<uint8_t> held) override { hold_next_ = std::move(held); }
 
+  // weights_read(): the router, then each group with rows in the last dispatch. A group's packed
+  // weights run from its gate/up offset to the next group's (pack_layer lays them out in order),
+  // its scales likewise.
+  std::vector<std::span<const char>> weights_read(int64_t layer) const {
+    if (problem_ == nullptr || layer < 0 || layer >= std::ssize(layers_)) {
+      throw std::logic_error("weights_read: no such prepared layer");
+    }
+    const std::vector<float>& wg = problem_->layers[layer].wg;
+    std::vector<std::span<const char>> out{
+        {reinterpret_cast<const char*>(wg.data()), wg.size() * sizeof(float)}};
+    const PackedLayer& packed = layers_[layer];
+    const int64_t groups = std::ssize(packed.groups);
+    auto data_at = [&](int64_t g) {
+      return g < groups ? storage_bytes(storage_, packed.groups[g].up_offset) : packed.data.size();
+    };
+    auto scales_at = [&](int64_t g) {
+      return g < groups ? packed.groups[g].up_scales : packed.scales.size();
+    };
+    for (int64_t g = 0; g < groups; ++g) {
+      if (group_blocks_[g + 1] == group_blocks_[g]) continue;
+      out.push_back(
+          {packed.data.data() + data_at(g), static_cast<size_t>(data_at(g + 1) - data_at(g))});
+      if (scales_at(g + 1) > scales_at(g)) {
+        out.push_back({packed.scales.data() + scales_at(g),
+                       static_cast<size_t>(scales_at(g + 1) - scales_at(g))});
+      }
+    }
+    return out;
+  }
+
   std::span<const float> output() const override {
     return std::span(y_).first(static_cast<size_t>(prefix_ * problem_->shape.d_model));
   }
@@ -557,6 +587,11 @@ class CpuKernel final : public Kernel {
 }  // namespace
 
 std::unique_ptr<Kernel> make_kernel() { return std::make_unique<CpuKernel>("cpu", nullptr); }
+std::vector<std::span<const char>> weights_read(const Kernel& cpu, int64_t layer) {
+  const auto* k = dynamic_cast<const CpuKernel*>(&cpu);
+  if (k == nullptr) throw std::logic_error("weights_read: not a cpu kernel");
+  return k->weights_read(layer);
+}
 std::unique_ptr<Kernel> make_avx512_kernel() {
   return std::make_unique<CpuKernel>("cpu_avx512", &avx512_kernels());
 }

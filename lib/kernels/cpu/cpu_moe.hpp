@@ -1,6 +1,9 @@
 #pragma once
 
+#include <cstdint>
 #include <memory>
+#include <span>
+#include <vector>
 
 #include "moe_bench/kernel.hpp"
 
@@ -18,5 +21,14 @@ std::unique_ptr<Kernel> make_amx_kernel();
 /// registered (slow, and not a measurement of anything).
 std::unique_ptr<Kernel> make_amx_model_kernel();
 std::unique_ptr<Kernel> make_generic_kernel();
+
+/// What the last run of `cpu` (a kernel of the factories above, prepared and run) read of
+/// `layer`'s weights: the router's matrix, then the packed weights and the scales of every expert
+/// that received a row (and of the shared experts). Throws std::logic_error for another kernel.
+std::vector<std::span<const char>> weights_read(const Kernel& cpu, int64_t layer);
+
+/// A bound, not an MoE layer: reads what `cpu` reads of its weights in a forward (weights_read),
+/// with the read ceiling's loops on the same threads, and nothing else (cpu_read.cpp).
+std::unique_ptr<Kernel> make_read_floor_kernel();
 
 }  // namespace moe_bench::cpu

@@ -1,7 +1,11 @@
 #include <fmt/format.h>
 
+#include <set>
+
+#include "moe_bench/harness.hpp"
 #include "moe_bench/presets.hpp"
 #include "moe_bench/report.hpp"
+#include "moe_bench/sysinfo.hpp"
 
 namespace moe_bench {
 
@@ -71,6 +75,24 @@ std::vector<std::string> collect_warnings(const Report& report) {
           "a result",
           r.impl, case_label(r.kase), r.derived.roofline_pct, r.derived.bound));
     }
+  }
+  // Cold cases whose round stayed under four times the last-level cache because memory allowed
+  // no more layers (cold_layers): part of the weights may have come from the cache. Once a case.
+  const int64_t llc = largest_cache_bytes(s.caches);
+  std::set<std::string> partly_warm;
+  for (const Result& r : report.results) {
+    if (report.cache != CacheMode::kCold || llc <= 0 || r.status != Status::kOk || r.device_timed ||
+        r.layers <= 0 || r.layers >= kMaxColdLayers || r.round_bytes <= 0 ||
+        r.round_bytes >= 4.0 * static_cast<double>(llc)) {
+      continue;
+    }
+    const std::string label = case_label(r.kase);
+    if (!partly_warm.insert(label).second) continue;
+    w.push_back(fmt::format(
+        "partly warm: {} rotates {} layer{} of weights, {:.0f} MB a round, under four times the "
+        "{:.0f} MB last-level cache, as memory allowed: some weights may come from the cache",
+        label, r.layers, r.layers == 1 ? "" : "s", r.round_bytes * 1e-6,
+        static_cast<double>(llc) * 1e-6));
   }
   if (report.interrupted) w.push_back("interrupted: the report holds what finished");
   return w;
