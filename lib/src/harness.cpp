@@ -36,20 +36,23 @@ const Peaks* peaks_for(const Report& report, int threads) {
   return nullptr;
 }
 
+// read_floor (lib/kernels/cpu/cpu_read.cpp) only reads: its roofline is the read ceiling alone,
+// so that a compute-bound case's floor is not reported over a compute ceiling it never used.
 Derived derive(const Case& c, const Stats& st, const Load& load, const Peaks* peaks,
-               const DevicePeaks* device) {
+               const DevicePeaks* device, bool reads_only = false) {
   Derived d;
   if (st.median_s <= 0) return d;
   const double flops = forward_flops(c.shape);
+  const double roofline_flops = reads_only ? 0.0 : flops;
   const double bytes = forward_bytes(c.shape, c.dtype, load.active_experts);
   d.tokens_per_s = static_cast<double>(c.shape.tokens) / st.median_s;
   d.gflops = flops / st.median_s * 1e-9;
   d.gbytes_per_s = bytes / st.median_s * 1e-9;
   std::optional<RooflinePoint> r;
   if (device != nullptr) {
-    r = roofline(flops, bytes, st.median_s, *device, c.dtype);
+    r = roofline(roofline_flops, bytes, st.median_s, *device, c.dtype);
   } else if (peaks != nullptr) {
-    r = roofline(flops, bytes, st.median_s, *peaks, c.dtype);
+    r = roofline(roofline_flops, bytes, st.median_s, *peaks, c.dtype);
   }
   if (r && r->percent > 0) {
     d.roofline_pct = r->percent;
@@ -148,7 +151,8 @@ void finish(Contender& c, const Load& load, const Peaks* peaks, const DevicePeak
   }
   r.stats = summarize(r.samples_s, seed);
   const bool dev = r.device_timed;
-  r.derived = derive(r.kase, r.stats, load, dev ? nullptr : peaks, dev ? device : nullptr);
+  r.derived = derive(r.kase, r.stats, load, dev ? nullptr : peaks, dev ? device : nullptr,
+                     r.impl == "read_floor");
   r.stages = c.kernel->stage_seconds();
   for (StageTime& s : r.stages) s.seconds /= static_cast<double>(std::max<int64_t>(c.calls, 1));
 }
@@ -339,7 +343,8 @@ void refresh_derived(Report& report) {
     if (r.status == Status::kOk) {
       const bool dev = r.device_timed;
       r.derived = derive(r.kase, r.stats, r.load, dev ? nullptr : peaks_for(report, r.kase.threads),
-                         dev && report.device_peaks ? &*report.device_peaks : nullptr);
+                         dev && report.device_peaks ? &*report.device_peaks : nullptr,
+                         r.impl == "read_floor");
     }
   }
 }

@@ -10,8 +10,8 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
-#include <limits>
 #include <vector>
 
 #include "cpu_moe.hpp"
@@ -59,27 +59,23 @@ class ReadFloorKernel final : public Kernel {
       if (l == 0) bytes_ = total;
       shares_[l] = split(spans, total);
     }
-    // The faster of the ceiling's two patterns on these bytes, each timed over two rotations of
-    // the layers (cold, as the run will be).
-    double best = std::numeric_limits<double>::infinity();
-    for (ReadPattern pattern : {ReadPattern::kInterleaved, ReadPattern::kPrefetched}) {
-      pattern_ = pattern;
-      double fastest = std::numeric_limits<double>::infinity();
-      for (int round = 0; round < 2; ++round) {
-        for (size_t l = 0; l < shares_.size(); ++l) {
-          const auto start = std::chrono::steady_clock::now();
-          run(static_cast<int64_t>(l));
-          fastest = std::min(
-              fastest,
-              std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-        }
-      }
-      if (fastest < best) {
-        best = fastest;
-        chosen_ = pattern;
+    // The faster of the ceiling's two patterns on these bytes: a round reads every layer once
+    // (cold, as the run will), the patterns take turns for kRounds rounds each, and each keeps
+    // its median round (one round alone was at the mercy of the VM's noise).
+    constexpr int kRounds = 3;
+    const std::array<ReadPattern, 2> patterns{ReadPattern::kInterleaved, ReadPattern::kPrefetched};
+    std::array<std::vector<double>, 2> rounds;
+    for (int round = 0; round < kRounds; ++round) {
+      for (size_t i = 0; i < patterns.size(); ++i) {
+        pattern_ = patterns[i];
+        const auto start = std::chrono::steady_clock::now();
+        for (size_t l = 0; l < shares_.size(); ++l) run(static_cast<int64_t>(l));
+        rounds[i].push_back(
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
       }
     }
-    pattern_ = chosen_;
+    for (auto& r : rounds) std::sort(r.begin(), r.end());
+    pattern_ = rounds[0][kRounds / 2] <= rounds[1][kRounds / 2] ? patterns[0] : patterns[1];
   }
 
   std::string notes() const override {
@@ -127,7 +123,7 @@ class ReadFloorKernel final : public Kernel {
 
   std::unique_ptr<Kernel> cpu_ = make_kernel();
   int threads_ = 1;
-  ReadPattern pattern_ = ReadPattern::kPrefetched, chosen_ = ReadPattern::kPrefetched;
+  ReadPattern pattern_ = ReadPattern::kPrefetched;
   int64_t bytes_ = 0;
   std::vector<std::vector<std::vector<std::span<const char>>>> shares_;  // [layer][thread]
   std::vector<float> y_;
