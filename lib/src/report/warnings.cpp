@@ -76,8 +76,9 @@ std::vector<std::string> collect_warnings(const Report& report) {
           r.impl, case_label(r.kase), r.derived.roofline_pct, r.derived.bound));
     }
   }
-  // Cold cases whose round stayed under four times the last-level cache because memory allowed
-  // no more layers (cold_layers): part of the weights may have come from the cache. Once a case.
+  // Cold cases whose round stayed under four times the last-level cache (memory allowed no more
+  // layers, cold_layers, or fewer experts were reached than expected): part of the weights may
+  // have come from the cache. Once a case.
   const int64_t llc = largest_cache_bytes(s.caches);
   std::set<std::string> partly_warm;
   for (const Result& r : report.results) {
@@ -90,7 +91,7 @@ std::vector<std::string> collect_warnings(const Report& report) {
     if (!partly_warm.insert(label).second) continue;
     w.push_back(fmt::format(
         "partly warm: {} rotates {} layer{} of weights, {:.0f} MB a round, under four times the "
-        "{:.0f} MB last-level cache, as memory allowed: some weights may come from the cache",
+        "{:.0f} MB last-level cache: some weights may come from the cache",
         label, r.layers, r.layers == 1 ? "" : "s", r.round_bytes * 1e-6,
         static_cast<double>(llc) * 1e-6));
   }
