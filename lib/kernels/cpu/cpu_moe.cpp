@@ -165,9 +165,11 @@ class CpuKernel final : public Kernel {
     const int64_t max_panels = (max_width_ + hcols_ - 1) / hcols_;
     item_group_.assign(static_cast<size_t>(groups * max_panels), 0);
     item_panel_.assign(item_group_.size(), 0);
+    run_item_.assign(item_group_.size(), 0);
+    run_panels_.assign(item_group_.size(), 0);
     xp_.resize(max_blocks * R * s.d_model);
     // A group has at most T rows (each token picks an expert once; shared experts take all).
-    partial_stride_ = (T + R - 1) / R * R * 2 * L;
+    partial_stride_ = std::max<int64_t>((T + R - 1) / R * R, kMaxPanels) * 2 * L;
     partial_.resize(threads_ * partial_stride_);
     hp_.resize(max_blocks * R * max_width_);
     // q4 at up to kQ4DecodeRows rows a block: each group's activation sums, taken once per block
@@ -385,9 +387,13 @@ class CpuKernel final : public Kernel {
       // weights, which the prefetchers follow from one item into the next, and the tail stays
       // balanced. Measured against single items side by side: 1.02-1.14x at decode sizes in bf16
       // (workloads A and B, uniform and zipf routing), neutral at prefill sizes.
-      const int64_t up_grab = std::max<int64_t>(1, num_items_ / (threads_ * kUpGrabDiv));
+      // A run is one item, or up to kMaxPanels adjacent items of a group of one row, streamed side
+      // by side (IsaKernels::gate_up_panels).
+      const int64_t up_grab = std::max<int64_t>(1, num_runs_ / (threads_ * kUpGrabDiv));
+      const int64_t panel_bytes = storage_bytes(storage_, d_pad_ * L2);
 #pragma omp for schedule(dynamic, up_grab)
-      for (int64_t it = 0; it < num_items_; ++it) {
+      for (int64_t run = 0; run < num_runs_; ++run) {
+        const int64_t it = run_item_[run];
         const int32_t g = item_group_[it];
         const int64_t panel = item_panel_[it];
         const Group& grp = packed.groups[g];
@@ -397,6 +403,17 @@ class CpuKernel final : public Kernel {
           const int64_t dc = std::min(kUpChunk, d - i0);
           const bool first = i0 == 0, last = i0 + dc == d;
           QuantArgs quant{up_scales(packed, grp, panel, i0, d), hidden_};
+          if (run_panels_[run] > 1) {
+            const int64_t b = group_blocks_[g];
+            quant.group_sums = sums_at(xsum_, b, d, i0);
+            const int64_t scale_bytes = panel_scale_bytes(d);
+            isa.gate_up_panels(xp_.data() + b * R * d + i0 * R,
+                               wp + storage_bytes(storage_, i0 * L2), panel_bytes, run_panels_[run],
+                               dc, hp_.data() + b * R * max_width_, panel * hcols_, hcols_,
+                               grp.width, act, first ? nullptr : partial, last ? nullptr : partial,
+                               storage_, quant, scale_bytes);
+            continue;
+          }
           for (int64_t b = group_blocks_[g]; b < group_blocks_[g + 1]; ++b) {
             float* acc = partial + (b - group_blocks_[g]) * R * L2;
             quant.group_sums = sums_at(xsum_, b, d, i0);
@@ -440,6 +457,20 @@ class CpuKernel final : public Kernel {
               // The chunk of every panel of this item lies in one contiguous run of memory.
               const char* chunk = packed.data.data() +
                                   storage_bytes(storage_, grp.down_offset + j0 * down_panels * L2);
+              if (side_by_side(block_rows_[b])) {
+                // One row: up to kMaxPanels panels side by side, a memory stream each.
+                for (int64_t q = q0; q < q1; q += kMaxPanels) {
+                  const QuantArgs quant{down_scales(packed, grp, q, j0), hidden_,
+                                        sums_at(hsum_, b, max_width_, j0)};
+                  const int64_t scale_bytes = panel_scale_bytes(grp.width);
+                  isa.down_panels(hp, chunk + storage_bytes(storage_, q * fc_pad * L2),
+                                  storage_bytes(storage_, fc_pad * L2),
+                                  static_cast<int>(std::min<int64_t>(kMaxPanels, q1 - q)), fc,
+                                  block_tokens_[b * R], block_weights_[b * R], y, d, q * L2, d,
+                                  storage_, quant, scale_bytes);
+                }
+                continue;
+              }
               for (int64_t q = q0; q < q1; ++q) {
                 const QuantArgs quant{down_scales(packed, grp, q, j0), hidden_,
                                       sums_at(hsum_, b, max_width_, j0)};
@@ -492,6 +523,21 @@ class CpuKernel final : public Kernel {
     if (storage_ != Storage::kQ4) return nullptr;
     return packed.scales.data() + g.up_scales + (panel * (d / kQ4Rows) + i0 / kQ4Rows) * L2 * 2;
   }
+  // Whether a block of `rows` rows streams its panels side by side (IsaKernels::gate_up_panels):
+  // at one row, where the instruction set has the kernels, except q4. q4 is bound by its
+  // instructions rather than by memory, and side by side with one chain a panel it took
+  // 1.10-1.15x the time of its decode loop (AMD Zen 3, workloads A and B at one token).
+  bool side_by_side(int64_t rows) const {
+    return rows == 1 && isa_->gate_up_panels != nullptr && storage_ != Storage::kQ4;
+  }
+
+  // Bytes from one panel's scales to the next's, for a reduction of `len` rows (up_scales and
+  // down_scales step by this per panel).
+  int64_t panel_scale_bytes(int64_t len) const {
+    const int64_t L2 = 2 * isa_->lanes;
+    if (storage_ == Storage::kI8) return L2 * 4;
+    return storage_ == Storage::kQ4 ? len / kQ4Rows * L2 * 2 : 0;
+  }
   const void* down_scales(const PackedLayer& packed, const Group& g, int64_t q, int64_t j0) const {
     const int64_t L2 = 2 * isa_->lanes;
     if (storage_ == Storage::kI8) return packed.scales.data() + g.down_scales + q * L2 * 4;
@@ -528,6 +574,7 @@ class CpuKernel final : public Kernel {
     }
     num_blocks_ = 0;
     num_items_ = 0;
+    num_runs_ = 0;
     const auto groups = static_cast<int64_t>(packed.groups.size());
     for (int64_t g = 0; g < groups; ++g) {
       group_blocks_[g] = num_blocks_;
@@ -546,7 +593,13 @@ class CpuKernel final : public Kernel {
       }
       if (n == 0) continue;
       const int64_t panels = (packed.groups[g].width + hcols_ - 1) / hcols_;
+      // One row: runs of up to kMaxPanels panels side by side; otherwise a panel a run.
+      const int64_t per_run = side_by_side(n) ? kMaxPanels : 1;
       for (int64_t pnl = 0; pnl < panels; ++pnl) {
+        if (pnl % per_run == 0) {
+          run_item_[num_runs_] = static_cast<int32_t>(num_items_);
+          run_panels_[num_runs_++] = static_cast<int32_t>(std::min(per_run, panels - pnl));
+        }
         item_group_[num_items_] = static_cast<int32_t>(g);
         item_panel_[num_items_++] = static_cast<int32_t>(pnl);
       }
@@ -573,9 +626,11 @@ class CpuKernel final : public Kernel {
   Routing routing_;
   std::vector<int64_t> counts_, fill_, order_, group_blocks_;
   std::vector<int32_t> block_group_, block_rows_, block_tokens_, item_group_, item_panel_;
+  std::vector<int32_t> run_item_;     ///< [run] its first item
+  std::vector<int32_t> run_panels_;   ///< [run] its items (adjacent panels of one group)
   std::vector<int32_t> shared_rows_;  ///< the rows the shared experts take, in order
   std::vector<float> block_weights_;
-  int64_t num_blocks_ = 0, num_items_ = 0;
+  int64_t num_blocks_ = 0, num_items_ = 0, num_runs_ = 0;
   AlignedFloats xp_, hp_, partial_;
   std::vector<float> xsum_, hsum_;  ///< q4 group sums of xp_ and hp_ (group_sums())
   int64_t partial_stride_ = 0;
