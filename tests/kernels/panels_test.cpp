@@ -99,88 +99,102 @@ TEST_CASE("panels side by side give what one panel at a time gives, on every ISA
     REQUIRE(isa->gate_up_panels != nullptr);
     REQUIRE(isa->down_panels != nullptr);
     for (Storage s : {Storage::kF32, Storage::kBF16, Storage::kF16, Storage::kI8, Storage::kQ4}) {
-      for (int panels = 1; panels <= kMaxPanels; ++panels) {
-        INFO(isa->name << " | storage " << static_cast<int>(s) << " | " << panels << " panels");
-        // Gate/up over d rows in two chunks (raw sums carried between them), the last panel's
-        // hidden columns clipped at f.
-        const int64_t d = 192, chunk = 128, hcols = L;
-        const int64_t f = panels * hcols - 3;
-        const Panels w = random_panels(s, panels, d, L, rng);
-        std::vector<float> xp(static_cast<size_t>(d * R), 0.0f);
-        std::uniform_real_distribution<float> value(-1.0f, 1.0f);
-        for (int64_t i = 0; i < d; ++i) xp[i * R] = value(rng);
-        std::vector<float> sums(static_cast<size_t>(d / kQ4Rows * R), 0.0f);
-        for (int64_t g = 0; g < d / kQ4Rows; ++g) {
-          float x = 0;
-          for (int64_t i = g * kQ4Rows; i < (g + 1) * kQ4Rows; ++i) x += xp[i * R];
-          sums[g * R] = -8.0f * x;
-        }
-        auto quant = [&](int p, int64_t i0) {
-          QuantArgs q;
-          if (!w.scales.empty()) {
-            q.scales = w.scales.data() + p * w.scale_bytes +
-                       (s == Storage::kQ4 ? i0 / kQ4Rows * 2 * L * 2 : 0);
+      for (int64_t n = 1; n <= kMaxPanelRows; ++n)
+        for (int panels = 1; panels <= side_by_side_panels(n); ++panels) {
+          INFO(isa->name << " | storage " << static_cast<int>(s) << " | " << n << " rows | "
+                         << panels << " panels");
+          // Gate/up over d rows in two chunks (raw sums carried between them), the last panel's
+          // hidden columns clipped at f.
+          const int64_t d = 192, chunk = 128, hcols = L;
+          const int64_t f = panels * hcols - 3;
+          const Panels w = random_panels(s, panels, d, L, rng);
+          std::vector<float> xp(static_cast<size_t>(d * R), 0.0f);
+          std::uniform_real_distribution<float> value(-1.0f, 1.0f);
+          for (int64_t i = 0; i < d * R; ++i) xp[i] = value(rng);
+          std::vector<float> sums(static_cast<size_t>(d / kQ4Rows * R), 0.0f);
+          for (int64_t g = 0; g < d / kQ4Rows; ++g) {
+            for (int64_t r = 0; r < n; ++r) {
+              float x = 0;
+              for (int64_t i = g * kQ4Rows; i < (g + 1) * kQ4Rows; ++i) x += xp[i * R + r];
+              sums[g * R + r] = -8.0f * x;
+            }
           }
-          q.group_sums = sums.data() + i0 / kQ4Rows * R;
-          return q;
-        };
-        const int64_t hp_size = (f + 2 * L) * R;
-        std::vector<float> one(hp_size, -7.0f), side(hp_size, -7.0f);
-        std::vector<float> acc(static_cast<size_t>(kMaxPanels * R * 2 * L));
-        for (int p = 0; p < panels; ++p) {
+          auto quant = [&](int p, int64_t i0) {
+            QuantArgs q;
+            if (!w.scales.empty()) {
+              q.scales = w.scales.data() + p * w.scale_bytes +
+                         (s == Storage::kQ4 ? i0 / kQ4Rows * 2 * L * 2 : 0);
+            }
+            q.group_sums = sums.data() + i0 / kQ4Rows * R;
+            return q;
+          };
+          const int64_t hp_size = (f + 2 * L) * R;
+          std::vector<float> one(hp_size, -7.0f), side(hp_size, -7.0f);
+          std::vector<float> acc(static_cast<size_t>(kMaxPanels * R * 2 * L));
+          for (int p = 0; p < panels; ++p) {
+            for (int64_t i0 = 0; i0 < d; i0 += chunk) {
+              const int64_t dc = std::min(chunk, d - i0);
+              isa->gate_up(xp.data() + i0 * R,
+                           w.data.data() + p * w.panel_bytes + storage_bytes(s, i0 * 2 * L), dc, n,
+                           one.data(), p * hcols, f, Act::kSwiglu, i0 == 0 ? nullptr : acc.data(),
+                           i0 + dc == d ? nullptr : acc.data(), s, quant(p, i0));
+            }
+          }
           for (int64_t i0 = 0; i0 < d; i0 += chunk) {
             const int64_t dc = std::min(chunk, d - i0);
-            isa->gate_up(xp.data() + i0 * R,
-                         w.data.data() + p * w.panel_bytes + storage_bytes(s, i0 * 2 * L), dc, 1,
-                         one.data(), p * hcols, f, Act::kSwiglu, i0 == 0 ? nullptr : acc.data(),
-                         i0 + dc == d ? nullptr : acc.data(), s, quant(p, i0));
+            isa->gate_up_panels(xp.data() + i0 * R, w.data.data() + storage_bytes(s, i0 * 2 * L),
+                                w.panel_bytes, panels, dc, n, side.data(), 0, hcols, f,
+                                Act::kSwiglu, i0 == 0 ? nullptr : acc.data(),
+                                i0 + dc == d ? nullptr : acc.data(), s, quant(0, i0),
+                                w.scale_bytes);
+          }
+          check_close(side, one, tolerance(s));
+          // Columns past f, and rows past n, are left alone.
+          for (int64_t c = f; c < panels * hcols; ++c) CHECK(side[c * R] == -7.0f);
+          for (int64_t c = 0; c < f; ++c) CHECK(side[c * R + n] == -7.0f);
+
+          // Down over fr rows into a token's row of y, the last panel clipped at cols_end.
+          const int64_t fr = 96, ldy = panels * 2 * L + 5, cols_end = panels * 2 * L - 5;
+          const Panels w2 = random_panels(s, panels, fr, L, rng);
+          std::vector<float> hp(static_cast<size_t>(fr * R), 0.0f);
+          for (int64_t j = 0; j < fr * R; ++j) hp[j] = value(rng);
+          std::vector<float> hsums(static_cast<size_t>(fr / kQ4Rows * R), 0.0f);
+          for (int64_t g = 0; g < fr / kQ4Rows; ++g) {
+            for (int64_t r = 0; r < n; ++r) {
+              float x = 0;
+              for (int64_t j = g * kQ4Rows; j < (g + 1) * kQ4Rows; ++j) x += hp[j * R + r];
+              hsums[g * R + r] = -8.0f * x;
+            }
+          }
+          // Rows go to tokens 3, 1 and 0 of four; token 2 is nobody's.
+          const int32_t tokens[kMaxPanelRows] = {3, 1, 0};
+          const float weights[kMaxPanelRows] = {0.75f, -0.5f, 0.25f};
+          std::vector<float> y_one(static_cast<size_t>(4 * ldy)), y_side;
+          for (float& v : y_one) v = value(rng);
+          y_side = y_one;
+          for (int p = 0; p < panels; ++p) {
+            QuantArgs q;
+            if (!w2.scales.empty()) q.scales = w2.scales.data() + p * w2.scale_bytes;
+            q.group_sums = hsums.data();
+            isa->down(hp.data(), w2.data.data() + p * w2.panel_bytes, fr, n, tokens, weights,
+                      y_one.data(), ldy, p * 2 * L, std::min<int64_t>(2 * L, cols_end - p * 2 * L),
+                      s, q);
+          }
+          QuantArgs q;
+          q.scales = w2.scales.empty() ? nullptr : w2.scales.data();
+          q.group_sums = hsums.data();
+          const std::vector<float> y_before = y_side;  // y as both started
+          isa->down_panels(hp.data(), w2.data.data(), w2.panel_bytes, panels, fr, n, tokens,
+                           weights, y_side.data(), ldy, 0, cols_end, s, q, w2.scale_bytes);
+          check_close(y_side, y_one, 1e-5);
+          // The rows of tokens no row goes to, and the columns past cols_end, are untouched.
+          for (int64_t t = 0; t < 4; ++t) {
+            const bool taken = std::find(tokens, tokens + n, t) != tokens + n;
+            for (int64_t c = 0; c < ldy; ++c) {
+              if (!taken || c >= cols_end) CHECK(y_side[t * ldy + c] == y_before[t * ldy + c]);
+            }
           }
         }
-        for (int64_t i0 = 0; i0 < d; i0 += chunk) {
-          const int64_t dc = std::min(chunk, d - i0);
-          isa->gate_up_panels(xp.data() + i0 * R, w.data.data() + storage_bytes(s, i0 * 2 * L),
-                              w.panel_bytes, panels, dc, side.data(), 0, hcols, f, Act::kSwiglu,
-                              i0 == 0 ? nullptr : acc.data(), i0 + dc == d ? nullptr : acc.data(),
-                              s, quant(0, i0), w.scale_bytes);
-        }
-        check_close(side, one, tolerance(s));
-        // Columns past f are left alone.
-        for (int64_t c = f; c < panels * hcols; ++c) CHECK(side[c * R] == -7.0f);
-
-        // Down over fr rows into a token's row of y, the last panel clipped at cols_end.
-        const int64_t fr = 96, ldy = panels * 2 * L + 5, cols_end = panels * 2 * L - 5;
-        const Panels w2 = random_panels(s, panels, fr, L, rng);
-        std::vector<float> hp(static_cast<size_t>(fr * R), 0.0f);
-        for (int64_t j = 0; j < fr; ++j) hp[j * R] = value(rng);
-        std::vector<float> hsums(static_cast<size_t>(fr / kQ4Rows * R), 0.0f);
-        for (int64_t g = 0; g < fr / kQ4Rows; ++g) {
-          float x = 0;
-          for (int64_t j = g * kQ4Rows; j < (g + 1) * kQ4Rows; ++j) x += hp[j * R];
-          hsums[g * R] = -8.0f * x;
-        }
-        const int32_t token = 1;
-        const float weight = 0.75f;
-        std::vector<float> y_one(static_cast<size_t>(2 * ldy)), y_side;
-        for (float& v : y_one) v = value(rng);
-        y_side = y_one;
-        for (int p = 0; p < panels; ++p) {
-          QuantArgs q;
-          if (!w2.scales.empty()) q.scales = w2.scales.data() + p * w2.scale_bytes;
-          q.group_sums = hsums.data();
-          isa->down(hp.data(), w2.data.data() + p * w2.panel_bytes, fr, 1, &token, &weight,
-                    y_one.data(), ldy, p * 2 * L, std::min<int64_t>(2 * L, cols_end - p * 2 * L), s,
-                    q);
-        }
-        QuantArgs q;
-        q.scales = w2.scales.empty() ? nullptr : w2.scales.data();
-        q.group_sums = hsums.data();
-        isa->down_panels(hp.data(), w2.data.data(), w2.panel_bytes, panels, fr, token, weight,
-                         y_side.data(), ldy, 0, cols_end, s, q, w2.scale_bytes);
-        check_close(y_side, y_one, 1e-5);
-        // The other token's row, and the columns past cols_end, are untouched.
-        for (int64_t c = 0; c < ldy; ++c) CHECK(y_side[c] == y_one[c]);
-        for (int64_t c = cols_end; c < ldy; ++c) CHECK(y_side[ldy + c] == y_one[ldy + c]);
-      }
     }
   }
 }

@@ -70,10 +70,10 @@ constexpr int kRows = 6;
 }  // namespace avx2
 
 const IsaKernels& avx2_kernels() {
-  static const IsaKernels kKernels{
-      "avx2",       avx2::V::kLanes,      avx2::kRows,      avx2::gate_up,
-      avx2::down,   avx2::dot_rows,       /*kpack=*/1,      /*bf16_only=*/false,
-      /*kblock=*/1, avx2::gate_up_panels, avx2::down_panels};
+  static const IsaKernels kKernels{"avx2",        avx2::V::kLanes,      avx2::kRows,
+                                   avx2::gate_up, avx2::down,           avx2::dot_rows,
+                                   /*kpack=*/1,   /*bf16_only=*/false,
+                                   /*kblock=*/1,  avx2::gate_up_panels, avx2::down_panels};
   return kKernels;
 }
 

@@ -16,10 +16,10 @@ constexpr int kRows = 14;
 }  // namespace avx512
 
 const IsaKernels& avx512_kernels() {
-  static const IsaKernels kKernels{
-      "avx512",     avx512::V::kLanes,      avx512::kRows,      avx512::gate_up,
-      avx512::down, avx512::dot_rows,       /*kpack=*/1,        /*bf16_only=*/false,
-      /*kblock=*/1, avx512::gate_up_panels, avx512::down_panels};
+  static const IsaKernels kKernels{"avx512",        avx512::V::kLanes,      avx512::kRows,
+                                   avx512::gate_up, avx512::down,           avx512::dot_rows,
+                                   /*kpack=*/1,     /*bf16_only=*/false,
+                                   /*kblock=*/1,    avx512::gate_up_panels, avx512::down_panels};
   return kKernels;
 }
 

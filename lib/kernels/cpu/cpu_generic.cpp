@@ -96,10 +96,10 @@ constexpr int kRows = 4;
 }  // namespace generic
 
 const IsaKernels& generic_kernels() {
-  static const IsaKernels kKernels{
-      "generic",     generic::V::kLanes,      generic::kRows,      generic::gate_up,
-      generic::down, generic::dot_rows,       /*kpack=*/1,         /*bf16_only=*/false,
-      /*kblock=*/1,  generic::gate_up_panels, generic::down_panels};
+  static const IsaKernels kKernels{"generic",        generic::V::kLanes,      generic::kRows,
+                                   generic::gate_up, generic::down,           generic::dot_rows,
+                                   /*kpack=*/1,      /*bf16_only=*/false,
+                                   /*kblock=*/1,     generic::gate_up_panels, generic::down_panels};
   return kKernels;
 }
 

@@ -40,8 +40,11 @@ constexpr int64_t kQ4Rows = 32;
 constexpr int kDecodeRows = 4;
 constexpr int kQ4DecodeRows = 2;
 
-/// Panels at most that IsaKernels::gate_up_panels and down_panels stream side by side.
+/// Panels at most that IsaKernels::gate_up_panels and down_panels stream side by side: four at
+/// one row, two at two or three rows (side_by_side_panels()).
 constexpr int kMaxPanels = 4;
+constexpr int kMaxPanelRows = 3;
+constexpr int side_by_side_panels(int64_t rows) { return rows == 1 ? 4 : rows <= 3 ? 2 : 1; }
 
 /// What quantized panels need besides their codes; ignored for the other storages.
 /// - kI8: `scales` are the panel's 2L f32 per-column scales (a column is an output channel),
@@ -99,21 +102,22 @@ struct IsaKernels {
   /// multiples of kblock pairs, so a pointer advanced by (row / kpack) * R words is at the same
   /// place in either layout.
   int kblock = 1;
-  /// For a block of one row: gate_up on `panels` (1 to kMaxPanels) adjacent panels at once, each
-  /// a memory stream of its own (one thread reads several streams faster than one). Panel p's
-  /// weights start at wp + p * panel_bytes, its scales at quant.scales + p * scale_bytes, its
-  /// hidden columns at col0 + p * hcols, and its raw sums (acc_in, acc_out) at p * 2L floats.
-  /// Null where an instruction set has none (the caller then takes one panel at a time).
+  /// For a block of n rows (1 to kMaxPanelRows): gate_up on `panels` adjacent panels at once (up
+  /// to side_by_side_panels(n)), each a memory stream of its own (one thread reads several
+  /// streams faster than one). Panel p's weights start at wp + p * panel_bytes, its scales at
+  /// quant.scales + p * scale_bytes, its hidden columns at col0 + p * hcols, and its raw sums
+  /// (acc_in, acc_out) at p * n * 2L floats. Null where an instruction set has none (the caller
+  /// then takes one panel at a time).
   void (*gate_up_panels)(const float* xp, const void* wp, int64_t panel_bytes, int panels,
-                         int64_t d, float* hp, int64_t col0, int64_t hcols, int64_t f, Act act,
-                         const float* acc_in, float* acc_out, Storage storage, QuantArgs quant,
-                         int64_t scale_bytes) = nullptr;
-  /// For a block of one row: down on `panels` adjacent panels at once, panel p's weights at
+                         int64_t d, int64_t n, float* hp, int64_t col0, int64_t hcols, int64_t f,
+                         Act act, const float* acc_in, float* acc_out, Storage storage,
+                         QuantArgs quant, int64_t scale_bytes) = nullptr;
+  /// For a block of n rows: down on `panels` adjacent panels at once, panel p's weights at
   /// wp + p * panel_bytes and its scales at quant.scales + p * scale_bytes, into y's columns
   /// [col0 + 2L p, col0 + 2L (p + 1)) clipped to cols_end.
   void (*down_panels)(const float* hp, const void* wp, int64_t panel_bytes, int panels, int64_t f,
-                      int32_t token, float weight, float* y, int64_t ldy, int64_t col0,
-                      int64_t cols_end, Storage storage, QuantArgs quant,
+                      int64_t n, const int32_t* tokens, const float* weights, float* y, int64_t ldy,
+                      int64_t col0, int64_t cols_end, Storage storage, QuantArgs quant,
                       int64_t scale_bytes) = nullptr;
 };
 

@@ -169,7 +169,7 @@ class CpuKernel final : public Kernel {
     run_panels_.assign(item_group_.size(), 0);
     xp_.resize(max_blocks * R * s.d_model);
     // A group has at most T rows (each token picks an expert once; shared experts take all).
-    partial_stride_ = std::max<int64_t>((T + R - 1) / R * R, kMaxPanels) * 2 * L;
+    partial_stride_ = std::max<int64_t>((T + R - 1) / R * R, kMaxPanels * kMaxPanelRows) * 2 * L;
     partial_.resize(threads_ * partial_stride_);
     hp_.resize(max_blocks * R * max_width_);
     // q4 at up to kQ4DecodeRows rows a block: each group's activation sums, taken once per block
@@ -387,7 +387,7 @@ class CpuKernel final : public Kernel {
       // weights, which the prefetchers follow from one item into the next, and the tail stays
       // balanced. Measured against single items side by side: 1.02-1.14x at decode sizes in bf16
       // (workloads A and B, uniform and zipf routing), neutral at prefill sizes.
-      // A run is one item, or up to kMaxPanels adjacent items of a group of one row, streamed side
+      // A run is one item, or adjacent items of a group of up to kMaxPanelRows rows, streamed side
       // by side (IsaKernels::gate_up_panels).
       const int64_t up_grab = std::max<int64_t>(1, num_runs_ / (threads_ * kUpGrabDiv));
       const int64_t panel_bytes = storage_bytes(storage_, d_pad_ * L2);
@@ -409,9 +409,9 @@ class CpuKernel final : public Kernel {
             const int64_t scale_bytes = panel_scale_bytes(d);
             isa.gate_up_panels(xp_.data() + b * R * d + i0 * R,
                                wp + storage_bytes(storage_, i0 * L2), panel_bytes, run_panels_[run],
-                               dc, hp_.data() + b * R * max_width_, panel * hcols_, hcols_,
-                               grp.width, act, first ? nullptr : partial, last ? nullptr : partial,
-                               storage_, quant, scale_bytes);
+                               dc, block_rows_[b], hp_.data() + b * R * max_width_, panel * hcols_,
+                               hcols_, grp.width, act, first ? nullptr : partial,
+                               last ? nullptr : partial, storage_, quant, scale_bytes);
             continue;
           }
           for (int64_t b = group_blocks_[g]; b < group_blocks_[g + 1]; ++b) {
@@ -458,16 +458,17 @@ class CpuKernel final : public Kernel {
               const char* chunk = packed.data.data() +
                                   storage_bytes(storage_, grp.down_offset + j0 * down_panels * L2);
               if (side_by_side(block_rows_[b])) {
-                // One row: up to kMaxPanels panels side by side, a memory stream each.
-                for (int64_t q = q0; q < q1; q += kMaxPanels) {
+                // Up to side_by_side_panels() panels side by side, a memory stream each.
+                const int64_t step = side_by_side_panels(block_rows_[b]);
+                for (int64_t q = q0; q < q1; q += step) {
                   const QuantArgs quant{down_scales(packed, grp, q, j0), hidden_,
                                         sums_at(hsum_, b, max_width_, j0)};
                   const int64_t scale_bytes = panel_scale_bytes(grp.width);
                   isa.down_panels(hp, chunk + storage_bytes(storage_, q * fc_pad * L2),
                                   storage_bytes(storage_, fc_pad * L2),
-                                  static_cast<int>(std::min<int64_t>(kMaxPanels, q1 - q)), fc,
-                                  block_tokens_[b * R], block_weights_[b * R], y, d, q * L2, d,
-                                  storage_, quant, scale_bytes);
+                                  static_cast<int>(std::min(step, q1 - q)), fc, block_rows_[b],
+                                  block_tokens_.data() + b * R, block_weights_.data() + b * R, y, d,
+                                  q * L2, d, storage_, quant, scale_bytes);
                 }
                 continue;
               }
@@ -524,11 +525,12 @@ class CpuKernel final : public Kernel {
     return packed.scales.data() + g.up_scales + (panel * (d / kQ4Rows) + i0 / kQ4Rows) * L2 * 2;
   }
   // Whether a block of `rows` rows streams its panels side by side (IsaKernels::gate_up_panels):
-  // at one row, where the instruction set has the kernels, except q4. q4 is bound by its
-  // instructions rather than by memory, and side by side with one chain a panel it took
-  // 1.10-1.15x the time of its decode loop (AMD Zen 3, workloads A and B at one token).
+  // at up to kMaxPanelRows rows, where the instruction set has the kernels, except q4. q4 is
+  // bound by its instructions rather than by memory, and side by side with one chain a panel it
+  // took 1.10-1.15x the time of its decode loop (AMD Zen 3, workloads A and B at one token).
   bool side_by_side(int64_t rows) const {
-    return rows == 1 && isa_->gate_up_panels != nullptr && storage_ != Storage::kQ4;
+    return rows <= std::min<int64_t>(kMaxPanelRows, isa_->rows) &&
+           isa_->gate_up_panels != nullptr && storage_ != Storage::kQ4;
   }
 
   // Bytes from one panel's scales to the next's, for a reduction of `len` rows (up_scales and
@@ -593,8 +595,8 @@ class CpuKernel final : public Kernel {
       }
       if (n == 0) continue;
       const int64_t panels = (packed.groups[g].width + hcols_ - 1) / hcols_;
-      // One row: runs of up to kMaxPanels panels side by side; otherwise a panel a run.
-      const int64_t per_run = side_by_side(n) ? kMaxPanels : 1;
+      // Few rows: runs of panels side by side (side_by_side_panels()); otherwise a panel a run.
+      const int64_t per_run = side_by_side(n) ? side_by_side_panels(n) : 1;
       for (int64_t pnl = 0; pnl < panels; ++pnl) {
         if (pnl % per_run == 0) {
           run_item_[num_runs_] = static_cast<int32_t>(num_items_);

@@ -256,14 +256,14 @@ __attribute__((always_inline)) inline void accumulate(const float* src, const vo
   }
 }
 
-// One row, `P` panels side by side (IsaKernels::gate_up_panels and down_panels): panel p's
-// weights start at wp + p * panel_bytes and its scales at q.scales + p * scale_bytes, and its sums
-// go to a0[p] and a1[p]. Each panel is a memory stream of its own, read a line of each in turn.
-// A core keeps more lines in flight over several streams than over one: on an AMD Zen 3 one
-// thread read f32 panels at 1.5x the rate with four panels side by side than with one split in two
-// (a standalone loop over 64 MB), and two threads at 1.2x. One chain of FMAs per panel and
-// column half: with four panels that is as many chains as the decode loop's.
-template <int P, Storage S>
+// N rows, `P` panels side by side (IsaKernels::gate_up_panels and down_panels): panel p's
+// weights start at wp + p * panel_bytes and its scales at q.scales + p * scale_bytes, and the sums
+// of row r go to a0[p * N + r] and a1[p * N + r]. Each panel is a memory stream of its own, read
+// a line of each in turn. A core keeps more lines in flight over several streams than over one:
+// on an AMD Zen 3 one thread read f32 panels at 1.5x the rate with four panels side by side than
+// with one split in two (a standalone loop over 64 MB), and two threads at 1.2x. One chain of
+// FMAs per panel, row and column half: 2 P N accumulators (at most 12 of AVX2's 16 registers).
+template <int N, int P, Storage S>
 __attribute__((always_inline)) inline void accumulate_panels(const float* src, const char* wp,
                                                              int64_t panel_bytes, int64_t len,
                                                              QuantArgs q, int64_t scale_bytes,
@@ -271,47 +271,54 @@ __attribute__((always_inline)) inline void accumulate_panels(const float* src, c
   using T = typename V::T;
   constexpr int L = V::kLanes;
   constexpr int64_t U = rows_per_line<S>();
-  // Lines [k, k + U) of every panel into the chains c0/c1.
+  // Reduction row k of panel p into the chains c0/c1.
+  auto row = [&](int p, int64_t k, T* c0, T* c1) __attribute__((always_inline)) {
+    T w0, w1;
+    load_row<S>(wp + p * panel_bytes, k, w0, w1);
+#pragma GCC unroll 4
+    for (int r = 0; r < N; ++r) {
+      const T b = V::set1(src[k * kRows + r]);
+      c0[p * N + r] = V::fmadd(b, w0, c0[p * N + r]);
+      c1[p * N + r] = V::fmadd(b, w1, c1[p * N + r]);
+    }
+  };
+  // Lines [k, k + U) of every panel.
   auto lines = [&](int64_t k, T * c0, T * c1) __attribute__((always_inline)) {
 #pragma GCC unroll 16
     for (int64_t u = 0; u < U; ++u) {
-      const T b = V::set1(src[(k + u) * kRows]);
 #pragma GCC unroll 4
       for (int p = 0; p < P; ++p) {
-        const char* w = wp + p * panel_bytes;
-        if (u == 0) prefetch_step<S>(w, k);
-        T w0, w1;
-        load_row<S>(w, k + u, w0, w1);
-        c0[p] = V::fmadd(b, w0, c0[p]);
-        c1[p] = V::fmadd(b, w1, c1[p]);
+        if (u == 0) prefetch_step<S>(wp + p * panel_bytes, k);
+        row(p, k + u, c0, c1);
       }
     }
   };
   if constexpr (S == Storage::kQ4) {
     static_assert(kQ4Rows % U == 0, "a q4 group is whole lines");
     for (int64_t g0 = 0; g0 < len; g0 += kQ4Rows) {
-      T c0[P], c1[P];
-      for (int p = 0; p < P; ++p) c0[p] = c1[p] = V::set1(q.group_sums[g0 / kQ4Rows * kRows]);
+      T c0[P * N], c1[P * N];
+      for (int p = 0; p < P; ++p) {
+        for (int r = 0; r < N; ++r) {
+          c0[p * N + r] = c1[p * N + r] = V::set1(q.group_sums[g0 / kQ4Rows * kRows + r]);
+        }
+      }
       for (int64_t k = g0; k < g0 + kQ4Rows; k += U) lines(k, c0, c1);
       for (int p = 0; p < P; ++p) {
         const auto* sc = reinterpret_cast<const uint16_t*>(static_cast<const char*>(q.scales) +
                                                            p * scale_bytes) +
                          g0 / kQ4Rows * 2 * L;
-        a0[p] = V::fmadd(V::load_f16(sc), c0[p], a0[p]);
-        a1[p] = V::fmadd(V::load_f16(sc + L), c1[p], a1[p]);
+        const T s0 = V::load_f16(sc), s1 = V::load_f16(sc + L);
+        for (int r = 0; r < N; ++r) {
+          a0[p * N + r] = V::fmadd(s0, c0[p * N + r], a0[p * N + r]);
+          a1[p * N + r] = V::fmadd(s1, c1[p * N + r], a1[p * N + r]);
+        }
       }
     }
   } else {
     const int64_t whole = len / U * U;
     for (int64_t k = 0; k < whole; k += U) lines(k, a0, a1);
     for (int64_t k = whole; k < len; ++k) {
-      const T b = V::set1(src[k * kRows]);
-      for (int p = 0; p < P; ++p) {
-        T w0, w1;
-        load_row<S>(wp + p * panel_bytes, k, w0, w1);
-        a0[p] = V::fmadd(b, w0, a0[p]);
-        a1[p] = V::fmadd(b, w1, a1[p]);
-      }
+      for (int p = 0; p < P; ++p) row(p, k, a0, a1);
     }
   }
 }
@@ -377,45 +384,54 @@ void down_rows(const float* hp, const void* wp, int64_t f, const int32_t* tokens
   }
 }
 
-template <int P, Storage S>
+template <int N, int P, Storage S>
 void gate_up_panels_of(const float* xp, const char* wp, int64_t panel_bytes, int64_t d, float* hp,
                        int64_t col0, int64_t hcols, int64_t f, Act act, const float* acc_in,
                        float* acc_out, QuantArgs q, int64_t scale_bytes) {
   using T = typename V::T;
   constexpr int L = V::kLanes;
-  T a0[P], a1[P];
-  for (int p = 0; p < P; ++p) start_sums<1>(acc_in ? acc_in + p * 2 * L : nullptr, a0 + p, a1 + p);
-  accumulate_panels<P, S>(xp, wp, panel_bytes, d, q, scale_bytes, a0, a1);
+  T a0[P * N], a1[P * N];
+  for (int p = 0; p < P; ++p) {
+    start_sums<N>(acc_in ? acc_in + p * N * 2 * L : nullptr, a0 + p * N, a1 + p * N);
+  }
+  accumulate_panels<N, P, S>(xp, wp, panel_bytes, d, q, scale_bytes, a0, a1);
   if (acc_out != nullptr) {
-    for (int p = 0; p < P; ++p) save_sums<1>(acc_out + p * 2 * L, a0 + p, a1 + p);
+    for (int p = 0; p < P; ++p) save_sums<N>(acc_out + p * N * 2 * L, a0 + p * N, a1 + p * N);
     return;
   }
   alignas(64) float tmp[2 * L];
   for (int p = 0; p < P; ++p) {
-    apply_channel_scales<1, S>(static_cast<const char*>(q.scales) + p * scale_bytes, a0 + p,
-                               a1 + p);
+    apply_channel_scales<N, S>(static_cast<const char*>(q.scales) + p * scale_bytes, a0 + p * N,
+                               a1 + p * N);
     const int64_t col = col0 + p * hcols;
-    const int64_t cols = activate(a0[p], a1[p], act, tmp);
-    const int64_t valid = f - col < cols ? f - col : cols;
-    for (int64_t c = 0; c < valid; ++c) hp[(col + c) * kRows] = store_hidden<S>(tmp[c], q.hidden);
+    for (int r = 0; r < N; ++r) {
+      const int64_t cols = activate(a0[p * N + r], a1[p * N + r], act, tmp);
+      const int64_t valid = f - col < cols ? f - col : cols;
+      for (int64_t c = 0; c < valid; ++c) {
+        hp[(col + c) * kRows + r] = store_hidden<S>(tmp[c], q.hidden);
+      }
+    }
   }
 }
 
-template <int P, Storage S>
-void down_panels_of(const float* hp, const char* wp, int64_t panel_bytes, int64_t f, int32_t token,
-                    float weight, float* y, int64_t ldy, int64_t col0, int64_t cols_end,
-                    QuantArgs q, int64_t scale_bytes) {
+template <int N, int P, Storage S>
+void down_panels_of(const float* hp, const char* wp, int64_t panel_bytes, int64_t f,
+                    const int32_t* tokens, const float* weights, float* y, int64_t ldy,
+                    int64_t col0, int64_t cols_end, QuantArgs q, int64_t scale_bytes) {
   using T = typename V::T;
   constexpr int L = V::kLanes;
-  T a0[P], a1[P];
-  for (int p = 0; p < P; ++p) a0[p] = a1[p] = V::zero();
-  accumulate_panels<P, S>(hp, wp, panel_bytes, f, q, scale_bytes, a0, a1);
+  T a0[P * N], a1[P * N];
+  for (int i = 0; i < P * N; ++i) a0[i] = a1[i] = V::zero();
+  accumulate_panels<N, P, S>(hp, wp, panel_bytes, f, q, scale_bytes, a0, a1);
   for (int p = 0; p < P; ++p) {
-    apply_channel_scales<1, S>(static_cast<const char*>(q.scales) + p * scale_bytes, a0 + p,
-                               a1 + p);
+    apply_channel_scales<N, S>(static_cast<const char*>(q.scales) + p * scale_bytes, a0 + p * N,
+                               a1 + p * N);
     const int64_t col = col0 + p * 2 * L;
     const int64_t ncols = cols_end - col < 2 * L ? cols_end - col : 2 * L;
-    combine_row(a0[p], a1[p], weight, y + static_cast<int64_t>(token) * ldy + col, ncols);
+    for (int r = 0; r < N; ++r) {
+      combine_row(a0[p * N + r], a1[p * N + r], weights[r],
+                  y + static_cast<int64_t>(tokens[r]) * ldy + col, ncols);
+    }
   }
 }
 
@@ -471,70 +487,60 @@ void down(const float* hp, const void* wp, int64_t f, int64_t n, const int32_t* 
   }
 }
 
-void gate_up_panels(const float* xp, const void* wp, int64_t panel_bytes, int panels, int64_t d,
-                    float* hp, int64_t col0, int64_t hcols, int64_t f, Act act, const float* acc_in,
-                    float* acc_out, Storage storage, QuantArgs q, int64_t scale_bytes) {
-  const auto* w = static_cast<const char*>(wp);
-  auto run = [&]<int P, Storage S>() {
-    gate_up_panels_of<P, S>(xp, w, panel_bytes, d, hp, col0, hcols, f, act, acc_in, acc_out, q,
-                            scale_bytes);
-  };
-  auto by_panels = [&]<Storage S>() {
-    switch (panels) {
-      case 1:
-        return run.template operator()<1, S>();
-      case 2:
-        return run.template operator()<2, S>();
-      case 3:
-        return run.template operator()<3, S>();
-      default:
-        return run.template operator()<kMaxPanels, S>();
+// The (rows, panels) pairs the side-by-side kernels are built for: four panels at one row, two
+// at two or three rows (IsaKernels::side_by_side_panels).
+template <typename Run>
+void by_rows_and_panels(int64_t n, int panels, Storage storage, Run run) {
+  auto with = [&]<int N, int P>() {
+    switch (storage) {
+      case Storage::kF32:
+        return run.template operator()<N, P, Storage::kF32>();
+      case Storage::kBF16:
+        return run.template operator()<N, P, Storage::kBF16>();
+      case Storage::kF16:
+        return run.template operator()<N, P, Storage::kF16>();
+      case Storage::kI8:
+        return run.template operator()<N, P, Storage::kI8>();
+      case Storage::kQ4:
+        return run.template operator()<N, P, Storage::kQ4>();
     }
   };
-  switch (storage) {
-    case Storage::kF32:
-      return by_panels.template operator()<Storage::kF32>();
-    case Storage::kBF16:
-      return by_panels.template operator()<Storage::kBF16>();
-    case Storage::kF16:
-      return by_panels.template operator()<Storage::kF16>();
-    case Storage::kI8:
-      return by_panels.template operator()<Storage::kI8>();
-    case Storage::kQ4:
-      return by_panels.template operator()<Storage::kQ4>();
+  if (n == 1) {
+    switch (panels) {
+      case 1:
+        return with.template operator()<1, 1>();
+      case 2:
+        return with.template operator()<1, 2>();
+      case 3:
+        return with.template operator()<1, 3>();
+      default:
+        return with.template operator()<1, 4>();
+    }
   }
+  if (n == 2) {
+    return panels == 1 ? with.template operator()<2, 1>() : with.template operator()<2, 2>();
+  }
+  return panels == 1 ? with.template operator()<3, 1>() : with.template operator()<3, 2>();
+}
+
+void gate_up_panels(const float* xp, const void* wp, int64_t panel_bytes, int panels, int64_t d,
+                    int64_t n, float* hp, int64_t col0, int64_t hcols, int64_t f, Act act,
+                    const float* acc_in, float* acc_out, Storage storage, QuantArgs q,
+                    int64_t scale_bytes) {
+  const auto* w = static_cast<const char*>(wp);
+  by_rows_and_panels(n, panels, storage, [&]<int N, int P, Storage S>() {
+    gate_up_panels_of<N, P, S>(xp, w, panel_bytes, d, hp, col0, hcols, f, act, acc_in, acc_out, q,
+                               scale_bytes);
+  });
 }
 
 void down_panels(const float* hp, const void* wp, int64_t panel_bytes, int panels, int64_t f,
-                 int32_t token, float weight, float* y, int64_t ldy, int64_t col0, int64_t cols_end,
-                 Storage storage, QuantArgs q, int64_t scale_bytes) {
+                 int64_t n, const int32_t* tokens, const float* weights, float* y, int64_t ldy,
+                 int64_t col0, int64_t cols_end, Storage storage, QuantArgs q,
+                 int64_t scale_bytes) {
   const auto* w = static_cast<const char*>(wp);
-  auto run = [&]<int P, Storage S>() {
-    down_panels_of<P, S>(hp, w, panel_bytes, f, token, weight, y, ldy, col0, cols_end, q,
-                         scale_bytes);
-  };
-  auto by_panels = [&]<Storage S>() {
-    switch (panels) {
-      case 1:
-        return run.template operator()<1, S>();
-      case 2:
-        return run.template operator()<2, S>();
-      case 3:
-        return run.template operator()<3, S>();
-      default:
-        return run.template operator()<kMaxPanels, S>();
-    }
-  };
-  switch (storage) {
-    case Storage::kF32:
-      return by_panels.template operator()<Storage::kF32>();
-    case Storage::kBF16:
-      return by_panels.template operator()<Storage::kBF16>();
-    case Storage::kF16:
-      return by_panels.template operator()<Storage::kF16>();
-    case Storage::kI8:
-      return by_panels.template operator()<Storage::kI8>();
-    case Storage::kQ4:
-      return by_panels.template operator()<Storage::kQ4>();
-  }
+  by_rows_and_panels(n, panels, storage, [&]<int N, int P, Storage S>() {
+    down_panels_of<N, P, S>(hp, w, panel_bytes, f, tokens, weights, y, ldy, col0, cols_end, q,
+                            scale_bytes);
+  });
 }
