@@ -256,8 +256,9 @@ __attribute__((always_inline)) inline void accumulate(const float* src, const vo
   }
 }
 
-// N rows, `P` panels side by side (IsaKernels::gate_up_panels and down_panels): panel p's
-// weights start at wp + p * panel_bytes and its scales at q.scales + p * scale_bytes, and the sums
+// N rows, `P` panels side by side (IsaKernels::gate_up_panels and down_panels), for every storage
+// but q4: panel p's weights start at wp + p * panel_bytes and its int8 scales at
+// q.scales + p * scale_bytes, and the sums
 // of row r go to a0[p * N + r] and a1[p * N + r]. Each panel is a memory stream of its own, read
 // a line of each in turn. A core keeps more lines in flight over several streams than over one:
 // on an AMD Zen 3 one thread read f32 panels at 1.5x the rate with four panels side by side than
@@ -266,10 +267,9 @@ __attribute__((always_inline)) inline void accumulate(const float* src, const vo
 template <int N, int P, Storage S>
 __attribute__((always_inline)) inline void accumulate_panels(const float* src, const char* wp,
                                                              int64_t panel_bytes, int64_t len,
-                                                             QuantArgs q, int64_t scale_bytes,
+
                                                              typename V::T* a0, typename V::T* a1) {
   using T = typename V::T;
-  constexpr int L = V::kLanes;
   constexpr int64_t U = rows_per_line<S>();
   // Reduction row k of panel p into the chains c0/c1.
   auto row = [&](int p, int64_t k, T* c0, T* c1) __attribute__((always_inline)) {
@@ -293,33 +293,11 @@ __attribute__((always_inline)) inline void accumulate_panels(const float* src, c
       }
     }
   };
-  if constexpr (S == Storage::kQ4) {
-    static_assert(kQ4Rows % U == 0, "a q4 group is whole lines");
-    for (int64_t g0 = 0; g0 < len; g0 += kQ4Rows) {
-      T c0[P * N], c1[P * N];
-      for (int p = 0; p < P; ++p) {
-        for (int r = 0; r < N; ++r) {
-          c0[p * N + r] = c1[p * N + r] = V::set1(q.group_sums[g0 / kQ4Rows * kRows + r]);
-        }
-      }
-      for (int64_t k = g0; k < g0 + kQ4Rows; k += U) lines(k, c0, c1);
-      for (int p = 0; p < P; ++p) {
-        const auto* sc = reinterpret_cast<const uint16_t*>(static_cast<const char*>(q.scales) +
-                                                           p * scale_bytes) +
-                         g0 / kQ4Rows * 2 * L;
-        const T s0 = V::load_f16(sc), s1 = V::load_f16(sc + L);
-        for (int r = 0; r < N; ++r) {
-          a0[p * N + r] = V::fmadd(s0, c0[p * N + r], a0[p * N + r]);
-          a1[p * N + r] = V::fmadd(s1, c1[p * N + r], a1[p * N + r]);
-        }
-      }
-    }
-  } else {
-    const int64_t whole = len / U * U;
-    for (int64_t k = 0; k < whole; k += U) lines(k, a0, a1);
-    for (int64_t k = whole; k < len; ++k) {
-      for (int p = 0; p < P; ++p) row(p, k, a0, a1);
-    }
+  static_assert(S != Storage::kQ4, "q4 keeps its decode loop (gate_up_panels)");
+  const int64_t whole = len / U * U;
+  for (int64_t k = 0; k < whole; k += U) lines(k, a0, a1);
+  for (int64_t k = whole; k < len; ++k) {
+    for (int p = 0; p < P; ++p) row(p, k, a0, a1);
   }
 }
 
@@ -394,7 +372,7 @@ void gate_up_panels_of(const float* xp, const char* wp, int64_t panel_bytes, int
   for (int p = 0; p < P; ++p) {
     start_sums<N>(acc_in ? acc_in + p * N * 2 * L : nullptr, a0 + p * N, a1 + p * N);
   }
-  accumulate_panels<N, P, S>(xp, wp, panel_bytes, d, q, scale_bytes, a0, a1);
+  accumulate_panels<N, P, S>(xp, wp, panel_bytes, d, a0, a1);
   if (acc_out != nullptr) {
     for (int p = 0; p < P; ++p) save_sums<N>(acc_out + p * N * 2 * L, a0 + p * N, a1 + p * N);
     return;
@@ -422,7 +400,7 @@ void down_panels_of(const float* hp, const char* wp, int64_t panel_bytes, int64_
   constexpr int L = V::kLanes;
   T a0[P * N], a1[P * N];
   for (int i = 0; i < P * N; ++i) a0[i] = a1[i] = V::zero();
-  accumulate_panels<N, P, S>(hp, wp, panel_bytes, f, q, scale_bytes, a0, a1);
+  accumulate_panels<N, P, S>(hp, wp, panel_bytes, f, a0, a1);
   for (int p = 0; p < P; ++p) {
     apply_channel_scales<N, S>(static_cast<const char*>(q.scales) + p * scale_bytes, a0 + p * N,
                                a1 + p * N);
@@ -487,8 +465,9 @@ void down(const float* hp, const void* wp, int64_t f, int64_t n, const int32_t* 
   }
 }
 
-// The (rows, panels) pairs the side-by-side kernels are built for: four panels at one row, two
-// at two or three rows (IsaKernels::side_by_side_panels).
+// The (rows, panels) pairs the side-by-side kernels are built for: four or two panels at one row,
+// two at two or three rows. Runs of other lengths are taken in those steps, and a last single
+// panel by the one-panel kernels (fewer instantiations: each costs compile time on every build).
 template <typename Run>
 void by_rows_and_panels(int64_t n, int panels, Storage storage, Run run) {
   auto with = [&]<int N, int P>() {
@@ -501,46 +480,72 @@ void by_rows_and_panels(int64_t n, int panels, Storage storage, Run run) {
         return run.template operator()<N, P, Storage::kF16>();
       case Storage::kI8:
         return run.template operator()<N, P, Storage::kI8>();
-      case Storage::kQ4:
-        return run.template operator()<N, P, Storage::kQ4>();
+      case Storage::kQ4:  // the callers take q4 one panel at a time
+        return;
     }
   };
-  if (n == 1) {
-    switch (panels) {
-      case 1:
-        return with.template operator()<1, 1>();
-      case 2:
-        return with.template operator()<1, 2>();
-      case 3:
-        return with.template operator()<1, 3>();
-      default:
-        return with.template operator()<1, 4>();
-    }
-  }
-  if (n == 2) {
-    return panels == 1 ? with.template operator()<2, 1>() : with.template operator()<2, 2>();
-  }
-  return panels == 1 ? with.template operator()<3, 1>() : with.template operator()<3, 2>();
+  if (n == 1)
+    return panels == 4 ? with.template operator()<1, 4>() : with.template operator()<1, 2>();
+  return n == 2 ? with.template operator()<2, 2>() : with.template operator()<3, 2>();
+}
+
+// How many of `left` panels the next step takes: 4 or 2 side by side, or 1 (q4 always: it is bound
+// by its conversions, not by its streams, and side by side it took 1.10-1.15x the time of its
+// decode loop on an AMD Zen 3).
+inline int panels_step(int left, int64_t n, Storage storage) {
+  if (storage == Storage::kQ4) return 1;
+  return n == 1 && left >= 4 ? 4 : left >= 2 ? 2 : 1;
+}
+
+inline const void* scales_of(QuantArgs q, int p, int64_t scale_bytes) {
+  return q.scales == nullptr ? nullptr : static_cast<const char*>(q.scales) + p * scale_bytes;
 }
 
 void gate_up_panels(const float* xp, const void* wp, int64_t panel_bytes, int panels, int64_t d,
                     int64_t n, float* hp, int64_t col0, int64_t hcols, int64_t f, Act act,
                     const float* acc_in, float* acc_out, Storage storage, QuantArgs q,
                     int64_t scale_bytes) {
-  const auto* w = static_cast<const char*>(wp);
-  by_rows_and_panels(n, panels, storage, [&]<int N, int P, Storage S>() {
-    gate_up_panels_of<N, P, S>(xp, w, panel_bytes, d, hp, col0, hcols, f, act, acc_in, acc_out, q,
-                               scale_bytes);
-  });
+  constexpr int L = V::kLanes;
+  for (int p = 0; p < panels;) {
+    const int step = panels_step(panels - p, n, storage);
+    const char* w = static_cast<const char*>(wp) + p * panel_bytes;
+    QuantArgs qp = q;
+    qp.scales = scales_of(q, p, scale_bytes);
+    const float* in = acc_in ? acc_in + p * n * 2 * L : nullptr;
+    float* out = acc_out ? acc_out + p * n * 2 * L : nullptr;
+    const int64_t col = col0 + p * hcols;
+    if (step == 1) {
+      gate_up(xp, w, d, n, hp, col, f, act, in, out, storage, qp);
+    } else {
+      by_rows_and_panels(n, step, storage, [&]<int N, int P, Storage S>() {
+        gate_up_panels_of<N, P, S>(xp, w, panel_bytes, d, hp, col, hcols, f, act, in, out, qp,
+                                   scale_bytes);
+      });
+    }
+    p += step;
+  }
 }
 
 void down_panels(const float* hp, const void* wp, int64_t panel_bytes, int panels, int64_t f,
                  int64_t n, const int32_t* tokens, const float* weights, float* y, int64_t ldy,
                  int64_t col0, int64_t cols_end, Storage storage, QuantArgs q,
                  int64_t scale_bytes) {
-  const auto* w = static_cast<const char*>(wp);
-  by_rows_and_panels(n, panels, storage, [&]<int N, int P, Storage S>() {
-    down_panels_of<N, P, S>(hp, w, panel_bytes, f, tokens, weights, y, ldy, col0, cols_end, q,
-                            scale_bytes);
-  });
+  constexpr int L = V::kLanes;
+  for (int p = 0; p < panels;) {
+    const int step = panels_step(panels - p, n, storage);
+    const char* w = static_cast<const char*>(wp) + p * panel_bytes;
+    QuantArgs qp = q;
+    qp.scales = scales_of(q, p, scale_bytes);
+    const int64_t col = col0 + p * 2 * L;
+    if (step == 1) {
+      down(hp, w, f, n, tokens, weights, y, ldy, col,
+           cols_end - col < 2 * L ? cols_end - col : 2 * L, storage, qp);
+    } else {
+      by_rows_and_panels(n, step, storage, [&]<int N, int P, Storage S>() {
+        down_panels_of<N, P, S>(hp, w, panel_bytes, f, tokens, weights, y, ldy, col, cols_end, qp,
+                                scale_bytes);
+      });
+    }
+    p += step;
+  }
 }
