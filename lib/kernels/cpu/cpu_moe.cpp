@@ -407,7 +407,7 @@ class CpuKernel final : public Kernel {
             const int64_t b = group_blocks_[g];
             quant.group_sums = sums_at(xsum_, b, d, i0);
             const int64_t scale_bytes = panel_scale_bytes(d);
-            isa.gate_up_panels(xp_.data() + b * R * d + i0 * R,
+            isa.gate_up_panels(xp_.data() + b * R * d + i0 / kpack_ * R,
                                wp + storage_bytes(storage_, i0 * L2), panel_bytes, run_panels_[run],
                                dc, block_rows_[b], hp_.data() + b * R * max_width_, panel * hcols_,
                                hcols_, grp.width, act, first ? nullptr : partial,
