@@ -73,6 +73,19 @@ Panels random_panels(Storage s, int panels, int64_t rows, int lanes, std::mt1993
   return out;
 }
 
+// QuantArgs::group_sums of a k-major block src[i * R + r] of len rows and n used rows.
+std::vector<float> q4_group_sums(const std::vector<float>& src, int64_t len, int64_t n, int R) {
+  std::vector<float> sums(static_cast<size_t>(len / kQ4Rows * R), 0.0f);
+  for (int64_t g = 0; g < len / kQ4Rows; ++g) {
+    for (int64_t r = 0; r < n; ++r) {
+      float x = 0;
+      for (int64_t i = g * kQ4Rows; i < (g + 1) * kQ4Rows; ++i) x += src[i * R + r];
+      sums[g * R + r] = -8.0f * x;
+    }
+  }
+  return sums;
+}
+
 // |a - b| within `rel` of the largest magnitude of `b` (the sums differ in order only).
 void check_close(const std::vector<float>& a, const std::vector<float>& b, double rel) {
   double scale = 0;
@@ -111,14 +124,7 @@ TEST_CASE("panels side by side give what one panel at a time gives, on every ISA
           std::vector<float> xp(static_cast<size_t>(d * R), 0.0f);
           std::uniform_real_distribution<float> value(-1.0f, 1.0f);
           for (int64_t i = 0; i < d * R; ++i) xp[i] = value(rng);
-          std::vector<float> sums(static_cast<size_t>(d / kQ4Rows * R), 0.0f);
-          for (int64_t g = 0; g < d / kQ4Rows; ++g) {
-            for (int64_t r = 0; r < n; ++r) {
-              float x = 0;
-              for (int64_t i = g * kQ4Rows; i < (g + 1) * kQ4Rows; ++i) x += xp[i * R + r];
-              sums[g * R + r] = -8.0f * x;
-            }
-          }
+          const std::vector<float> sums = q4_group_sums(xp, d, n, R);
           auto quant = [&](int p, int64_t i0) {
             QuantArgs q;
             if (!w.scales.empty()) {
@@ -158,14 +164,7 @@ TEST_CASE("panels side by side give what one panel at a time gives, on every ISA
           const Panels w2 = random_panels(s, panels, fr, L, rng);
           std::vector<float> hp(static_cast<size_t>(fr * R), 0.0f);
           for (int64_t j = 0; j < fr * R; ++j) hp[j] = value(rng);
-          std::vector<float> hsums(static_cast<size_t>(fr / kQ4Rows * R), 0.0f);
-          for (int64_t g = 0; g < fr / kQ4Rows; ++g) {
-            for (int64_t r = 0; r < n; ++r) {
-              float x = 0;
-              for (int64_t j = g * kQ4Rows; j < (g + 1) * kQ4Rows; ++j) x += hp[j * R + r];
-              hsums[g * R + r] = -8.0f * x;
-            }
-          }
+          const std::vector<float> hsums = q4_group_sums(hp, fr, n, R);
           // Rows go to tokens 3, 1 and 0 of four; token 2 is nobody's.
           const int32_t tokens[kMaxPanelRows] = {3, 1, 0};
           const float weights[kMaxPanelRows] = {0.75f, -0.5f, 0.25f};

@@ -497,8 +497,18 @@ inline int panels_step(int left, int64_t n, Storage storage) {
   return n == 1 && left >= 4 ? 4 : left >= 2 ? 2 : 1;
 }
 
-inline const void* scales_of(QuantArgs q, int p, int64_t scale_bytes) {
-  return q.scales == nullptr ? nullptr : static_cast<const char*>(q.scales) + p * scale_bytes;
+// Walks `panels` panels in the steps of panels_step(): for each, step(p, take, w, qp) with the
+// step's first panel p, its panel count, its weights and its QuantArgs (scales moved to panel p).
+template <typename Step>
+void panel_steps(int panels, int64_t n, Storage storage, const void* wp, int64_t panel_bytes,
+                 QuantArgs q, int64_t scale_bytes, Step step) {
+  for (int p = 0; p < panels;) {
+    const int take = panels_step(panels - p, n, storage);
+    QuantArgs qp = q;
+    if (q.scales != nullptr) qp.scales = static_cast<const char*>(q.scales) + p * scale_bytes;
+    step(p, take, static_cast<const char*>(wp) + p * panel_bytes, qp);
+    p += take;
+  }
 }
 
 void gate_up_panels(const float* xp, const void* wp, int64_t panel_bytes, int panels, int64_t d,
@@ -506,24 +516,17 @@ void gate_up_panels(const float* xp, const void* wp, int64_t panel_bytes, int pa
                     const float* acc_in, float* acc_out, Storage storage, QuantArgs q,
                     int64_t scale_bytes) {
   constexpr int L = V::kLanes;
-  for (int p = 0; p < panels;) {
-    const int step = panels_step(panels - p, n, storage);
-    const char* w = static_cast<const char*>(wp) + p * panel_bytes;
-    QuantArgs qp = q;
-    qp.scales = scales_of(q, p, scale_bytes);
-    const float* in = acc_in ? acc_in + p * n * 2 * L : nullptr;
-    float* out = acc_out ? acc_out + p * n * 2 * L : nullptr;
-    const int64_t col = col0 + p * hcols;
-    if (step == 1) {
-      gate_up(xp, w, d, n, hp, col, f, act, in, out, storage, qp);
-    } else {
-      by_rows_and_panels(n, step, storage, [&]<int N, int P, Storage S>() {
-        gate_up_panels_of<N, P, S>(xp, w, panel_bytes, d, hp, col, hcols, f, act, in, out, qp,
-                                   scale_bytes);
-      });
-    }
-    p += step;
-  }
+  panel_steps(panels, n, storage, wp, panel_bytes, q, scale_bytes,
+              [&](int p, int take, const char* w, QuantArgs qp) {
+                const float* in = acc_in ? acc_in + p * n * 2 * L : nullptr;
+                float* out = acc_out ? acc_out + p * n * 2 * L : nullptr;
+                const int64_t col = col0 + p * hcols;
+                if (take == 1) return gate_up(xp, w, d, n, hp, col, f, act, in, out, storage, qp);
+                by_rows_and_panels(n, take, storage, [&]<int N, int P, Storage S>() {
+                  gate_up_panels_of<N, P, S>(xp, w, panel_bytes, d, hp, col, hcols, f, act, in, out,
+                                             qp, scale_bytes);
+                });
+              });
 }
 
 void down_panels(const float* hp, const void* wp, int64_t panel_bytes, int panels, int64_t f,
@@ -531,21 +534,16 @@ void down_panels(const float* hp, const void* wp, int64_t panel_bytes, int panel
                  int64_t col0, int64_t cols_end, Storage storage, QuantArgs q,
                  int64_t scale_bytes) {
   constexpr int L = V::kLanes;
-  for (int p = 0; p < panels;) {
-    const int step = panels_step(panels - p, n, storage);
-    const char* w = static_cast<const char*>(wp) + p * panel_bytes;
-    QuantArgs qp = q;
-    qp.scales = scales_of(q, p, scale_bytes);
-    const int64_t col = col0 + p * 2 * L;
-    if (step == 1) {
-      down(hp, w, f, n, tokens, weights, y, ldy, col,
-           cols_end - col < 2 * L ? cols_end - col : 2 * L, storage, qp);
-    } else {
-      by_rows_and_panels(n, step, storage, [&]<int N, int P, Storage S>() {
-        down_panels_of<N, P, S>(hp, w, panel_bytes, f, tokens, weights, y, ldy, col, cols_end, qp,
-                                scale_bytes);
-      });
-    }
-    p += step;
-  }
+  panel_steps(panels, n, storage, wp, panel_bytes, q, scale_bytes,
+              [&](int p, int take, const char* w, QuantArgs qp) {
+                const int64_t col = col0 + p * 2 * L;
+                if (take == 1) {
+                  return down(hp, w, f, n, tokens, weights, y, ldy, col,
+                              cols_end - col < 2 * L ? cols_end - col : 2 * L, storage, qp);
+                }
+                by_rows_and_panels(n, take, storage, [&]<int N, int P, Storage S>() {
+                  down_panels_of<N, P, S>(hp, w, panel_bytes, f, tokens, weights, y, ldy, col,
+                                          cols_end, qp, scale_bytes);
+                });
+              });
 }
