@@ -257,17 +257,15 @@ __attribute__((always_inline)) inline void accumulate(const float* src, const vo
 }
 
 // N rows, `P` panels side by side (IsaKernels::gate_up_panels and down_panels), for every storage
-// but q4: panel p's weights start at wp + p * panel_bytes and its int8 scales at
-// q.scales + p * scale_bytes, and the sums
-// of row r go to a0[p * N + r] and a1[p * N + r]. Each panel is a memory stream of its own, read
-// a line of each in turn. A core keeps more lines in flight over several streams than over one:
-// on an AMD Zen 3 one thread read f32 panels at 1.5x the rate with four panels side by side than
-// with one split in two (a standalone loop over 64 MB), and two threads at 1.2x. One chain of
-// FMAs per panel, row and column half: 2 P N accumulators (at most 12 of AVX2's 16 registers).
+// but q4: panel p's weights start at wp + p * panel_bytes, and the sums of row r go to
+// a0[p * N + r] and a1[p * N + r]. Each panel is a memory stream of its own, read a line of each
+// in turn. A core keeps more lines in flight over several streams than over one: on an AMD Zen 3
+// one thread read f32 panels at 1.5x the rate with four panels side by side than with one split
+// in two (a standalone loop over 64 MB), and two threads at 1.2x. One chain of FMAs per panel,
+// row and column half: 2 P N accumulators (at most 12 of AVX2's 16 registers).
 template <int N, int P, Storage S>
 __attribute__((always_inline)) inline void accumulate_panels(const float* src, const char* wp,
                                                              int64_t panel_bytes, int64_t len,
-
                                                              typename V::T* a0, typename V::T* a1) {
   using T = typename V::T;
   constexpr int64_t U = rows_per_line<S>();
