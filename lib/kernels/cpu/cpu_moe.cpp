@@ -49,7 +49,7 @@ constexpr int64_t kDownPanelsPerItem = 8;
 constexpr int64_t kUpChunk = 512;
 // Chunks of the reduction start at whole blocks of pair words (IsaKernels::kblock, at most 16).
 static_assert(kUpChunk % 32 == 0 && kDownChunk % 32 == 0);
-// Gate/up items a thread takes at once: its share of the items over this.
+// Gate/up runs a thread takes at once: its share of the runs over this.
 constexpr int64_t kUpGrabDiv = 16;
 
 Storage to_storage(Dtype d, WeightFormat w = WeightFormat::kSame) {
@@ -163,10 +163,9 @@ class CpuKernel final : public Kernel {
     block_weights_.assign(static_cast<size_t>(max_blocks * R), 0.0f);
     group_blocks_.assign(static_cast<size_t>(groups + 1), 0);
     const int64_t max_panels = (max_width_ + hcols_ - 1) / hcols_;
-    item_group_.assign(static_cast<size_t>(groups * max_panels), 0);
-    item_panel_.assign(item_group_.size(), 0);
-    run_item_.assign(item_group_.size(), 0);
-    run_panels_.assign(item_group_.size(), 0);
+    run_group_.assign(static_cast<size_t>(groups * max_panels), 0);
+    run_panel_.assign(run_group_.size(), 0);
+    run_panels_.assign(run_group_.size(), 0);
     xp_.resize(max_blocks * R * s.d_model);
     // A group has at most T rows (each token picks an expert once; shared experts take all).
     partial_stride_ = std::max<int64_t>((T + R - 1) / R * R, kMaxPanels * kMaxPanelRows) * 2 * L;
@@ -379,23 +378,22 @@ class CpuKernel final : public Kernel {
       }
 #pragma omp master
       lap(1, mark);
-      // Gate/up with the activation fused: one item is one expert's panel of hidden columns.
+      // Gate/up with the activation fused: one run is one expert's panel of hidden columns, or
+      // adjacent panels of an expert with up to kMaxPanelRows rows, streamed side by side
+      // (IsaKernels::gate_up_panels).
       // The reduction over d runs in chunks so that a chunk of the weight panel and the same
       // chunk of every row block stay in L2; raw sums wait in a per-thread buffer between chunks.
       float* partial = partial_.data() + omp_get_thread_num() * partial_stride_;
-      // Runs of adjacent panels per grab (1/16 of a thread's share): a thread streams contiguous
-      // weights, which the prefetchers follow from one item into the next, and the tail stays
-      // balanced. Measured against single items side by side: 1.02-1.14x at decode sizes in bf16
+      // Adjacent runs per grab (1/16 of a thread's share): a thread streams contiguous weights,
+      // which the prefetchers follow from one run into the next, and the tail stays balanced.
+      // Measured against single panels side by side: 1.02-1.14x at decode sizes in bf16
       // (workloads A and B, uniform and zipf routing), neutral at prefill sizes.
-      // A run is one item, or adjacent items of a group of up to kMaxPanelRows rows, streamed side
-      // by side (IsaKernels::gate_up_panels).
       const int64_t up_grab = std::max<int64_t>(1, num_runs_ / (threads_ * kUpGrabDiv));
       const int64_t panel_bytes = storage_bytes(storage_, d_pad_ * L2);
 #pragma omp for schedule(dynamic, up_grab)
       for (int64_t run = 0; run < num_runs_; ++run) {
-        const int64_t it = run_item_[run];
-        const int32_t g = item_group_[it];
-        const int64_t panel = item_panel_[it];
+        const int32_t g = run_group_[run];
+        const int64_t panel = run_panel_[run];
         const Group& grp = packed.groups[g];
         const char* wp =
             packed.data.data() + storage_bytes(storage_, grp.up_offset + panel * d_pad_ * L2);
@@ -519,10 +517,7 @@ class CpuKernel final : public Kernel {
   // q from row j0 on (cpu_pack.hpp has their layout); null for unquantized weights.
   const void* up_scales(const PackedLayer& packed, const Group& g, int64_t panel, int64_t i0,
                         int64_t d) const {
-    const int64_t L2 = 2 * isa_->lanes;
-    if (storage_ == Storage::kI8) return packed.scales.data() + g.up_scales + panel * L2 * 4;
-    if (storage_ != Storage::kQ4) return nullptr;
-    return packed.scales.data() + g.up_scales + (panel * (d / kQ4Rows) + i0 / kQ4Rows) * L2 * 2;
+    return scales_at(packed, g.up_scales + panel * panel_scale_bytes(d), i0);
   }
   // Whether a block of `rows` rows streams its panels side by side (IsaKernels::gate_up_panels):
   // at up to kMaxPanelRows rows, where the instruction set has the kernels, except q4. q4 is
@@ -541,10 +536,14 @@ class CpuKernel final : public Kernel {
     return storage_ == Storage::kQ4 ? len / kQ4Rows * L2 * 2 : 0;
   }
   const void* down_scales(const PackedLayer& packed, const Group& g, int64_t q, int64_t j0) const {
-    const int64_t L2 = 2 * isa_->lanes;
-    if (storage_ == Storage::kI8) return packed.scales.data() + g.down_scales + q * L2 * 4;
-    if (storage_ != Storage::kQ4) return nullptr;
-    return packed.scales.data() + g.down_scales + (q * (g.width / kQ4Rows) + j0 / kQ4Rows) * L2 * 2;
+    return scales_at(packed, g.down_scales + q * panel_scale_bytes(g.width), j0);
+  }
+  // The scales of the panel whose scales start at byte `panel_at`, from reduction row k0 on (q4:
+  // the group of k0; int8 has one set a panel); null for unquantized weights.
+  const void* scales_at(const PackedLayer& packed, int64_t panel_at, int64_t k0) const {
+    if (storage_ != Storage::kI8 && storage_ != Storage::kQ4) return nullptr;
+    const int64_t group_at = storage_ == Storage::kQ4 ? k0 / kQ4Rows * 2 * isa_->lanes * 2 : 0;
+    return packed.scales.data() + panel_at + group_at;
   }
 
   // Packs one layer in this kernel's layout (cpu_pack.cpp).
@@ -553,7 +552,7 @@ class CpuKernel final : public Kernel {
     cpu::pack_layer(spec, problem_->shape, problem_->dtype, w, held_, out);
   }
 
-  // Counting sort of the kept assignments of `rows` rows by expert, row blocks and work items.
+  // Counting sort of the kept assignments of `rows` rows by expert, row blocks and gate/up runs.
   // `shared`: which rows the shared experts take (null: every row); `no_shared`: none.
   void dispatch(const PackedLayer& packed, int64_t rows, const int32_t* expert, const float* weight,
                 const uint8_t* kept, const uint8_t* shared, bool no_shared = false) {
@@ -575,7 +574,6 @@ class CpuKernel final : public Kernel {
       }
     }
     num_blocks_ = 0;
-    num_items_ = 0;
     num_runs_ = 0;
     const auto groups = static_cast<int64_t>(packed.groups.size());
     for (int64_t g = 0; g < groups; ++g) {
@@ -597,13 +595,10 @@ class CpuKernel final : public Kernel {
       const int64_t panels = (packed.groups[g].width + hcols_ - 1) / hcols_;
       // Few rows: runs of panels side by side (side_by_side_panels()); otherwise a panel a run.
       const int64_t per_run = side_by_side(n) ? side_by_side_panels(n) : 1;
-      for (int64_t pnl = 0; pnl < panels; ++pnl) {
-        if (pnl % per_run == 0) {
-          run_item_[num_runs_] = static_cast<int32_t>(num_items_);
-          run_panels_[num_runs_++] = static_cast<int32_t>(std::min(per_run, panels - pnl));
-        }
-        item_group_[num_items_] = static_cast<int32_t>(g);
-        item_panel_[num_items_++] = static_cast<int32_t>(pnl);
+      for (int64_t pnl = 0; pnl < panels; pnl += per_run) {
+        run_group_[num_runs_] = static_cast<int32_t>(g);
+        run_panel_[num_runs_] = static_cast<int32_t>(pnl);
+        run_panels_[num_runs_++] = static_cast<int32_t>(std::min(per_run, panels - pnl));
       }
     }
     group_blocks_[groups] = num_blocks_;
@@ -627,12 +622,13 @@ class CpuKernel final : public Kernel {
   std::vector<float> logits_, scratch_;
   Routing routing_;
   std::vector<int64_t> counts_, fill_, order_, group_blocks_;
-  std::vector<int32_t> block_group_, block_rows_, block_tokens_, item_group_, item_panel_;
-  std::vector<int32_t> run_item_;     ///< [run] its first item
-  std::vector<int32_t> run_panels_;   ///< [run] its items (adjacent panels of one group)
+  std::vector<int32_t> block_group_, block_rows_, block_tokens_;
+  std::vector<int32_t> run_group_;    ///< [run] its group (expert)
+  std::vector<int32_t> run_panel_;    ///< [run] its first panel
+  std::vector<int32_t> run_panels_;   ///< [run] its adjacent panels
   std::vector<int32_t> shared_rows_;  ///< the rows the shared experts take, in order
   std::vector<float> block_weights_;
-  int64_t num_blocks_ = 0, num_items_ = 0, num_runs_ = 0;
+  int64_t num_blocks_ = 0, num_runs_ = 0;
   AlignedFloats xp_, hp_, partial_;
   std::vector<float> xsum_, hsum_;  ///< q4 group sums of xp_ and hp_ (group_sums())
   int64_t partial_stride_ = 0;
