@@ -327,24 +327,45 @@ inline float store_hidden(float x, Storage hidden) {
   }
 }
 
+// The gate/up epilogue of one panel's N rows (whole sums in a0/a1): int8 scales, the activation,
+// and the hidden columns [col0, col0 + L or 2L) clipped to f, rounded as stored.
 template <int N, Storage S>
-void gate_up_rows(const float* xp, const void* wp, int64_t d, float* hp, int64_t col0, int64_t f,
-                  Act act, const float* acc_in, float* acc_out, QuantArgs q) {
-  using T = typename V::T;
+__attribute__((always_inline)) inline void write_hidden(typename V::T* a0, typename V::T* a1,
+                                                        const void* scales, Storage hidden, Act act,
+                                                        float* hp, int64_t col0, int64_t f) {
   constexpr int L = V::kLanes;
-  T a0[N], a1[N];
-  start_sums<N>(acc_in, a0, a1);
-  accumulate<N, S>(xp, wp, d, q, a0, a1);
-  if (acc_out != nullptr) return save_sums<N>(acc_out, a0, a1);
-  apply_channel_scales<N, S>(q.scales, a0, a1);
+  apply_channel_scales<N, S>(scales, a0, a1);
   alignas(64) float tmp[2 * L];
   for (int r = 0; r < N; ++r) {
     const int64_t cols = activate(a0[r], a1[r], act, tmp);
     const int64_t valid = f - col0 < cols ? f - col0 : cols;
     for (int64_t c = 0; c < valid; ++c) {
-      hp[(col0 + c) * kRows + r] = store_hidden<S>(tmp[c], q.hidden);
+      hp[(col0 + c) * kRows + r] = store_hidden<S>(tmp[c], hidden);
     }
   }
+}
+
+// The down epilogue of one panel's N rows: int8 scales, then y[token_r, col0 + c] += weight_r *
+// sum for the ncols columns.
+template <int N, Storage S>
+__attribute__((always_inline)) inline void combine_rows(typename V::T* a0, typename V::T* a1,
+                                                        const void* scales, const int32_t* tokens,
+                                                        const float* weights, float* y, int64_t ldy,
+                                                        int64_t col0, int64_t ncols) {
+  apply_channel_scales<N, S>(scales, a0, a1);
+  for (int r = 0; r < N; ++r) {
+    combine_row(a0[r], a1[r], weights[r], y + static_cast<int64_t>(tokens[r]) * ldy + col0, ncols);
+  }
+}
+
+template <int N, Storage S>
+void gate_up_rows(const float* xp, const void* wp, int64_t d, float* hp, int64_t col0, int64_t f,
+                  Act act, const float* acc_in, float* acc_out, QuantArgs q) {
+  typename V::T a0[N], a1[N];
+  start_sums<N>(acc_in, a0, a1);
+  accumulate<N, S>(xp, wp, d, q, a0, a1);
+  if (acc_out != nullptr) return save_sums<N>(acc_out, a0, a1);
+  write_hidden<N, S>(a0, a1, q.scales, q.hidden, act, hp, col0, f);
 }
 
 template <int N, Storage S>
@@ -354,10 +375,7 @@ void down_rows(const float* hp, const void* wp, int64_t f, const int32_t* tokens
   typename V::T a0[N], a1[N];
   start_sums<N>(nullptr, a0, a1);
   accumulate<N, S>(hp, wp, f, q, a0, a1);
-  apply_channel_scales<N, S>(q.scales, a0, a1);
-  for (int r = 0; r < N; ++r) {
-    combine_row(a0[r], a1[r], weights[r], y + static_cast<int64_t>(tokens[r]) * ldy + col0, ncols);
-  }
+  combine_rows<N, S>(a0, a1, q.scales, tokens, weights, y, ldy, col0, ncols);
 }
 
 template <int N, int P, Storage S>
@@ -375,18 +393,9 @@ void gate_up_panels_of(const float* xp, const char* wp, int64_t panel_bytes, int
     for (int p = 0; p < P; ++p) save_sums<N>(acc_out + p * N * 2 * L, a0 + p * N, a1 + p * N);
     return;
   }
-  alignas(64) float tmp[2 * L];
   for (int p = 0; p < P; ++p) {
-    apply_channel_scales<N, S>(static_cast<const char*>(q.scales) + p * scale_bytes, a0 + p * N,
-                               a1 + p * N);
-    const int64_t col = col0 + p * hcols;
-    for (int r = 0; r < N; ++r) {
-      const int64_t cols = activate(a0[p * N + r], a1[p * N + r], act, tmp);
-      const int64_t valid = f - col < cols ? f - col : cols;
-      for (int64_t c = 0; c < valid; ++c) {
-        hp[(col + c) * kRows + r] = store_hidden<S>(tmp[c], q.hidden);
-      }
-    }
+    write_hidden<N, S>(a0 + p * N, a1 + p * N, static_cast<const char*>(q.scales) + p * scale_bytes,
+                       q.hidden, act, hp, col0 + p * hcols, f);
   }
 }
 
@@ -400,14 +409,10 @@ void down_panels_of(const float* hp, const char* wp, int64_t panel_bytes, int64_
   for (int i = 0; i < P * N; ++i) a0[i] = a1[i] = V::zero();
   accumulate_panels<N, P, S>(hp, wp, panel_bytes, f, a0, a1);
   for (int p = 0; p < P; ++p) {
-    apply_channel_scales<N, S>(static_cast<const char*>(q.scales) + p * scale_bytes, a0 + p * N,
-                               a1 + p * N);
     const int64_t col = col0 + p * 2 * L;
-    const int64_t ncols = cols_end - col < 2 * L ? cols_end - col : 2 * L;
-    for (int r = 0; r < N; ++r) {
-      combine_row(a0[p * N + r], a1[p * N + r], weights[r],
-                  y + static_cast<int64_t>(tokens[r]) * ldy + col, ncols);
-    }
+    combine_rows<N, S>(a0 + p * N, a1 + p * N, static_cast<const char*>(q.scales) + p * scale_bytes,
+                       tokens, weights, y, ldy, col,
+                       cols_end - col < 2 * L ? cols_end - col : 2 * L);
   }
 }
 
