@@ -25,7 +25,7 @@ class NaiveKernel final : public Kernel {
             "cpu",
             {Dtype::kF32, Dtype::kBF16, Dtype::kF16},
             "plain loops, one token at a time (the readable definition; FP64 twin is the oracle; "
-            "quantized weights as their dequantized values)",
+            "quantized weights dequantized a row at a time as read)",
             0,
             {WeightFormat::kSame, WeightFormat::kInt8, WeightFormat::kQ4}};
   }
@@ -54,7 +54,7 @@ class NaiveKernel final : public Kernel {
     routing_ = route_all<float>(p, layer);
     for (int64_t t = 0; t < s.tokens; ++t) {
       const int64_t o = t * s.top_k;
-      token_output(p, p.layers[layer], t, routing_.expert.data() + o, routing_.weight.data() + o,
+      token_output(p, layer, t, routing_.expert.data() + o, routing_.weight.data() + o,
                    routing_.kept.data() + o, y_.data() + t * s.d_model, scratch_.data());
     }
   }

@@ -87,21 +87,72 @@ std::vector<int64_t> sample_tokens(const Problem& p, const BasicRouting<double>&
   return out;
 }
 
+// The FP64 outputs of the sampled tokens (rows of `only` left as they are, where given), an
+// expert at a time: each expert the tokens chose is held whole in FP32 once (MatrixRows::all:
+// dequantized, or generated again for the unquantized twin), so a quantized layer is never held
+// in f32 and a twin costs the generator only the experts its tokens use. The contributions are
+// summed per token in the order of its k choices, then the shared experts: the additions of
+// token_output<double>, bit for bit.
 void reference_outputs(const Problem& p, int64_t layer, const BasicRouting<double>& r,
                        const std::vector<int64_t>& tokens, const std::vector<uint8_t>* only,
                        std::vector<double>& out) {
   const Shape& s = p.shape;
-  const int64_t d = s.d_model, n = static_cast<int64_t>(tokens.size());
+  const int64_t d = s.d_model, k = s.top_k, n = static_cast<int64_t>(tokens.size());
   out.resize(static_cast<size_t>(n * d));
-#pragma omp parallel
-  {
-    std::vector<double> scratch(static_cast<size_t>(d + std::max(s.d_ff, s.shared_width())));
-#pragma omp for schedule(dynamic, 1)
+  const auto wanted = [&](int64_t i) { return only == nullptr || (*only)[i] != 0; };
+  // The (token, choice) slots of each expert, i * k + j.
+  std::vector<std::vector<int64_t>> slots(static_cast<size_t>(s.experts));
+  for (int64_t i = 0; i < n; ++i) {
+    if (!wanted(i)) continue;
+    for (int64_t j = 0; j < k; ++j) {
+      const int64_t o = tokens[i] * k + j;
+      if (r.kept[o]) slots[r.expert[o]].push_back(i * k + j);
+    }
+  }
+  std::vector<double> part(static_cast<size_t>(n * k * d));
+  std::vector<double> shared(static_cast<size_t>(s.shared_width() > 0 ? n * d : 0));
+  std::vector<double> x(static_cast<size_t>(d));
+  std::vector<double> h(static_cast<size_t>(std::max(s.d_ff, s.shared_width())));
+  std::vector<float> b1, b3, b2;
+  // Expert e's contribution for the given tokens (slot / stride) into out_of(slot).
+  const auto run = [&](int64_t e, const std::vector<int64_t>& list, int64_t stride, double* base) {
+    const MatrixRows w1(p, layer, ExpertMatrix::kW1, e), w3(p, layer, ExpertMatrix::kW3, e),
+        w2(p, layer, ExpertMatrix::kW2, e);
+    const float* m1 = w1.all(b1);
+    const float* m3 = w3.empty() ? nullptr : w3.all(b3);
+    const float* m2 = w2.all(b2);
+    for (int64_t slot : list) {
+      const int64_t t = tokens[slot / stride];
+      for (int64_t i = 0; i < d; ++i) x[i] = static_cast<double>(p.x[t * d + i]);
+      reference::expert_output(m1, m3, m2, d, w1.rows(), s.activation, x.data(), h.data(),
+                               base + slot * d);
+    }
+  };
+  for (int64_t e = 0; e < s.experts; ++e) {
+    if (!slots[e].empty()) run(e, slots[e], k, part.data());
+  }
+  if (s.shared_width() > 0) {
+    std::vector<int64_t> all;
     for (int64_t i = 0; i < n; ++i) {
-      if (only != nullptr && !(*only)[i]) continue;
-      const int64_t t = tokens[i], o = t * s.top_k;
-      reference::token_output(p, p.layers[layer], t, r.expert.data() + o, r.weight.data() + o,
-                          r.kept.data() + o, out.data() + i * d, scratch.data());
+      if (wanted(i)) all.push_back(i);
+    }
+    run(-1, all, 1, shared.data());
+  }
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    if (!wanted(i)) continue;
+    double* y = out.data() + i * d;
+    std::fill(y, y + d, 0.0);
+    for (int64_t j = 0; j < k; ++j) {
+      const int64_t o = tokens[i] * k + j;
+      if (!r.kept[o]) continue;
+      const double weight = r.weight[o];
+      const double* c = part.data() + (i * k + j) * d;
+      for (int64_t col = 0; col < d; ++col) y[col] += weight * c[col];
+    }
+    if (s.shared_width() > 0) {
+      const double* c = shared.data() + i * d;
+      for (int64_t col = 0; col < d; ++col) y[col] += 1.0 * c[col];
     }
   }
 }

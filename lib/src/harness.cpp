@@ -309,9 +309,9 @@ int64_t cold_layers(const Case& c, CacheMode mode, int64_t active_experts, int64
   // non-LRU last-level cache keeps a share of it that depends on where the pages landed (the
   // same build measured in two processes differed by up to 7% on workload B at one token).
   layers = std::clamp<int64_t>(layers, kMinColdLayers, kMaxColdLayers);
-  // A layer costs what the problem holds of it and each implementation's copy in the stored
-  // format (a quantized layer's packed copy is its codes' size, not the dequantized floats');
-  // the unquantized twin and the work space are held once (plan.cpp counts the same).
+  // A layer costs what the problem holds of it (a quantized layer: its codes) and each
+  // implementation's copy in the stored format; the oracles' one expert in f32 and the work space
+  // are held once (plan.cpp counts the same).
   const int64_t per_layer = std::max<int64_t>(
       layer_held_bytes(c.shape, c.dtype) + copies * layer_weight_bytes(c.shape, c.dtype), 1);
   // Never let the layers take more than half of the available memory.

@@ -33,19 +33,12 @@ void expand(std::vector<Base>& bases, const std::vector<T>& values, Set set) {
 
 double gib(int64_t bytes) { return static_cast<double>(bytes) / (1024.0 * 1024.0 * 1024.0); }
 
-// The layer as f32 floats of the unquantized shape: what a quantized layer holds beside its codes
-// (the dequantized values), and what its unquantized twin holds.
-int64_t f32_layer_bytes(const Shape& s) {
-  Shape same = s;
-  same.weights = WeightFormat::kSame;
-  return layer_weight_bytes(same, Dtype::kF32);
-}
-
 }  // namespace
 
 int64_t layer_held_bytes(const Shape& s, Dtype d) {
-  if (s.weights == WeightFormat::kSame) return layer_weight_bytes(s, d);
-  return f32_layer_bytes(s) * 5 / 4;
+  // A quantized layer holds its codes a byte a weight and their scales as floats (QuantMatrix):
+  // int8 as stored, q4 about twice its stored nibbles and f16 scales.
+  return s.weights == WeightFormat::kQ4 ? 2 * layer_weight_bytes(s, d) : layer_weight_bytes(s, d);
 }
 
 int64_t case_memory_bytes(const Case& c, int64_t layers) {
@@ -54,11 +47,14 @@ int64_t case_memory_bytes(const Case& c, int64_t layers) {
   const int64_t width = std::max(s.d_ff, s.shared_width());
   // x, y, gathered x, expert output, gate and up, logits, plus the oracle's FP64 logits.
   const int64_t work = s.tokens * (4 * s.d_model + 2 * width) * b + s.tokens * s.experts * 24;
-  // A quantized case also holds its unquantized twin, one f32 layer, whose oracle measures what
-  // quantizing cost (harness.cpp). Left out, deepseek-v3 with 64 experts in q4 passed this check
-  // on a 23.5 GiB machine and was killed for memory.
-  const int64_t twin = s.weights == WeightFormat::kSame ? 0 : f32_layer_bytes(s);
-  return layers * layer_held_bytes(s, c.dtype) + twin + work;
+  // A quantized case's oracles (its own and the unquantized twin's, which measures what
+  // quantizing cost) hold one expert's matrices in f32 at a time (correctness.cpp).
+  Shape same = s;
+  same.weights = WeightFormat::kSame;
+  same.d_ff = width;
+  const int64_t oracle =
+      s.weights == WeightFormat::kSame ? 0 : expert_weight_bytes(same, Dtype::kF32);
+  return layers * layer_held_bytes(s, c.dtype) + oracle + work;
 }
 
 std::vector<Case> plan_cases(const Axes& a) {
@@ -134,9 +130,8 @@ std::vector<Case> plan_cases(const Axes& a) {
                 c.shape.preset.empty() ? "this shape" : "preset " + c.shape.preset, tokens,
                 gib(need), to_string(dtype), a.extra_weight_copies,
                 a.extra_weight_copies == 1 ? "y" : "ies",
-                c.shape.weights == WeightFormat::kSame ? "" : "the unquantized twin, ",
-                gib(available),
-                dtype == Dtype::kF32 ? " or --dtype bf16" : " or fewer tokens"));
+                c.shape.weights == WeightFormat::kSame ? "" : "one expert in f32 for the oracles, ",
+                gib(available), dtype == Dtype::kF32 ? " or --dtype bf16" : " or fewer tokens"));
           }
           cases.push_back(c);
         }

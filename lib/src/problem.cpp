@@ -5,6 +5,8 @@
 #include <cmath>
 #include <numbers>
 #include <numeric>
+#include <stdexcept>
+#include <utility>
 
 #include "moe_bench/dtype.hpp"
 
@@ -30,8 +32,7 @@ inline float log_unit(float u) {
   const float m = std::bit_cast<float>((bits & 0x007fffffu) + 0x3f3504f3u);
   const float s = (m - 1.0f) / (m + 1.0f);
   const float s2 = s * s;
-  const float series =
-      1.0f + s2 * (1.0f / 3 + s2 * (1.0f / 5 + s2 * (1.0f / 7 + s2 * (1.0f / 9))));
+  const float series = 1.0f + s2 * (1.0f / 3 + s2 * (1.0f / 5 + s2 * (1.0f / 7 + s2 * (1.0f / 9))));
   return static_cast<float>(e) * std::numbers::ln2_v<float> + 2.0f * s * series;
 }
 
@@ -43,9 +44,10 @@ inline void cos_sin_turn(float t, float& c, float& s) {
   const int32_t j = static_cast<int32_t>(q + 0.5f);  // q >= 0: truncation rounds
   const float a = (q - static_cast<float>(j)) * std::numbers::pi_v<float> * 0.5f;
   const float a2 = a * a;
-  const float sa = a * (1.0f - a2 * (1.0f / 6) *
-                                   (1.0f - a2 * (1.0f / 20) *
-                                               (1.0f - a2 * (1.0f / 42) * (1.0f - a2 * (1.0f / 72)))));
+  const float sa =
+      a * (1.0f -
+           a2 * (1.0f / 6) *
+               (1.0f - a2 * (1.0f / 20) * (1.0f - a2 * (1.0f / 42) * (1.0f - a2 * (1.0f / 72)))));
   const float ca =
       1.0f - a2 * 0.5f *
                  (1.0f - a2 * (1.0f / 12) *
@@ -86,34 +88,59 @@ inline void normal_pair(uint64_t key, int64_t p, float sd, float& a, float& b) {
 
 }  // namespace
 
-void fill_normal(float* out, int64_t n, double stddev, uint64_t seed, uint64_t stream) {
+void fill_normal(float* out, int64_t n, double stddev, uint64_t seed, uint64_t stream,
+                 int64_t first) {
   const uint64_t key = splitmix64(seed ^ splitmix64(stream * 0x632be59bd9b4e019ULL));
   const float sd = static_cast<float>(stddev);
-  const int64_t pairs = n / 2;
-#pragma omp parallel for schedule(static)
-  for (int64_t p = 0; p < pairs; ++p) normal_pair(key, p, sd, out[2 * p], out[2 * p + 1]);
-  if (n % 2 != 0) {
+  // Element i is half i % 2 of pair i / 2: an odd first element is the second half of its pair.
+  int64_t lead = 0;
+  if (n > 0 && first % 2 != 0) {
     float unused;
-    normal_pair(key, pairs, sd, out[n - 1], unused);
+    normal_pair(key, first / 2, sd, unused, out[0]);
+    lead = 1;
+  }
+  const int64_t p0 = (first + lead) / 2, pairs = (n - lead) / 2;
+  float* o = out + lead;
+#pragma omp parallel for schedule(static) if (pairs >= 4096)
+  for (int64_t p = 0; p < pairs; ++p) normal_pair(key, p0 + p, sd, o[2 * p], o[2 * p + 1]);
+  if ((n - lead) % 2 != 0) {
+    float unused;
+    normal_pair(key, p0 + pairs, sd, out[n - 1], unused);
   }
 }
 
 uint64_t fingerprint(const Problem& p) {
   uint64_t h = splitmix64(p.seed);
   const auto mix = [&h](uint64_t v) { h = splitmix64(h ^ v); };
-  const auto tensor = [&mix](const std::vector<float>& t) {
-    const size_t n = t.size();
+  // n values, a strided sample of them bit for bit.
+  const auto sample = [&mix](size_t n, const auto& value) {
     mix(n);
     const size_t stride = std::max<size_t>(1, n / 4096);
-    for (size_t i = 0; i < n; i += stride) mix(std::bit_cast<uint32_t>(t[i]));
-    if (n > 0) mix(std::bit_cast<uint32_t>(t[n - 1]));
+    for (size_t i = 0; i < n; i += stride) mix(std::bit_cast<uint32_t>(value(i)));
+    if (n > 0) mix(std::bit_cast<uint32_t>(value(n - 1)));
+  };
+  const auto tensor = [&sample](const std::vector<float>& t) {
+    sample(t.size(), [&t](size_t i) { return t[i]; });
   };
   tensor(p.x);
   if (!p.layers.empty()) {
     const LayerWeights& w = p.layers[0];
-    for (const auto* t : {&w.wg, &w.logit_bias, &w.selection_bias, &w.w1, &w.w3, &w.w2, &w.ws1,
-                          &w.ws3, &w.ws2}) {
-      tensor(*t);
+    for (const auto* t : {&w.wg, &w.logit_bias, &w.selection_bias}) tensor(*t);
+    // A quantized matrix as its dequantized values: the same fingerprint as when the layer held
+    // those values as floats.
+    const WeightFormat f = p.shape.weights;
+    const std::pair<const std::vector<float>*, const QuantMatrix*> matrices[] = {
+        {&w.w1, &w.q1},   {&w.w3, &w.q3},   {&w.w2, &w.q2},
+        {&w.ws1, &w.qs1}, {&w.ws3, &w.qs3}, {&w.ws2, &w.qs2}};
+    for (const auto& [floats, q] : matrices) {
+      if (q->empty()) {
+        tensor(*floats);
+        continue;
+      }
+      sample(q->codes.size(), [&q, f](size_t i) {
+        const auto r = static_cast<int64_t>(i) / q->cols, c = static_cast<int64_t>(i) % q->cols;
+        return static_cast<float>(q->codes[i]) * q->scale(f, r, c);
+      });
     }
   }
   return h;
@@ -161,17 +188,65 @@ std::vector<float> skew_logit_bias(const Skew& skew, int64_t experts, int64_t to
   return bias;
 }
 
+namespace {
+
+// How the generator makes one of a layer's expert matrices: `count` blocks (one an expert; one
+// for the shared experts) of rows x cols values of N(0, stddev^2) from one stream.
+struct MatrixPlan {
+  int64_t count = 0, rows = 0, cols = 0;
+  double stddev = 0;
+  Stream stream = kW1;
+};
+
+MatrixPlan plan_of(const Shape& s, ExpertMatrix m, bool shared) {
+  const int64_t width = shared ? s.shared_width() : s.d_ff;
+  if (width == 0 || (m == ExpertMatrix::kW3 && s.activation == Activation::kGelu)) return {};
+  const int64_t count = shared ? 1 : s.experts;
+  if (m != ExpertMatrix::kW2) {
+    return {count, width, s.d_model, 1.0 / std::sqrt(static_cast<double>(s.d_model)),
+            shared ? (m == ExpertMatrix::kW1 ? kWs1 : kWs3) : (m == ExpertMatrix::kW1 ? kW1 : kW3)};
+  }
+  // Each shared expert has fan-in d_ff_shared in its down projection.
+  const int64_t fan_in = shared ? s.d_ff_shared : s.d_ff;
+  return {count, s.d_model, width, 1.0 / std::sqrt(static_cast<double>(fan_in)),
+          shared ? kWs2 : kW2};
+}
+
+// The floats (the weights in the dtype) or, for quantized weights, the codes of one matrix of
+// layer 0. Quantized matrices are generated a block (an expert) at a time, so that the layer is
+// never held in f32.
+void generate(const Shape& s, Dtype dtype, uint64_t seed, ExpertMatrix m, bool shared,
+              std::vector<float>& floats, QuantMatrix& q) {
+  const MatrixPlan plan = plan_of(s, m, shared);
+  if (plan.count == 0) return;
+  const uint64_t stream = layer_stream(0, plan.stream);
+  const int64_t block = plan.rows * plan.cols;
+  if (s.weights == WeightFormat::kSame) {
+    floats = normal(plan.count * block, plan.stddev, seed, stream);
+    // Weights live in the dtype: stored as the floats the dtype can represent, so every
+    // implementation and the oracle start from exactly the same values.
+    round_all(dtype, floats.data(), static_cast<int64_t>(floats.size()));
+    return;
+  }
+  // Quantized from the f32 values as generated, whatever the dtype.
+  q = quant_matrix(s.weights, plan.count * plan.rows, plan.cols);
+  std::vector<float> buf(static_cast<size_t>(block));
+  for (int64_t e = 0; e < plan.count; ++e) {
+    fill_normal(buf.data(), block, plan.stddev, seed, stream, e * block);
+    quantize_rows(s.weights, buf.data(), e * plan.rows, plan.rows, q);
+  }
+}
+
+}  // namespace
+
 Problem make_problem(const Shape& s, Dtype dtype, uint64_t seed, int64_t layers) {
   Problem p;
   p.shape = s;
   p.dtype = dtype;
   p.seed = seed;
   p.x = normal(s.tokens * s.d_model, 1.0, seed, kX);
+  round_all(dtype, p.x.data(), static_cast<int64_t>(p.x.size()));
   const double in_d = 1.0 / std::sqrt(static_cast<double>(s.d_model));
-  const double in_f = 1.0 / std::sqrt(static_cast<double>(s.d_ff));
-  const bool gated = s.activation != Activation::kGelu;
-  const int64_t fs = s.shared_width();
-  const std::vector<float> skew_bias = skew_logit_bias(s.skew, s.experts, s.top_k);
   // Layer 0 comes from the generator; the others are copies of it, each its own allocation:
   // rotating through them defeats the caches as well as distinct values would, and a machine with
   // a large cache (many layers) does not spend its run in the generator.
@@ -179,54 +254,88 @@ Problem make_problem(const Shape& s, Dtype dtype, uint64_t seed, int64_t layers)
   LayerWeights& w = p.layers[0];
   const int64_t l = 0;
   w.wg = normal(s.experts * s.d_model, in_d, seed, layer_stream(l, kWg));
-  w.logit_bias = skew_bias;
+  round_all(dtype, w.wg.data(), static_cast<int64_t>(w.wg.size()));
+  w.logit_bias = skew_logit_bias(s.skew, s.experts, s.top_k);
   w.selection_bias = s.routing.selection_bias
                          ? normal(s.experts, 0.05, seed, layer_stream(l, kSelBias))
                          : std::vector<float>(static_cast<size_t>(s.experts), 0.0f);
-  w.w1 = normal(s.experts * s.d_ff * s.d_model, in_d, seed, layer_stream(l, kW1));
-  if (gated) w.w3 = normal(s.experts * s.d_ff * s.d_model, in_d, seed, layer_stream(l, kW3));
-  w.w2 = normal(s.experts * s.d_model * s.d_ff, in_f, seed, layer_stream(l, kW2));
-  if (fs > 0) {
-    // Each shared expert has fan-in d_ff_shared in its down projection.
-    const double in_fs = 1.0 / std::sqrt(static_cast<double>(s.d_ff_shared));
-    w.ws1 = normal(fs * s.d_model, in_d, seed, layer_stream(l, kWs1));
-    if (gated) w.ws3 = normal(fs * s.d_model, in_d, seed, layer_stream(l, kWs3));
-    w.ws2 = normal(s.d_model * fs, in_fs, seed, layer_stream(l, kWs2));
-  }
-  // Inputs and weights live in the dtype: stored as the floats the dtype can represent, so every
-  // implementation and the oracle start from exactly the same values.
-  // Quantized expert weights hold their dequantized values instead.
-  const bool quantized = s.weights != WeightFormat::kSame;
-  if (dtype != Dtype::kF32) {
-    round_all(dtype, p.x.data(), static_cast<int64_t>(p.x.size()));
-    for (auto* v : {&w.wg, &w.w1, &w.w3, &w.w2, &w.ws1, &w.ws3, &w.ws2}) {
-      if (quantized && v != &w.wg) continue;
-      round_all(dtype, v->data(), static_cast<int64_t>(v->size()));
-    }
-  }
-  if (quantized) {
-    const int64_t E = s.experts, d = s.d_model, f = s.d_ff;
-    w.q1 = quantize(s.weights, w.w1.data(), E * f, d);
-    if (gated) w.q3 = quantize(s.weights, w.w3.data(), E * f, d);
-    w.q2 = quantize(s.weights, w.w2.data(), E * d, f);
-    if (fs > 0) {
-      w.qs1 = quantize(s.weights, w.ws1.data(), fs, d);
-      if (gated) w.qs3 = quantize(s.weights, w.ws3.data(), fs, d);
-      w.qs2 = quantize(s.weights, w.ws2.data(), d, fs);
-    }
-  }
+  generate(s, dtype, seed, ExpertMatrix::kW1, false, w.w1, w.q1);
+  generate(s, dtype, seed, ExpertMatrix::kW3, false, w.w3, w.q3);
+  generate(s, dtype, seed, ExpertMatrix::kW2, false, w.w2, w.q2);
+  generate(s, dtype, seed, ExpertMatrix::kW1, true, w.ws1, w.qs1);
+  generate(s, dtype, seed, ExpertMatrix::kW3, true, w.ws3, w.qs3);
+  generate(s, dtype, seed, ExpertMatrix::kW2, true, w.ws2, w.qs2);
   for (size_t i = 1; i < p.layers.size(); ++i) p.layers[i] = p.layers[0];
   return p;
 }
 
 Problem unquantized_twin(const Problem& p) {
-  Shape same = p.shape;
-  same.weights = WeightFormat::kSame;
-  Problem twin = make_problem(same, Dtype::kF32, p.seed, 1);
+  Problem twin;
+  twin.shape = p.shape;
+  twin.shape.weights = WeightFormat::kSame;
   twin.dtype = p.dtype;
+  twin.seed = p.seed;
   twin.x = p.x;
-  twin.layers[0].wg = p.layers[0].wg;
+  twin.layers.resize(1);
+  const LayerWeights& src = p.layers[0];
+  LayerWeights& w = twin.layers[0];
+  w.wg = src.wg;
+  w.logit_bias = src.logit_bias;
+  w.selection_bias = src.selection_bias;
+  w.regenerated = true;
   return twin;
+}
+
+MatrixRows::MatrixRows(const Problem& p, int64_t layer, ExpertMatrix m, int64_t expert) {
+  const Shape& s = p.shape;
+  const bool shared = expert < 0;
+  const MatrixPlan plan = plan_of(s, m, shared);
+  if (plan.count == 0) return;
+  rows_ = plan.rows;
+  cols_ = plan.cols;
+  row0_ = shared ? 0 : expert * rows_;
+  const LayerWeights& w = p.layers[static_cast<size_t>(layer)];
+  const std::vector<float>& floats = m == ExpertMatrix::kW1   ? (shared ? w.ws1 : w.w1)
+                                     : m == ExpertMatrix::kW3 ? (shared ? w.ws3 : w.w3)
+                                                              : (shared ? w.ws2 : w.w2);
+  const QuantMatrix& q = m == ExpertMatrix::kW1   ? (shared ? w.qs1 : w.q1)
+                         : m == ExpertMatrix::kW3 ? (shared ? w.qs3 : w.q3)
+                                                  : (shared ? w.qs2 : w.q2);
+  if (!floats.empty()) {
+    floats_ = floats.data() + row0_ * cols_;
+  } else if (!q.empty()) {
+    q_ = &q;
+    format_ = s.weights;
+  } else if (w.regenerated) {
+    seed_ = p.seed;
+    stream_ = layer_stream(0, plan.stream);
+    stddev_ = plan.stddev;
+  } else {
+    throw std::logic_error("the layer holds no values of this expert matrix");
+  }
+}
+
+void MatrixRows::fill(int64_t r0, int64_t n, float* out) const {
+  if (q_ != nullptr) {
+#pragma omp parallel for schedule(static) if (n * cols_ >= (int64_t{1} << 16))
+    for (int64_t r = 0; r < n; ++r)
+      dequantize_rows(format_, *q_, row0_ + r0 + r, 1, out + r * cols_);
+  } else {
+    fill_normal(out, n * cols_, stddev_, seed_, stream_, (row0_ + r0) * cols_);
+  }
+}
+
+const float* MatrixRows::row(int64_t r, float* buf) const {
+  if (floats_ != nullptr) return floats_ + r * cols_;
+  fill(r, 1, buf);
+  return buf;
+}
+
+const float* MatrixRows::all(std::vector<float>& buf) const {
+  if (floats_ != nullptr) return floats_;
+  buf.resize(static_cast<size_t>(rows_ * cols_));
+  fill(0, rows_, buf.data());
+  return buf.data();
 }
 
 }  // namespace moe_bench

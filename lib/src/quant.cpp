@@ -8,33 +8,42 @@
 
 namespace moe_bench {
 
-QuantMatrix quantize(WeightFormat f, float* w, int64_t rows, int64_t cols) {
+QuantMatrix quant_matrix(WeightFormat f, int64_t rows, int64_t cols) {
   QuantMatrix q;
   q.rows = rows;
   q.cols = cols;
   if (f == WeightFormat::kSame) return q;
+  if (f == WeightFormat::kQ4 && cols % kQ4Group != 0) {
+    throw std::logic_error("q4: columns not a multiple of the group");
+  }
   q.codes.resize(static_cast<size_t>(rows * cols));
+  q.scales.resize(static_cast<size_t>(f == WeightFormat::kInt8 ? rows : rows * cols / kQ4Group));
+  return q;
+}
+
+void quantize_rows(WeightFormat f, float* w, int64_t r0, int64_t n, QuantMatrix& q) {
+  const int64_t cols = q.cols;
   if (f == WeightFormat::kInt8) {
-    q.scales.resize(static_cast<size_t>(rows));
 #pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t r = 0; r < n; ++r) {
       float* row = w + r * cols;
       float amax = 0;
       for (int64_t c = 0; c < cols; ++c) amax = std::max(amax, std::fabs(row[c]));
       const float scale = amax > 0 ? amax / 127.0f : 1.0f;
-      q.scales[r] = scale;
+      q.scales[r0 + r] = scale;
+      int8_t* codes = q.codes.data() + (r0 + r) * cols;
       for (int64_t c = 0; c < cols; ++c) {
         const auto code =
             static_cast<int8_t>(std::clamp(std::nearbyint(row[c] / scale), -127.0f, 127.0f));
-        q.codes[r * cols + c] = code;
+        codes[c] = code;
         row[c] = static_cast<float>(code) * scale;
       }
     }
-    return q;
+    return;
   }
-  if (cols % kQ4Group != 0) throw std::logic_error("q4: columns not a multiple of the group");
-  const int64_t groups = rows * cols / kQ4Group;
-  q.scales.resize(static_cast<size_t>(groups));
+  if (f != WeightFormat::kQ4) return;
+  // Groups never straddle rows: cols is a multiple of the group (quant_matrix).
+  const int64_t groups = n * cols / kQ4Group, g0 = r0 * cols / kQ4Group;
 #pragma omp parallel for schedule(static)
   for (int64_t g = 0; g < groups; ++g) {
     float* v = w + g * kQ4Group;
@@ -44,13 +53,19 @@ QuantMatrix quantize(WeightFormat f, float* w, int64_t rows, int64_t cols) {
     }
     // The extreme value maps to -8, the end of the range with room: [-8, 7] is not symmetric.
     const float scale = round_to(Dtype::kF16, m / -8.0f);
-    q.scales[g] = scale;
+    q.scales[g0 + g] = scale;
+    int8_t* codes = q.codes.data() + (g0 + g) * kQ4Group;
     for (int64_t i = 0; i < kQ4Group; ++i) {
       const float code = scale != 0 ? std::clamp(std::nearbyint(v[i] / scale), -8.0f, 7.0f) : 0.0f;
-      q.codes[g * kQ4Group + i] = static_cast<int8_t>(code);
+      codes[i] = static_cast<int8_t>(code);
       v[i] = code * scale;
     }
   }
+}
+
+QuantMatrix quantize(WeightFormat f, float* w, int64_t rows, int64_t cols) {
+  QuantMatrix q = quant_matrix(f, rows, cols);
+  quantize_rows(f, w, 0, rows, q);
   return q;
 }
 

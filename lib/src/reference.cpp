@@ -13,25 +13,44 @@
 namespace moe_bench::reference {
 namespace {
 
-// y += weight * W2 act(W1 x, W3 x) for one expert of width f; w3 is null for GELU. The hidden
-// activations are stored in `hidden` (the dtype), except in the FP64 oracle.
+// One row of an expert's hidden layer: act(W1[r] x, W3[r] x), rounded to `hidden` (the dtype)
+// except in the FP64 oracle; w3r is null for GELU.
 template <typename Acc>
-void expert_ffn(const float* w1, const float* w3, const float* w2, int64_t d, int64_t f,
-                Activation act, Dtype hidden, const Acc* x, Acc weight, Acc* h, Acc* y) {
+Acc hidden_at(const float* w1r, const float* w3r, int64_t d, Activation act, Dtype hidden,
+              const Acc* x) {
+  Acc g = 0, u = 0;
+  for (int64_t i = 0; i < d; ++i) g += static_cast<Acc>(w1r[i]) * x[i];
+  if (w3r != nullptr) {
+    for (int64_t i = 0; i < d; ++i) u += static_cast<Acc>(w3r[i]) * x[i];
+  }
+  Acc h = activate(act, g, u);
+  if constexpr (std::is_same_v<Acc, float>) h = round_to(hidden, h);
+  return h;
+}
+
+// One output column of an expert before its routing weight: W2[c] h.
+template <typename Acc>
+Acc output_at(const float* w2r, int64_t f, const Acc* h) {
+  Acc acc = 0;
+  for (int64_t r = 0; r < f; ++r) acc += static_cast<Acc>(w2r[r]) * h[r];
+  return acc;
+}
+
+// y += weight * W2 act(W1 x, W3 x) for one expert (`expert` -1: the shared ones), a row at a
+// time: quantized rows are dequantized as they are read, into `rows` (3 x max(d, width)).
+template <typename Acc>
+void expert_ffn(const Problem& p, int64_t layer, int64_t expert, const Acc* x, Acc weight, Acc* h,
+                Acc* y, float* rows) {
+  const Shape& s = p.shape;
+  const MatrixRows w1(p, layer, ExpertMatrix::kW1, expert);
+  const MatrixRows w3(p, layer, ExpertMatrix::kW3, expert);
+  const MatrixRows w2(p, layer, ExpertMatrix::kW2, expert);
+  const int64_t d = s.d_model, f = w1.rows(), span = std::max(d, f);
   for (int64_t r = 0; r < f; ++r) {
-    Acc g = 0, u = 0;
-    for (int64_t i = 0; i < d; ++i) g += static_cast<Acc>(w1[r * d + i]) * x[i];
-    if (w3 != nullptr) {
-      for (int64_t i = 0; i < d; ++i) u += static_cast<Acc>(w3[r * d + i]) * x[i];
-    }
-    h[r] = activate(act, g, u);
-    if constexpr (std::is_same_v<Acc, float>) h[r] = round_to(hidden, h[r]);
+    const float* w3r = w3.empty() ? nullptr : w3.row(r, rows + span);
+    h[r] = hidden_at(w1.row(r, rows), w3r, d, s.activation, p.dtype, x);
   }
-  for (int64_t c = 0; c < d; ++c) {
-    Acc acc = 0;
-    for (int64_t r = 0; r < f; ++r) acc += static_cast<Acc>(w2[c * f + r]) * h[r];
-    y[c] += weight * acc;
-  }
+  for (int64_t c = 0; c < d; ++c) y[c] += weight * output_at(w2.row(c, rows + 2 * span), f, h);
 }
 
 }  // namespace
@@ -50,26 +69,34 @@ void router_logits(const Problem& p, const LayerWeights& w, int64_t t, Acc* logi
 }
 
 template <typename Acc>
-void token_output(const Problem& p, const LayerWeights& w, int64_t t, const int32_t* experts,
+void token_output(const Problem& p, int64_t layer, int64_t t, const int32_t* experts,
                   const Acc* weights, const uint8_t* kept, Acc* y, Acc* scratch) {
   const Shape& s = p.shape;
-  const int64_t d = s.d_model, f = s.d_ff;
-  const bool gated = s.activation != Activation::kGelu;
+  const int64_t d = s.d_model;
+  thread_local std::vector<float> rows;
+  rows.resize(static_cast<size_t>(3 * std::max({d, s.d_ff, s.shared_width()})));
   Acc* x = scratch;
   Acc* h = scratch + d;
   for (int64_t i = 0; i < d; ++i) x[i] = static_cast<Acc>(p.x[t * d + i]);
   std::fill(y, y + d, Acc(0));
   for (int64_t j = 0; j < s.top_k; ++j) {
-    if (!kept[j]) continue;
-    const int64_t e = experts[j];
-    expert_ffn(w.w1.data() + e * f * d, gated ? w.w3.data() + e * f * d : nullptr,
-               w.w2.data() + e * d * f, d, f, s.activation, p.dtype, x, weights[j], h, y);
+    if (kept[j]) expert_ffn(p, layer, experts[j], x, weights[j], h, y, rows.data());
   }
-  if (s.shared_width() > 0) {
-    expert_ffn(w.ws1.data(), gated ? w.ws3.data() : nullptr, w.ws2.data(), d, s.shared_width(),
-               s.activation, p.dtype, x, Acc(1), h, y);
-  }
+  if (s.shared_width() > 0) expert_ffn(p, layer, -1, x, Acc(1), h, y, rows.data());
   if constexpr (std::is_same_v<Acc, float>) round_all(p.dtype, y, d);
+}
+
+void expert_output(const float* w1, const float* w3, const float* w2, int64_t d, int64_t f,
+                   Activation act, const double* x, double* h, double* out) {
+#pragma omp parallel
+  {
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < f; ++r) {
+      h[r] = hidden_at(w1 + r * d, w3 != nullptr ? w3 + r * d : nullptr, d, act, Dtype::kF32, x);
+    }
+#pragma omp for schedule(static)
+    for (int64_t c = 0; c < d; ++c) out[c] = output_at(w2 + c * f, f, h);
+  }
 }
 
 template <typename Acc>
@@ -94,10 +121,10 @@ BasicRouting<Acc> route_all(const Problem& p, int64_t layer, Acc* margins, Acc* 
 
 template void router_logits<float>(const Problem&, const LayerWeights&, int64_t, float*);
 template void router_logits<double>(const Problem&, const LayerWeights&, int64_t, double*);
-template void token_output<float>(const Problem&, const LayerWeights&, int64_t, const int32_t*,
-                                  const float*, const uint8_t*, float*, float*);
-template void token_output<double>(const Problem&, const LayerWeights&, int64_t, const int32_t*,
-                                   const double*, const uint8_t*, double*, double*);
+template void token_output<float>(const Problem&, int64_t, int64_t, const int32_t*, const float*,
+                                  const uint8_t*, float*, float*);
+template void token_output<double>(const Problem&, int64_t, int64_t, const int32_t*, const double*,
+                                   const uint8_t*, double*, double*);
 template BasicRouting<float> route_all<float>(const Problem&, int64_t, float*, float*);
 template BasicRouting<double> route_all<double>(const Problem&, int64_t, double*, double*);
 

@@ -86,7 +86,7 @@ TEST_CASE("a near tie lets an implementation choose the other expert") {
     reference::router_logits(p, w, t, logits.data());
     route_token_with(s.routing, logits.data(), 4, 1, &selected[t], weight.data(), sc.data());
     uint8_t kept = 1;
-    reference::token_output(p, w, t, &selected[t], weight.data(), &kept, yd.data(), scratch.data());
+    reference::token_output(p, 0, t, &selected[t], weight.data(), &kept, yd.data(), scratch.data());
     for (int64_t i = 0; i < s.d_model; ++i) y[t * s.d_model + i] = static_cast<float>(yd[i]);
   }
   Correctness c = oracle.check(y, selected);
@@ -286,4 +286,43 @@ TEST_CASE("under every cap the FMA peak is at least cpu's micro-kernel in cache"
                                                            : "avx512"));
   }
   set_max_isa(before);
+}
+
+TEST_CASE("the oracle, an expert at a time, adds exactly what token_output<double> adds") {
+  // The oracle holds one expert in f32 at a time (quantized layers and the unquantized twin hold
+  // no f32 layer); its sums must be the definition's, bit for bit, on every holder of weights.
+  std::vector<NamedShape> shapes = consistency_grid();
+  Shape q = make(8, 2, 64, 96, 9);
+  q.shared_experts = 1;
+  q.d_ff_shared = 32;
+  for (WeightFormat f : {WeightFormat::kInt8, WeightFormat::kQ4}) {
+    q.weights = f;
+    shapes.push_back({"quantized " + std::string(to_string(f)), q});
+  }
+  for (const NamedShape& ns : shapes) {
+    const Problem p = make_problem(ns.shape, Dtype::kBF16, 3);
+    std::vector<const Problem*> problems{&p};
+    const Problem twin = ns.shape.weights == WeightFormat::kSame ? Problem{} : unquantized_twin(p);
+    if (ns.shape.weights != WeightFormat::kSame) problems.push_back(&twin);
+    for (const Problem* pp : problems) {
+      INFO(ns.name << (pp == &twin ? " (the unquantized twin)" : ""));
+      const Oracle oracle(*pp);
+      const Shape& s = pp->shape;
+      const auto& r = oracle.routing();
+      const int64_t d = s.d_model, k = s.top_k;
+      std::vector<double> scratch(static_cast<size_t>(d + std::max(s.d_ff, s.shared_width())));
+      std::vector<double> y(static_cast<size_t>(d));
+      const auto& sample = oracle.sampled_tokens();
+      REQUIRE(!sample.empty());
+      REQUIRE(oracle.expected().size() == sample.size() * d);
+      int64_t differing = 0;
+      for (size_t i = 0; i < sample.size(); ++i) {
+        const int64_t o = sample[i] * k;
+        reference::token_output(*pp, 0, sample[i], r.expert.data() + o, r.weight.data() + o,
+                                r.kept.data() + o, y.data(), scratch.data());
+        for (int64_t c = 0; c < d; ++c) differing += y[c] != oracle.expected()[i * d + c];
+      }
+      CHECK(differing == 0);
+    }
+  }
 }

@@ -105,23 +105,81 @@ TEST_CASE("q4 refuses input dimensions that are not a multiple of its group, nam
   CHECK_THROWS(parse_weights("int4"));
 }
 
-TEST_CASE("a quantized problem holds its dequantized weights, and its twin the f32 ones") {
+TEST_CASE("a quantized problem holds its codes only, and its twin regenerates the f32 weights") {
+  Shape s = make_shape(4, 2, 64, 32, 3);
+  s.shared_experts = 1;
+  s.d_ff_shared = 64;
+  for (WeightFormat format : {WeightFormat::kInt8, WeightFormat::kQ4}) {
+    INFO(to_string(format));
+    s.weights = format;
+    const Problem p = make_problem(s, Dtype::kBF16, 4);
+    Shape same = s;
+    same.weights = WeightFormat::kSame;
+    const Problem f32 = make_problem(same, Dtype::kF32, 4);
+    const LayerWeights& w = p.layers[0];
+    const LayerWeights& u = f32.layers[0];
+    // Generated an expert at a time and quantized: the codes of the whole f32 layer quantized.
+    for (auto [held, floats] :
+         {std::pair{&w.q1, &u.w1}, std::pair{&w.q3, &u.w3}, std::pair{&w.q2, &u.w2},
+          std::pair{&w.qs1, &u.ws1}, std::pair{&w.qs2, &u.ws2}}) {
+      std::vector<float> copy = *floats;
+      const QuantMatrix whole = quantize(format, copy.data(), held->rows, held->cols);
+      CHECK(held->codes == whole.codes);
+      CHECK(held->scales == whole.scales);
+    }
+    for (const auto* v : {&w.w1, &w.w3, &w.w2, &w.ws1, &w.ws3, &w.ws2}) CHECK(v->empty());
+    // Rows as the oracle and naive read them: dequantized codes, or the twin's f32 values.
+    const Problem twin = unquantized_twin(p);
+    CHECK(twin.x == p.x);
+    CHECK(twin.layers[0].wg == w.wg);
+    CHECK(twin.layers[0].w1.empty());
+    CHECK(twin.layers[0].q1.empty());
+    for (int64_t e : {int64_t{0}, int64_t{3}, int64_t{-1}}) {
+      for (ExpertMatrix m : {ExpertMatrix::kW1, ExpertMatrix::kW3, ExpertMatrix::kW2}) {
+        const MatrixRows quant(p, 0, m, e), gen(twin, 0, m, e), held(f32, 0, m, e);
+        REQUIRE(quant.rows() == held.rows());
+        REQUIRE(gen.cols() == held.cols());
+        const QuantMatrix& q = e < 0 ? (m == ExpertMatrix::kW1   ? w.qs1
+                                        : m == ExpertMatrix::kW3 ? w.qs3
+                                                                 : w.qs2)
+                                     : (m == ExpertMatrix::kW1   ? w.q1
+                                        : m == ExpertMatrix::kW3 ? w.q3
+                                                                 : w.q2);
+        std::vector<float> a, b, c, expect(static_cast<size_t>(held.rows() * held.cols()));
+        dequantize_rows(format, q, std::max<int64_t>(e, 0) * held.rows(), held.rows(),
+                        expect.data());
+        const float* all_q = quant.all(a);
+        CHECK(std::equal(expect.begin(), expect.end(), all_q));
+        const float* all_gen = gen.all(b);
+        const float* all_f32 = held.all(c);
+        CHECK(std::equal(all_f32, all_f32 + expect.size(), all_gen));
+        std::vector<float> row(static_cast<size_t>(held.cols()));
+        const int64_t r = held.rows() - 1;
+        CHECK(std::equal(all_f32 + r * held.cols(), all_f32 + (r + 1) * held.cols(),
+                         gen.row(r, row.data())));
+        CHECK(std::equal(expect.end() - held.cols(), expect.end(), quant.row(r, row.data())));
+      }
+    }
+  }
+}
+
+TEST_CASE("a quantized problem's fingerprint is that of its dequantized values held as floats") {
   Shape s = make_shape(4, 2, 64, 32, 3);
   s.weights = WeightFormat::kQ4;
-  const Problem p = make_problem(s, Dtype::kBF16, 4);
-  Shape same = s;
-  same.weights = WeightFormat::kSame;
-  const Problem f32 = make_problem(same, Dtype::kF32, 4);
-  const LayerWeights& w = p.layers[0];
-  for (size_t i = 0; i < w.w2.size(); ++i) {
-    REQUIRE(w.w2[i] == static_cast<float>(w.q2.codes[i]) * w.q2.scales[i / kQ4Group]);
-  }
-  const Problem twin = unquantized_twin(p);
-  CHECK(twin.x == p.x);
-  CHECK(twin.layers[0].wg == w.wg);
-  CHECK(twin.layers[0].w1 == f32.layers[0].w1);
-  CHECK(twin.layers[0].w1 != w.w1);
-  CHECK(twin.layers[0].q1.empty());
+  const Problem p = make_problem(s, Dtype::kF32, 9);
+  Problem floats = p;
+  LayerWeights& w = floats.layers[0];
+  const auto as_floats = [](const QuantMatrix& q, std::vector<float>& out) {
+    out.resize(static_cast<size_t>(q.rows * q.cols));
+    dequantize_rows(WeightFormat::kQ4, q, 0, q.rows, out.data());
+  };
+  as_floats(w.q1, w.w1);
+  as_floats(w.q3, w.w3);
+  as_floats(w.q2, w.w2);
+  w.q1 = w.q3 = w.q2 = QuantMatrix{};
+  CHECK(fingerprint(floats) == fingerprint(p));
+  w.w2[4] += 1;  // a sampled element (every second one of 8192)
+  CHECK(fingerprint(floats) != fingerprint(p));
 }
 
 // Shapes the quantized kernels must get right: several panels and chunks (d above kUpChunk's

@@ -23,17 +23,22 @@ TEST_CASE("cold mode rotates enough layers to exceed four times the last-level c
   CHECK(cold_layers(c, CacheMode::kCold, 8, int64_t{1} << 20, plenty) == 2);
 }
 
-TEST_CASE("a quantized layer's copies count in their stored bytes, its twin once") {
+TEST_CASE("a quantized layer counts as its codes, and its copies in their stored bytes") {
   Case c;
   c.shape = make_shape(64, 8, 2048, 1024, 1);  // workload B at one token
   c.shape.weights = WeightFormat::kQ4;
   const int64_t llc = int64_t{32} << 20, available = int64_t{20} << 30;
-  // Eight experts touch ~28.8 MB a call: 4 x 32 MiB asks for 5 layers. A layer is held as
-  // ~1.61 GB of floats with ~0.40 GB of codes, and cpu's packed q4 copy is ~0.23 GB; the
-  // unquantized twin (~1.61 GB) is held once: (10 GiB - 1.61 GB) / 2.24 GB allows 4. (Counting
+  // Eight experts touch ~28.8 MB a call: 4 x 32 MiB asks for 5 layers. A layer is held as its
+  // codes and scales, ~0.45 GB, and cpu's packed q4 copy is ~0.23 GB: 10 GiB holds all 5. (While
+  // a layer was held as ~1.61 GB of floats beside its codes, with an f32 twin, it held 4; counting
   // the twin and cpu's copy at the floats' size for every layer allowed one: 29 MB a round, which
   // the 32 MiB cache held.)
-  CHECK(cold_layers(c, CacheMode::kCold, 8, llc, available, 1) == 4);
+  CHECK(cold_layers(c, CacheMode::kCold, 8, llc, available, 1) == 5);
+  // With 1 GiB available, ~0.68 GB a layer: (512 MiB - the oracles' expert and the work space)
+  // holds none, and one is the least.
+  CHECK(cold_layers(c, CacheMode::kCold, 8, llc, int64_t{1} << 30, 1) == 1);
+  // 3 GiB: (1.5 GiB - ~25 MB) / 0.68 GB holds 2.
+  CHECK(cold_layers(c, CacheMode::kCold, 8, llc, int64_t{3} << 30, 1) == 2);
   // Unquantized, a layer is 1.61 GB and as much again for cpu's copy: 10 GiB holds 3 of the 7
   // that a 300 MiB cache asks for.
   c.shape.weights = WeightFormat::kSame;

@@ -42,9 +42,10 @@ TEST_CASE("generated weights have the stated distribution") {
   // The shape, not only the moments: the shares within 1, 2 and 3 sigma are the normal's (each
   // within 5 standard errors of a binomial share at this n), and the tail stops at 5.77 sigma.
   for (const auto& [k, share] : {std::pair{1.0, 0.682689}, {2.0, 0.954500}, {3.0, 0.997300}}) {
-    const double inside = static_cast<double>(std::count_if(
-                              v.begin(), v.end(), [k](float x) { return std::fabs(x) < 0.5 * k; })) /
-                          n;
+    const double inside =
+        static_cast<double>(
+            std::count_if(v.begin(), v.end(), [k](float x) { return std::fabs(x) < 0.5 * k; })) /
+        n;
     INFO(k << " sigma");
     CHECK(std::fabs(inside - share) < 5 * std::sqrt(share * (1 - share) / n));
   }
@@ -63,6 +64,24 @@ TEST_CASE("generated data is the same bits on every machine, and an odd length i
   std::vector<float> w(6);
   fill_normal(w.data(), 6, 1.0, 42, 7);
   CHECK(std::equal(v.begin(), v.end(), w.begin()));
+}
+
+TEST_CASE("a range of the generator's values is the same values as the whole, from any element") {
+  // 20000 values: past the length where filling goes parallel.
+  std::vector<float> whole(20000);
+  fill_normal(whole.data(), 20000, 0.3, 5, 11);
+  for (auto [first, n] : {std::pair<int64_t, int64_t>{0, 1},
+                          {1, 1},
+                          {3, 4},
+                          {7, 5},
+                          {2, 9},
+                          {9999, 10001},
+                          {10, 19990}}) {
+    INFO(first << " + " << n);
+    std::vector<float> part(static_cast<size_t>(n));
+    fill_normal(part.data(), n, 0.3, 5, 11, first);
+    CHECK(std::equal(part.begin(), part.end(), whole.begin() + first));
+  }
 }
 
 TEST_CASE("routing skew makes popularity follow the chosen distribution") {

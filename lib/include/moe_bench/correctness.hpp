@@ -48,6 +48,8 @@ class Oracle {
   Load load() const;
   const BasicRouting<double>& routing() const { return routing_; }
   const std::vector<int64_t>& sampled_tokens() const { return sample_; }
+  /// The FP64 outputs of the sampled tokens, [sampled_tokens().size(), d].
+  const std::vector<double>& expected() const { return ref_; }
 
  private:
   const Problem& problem_;

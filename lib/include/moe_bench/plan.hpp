@@ -30,9 +30,9 @@ struct Axes {
 /// memory need exceeds what this machine has available.
 std::vector<Case> plan_cases(const Axes& axes);
 
-/// Bytes one layer's weights take in this process: as stored, except that a quantized layer is
-/// held as its dequantized FP32 values (the oracle's and the baselines' input) beside one byte
-/// of code per weight (the packed stored format is a weight copy).
+/// Bytes one layer's weights take in this process: as stored, except that a quantized layer
+/// holds a byte of code a weight and float scales (QuantMatrix: q4 about twice its stored size).
+/// An implementation's copy in the stored format is counted apart.
 int64_t layer_held_bytes(const Shape& s, Dtype d);
 
 /// Bytes a case needs: weights of `layers` layers plus activations and workspaces.

@@ -29,6 +29,13 @@ struct QuantMatrix {
 /// so that everything computed from w afterwards sees exactly what the stored format holds.
 QuantMatrix quantize(WeightFormat f, float* w, int64_t rows, int64_t cols);
 
+/// A rows x cols matrix in the format with room for its codes and scales, for quantize_rows.
+QuantMatrix quant_matrix(WeightFormat f, int64_t rows, int64_t cols);
+
+/// Quantizes w[n, q.cols] (as quantize() does) into rows [r0, r0 + n) of q: a matrix quantized a
+/// block of rows at a time equals the matrix quantized whole.
+void quantize_rows(WeightFormat f, float* w, int64_t r0, int64_t n, QuantMatrix& q);
+
 /// Writes the dequantized rows [r0, r0 + n) of q into out[n, cols].
 void dequantize_rows(WeightFormat f, const QuantMatrix& q, int64_t r0, int64_t n, float* out);
 

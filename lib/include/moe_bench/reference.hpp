@@ -12,12 +12,20 @@ namespace moe_bench::reference {
 template <typename Acc>
 void router_logits(const Problem& p, const LayerWeights& w, int64_t t, Acc* logits);
 
-/// Output of token t: the weighted sum of its kept experts' outputs plus the shared experts,
-/// accumulated in Acc. `experts`, `weights` and `kept` hold the token's k entries.
-/// `scratch` must hold d + max(f, fs) values.
+/// Output of token t with the weights of `layer`: the weighted sum of its kept experts' outputs
+/// plus the shared experts, accumulated in Acc, a weight row at a time (MatrixRows: quantized
+/// rows dequantized as they are read). `experts`, `weights` and `kept` hold the token's k
+/// entries. `scratch` must hold d + max(f, fs) values.
 template <typename Acc>
-void token_output(const Problem& p, const LayerWeights& w, int64_t t, const int32_t* experts,
+void token_output(const Problem& p, int64_t layer, int64_t t, const int32_t* experts,
                   const Acc* weights, const uint8_t* kept, Acc* y, Acc* scratch);
+
+/// One expert's output for one token in FP64, before its routing weight: out[c] = (W2 act(W1 x,
+/// W3 x))[c] over matrices held whole in FP32 (MatrixRows::all; w3 null for GELU), into `h` (f
+/// values) and `out` (d). The same arithmetic as token_output<double>, in parallel over rows and
+/// columns, which does not change a bit of it.
+void expert_output(const float* w1, const float* w3, const float* w2, int64_t d, int64_t f,
+                   Activation act, const double* x, double* h, double* out);
 
 /// Routes every token of the problem with weights of `layer` (logits, top-k, weights, capacity).
 /// Writes the selection margins [T] and the logits [T,E] where those pointers are not null.

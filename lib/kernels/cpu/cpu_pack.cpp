@@ -37,6 +37,10 @@ void pack_layer(const PackSpec& spec, const Shape& s, Dtype dtype, const LayerWe
     return kp == 1 ? i * L2 + c : (i & ~int64_t{1}) * L2 + 2 * c + (i & 1);
   };
   const int64_t f = s.d_ff;
+  // A quantized layer holds no floats (problem.hpp): its rows are its codes.
+  auto floats_at = [](const std::vector<float>& v, int64_t offset) {
+    return v.empty() ? nullptr : v.data() + offset;
+  };
   std::vector<Source> sources;
   for (int64_t e = 0; e < s.experts; ++e) {
     // An expert not held here: an empty group (no rows are ever dispatched to it).
@@ -44,15 +48,15 @@ void pack_layer(const PackSpec& spec, const Shape& s, Dtype dtype, const LayerWe
       sources.push_back({{}, {}, {}, 0});
       continue;
     }
-    sources.push_back({{w.w1.data() + e * f * d, &w.q1, e * f},
-                       spec.gated ? Rows{w.w3.data() + e * f * d, &w.q3, e * f} : Rows{},
-                       {w.w2.data() + e * d * f, &w.q2, e * d},
+    sources.push_back({{floats_at(w.w1, e * f * d), &w.q1, e * f},
+                       spec.gated ? Rows{floats_at(w.w3, e * f * d), &w.q3, e * f} : Rows{},
+                       {floats_at(w.w2, e * d * f), &w.q2, e * d},
                        f});
   }
   if (s.shared_width() > 0) {
-    sources.push_back({{w.ws1.data(), &w.qs1, 0},
-                       spec.gated ? Rows{w.ws3.data(), &w.qs3, 0} : Rows{},
-                       {w.ws2.data(), &w.qs2, 0},
+    sources.push_back({{floats_at(w.ws1, 0), &w.qs1, 0},
+                       spec.gated ? Rows{floats_at(w.ws3, 0), &w.qs3, 0} : Rows{},
+                       {floats_at(w.ws2, 0), &w.qs2, 0},
                        s.shared_width()});
   }
   // Bytes of the scales of one panel row group: int8 2L floats per panel; q4 2L halves per group.
@@ -137,15 +141,16 @@ void pack_layer(const PackSpec& spec, const Shape& s, Dtype dtype, const LayerWe
         const bool up = gated && c >= L;
         const int64_t row = pnl * hcols + (gated ? c % L : c);
         const Rows& m = up ? src.w3 : src.w1;
-        const float* srow = row < width ? m.w + row * d : nullptr;
-        const int8_t* crow = srow != nullptr ? codes_of(m, row) : nullptr;
+        const bool real = row < width;
+        const float* srow = real && m.w != nullptr ? m.w + row * d : nullptr;
+        const int8_t* crow = real ? codes_of(m, row) : nullptr;
         for (int64_t i = 0; i < d; ++i) {
           put(dst + at(i, c), srow != nullptr ? srow[i] : 0.0f, crow != nullptr ? crow[i] : 0);
         }
         if (!i8 && !q4) continue;
         for (int64_t grp = 0; grp < up_groups; ++grp) {
           put_scale(g.up_scales, (pnl * up_groups + grp) * L2 + c,
-                    srow != nullptr ? scale_of(m, row, grp * kQ4Rows) : 0.0f);
+                    real ? scale_of(m, row, grp * kQ4Rows) : 0.0f);
         }
       }
     }
@@ -155,8 +160,9 @@ void pack_layer(const PackSpec& spec, const Shape& s, Dtype dtype, const LayerWe
     for (int64_t q = 0; q < down_panels; ++q) {
       for (int64_t c = 0; c < L2; ++c) {
         const int64_t row = q * L2 + c;
-        const float* srow = row < d ? src.w2.w + row * width : nullptr;
-        const int8_t* crow = srow != nullptr ? codes_of(src.w2, row) : nullptr;
+        const bool real = row < d;
+        const float* srow = real && src.w2.w != nullptr ? src.w2.w + row * width : nullptr;
+        const int8_t* crow = real ? codes_of(src.w2, row) : nullptr;
         for (int64_t j0 = 0; j0 < width; j0 += kDownChunk) {
           const int64_t fc = std::min(kDownChunk, width - j0);
           const int64_t chunk = g.down_offset + j0 * down_panels * L2 + q * round_up(fc, kp) * L2;
@@ -168,7 +174,7 @@ void pack_layer(const PackSpec& spec, const Shape& s, Dtype dtype, const LayerWe
         if (!i8 && !q4) continue;
         for (int64_t grp = 0; grp < down_groups; ++grp) {
           put_scale(g.down_scales, (q * down_groups + grp) * L2 + c,
-                    srow != nullptr ? scale_of(src.w2, row, grp * kQ4Rows) : 0.0f);
+                    real ? scale_of(src.w2, row, grp * kQ4Rows) : 0.0f);
         }
       }
     }
