@@ -111,21 +111,32 @@ void reference_outputs(const Problem& p, int64_t layer, const BasicRouting<doubl
   }
   std::vector<double> part(static_cast<size_t>(n * k * d));
   std::vector<double> shared(static_cast<size_t>(s.shared_width() > 0 ? n * d : 0));
-  std::vector<double> x(static_cast<size_t>(d));
-  std::vector<double> h(static_cast<size_t>(std::max(s.d_ff, s.shared_width())));
+  const int64_t width = std::max(s.d_ff, s.shared_width());
   std::vector<float> b1, b3, b2;
-  // Expert e's contribution for the given tokens (slot / stride) into out_of(slot).
+  // Expert e's contribution for the given tokens (slot / stride) into base + slot * d. Several
+  // tokens, or small matrices: the tokens in parallel, each on one thread (one parallel region an
+  // expert: a region a token cost the consistency tests up to 1.6x their time, under ctest's two
+  // processes on two cores). One or two tokens of large matrices (decode): the rows of each in
+  // parallel. Either way each value is one thread's sum in the same order.
   const auto run = [&](int64_t e, const std::vector<int64_t>& list, int64_t stride, double* base) {
     const MatrixRows w1(p, layer, ExpertMatrix::kW1, e), w3(p, layer, ExpertMatrix::kW3, e),
         w2(p, layer, ExpertMatrix::kW2, e);
     const float* m1 = w1.all(b1);
     const float* m3 = w3.empty() ? nullptr : w3.all(b3);
     const float* m2 = w2.all(b2);
-    for (int64_t slot : list) {
-      const int64_t t = tokens[slot / stride];
-      for (int64_t i = 0; i < d; ++i) x[i] = static_cast<double>(p.x[t * d + i]);
-      reference::expert_output(m1, m3, m2, d, w1.rows(), s.activation, x.data(), h.data(),
-                               base + slot * d);
+    const auto count = static_cast<int64_t>(list.size());
+    const int64_t macs = w1.rows() * d;
+    const bool rows_parallel = count <= 2 && macs >= (int64_t{1} << 18);
+#pragma omp parallel if (!rows_parallel && count * macs >= (int64_t{1} << 20))
+    {
+      std::vector<double> x(static_cast<size_t>(d)), h(static_cast<size_t>(width));
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t i = 0; i < count; ++i) {
+        const int64_t slot = list[i], t = tokens[slot / stride];
+        for (int64_t c = 0; c < d; ++c) x[c] = static_cast<double>(p.x[t * d + c]);
+        reference::expert_output(m1, m3, m2, d, w1.rows(), s.activation, x.data(), h.data(),
+                                 base + slot * d, rows_parallel);
+      }
     }
   };
   for (int64_t e = 0; e < s.experts; ++e) {
@@ -138,7 +149,7 @@ void reference_outputs(const Problem& p, int64_t layer, const BasicRouting<doubl
     }
     run(-1, all, 1, shared.data());
   }
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n * d >= (int64_t{1} << 16))
   for (int64_t i = 0; i < n; ++i) {
     if (!wanted(i)) continue;
     double* y = out.data() + i * d;

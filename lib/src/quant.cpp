@@ -24,7 +24,7 @@ QuantMatrix quant_matrix(WeightFormat f, int64_t rows, int64_t cols) {
 void quantize_rows(WeightFormat f, float* w, int64_t r0, int64_t n, QuantMatrix& q) {
   const int64_t cols = q.cols;
   if (f == WeightFormat::kInt8) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n * cols >= (int64_t{1} << 16))
     for (int64_t r = 0; r < n; ++r) {
       float* row = w + r * cols;
       float amax = 0;
@@ -44,7 +44,7 @@ void quantize_rows(WeightFormat f, float* w, int64_t r0, int64_t n, QuantMatrix&
   if (f != WeightFormat::kQ4) return;
   // Groups never straddle rows: cols is a multiple of the group (quant_matrix).
   const int64_t groups = n * cols / kQ4Group, g0 = r0 * cols / kQ4Group;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n * cols >= (int64_t{1} << 16))
   for (int64_t g = 0; g < groups; ++g) {
     float* v = w + g * kQ4Group;
     float m = 0;

@@ -87,8 +87,8 @@ void token_output(const Problem& p, int64_t layer, int64_t t, const int32_t* exp
 }
 
 void expert_output(const float* w1, const float* w3, const float* w2, int64_t d, int64_t f,
-                   Activation act, const double* x, double* h, double* out) {
-#pragma omp parallel
+                   Activation act, const double* x, double* h, double* out, bool parallel) {
+#pragma omp parallel if (parallel)
   {
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < f; ++r) {
