@@ -18,6 +18,45 @@ struct Rows {
   int64_t row0 = 0;
 };
 
+// Columns of a panel: 2L, at most 32 (AVX-512).
+constexpr int64_t kMaxColumns = 32;
+
+// Stores reduction rows [0, n) of the 2L columns of one panel block that starts at element `dst`
+// of the packed layer (a multiple of 2L), in the storage type S: element (i, c) is rows[c][first +
+// i] (the values are already representable: the problem was generated in the dtype), or, for
+// quantized storage, codes[c][first + i]. Row-major, or bf16 pairs of rows (kp 2); q4 puts column
+// c + L of a row in the high nibble of column c's byte. A row of the block at a time, so that the
+// stores are contiguous and the 2L sources are read as 2L sequential streams.
+template <Storage S>
+void put_block(char* base, int64_t dst, int64_t n, int64_t L, int64_t kp, Dtype dtype,
+               const float* const* rows, const int8_t* const* codes, int64_t first) {
+  const int64_t L2 = 2 * L;
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t k = first + i;
+    if constexpr (S == Storage::kQ4) {
+      uint8_t* out = reinterpret_cast<uint8_t*>(base) + (dst / L2 + i) * L;
+      for (int64_t c = 0; c < L; ++c) {
+        out[c] = static_cast<uint8_t>((codes[c][k] + 8) | (codes[c + L][k] + 8) << 4);
+      }
+    } else {
+      // Element (i, c): i * 2L + c, or in pairs (i & ~1) * 2L + 2c + (i & 1).
+      const int64_t row = dst + (kp == 1 ? i * L2 : (i & ~int64_t{1}) * L2 + (i & 1));
+      const int64_t step = kp == 1 ? 1 : 2;
+      for (int64_t c = 0; c < L2; ++c) {
+        const int64_t index = row + c * step;
+        if constexpr (S == Storage::kF32) {
+          reinterpret_cast<float*>(base)[index] = rows[c][k];
+        } else if constexpr (S == Storage::kI8) {
+          reinterpret_cast<int8_t*>(base)[index] = codes[c][k];
+        } else {
+          reinterpret_cast<uint16_t*>(base)[index] =
+              dtype == Dtype::kBF16 ? to_bf16_bits(rows[c][k]) : to_f16_bits(rows[c][k]);
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 
 void pack_layer(const PackSpec& spec, const Shape& s, Dtype dtype, const LayerWeights& w,
@@ -32,10 +71,6 @@ void pack_layer(const PackSpec& spec, const Shape& s, Dtype dtype, const LayerWe
     int64_t width;
   };
   const int64_t kp = spec.kpack, d_pad = spec.d_pad;
-  // Element of reduction row i, column c in a panel: row-major, or bf16 pairs of rows.
-  auto at = [kp, L2](int64_t i, int64_t c) {
-    return kp == 1 ? i * L2 + c : (i & ~int64_t{1}) * L2 + 2 * c + (i & 1);
-  };
   const int64_t f = s.d_ff;
   // A quantized layer holds no floats (problem.hpp): its rows are its codes.
   auto floats_at = [](const std::vector<float>& v, int64_t offset) {
@@ -85,32 +120,7 @@ void pack_layer(const PackSpec& spec, const Shape& s, Dtype dtype, const LayerWe
   char* base = out.data.data();
   // Pair layouts pad odd reductions with a zero row.
   if (kp != 1) std::memset(base, 0, static_cast<size_t>(storage_bytes(storage, offset)));
-  // Stores element `index` of the packed layer in the storage type (the values are already
-  // representable: the problem was generated in the dtype). Quantized: the code; q4 puts
-  // column c + L of a row in the high nibble of column c's byte.
-  auto put = [base, dtype, storage, L](int64_t index, float v, int code) {
-    switch (storage) {
-      case Storage::kF32:
-        reinterpret_cast<float*>(base)[index] = v;
-        return;
-      case Storage::kI8:
-        reinterpret_cast<int8_t*>(base)[index] = static_cast<int8_t>(code);
-        return;
-      case Storage::kQ4: {
-        const int64_t row = index / (2 * L), c = index % (2 * L);
-        auto& byte = reinterpret_cast<uint8_t*>(base)[row * L + c % L];
-        const auto nibble = static_cast<uint8_t>(code + 8);
-        byte = c < L ? static_cast<uint8_t>((byte & 0xf0) | nibble)
-                     : static_cast<uint8_t>((byte & 0x0f) | nibble << 4);
-        return;
-      }
-      default:
-        reinterpret_cast<uint16_t*>(base)[index] =
-            dtype == Dtype::kBF16 ? to_bf16_bits(v) : to_f16_bits(v);
-    }
-  };
-  // The codes of row `row` of a source matrix (nullptr: not quantized, every code 0), found once
-  // a row: the inner loops below run once per weight, unoptimised in a Debug build.
+  // The codes of row `row` of a source matrix (nullptr: not quantized), found once a row.
   auto codes_of = [](const Rows& m, int64_t row) -> const int8_t* {
     return m.q == nullptr || m.q->empty() ? nullptr
                                           : m.q->codes.data() + (m.row0 + row) * m.q->cols;
@@ -126,58 +136,73 @@ void pack_layer(const PackSpec& spec, const Shape& s, Dtype dtype, const LayerWe
       reinterpret_cast<float*>(sbase + byte_offset)[index] = v;
     }
   };
+  // Columns past a matrix's rows (and rows of a layer that holds no floats) read zeros.
+  const std::vector<float> zeros(static_cast<size_t>(std::max(d, s.d_ff) + s.shared_width()));
+  const std::vector<int8_t> zero_codes(zeros.size());
   const bool gated = spec.gated;
   const int64_t hcols = spec.hcols;
+  const auto pack = [&]<Storage S>() {
 #pragma omp parallel for schedule(dynamic, 1) num_threads(spec.threads)
-  for (size_t gi = 0; gi < sources.size(); ++gi) {
-    const Source& src = sources[gi];
-    const Group& g = out.groups[gi];
-    const int64_t width = src.width, panels = (width + hcols - 1) / hcols;
-    if (width == 0) continue;
-    for (int64_t pnl = 0; pnl < panels; ++pnl) {
-      const int64_t dst = g.up_offset + pnl * d_pad * L2;
-      for (int64_t c = 0; c < L2; ++c) {
-        // Gated: columns [0, L) are W1 rows, [L, 2L) the W3 rows of the same hidden units.
-        const bool up = gated && c >= L;
-        const int64_t row = pnl * hcols + (gated ? c % L : c);
-        const Rows& m = up ? src.w3 : src.w1;
-        const bool real = row < width;
-        const float* srow = real && m.w != nullptr ? m.w + row * d : nullptr;
-        const int8_t* crow = real ? codes_of(m, row) : nullptr;
-        for (int64_t i = 0; i < d; ++i) {
-          put(dst + at(i, c), srow != nullptr ? srow[i] : 0.0f, crow != nullptr ? crow[i] : 0);
-        }
-        if (!i8 && !q4) continue;
-        for (int64_t grp = 0; grp < up_groups; ++grp) {
-          put_scale(g.up_scales, (pnl * up_groups + grp) * L2 + c,
-                    real ? scale_of(m, row, grp * kQ4Rows) : 0.0f);
-        }
-      }
-    }
-    // Chunk-major: for each chunk of kDownChunk rows of the reduction, every panel's slice in
-    // turn, so that the slices a down item reads together are adjacent.
-    const int64_t down_groups = q4 ? width / kQ4Rows : 1;
-    for (int64_t q = 0; q < down_panels; ++q) {
-      for (int64_t c = 0; c < L2; ++c) {
-        const int64_t row = q * L2 + c;
-        const bool real = row < d;
-        const float* srow = real && src.w2.w != nullptr ? src.w2.w + row * width : nullptr;
-        const int8_t* crow = real ? codes_of(src.w2, row) : nullptr;
-        for (int64_t j0 = 0; j0 < width; j0 += kDownChunk) {
-          const int64_t fc = std::min(kDownChunk, width - j0);
-          const int64_t chunk = g.down_offset + j0 * down_panels * L2 + q * round_up(fc, kp) * L2;
-          for (int64_t j = j0; j < j0 + fc; ++j) {
-            put(chunk + at(j - j0, c), srow != nullptr ? srow[j] : 0.0f,
-                crow != nullptr ? crow[j] : 0);
+    for (size_t gi = 0; gi < sources.size(); ++gi) {
+      const Source& src = sources[gi];
+      const Group& g = out.groups[gi];
+      const int64_t width = src.width, panels = (width + hcols - 1) / hcols;
+      if (width == 0) continue;
+      const float* rows[kMaxColumns];
+      const int8_t* codes[kMaxColumns];
+      for (int64_t pnl = 0; pnl < panels; ++pnl) {
+        for (int64_t c = 0; c < L2; ++c) {
+          // Gated: columns [0, L) are W1 rows, [L, 2L) the W3 rows of the same hidden units.
+          const bool up = gated && c >= L;
+          const int64_t row = pnl * hcols + (gated ? c % L : c);
+          const Rows& m = up ? src.w3 : src.w1;
+          const bool real = row < width;
+          rows[c] = real && m.w != nullptr ? m.w + row * d : zeros.data();
+          const int8_t* crow = real ? codes_of(m, row) : nullptr;
+          codes[c] = crow != nullptr ? crow : zero_codes.data();
+          if (!i8 && !q4) continue;
+          for (int64_t grp = 0; grp < up_groups; ++grp) {
+            put_scale(g.up_scales, (pnl * up_groups + grp) * L2 + c,
+                      real ? scale_of(m, row, grp * kQ4Rows) : 0.0f);
           }
         }
-        if (!i8 && !q4) continue;
-        for (int64_t grp = 0; grp < down_groups; ++grp) {
-          put_scale(g.down_scales, (q * down_groups + grp) * L2 + c,
-                    real ? scale_of(src.w2, row, grp * kQ4Rows) : 0.0f);
+        put_block<S>(base, g.up_offset + pnl * d_pad * L2, d, L, kp, dtype, rows, codes, 0);
+      }
+      // Chunk-major: for each chunk of kDownChunk rows of the reduction, every panel's slice in
+      // turn, so that the slices a down item reads together are adjacent.
+      const int64_t down_groups = q4 ? width / kQ4Rows : 1;
+      for (int64_t q = 0; q < down_panels; ++q) {
+        for (int64_t c = 0; c < L2; ++c) {
+          const int64_t row = q * L2 + c;
+          const bool real = row < d;
+          rows[c] = real && src.w2.w != nullptr ? src.w2.w + row * width : zeros.data();
+          const int8_t* crow = real ? codes_of(src.w2, row) : nullptr;
+          codes[c] = crow != nullptr ? crow : zero_codes.data();
+          if (!i8 && !q4) continue;
+          for (int64_t grp = 0; grp < down_groups; ++grp) {
+            put_scale(g.down_scales, (q * down_groups + grp) * L2 + c,
+                      real ? scale_of(src.w2, row, grp * kQ4Rows) : 0.0f);
+          }
+        }
+        for (int64_t j0 = 0; j0 < width; j0 += kDownChunk) {
+          const int64_t fc = std::min(kDownChunk, width - j0);
+          put_block<S>(base, g.down_offset + j0 * down_panels * L2 + q * round_up(fc, kp) * L2, fc,
+                       L, kp, dtype, rows, codes, j0);
         }
       }
     }
+  };
+  switch (storage) {
+    case Storage::kF32:
+      return pack.template operator()<Storage::kF32>();
+    case Storage::kBF16:
+      return pack.template operator()<Storage::kBF16>();
+    case Storage::kF16:
+      return pack.template operator()<Storage::kF16>();
+    case Storage::kI8:
+      return pack.template operator()<Storage::kI8>();
+    case Storage::kQ4:
+      return pack.template operator()<Storage::kQ4>();
   }
 }
 
