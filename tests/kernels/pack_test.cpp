@@ -68,7 +68,7 @@ TEST_CASE("the packed layout holds every weight where the kernels read it, in ev
         PackSpec spec{L,          su.kpack, round_up(s.d_model, su.kpack), gated ? L : 2 * L, gated,
                       su.storage, 2};
         PackedLayer out;
-        pack_layer(spec, s, su.dtype, p.layers[0], {}, out);
+        pack_layer(spec, s, p.layers[0], {}, out);
         REQUIRE(out.groups.size() == 4);
         const int64_t d = s.d_model, L2 = 2 * L, kp = su.kpack;
         const auto at = [&](int64_t i, int64_t c) {

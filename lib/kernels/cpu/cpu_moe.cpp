@@ -549,7 +549,7 @@ class CpuKernel final : public Kernel {
   // Packs one layer in this kernel's layout (cpu_pack.cpp).
   void pack_layer(const LayerWeights& w, PackedLayer& out) const {
     const PackSpec spec{isa_->lanes, kpack_, d_pad_, hcols_, gated_, storage_, threads_};
-    cpu::pack_layer(spec, problem_->shape, problem_->dtype, w, held_, out);
+    cpu::pack_layer(spec, problem_->shape, w, held_, out);
   }
 
   // Counting sort of the kept assignments of `rows` rows by expert, row blocks and gate/up runs.

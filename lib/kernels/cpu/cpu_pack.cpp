@@ -28,8 +28,8 @@ constexpr int64_t kMaxColumns = 32;
 // c + L of a row in the high nibble of column c's byte. A row of the block at a time, so that the
 // stores are contiguous and the 2L sources are read as 2L sequential streams.
 template <Storage S>
-void put_block(char* base, int64_t dst, int64_t n, int64_t L, int64_t kp, Dtype dtype,
-               const float* const* rows, const int8_t* const* codes, int64_t first) {
+void put_block(char* base, int64_t dst, int64_t n, int64_t L, int64_t kp, const float* const* rows,
+               const int8_t* const* codes, int64_t first) {
   const int64_t L2 = 2 * L;
   for (int64_t i = 0; i < n; ++i) {
     const int64_t k = first + i;
@@ -48,9 +48,10 @@ void put_block(char* base, int64_t dst, int64_t n, int64_t L, int64_t kp, Dtype 
           reinterpret_cast<float*>(base)[index] = rows[c][k];
         } else if constexpr (S == Storage::kI8) {
           reinterpret_cast<int8_t*>(base)[index] = codes[c][k];
+        } else if constexpr (S == Storage::kBF16) {
+          reinterpret_cast<uint16_t*>(base)[index] = to_bf16_bits(rows[c][k]);
         } else {
-          reinterpret_cast<uint16_t*>(base)[index] =
-              dtype == Dtype::kBF16 ? to_bf16_bits(rows[c][k]) : to_f16_bits(rows[c][k]);
+          reinterpret_cast<uint16_t*>(base)[index] = to_f16_bits(rows[c][k]);
         }
       }
     }
@@ -59,7 +60,7 @@ void put_block(char* base, int64_t dst, int64_t n, int64_t L, int64_t kp, Dtype 
 
 }  // namespace
 
-void pack_layer(const PackSpec& spec, const Shape& s, Dtype dtype, const LayerWeights& w,
+void pack_layer(const PackSpec& spec, const Shape& s, const LayerWeights& w,
                 const std::vector<uint8_t>& held, PackedLayer& out) {
   const int64_t d = s.d_model, L = spec.lanes, L2 = 2 * L;
   const int64_t down_panels = (d + L2 - 1) / L2;
@@ -166,7 +167,7 @@ void pack_layer(const PackSpec& spec, const Shape& s, Dtype dtype, const LayerWe
                       real ? scale_of(m, row, grp * kQ4Rows) : 0.0f);
           }
         }
-        put_block<S>(base, g.up_offset + pnl * d_pad * L2, d, L, kp, dtype, rows, codes, 0);
+        put_block<S>(base, g.up_offset + pnl * d_pad * L2, d, L, kp, rows, codes, 0);
       }
       // Chunk-major: for each chunk of kDownChunk rows of the reduction, every panel's slice in
       // turn, so that the slices a down item reads together are adjacent.
@@ -187,7 +188,7 @@ void pack_layer(const PackSpec& spec, const Shape& s, Dtype dtype, const LayerWe
         for (int64_t j0 = 0; j0 < width; j0 += kDownChunk) {
           const int64_t fc = std::min(kDownChunk, width - j0);
           put_block<S>(base, g.down_offset + j0 * down_panels * L2 + q * round_up(fc, kp) * L2, fc,
-                       L, kp, dtype, rows, codes, j0);
+                       L, kp, rows, codes, j0);
         }
       }
     }

@@ -57,7 +57,7 @@ struct PackSpec {
 /// Packs one layer's weights (`held`: the experts to pack, empty: all; others get empty groups),
 /// in `spec.storage` (the values are already representable in it; quantized storage packs the
 /// problem's codes and scales), on `spec.threads`.
-void pack_layer(const PackSpec& spec, const Shape& s, Dtype dtype, const LayerWeights& w,
+void pack_layer(const PackSpec& spec, const Shape& s, const LayerWeights& w,
                 const std::vector<uint8_t>& held, PackedLayer& out);
 
 }  // namespace moe_bench::cpu
