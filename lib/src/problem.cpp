@@ -295,12 +295,8 @@ MatrixRows::MatrixRows(const Problem& p, int64_t layer, ExpertMatrix m, int64_t 
   cols_ = plan.cols;
   row0_ = shared ? 0 : expert * rows_;
   const LayerWeights& w = p.layers[static_cast<size_t>(layer)];
-  const std::vector<float>& floats = m == ExpertMatrix::kW1   ? (shared ? w.ws1 : w.w1)
-                                     : m == ExpertMatrix::kW3 ? (shared ? w.ws3 : w.w3)
-                                                              : (shared ? w.ws2 : w.w2);
-  const QuantMatrix& q = m == ExpertMatrix::kW1   ? (shared ? w.qs1 : w.q1)
-                         : m == ExpertMatrix::kW3 ? (shared ? w.qs3 : w.q3)
-                                                  : (shared ? w.qs2 : w.q2);
+  const std::vector<float>& floats = w.floats(m, shared);
+  const QuantMatrix& q = w.codes(m, shared);
   if (!floats.empty()) {
     floats_ = floats.data() + row0_ * cols_;
   } else if (!q.empty()) {

@@ -83,13 +83,7 @@ TEST_CASE("the packed layout holds every weight where the kernels read it, in ev
             buf.resize(static_cast<size_t>(rows.cols()));
             return rows.row(r, buf.data())[i];
           }
-          const LayerWeights& w = p.layers[0];
-          const QuantMatrix& q = e < 0 ? (m == ExpertMatrix::kW1   ? w.qs1
-                                          : m == ExpertMatrix::kW3 ? w.qs3
-                                                                   : w.qs2)
-                                       : (m == ExpertMatrix::kW1   ? w.q1
-                                          : m == ExpertMatrix::kW3 ? w.q3
-                                                                   : w.q2);
+          const QuantMatrix& q = p.layers[0].codes(m, e < 0);
           const int64_t rows = m == ExpertMatrix::kW2 ? d : (e < 0 ? s.shared_width() : s.d_ff);
           return static_cast<float>(
               q.codes[static_cast<size_t>(((e < 0 ? 0 : e) * rows + r) * q.cols + i)]);

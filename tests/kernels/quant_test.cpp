@@ -139,12 +139,7 @@ TEST_CASE("a quantized problem holds its codes only, and its twin regenerates th
         const MatrixRows quant(p, 0, m, e), gen(twin, 0, m, e), held(f32, 0, m, e);
         REQUIRE(quant.rows() == held.rows());
         REQUIRE(gen.cols() == held.cols());
-        const QuantMatrix& q = e < 0 ? (m == ExpertMatrix::kW1   ? w.qs1
-                                        : m == ExpertMatrix::kW3 ? w.qs3
-                                                                 : w.qs2)
-                                     : (m == ExpertMatrix::kW1   ? w.q1
-                                        : m == ExpertMatrix::kW3 ? w.q3
-                                                                 : w.q2);
+        const QuantMatrix& q = w.codes(m, e < 0);
         std::vector<float> a, b, c, expect(static_cast<size_t>(held.rows() * held.cols()));
         dequantize_rows(format, q, std::max<int64_t>(e, 0) * held.rows(), held.rows(),
                         expect.data());

@@ -8,6 +8,9 @@
 
 namespace moe_bench {
 
+/// A layer's expert matrices.
+enum class ExpertMatrix { kW1, kW3, kW2 };
+
 /// One layer's weights, row-major: wg[E,d], w1/w3[E,f,d], w2[E,d,f], shared ws1/ws3[fs,d],
 /// ws2[d,fs]. GELU experts leave w3/ws3 empty. With quantized weights (Shape::weights) the layer
 /// holds the stored format only: q1..qs2 (W1 and W3 as E*f rows of d, W2 as E*d rows of f, the
@@ -23,6 +26,19 @@ struct LayerWeights {
   std::vector<float> ws1, ws3, ws2;
   QuantMatrix q1, q3, q2, qs1, qs3, qs2;
   bool regenerated = false;
+
+  /// The floats, or the codes, of one of the matrices: the routed experts' (all of them), or
+  /// with `shared` the shared experts'.
+  const std::vector<float>& floats(ExpertMatrix m, bool shared) const {
+    return m == ExpertMatrix::kW1
+               ? (shared ? ws1 : w1)
+               : (m == ExpertMatrix::kW3 ? (shared ? ws3 : w3) : (shared ? ws2 : w2));
+  }
+  const QuantMatrix& codes(ExpertMatrix m, bool shared) const {
+    return m == ExpertMatrix::kW1
+               ? (shared ? qs1 : q1)
+               : (m == ExpertMatrix::kW3 ? (shared ? qs3 : q3) : (shared ? qs2 : q2));
+  }
 };
 
 /// The data of one case: activations and `layers` independent sets of weights, all generated
@@ -46,9 +62,6 @@ Problem make_problem(const Shape& shape, Dtype dtype, uint64_t seed, int64_t lay
 /// router, and the expert weights as generated in f32 before quantization, regenerated when read
 /// (LayerWeights::regenerated) rather than held; the oracle on it measures what quantizing cost.
 Problem unquantized_twin(const Problem& p);
-
-/// A layer's expert matrices.
-enum class ExpertMatrix { kW1, kW3, kW2 };
 
 /// The FP32 rows of one expert's matrix (`expert` -1: the shared experts'), however the layer
 /// holds them: its floats; its codes, dequantized when read; or, in the unquantized twin, the
