@@ -262,7 +262,11 @@ __attribute__((always_inline)) inline void accumulate(const float* src, const vo
 // in turn. A core keeps more lines in flight over several streams than over one: on an AMD Zen 3
 // one thread read f32 panels at 1.5x the rate with four panels side by side than with one split
 // in two (a standalone loop over 64 MB), and two threads at 1.2x. One chain of FMAs per panel,
-// row and column half: 2 P N accumulators (at most 12 of AVX2's 16 registers).
+// row and column half: 2 P N accumulators (at most 12 of AVX2's 16 registers). int8 panels ask
+// for no lines ahead: their 8 KiB a panel (decode_ahead_rows), four panels at once, is the whole
+// L1 of an AMD Zen 3, and without them the hardware's prefetch of the four streams did better,
+// side by side at one token on that CPU, workloads A and B, 1 and 2 threads: 0.94-0.95x the time,
+// and the reverse comparison 1.06-1.12x (one case inconclusive); at 16 tokens unchanged.
 template <int N, int P, Storage S>
 __attribute__((always_inline)) inline void accumulate_panels(const float* src, const char* wp,
                                                              int64_t panel_bytes, int64_t len,
@@ -286,7 +290,9 @@ __attribute__((always_inline)) inline void accumulate_panels(const float* src, c
     for (int64_t u = 0; u < U; ++u) {
 #pragma GCC unroll 4
       for (int p = 0; p < P; ++p) {
-        if (u == 0) prefetch_step<S>(wp + p * panel_bytes, k);
+        if constexpr (S != Storage::kI8) {
+          if (u == 0) prefetch_step<S>(wp + p * panel_bytes, k);
+        }
         row(p, k + u, c0, c1);
       }
     }
