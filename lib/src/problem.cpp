@@ -6,7 +6,6 @@
 #include <numbers>
 #include <numeric>
 #include <stdexcept>
-#include <utility>
 
 #include "moe_bench/dtype.hpp"
 
@@ -126,21 +125,23 @@ uint64_t fingerprint(const Problem& p) {
   if (!p.layers.empty()) {
     const LayerWeights& w = p.layers[0];
     for (const auto* t : {&w.wg, &w.logit_bias, &w.selection_bias}) tensor(*t);
-    // A quantized matrix as its dequantized values: the same fingerprint as when the layer held
-    // those values as floats.
+    // A quantized matrix as its dequantized values (code x scale, as dequantize_rows gives them):
+    // int8 hashes as when the layer held those floats (before 2026-12-07). q4 does not: those
+    // floats kept the sign of a weight that rounded to code 0 (-0.0), which a code does not hold,
+    // so `compare --against` a build before that refuses q4 cases as different inputs.
     const WeightFormat f = p.shape.weights;
-    const std::pair<const std::vector<float>*, const QuantMatrix*> matrices[] = {
-        {&w.w1, &w.q1},   {&w.w3, &w.q3},   {&w.w2, &w.q2},
-        {&w.ws1, &w.qs1}, {&w.ws3, &w.qs3}, {&w.ws2, &w.qs2}};
-    for (const auto& [floats, q] : matrices) {
-      if (q->empty()) {
-        tensor(*floats);
-        continue;
+    for (bool shared : {false, true}) {
+      for (ExpertMatrix m : {ExpertMatrix::kW1, ExpertMatrix::kW3, ExpertMatrix::kW2}) {
+        const QuantMatrix& q = w.codes(m, shared);
+        if (q.empty()) {
+          tensor(w.floats(m, shared));
+          continue;
+        }
+        sample(q.codes.size(), [&q, f](size_t i) {
+          const auto r = static_cast<int64_t>(i) / q.cols, c = static_cast<int64_t>(i) % q.cols;
+          return static_cast<float>(q.codes[i]) * q.scale(f, r, c);
+        });
       }
-      sample(q->codes.size(), [&q, f](size_t i) {
-        const auto r = static_cast<int64_t>(i) / q->cols, c = static_cast<int64_t>(i) % q->cols;
-        return static_cast<float>(q->codes[i]) * q->scale(f, r, c);
-      });
     }
   }
   return h;
