@@ -43,4 +43,4 @@ fi
 # to 7% between runs of the same binary, one thread each by under 2% (docs/checks.md).
 "$tool" compare --against "$reference/moe-bench" \
   --impl cpu --workload A,B --tokens 1,32 --dtype f32,bf16 --threads 1 --reps 20 --min-time 0.5 \
-  --threshold 0.07 --blas-core auto --quiet --md build/gate.md --json build/gate.json "$@"
+  --threshold 0.07 --confirm 1 --blas-core auto --quiet --md build/gate.md --json build/gate.json "$@"

@@ -194,6 +194,32 @@ RunComparison compare_reports(const Report& old_run, const Report& new_run,
   return out;
 }
 
+bool same_case(const Case& a, const Case& b) { return match_key(a, "") == match_key(b, ""); }
+
+RunComparison confirm_regressions(RunComparison first, const RunComparison& again) {
+  for (Change& ch : first.changes) {
+    if (ch.verdict != Verdict::kRegression) continue;
+    auto it = std::find_if(again.changes.begin(), again.changes.end(), [&](const Change& a) {
+      return a.impl == ch.impl && same_case(a.kase, ch.kase);
+    });
+    if (it == again.changes.end()) continue;
+    const bool confirmed = it->verdict == Verdict::kRegression;
+    first.notes.push_back(fmt::format(
+        "{} on {}: {:.3f}x [{:.3f}, {:.3f}] slower in the first pass; re-measured side by side, "
+        "{:.3f}x [{:.3f}, {:.3f}], {}",
+        ch.impl, case_label(ch.kase), ch.ratio, ch.ratio_ci[0], ch.ratio_ci[1], it->ratio,
+        it->ratio_ci[0], it->ratio_ci[1],
+        confirmed ? "a regression again (confirmed)" : "not a regression (not confirmed)"));
+    ch = *it;
+  }
+  for (const std::string& f : again.failed_new) {
+    if (std::find(first.failed_new.begin(), first.failed_new.end(), f) == first.failed_new.end()) {
+      first.failed_new.push_back(f);
+    }
+  }
+  return first;
+}
+
 std::string render_compare_table(const RunComparison& c, const CompareOptions& o) {
   std::string out = fmt::format(
       "{} (alpha {:g}, threshold {:g}%){}\n",

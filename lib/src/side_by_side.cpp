@@ -12,6 +12,7 @@
 #include <csignal>
 #include <cstdlib>
 #include <memory>
+#include <numeric>
 #include <optional>
 #include <random>
 #include <thread>
@@ -330,15 +331,22 @@ std::pair<Report, Report> run_side_by_side(const std::vector<Case>& cases, const
   const int pin = std::max(0, sched_getcpu());
   Report old_run, new_run;
   old_run.cache = new_run.cache = o.cache;
-  const auto total = static_cast<int64_t>(cases.size());
-  for (int64_t i = 0; i < total; ++i) {
+  std::vector<size_t> order = sbs.only;
+  if (order.empty()) {
+    order.resize(cases.size());
+    std::iota(order.begin(), order.end(), size_t{0});
+  }
+  const auto total = static_cast<int64_t>(order.size());
+  for (int64_t k = 0; k < total; ++k) {
     if (interrupt_requested()) {
       old_run.interrupted = new_run.interrupted = true;
       break;
     }
+    const size_t i = order[static_cast<size_t>(k)];
+    if (i >= cases.size()) throw UsageError(fmt::format("no case {}", i));
     const Case& c = cases[i];
     const std::string label = case_label(c);
-    if (progress) progress(i, total, fmt::format("case {} of {}", i + 1, total));
+    if (progress) progress(k, total, fmt::format("case {} of {}", k + 1, total));
     // Both prepare at once (setup is not timed), rotating the layers this build's policy gives
     // the pair of them; then they take turns.
     const int64_t layers = layers_for(c, o, sbs.impls, 2);
@@ -392,7 +400,7 @@ std::pair<Report, Report> run_side_by_side(const std::vector<Case>& cases, const
         break;
       }
       if (round == 0 && progress) {
-        progress(i, total, fmt::format("case {} of {}: timing", i + 1, total));
+        progress(k, total, fmt::format("case {} of {}: timing", k + 1, total));
       }
     }
     for (auto* results : {&old_results, &new_results}) {

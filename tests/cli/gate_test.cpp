@@ -94,6 +94,8 @@ TEST_CASE("compare rejects bad input with exit 2") {
   CHECK(compare_exit(garbage, garbage, "") == 2);
   CHECK(compare_exit(wrong, wrong, "") == 2);
   CHECK(compare_exit(garbage, garbage, "--alpha 2") == 2);
+  CHECK(compare_exit(garbage, garbage, "--confirm 1") == 2);  // needs --against
+  CHECK(compare_exit(garbage, garbage, "--confirm 6") == 2);
   fs::remove(garbage);
   fs::remove(wrong);
 }

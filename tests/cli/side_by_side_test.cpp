@@ -60,10 +60,14 @@ TEST_CASE("compare --against catches a slowdown injected into the new build", "[
   const auto json = std::filesystem::temp_directory_path() / "moe_bench_against_slow.json";
   const Outcome o =
       run_tool("compare --against " + std::string(MOE_BENCH_EXE) + " " + kTinyCase +
-               " --threshold 0.5 --inject-slowdown naive:2.0 --json " + json.string());
+               " --threshold 0.5 --inject-slowdown naive:2.0 --confirm 1 --json " + json.string());
   INFO(o.out << o.err);
   CHECK(o.code == 1);
   CHECK(o.out.find("result: REGRESSION") != std::string::npos);
+  // --confirm measured the slower case once more, and only it, and found it slower again.
+  CHECK(o.err.find("1 case slower: measuring again side by side (confirmation 1 of 1)") !=
+        std::string::npos);
+  CHECK(o.out.find("(confirmed)") != std::string::npos);
   const auto j = nlohmann::json::parse(slurp(json.string()));
   bool naive_seen = false;
   for (const auto& change : j["changes"]) {
@@ -102,19 +106,20 @@ std::filesystem::path edited_worker(const std::string& name, const std::string& 
 
 TEST_CASE("compare --against refuses builds that generated different data for a case") {
   // As a build with another data generator would: same shapes, other values.
-  const auto other = edited_worker("moe_bench_other_data.sh",
-                                   "'s/^inputs .*/inputs 0123456789abcdef/'");
+  const auto other =
+      edited_worker("moe_bench_other_data.sh", "'s/^inputs .*/inputs 0123456789abcdef/'");
   const auto json = std::filesystem::temp_directory_path() / "moe_bench_other_data.json";
   std::filesystem::remove(json);
-  const Outcome o =
-      run_tool("compare --against " + other.string() + " " + kTinyCase + " --json " + json.string());
+  const Outcome o = run_tool("compare --against " + other.string() + " " + kTinyCase + " --json " +
+                             json.string());
   CHECK(o.code == 3);
   CHECK(o.err.find("generated different inputs for E4 k2 d32 f16 T=2 (fingerprints "
                    "0123456789abcdef and ") != std::string::npos);
   CHECK_FALSE(std::filesystem::exists(json));
   // A protocol 3 worker (before fingerprints) is still compared, without that check.
-  const auto older = edited_worker(
-      "moe_bench_protocol3.sh", "-e '/^inputs /d' -e 's/^moe-bench-worker 4 /moe-bench-worker 3 /'");
+  const auto older =
+      edited_worker("moe_bench_protocol3.sh",
+                    "-e '/^inputs /d' -e 's/^moe-bench-worker 4 /moe-bench-worker 3 /'");
   const Outcome p = run_tool("compare --against " + older.string() + " " + kTinyCase);
   CHECK(p.err.find("does not speak") == std::string::npos);
   CHECK(p.out.find("E4 k2 d32 f16 T=2") != std::string::npos);

@@ -34,12 +34,16 @@ Report run_with(double blas_s, double cpu_s, double spread, uint64_t seed, int n
   return report;
 }
 
-Verdict verdict_of(const RunComparison& c, const std::string& impl) {
+const Change& change_of(const RunComparison& c, const std::string& impl) {
   for (const Change& ch : c.changes) {
-    if (ch.impl == impl) return ch.verdict;
+    if (ch.impl == impl) return ch;
   }
   FAIL("no change for " << impl);
-  return Verdict::kInconclusive;
+  return c.changes.front();
+}
+
+Verdict verdict_of(const RunComparison& c, const std::string& impl) {
+  return change_of(c, impl).verdict;
 }
 
 }  // namespace
@@ -89,6 +93,49 @@ TEST_CASE("compare gives each verdict") {
     auto c = compare_reports(old_run, bad, o);
     CHECK(c.regression());
     CHECK(c.failed_new.size() == 1);
+  }
+}
+
+TEST_CASE("--confirm keeps a regression only if the second pass finds it too") {
+  CompareOptions o;
+  const Report old_run = run_with(0.010, 0.005, 0.01, 1);
+  const RunComparison first = compare_reports(old_run, run_with(0.010, 0.006, 0.01, 2), o);
+  REQUIRE(verdict_of(first, "cpu") == Verdict::kRegression);
+  SECTION("slower again: confirmed, with the second pass's figures and a note of the first") {
+    const RunComparison again = compare_reports(old_run, run_with(0.010, 0.0062, 0.01, 7), o);
+    const RunComparison c = confirm_regressions(first, again);
+    CHECK(c.regression());
+    CHECK(verdict_of(c, "cpu") == Verdict::kRegression);
+    CHECK(change_of(c, "cpu").ratio == change_of(again, "cpu").ratio);
+    CHECK(change_of(c, "cpu").ratio != change_of(first, "cpu").ratio);
+    REQUIRE(c.notes.size() == 1);
+    CHECK(c.notes[0].find("(confirmed)") != std::string::npos);
+  }
+  SECTION("not slower when re-measured: no regression, and the note says why") {
+    const RunComparison again = compare_reports(old_run, run_with(0.010, 0.005, 0.01, 8), o);
+    const RunComparison c = confirm_regressions(first, again);
+    CHECK_FALSE(c.regression());
+    CHECK(verdict_of(c, "cpu") == Verdict::kUnchanged);
+    REQUIRE(c.notes.size() == 1);
+    CHECK(c.notes[0].find("(not confirmed)") != std::string::npos);
+    CHECK(c.notes[0].find("1.2") != std::string::npos);  // the first pass's ratio
+  }
+  SECTION("a second pass cannot clear what it did not measure, nor a correctness failure") {
+    Report bad = old_run;
+    bad.results[0].status = Status::kFailed;  // blas fails in NEW's second pass; cpu is absent
+    bad.results[0].reason = "output differs";
+    bad.results.resize(1);
+    const RunComparison again = compare_reports(old_run, bad, o);
+    const RunComparison c = confirm_regressions(first, again);
+    CHECK(verdict_of(c, "cpu") == Verdict::kRegression);
+    CHECK(c.failed_new.size() == 1);
+  }
+  SECTION("only a regression is re-judged: an improvement of the first pass stays") {
+    const RunComparison faster = compare_reports(old_run, run_with(0.010, 0.004, 0.01, 3), o);
+    const RunComparison again = compare_reports(old_run, run_with(0.010, 0.006, 0.01, 9), o);
+    const RunComparison c = confirm_regressions(faster, again);
+    CHECK(verdict_of(c, "cpu") == Verdict::kImprovement);
+    CHECK(c.notes.empty());
   }
 }
 

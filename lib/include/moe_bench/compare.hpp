@@ -49,6 +49,16 @@ struct RunComparison {
 RunComparison compare_reports(const Report& old_run, const Report& new_run,
                               const CompareOptions& o);
 
+/// Whether two cases are the same but for their seed: how results of two runs are matched.
+bool same_case(const Case& a, const Case& b);
+
+/// A second, independent look at `first`'s regressions (`compare --confirm`): `again` compares
+/// the same builds on the cases `first` found slower, measured afresh. A change stays a
+/// regression only if `again` finds it one too; either way `again`'s measurement replaces it,
+/// with a note giving the first one. A regression `again` did not measure stays as it was.
+/// Correctness failures of either pass count.
+RunComparison confirm_regressions(RunComparison first, const RunComparison& again);
+
 std::string render_compare_table(const RunComparison& c, const CompareOptions& o);
 std::string render_compare_markdown(const RunComparison& c, const CompareOptions& o);
 /// The verdicts as JSON: {schema_version, compared, alpha, threshold, regression, changes[],

@@ -46,6 +46,7 @@ struct SideBySideOptions {
   std::vector<std::string> worker_args;  ///< the case flags both workers get
   std::vector<std::string> impls;        ///< the implementations those flags name
   InjectedSlowdown slowdown;             ///< applied to the new build only
+  std::vector<size_t> only;              ///< the indices of the cases to run; empty: every case
 };
 
 /// Runs every case in two worker processes, the old and the new build, taking samples of each
