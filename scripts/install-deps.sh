@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages moe-bench needs that are not installed yet; safe to run again.
 set -euo pipefail
-pkgs=(build-essential cmake ninja-build git pkg-config
+pkgs=(build-essential cmake ninja-build ccache git pkg-config
       libcli11-dev libfmt-dev nlohmann-json3-dev catch2
       libopenblas-dev libopenblas0-pthread libomp-dev openmpi-bin libopenmpi-dev
       python3 python3-numpy python3-matplotlib python3-jsonschema python3-torch)
