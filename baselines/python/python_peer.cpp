@@ -344,7 +344,7 @@ class PythonPeer final : public Kernel {
                        {"warmup", t.warmup}}}};
     std::ofstream(d / "case.json") << c.dump();
     fs::remove(d / "samples.json");
-    const fs::path script = fs::path(MOE_BENCH_PYTHON_DIR) / (module_ + "_moe.py");
+    const fs::path script = fs::path(scripts_dir()) / (module_ + "_moe.py");
     // Start-up and data loading take seconds; sampling stops at max_time.
     const double timeout = startup_allowance() + 3 * std::min(t.max_time_s, 600.0);
     std::vector<std::string> args{interpreter(), script.string(), d.string()};

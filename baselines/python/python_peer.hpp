@@ -16,6 +16,8 @@ const std::string& interpreter();
 /// Seconds a peer may take beyond 3 x the maximum sampling time before it is killed (default 120:
 /// importing torch and loading weights take a while).
 void set_startup_allowance(double seconds);
+/// The folder of the peers' scripts (baselines/python of the source tree this was built from).
+const char* scripts_dir();
 
 std::unique_ptr<Kernel> make_numpy_kernel();
 std::unique_ptr<Kernel> make_torch_kernel();

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/paths.hpp"
 #include "tool.hpp"
 
 using namespace moe_bench::testing;
@@ -254,10 +255,10 @@ TEST_CASE("ctrl-c finishes the current sample and writes what finished, marked i
   fs::remove(json);
   // A sampling budget far longer than the test; SIGINT is sent once the first case reports that
   // it is timing (every implementation then has a sample), however slow the machine is.
-  std::vector<std::string> argv_s = {
-      MOE_BENCH_EXE, "run", "--experts",  "4",     "--d-model", "16",
-      "--d-ff",      "8",   "--tokens",   "1,2,3", "--reps",    "1000000",
-      "--min-time",  "100", "--max-time", "100",   "--json",    json.string()};
+  std::vector<std::string> argv_s = {kToolPath, "run",     "--experts",  "4",        "--d-model",
+                                     "16",      "--d-ff",  "8",          "--tokens", "1,2,3",
+                                     "--reps",  "1000000", "--min-time", "100",      "--max-time",
+                                     "100",     "--json",  json.string()};
   std::vector<std::string> env_s = child_environment();
   std::vector<char*> argv, envp;
   for (auto& a : argv_s) argv.push_back(a.data());

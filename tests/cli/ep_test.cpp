@@ -11,6 +11,7 @@
 #include "moe_bench/ep_model.hpp"
 #include "moe_bench/error.hpp"
 #include "moe_bench/placement.hpp"
+#include "tests/paths.hpp"
 #include "tool.hpp"
 
 using namespace moe_bench;
@@ -36,7 +37,7 @@ Outcome run_mpi(int ranks, const std::string& args, const std::string& env = "")
   const std::string tag = std::to_string(getpid()) + "_ep" + std::to_string(++calls);
   const std::string out = (fs::temp_directory_path() / ("moe_bench_ep_out_" + tag)).string();
   const std::string err = (fs::temp_directory_path() / ("moe_bench_ep_err_" + tag)).string();
-  const std::string cmd = prefix + MOE_BENCH_EXE + " " + args + " >" + out + " 2>" + err;
+  const std::string cmd = prefix + kToolPath + " " + args + " >" + out + " 2>" + err;
   const int status = std::system(cmd.c_str());
   Outcome o{WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(out), slurp(err)};
   fs::remove(out);

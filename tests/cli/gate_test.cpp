@@ -10,6 +10,7 @@
 #include "moe_bench/harness.hpp"
 #include "moe_bench/report.hpp"
 #include "moe_bench/validate.hpp"
+#include "tests/paths.hpp"
 #include "tool.hpp"
 
 using namespace moe_bench;
@@ -101,7 +102,7 @@ TEST_CASE("compare rejects bad input with exit 2") {
 }
 
 TEST_CASE("every claim validate checks is stated word for word in the README, with its machines") {
-  std::ifstream in(std::string(MOE_BENCH_SOURCE_DIR) + "/README.md");
+  std::ifstream in(std::string(moe_bench::testing::kSourceDir) + "/README.md");
   std::vector<std::string> lines;
   for (std::string line; std::getline(in, line);) lines.push_back(line);
   for (const Claim& c : readme_claims()) {

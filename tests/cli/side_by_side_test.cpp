@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "tests/paths.hpp"
 #include "tool.hpp"
 
 using namespace moe_bench::testing;
@@ -43,7 +44,7 @@ TEST_CASE("a worker answers the protocol: hello, a prepared case, a sample") {
 TEST_CASE("compare --against measures this build against itself and finds no regression",
           "[serial]") {
   const auto json = std::filesystem::temp_directory_path() / "moe_bench_against.json";
-  const Outcome o = run_tool("compare --against " + std::string(MOE_BENCH_EXE) + " " + kTinyCase +
+  const Outcome o = run_tool("compare --against " + std::string(kToolPath) + " " + kTinyCase +
                              " --threshold 0.5 --json " + json.string());
   INFO(o.out << o.err);
   CHECK(o.code == 0);
@@ -59,7 +60,7 @@ TEST_CASE("compare --against catches a slowdown injected into the new build", "[
   // machine, well beyond the threshold of 1.5.
   const auto json = std::filesystem::temp_directory_path() / "moe_bench_against_slow.json";
   const Outcome o =
-      run_tool("compare --against " + std::string(MOE_BENCH_EXE) + " " + kTinyCase +
+      run_tool("compare --against " + std::string(kToolPath) + " " + kTinyCase +
                " --threshold 0.5 --inject-slowdown naive:2.0 --confirm 1 --json " + json.string());
   INFO(o.out << o.err);
   CHECK(o.code == 1);
@@ -87,7 +88,7 @@ TEST_CASE("compare --against refuses a binary that is not a moe-bench worker") {
   o = run_tool("compare --against /no/such/moe-bench " + kTinyCase);
   CHECK(o.code == 2);
   CHECK(o.err.find("is not an executable file") != std::string::npos);
-  o = run_tool("compare --against " + std::string(MOE_BENCH_EXE) + " a.json b.json");
+  o = run_tool("compare --against " + std::string(kToolPath) + " a.json b.json");
   CHECK(o.code == 2);
 }
 
@@ -96,7 +97,7 @@ namespace {
 // A script that runs this build as a worker with its answers edited by `sed_program`.
 std::filesystem::path edited_worker(const std::string& name, const std::string& sed_program) {
   const auto path = std::filesystem::temp_directory_path() / name;
-  std::ofstream(path) << "#!/bin/sh\n\"" << MOE_BENCH_EXE << "\" \"$@\" | sed -u " << sed_program
+  std::ofstream(path) << "#!/bin/sh\n\"" << kToolPath << "\" \"$@\" | sed -u " << sed_program
                       << "\n";
   std::filesystem::permissions(path, std::filesystem::perms::owner_all);
   return path;

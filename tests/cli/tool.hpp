@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "tests/paths.hpp"
+
 namespace moe_bench::testing {
 
 /// What a moe-bench process did.
@@ -56,7 +58,7 @@ inline Outcome run_tool_with_prefix(const std::string& prefix, const std::string
   const std::string out = (dir / ("moe_bench_cli_out_" + tag)).string();
   const std::string err = (dir / ("moe_bench_cli_err_" + tag)).string();
   const std::string cmd =
-      prefix + env_prefix() + vars + MOE_BENCH_EXE + " " + args + " >" + out + " 2>" + err;
+      prefix + env_prefix() + vars + kToolPath + " " + args + " >" + out + " 2>" + err;
   const int status = std::system(cmd.c_str());
   Outcome o{WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(out), slurp(err)};
   fs::remove(out);

@@ -5,6 +5,8 @@
 #include <string>
 #include <vector>
 
+#include "tests/paths.hpp"
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -13,7 +15,7 @@ namespace fs = std::filesystem;
 // "file: include".
 std::vector<std::string> quoted_includes(const std::string& dir) {
   std::vector<std::string> out;
-  const fs::path root = fs::path(MOE_BENCH_SOURCE_DIR) / dir;
+  const fs::path root = fs::path(moe_bench::testing::kSourceDir) / dir;
   for (const auto& entry : fs::recursive_directory_iterator(root)) {
     const std::string ext = entry.path().extension().string();
     if (ext != ".cpp" && ext != ".hpp" && ext != ".cu" && ext != ".cuh") continue;

@@ -11,6 +11,7 @@
 #include "moe_bench/harness.hpp"
 #include "moe_bench/sysinfo.hpp"
 #include "sample_report.hpp"
+#include "tests/paths.hpp"
 
 using namespace moe_bench;
 using moe_bench::testing::sample_report;
@@ -24,7 +25,7 @@ std::string read_text(const std::filesystem::path& p) {
 
 // Compares with tests/golden/NAME; MOE_BENCH_UPDATE_GOLDEN=1 rewrites the file instead.
 void check_golden(const std::string& name, const std::string& actual) {
-  const std::filesystem::path path = std::filesystem::path(MOE_BENCH_GOLDEN_DIR) / name;
+  const std::filesystem::path path = std::filesystem::path(moe_bench::testing::kGoldenDir) / name;
   if (std::getenv("MOE_BENCH_UPDATE_GOLDEN") != nullptr) {
     std::ofstream(path, std::ios::binary) << actual;
   }
