@@ -96,7 +96,7 @@ TEST_CASE("compare gives each verdict") {
   }
 }
 
-TEST_CASE("--confirm keeps a regression only if the second pass finds it too") {
+TEST_CASE("compare --confirm keeps a regression only if the second pass finds it too") {
   CompareOptions o;
   const Report old_run = run_with(0.010, 0.005, 0.01, 1);
   const RunComparison first = compare_reports(old_run, run_with(0.010, 0.006, 0.01, 2), o);
