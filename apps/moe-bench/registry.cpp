@@ -25,6 +25,7 @@ const Registry& registry() {
       {"cpu_amx", cpu::make_amx_kernel, false},
       {"cpu_avx2", cpu::make_avx2_kernel, false},
       {"cpu_generic", cpu::make_generic_kernel, false},
+      {"cpu_w8a8", cpu::make_a8_kernel, false},
       {"read_floor", cpu::make_read_floor_kernel, false},
       {"cuda", cuda::make_cuda_kernel, false},
       {"cuda_graph", cuda::make_cuda_graph_kernel, false},

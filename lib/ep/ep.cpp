@@ -135,7 +135,8 @@ Result variant_result(const Variant& v, const Result& shared, const Case& c, con
                       int64_t T, const Oracle& oracle, const Problem& p) {
   const int N = v.place.ranks;
   Result res = shared;
-  res.correctness = oracle.check(v.y_all, v.sel_all, v.kernel->extra_roundings(p.shape, p.dtype));
+  res.correctness = oracle.check(v.y_all, v.sel_all, v.kernel->extra_roundings(p.shape, p.dtype),
+                                 v.kernel->quantizes_activations());
   res.load = oracle.load();
   if (!res.correctness->pass) {
     res.status = Status::kFailed;

@@ -5,6 +5,7 @@
 #include <numeric>
 #include <random>
 
+#include "moe_bench/quant.hpp"
 #include "moe_bench/reference.hpp"
 
 namespace moe_bench {
@@ -23,6 +24,26 @@ double tolerance_for(Dtype d) {
       return 1.5e-3;
   }
   return 1e-4;
+}
+
+// The a8 implementations are checked against the oracle with their quantization applied
+// (reference_outputs), so what remains is their arithmetic, and hidden values that round to the
+// neighbouring int8 code: the FP32 hidden value and the FP64 one fall on either side of a
+// rounding boundary, which moves an output by one step of that hidden value (a step is max|h| /
+// 127). About 2.5x the worst error `cpu_w8a8` measured (AMD Zen 3, 2026-12-07) over 1440 cases
+// (E 4-32, k 1-4, d 24-544, f 20-576, 1-64 tokens, int8 and q4, 3-4 seeds): f32 5.2e-4 and
+// f16 2.5e-3 (both at f 96-576, where many hidden values give room for such neighbours; none at
+// f <= 48), bf16 3.6e-3 (the outputs' rounding, as for every kernel).
+double tolerance_for_a8(Dtype d) {
+  switch (d) {
+    case Dtype::kF32:
+      return 1.5e-3;
+    case Dtype::kBF16:
+      return 1e-2;
+    case Dtype::kF16:
+      return 6e-3;
+  }
+  return 1e-2;
 }
 
 double unit_roundoff(Dtype d) {
@@ -93,9 +114,14 @@ std::vector<int64_t> sample_tokens(const Problem& p, const BasicRouting<double>&
 // in f32 and a twin costs the generator only the experts its tokens use. The contributions are
 // summed per token in the order of its k choices, then the shared experts: the additions of
 // token_output<double>, bit for bit.
+//
+// `a8`: each token's input row quantized to int8 (quantize_activations, in float on the problem's
+// x: the codes the a8 kernels compute) and each expert's hidden row quantized in FP64 by the same
+// rule before the down projection: the semantics of the a8 implementations (Kernel::
+// quantizes_activations).
 void reference_outputs(const Problem& p, int64_t layer, const BasicRouting<double>& r,
                        const std::vector<int64_t>& tokens, const std::vector<uint8_t>* only,
-                       std::vector<double>& out) {
+                       std::vector<double>& out, bool a8 = false) {
   const Shape& s = p.shape;
   const int64_t d = s.d_model, k = s.top_k, n = static_cast<int64_t>(tokens.size());
   out.resize(static_cast<size_t>(n * d));
@@ -130,12 +156,18 @@ void reference_outputs(const Problem& p, int64_t layer, const BasicRouting<doubl
 #pragma omp parallel if (!rows_parallel && count * macs >= (int64_t{1} << 20))
     {
       std::vector<double> x(static_cast<size_t>(d)), h(static_cast<size_t>(width));
+      std::vector<int8_t> codes(static_cast<size_t>(a8 ? d : 0));
 #pragma omp for schedule(dynamic, 1)
       for (int64_t i = 0; i < count; ++i) {
         const int64_t slot = list[i], t = tokens[slot / stride];
-        for (int64_t c = 0; c < d; ++c) x[c] = static_cast<double>(p.x[t * d + c]);
+        if (a8) {
+          const double scale = quantize_activations(p.x.data() + t * d, d, codes.data());
+          for (int64_t c = 0; c < d; ++c) x[c] = codes[c] * scale;
+        } else {
+          for (int64_t c = 0; c < d; ++c) x[c] = static_cast<double>(p.x[t * d + c]);
+        }
         reference::expert_output(m1, m3, m2, d, w1.rows(), s.activation, x.data(), h.data(),
-                                 base + slot * d, rows_parallel);
+                                 base + slot * d, rows_parallel, a8);
       }
     }
   };
@@ -193,11 +225,16 @@ Oracle::Oracle(const Problem& problem, int64_t layer, double flop_budget)
 }
 
 Correctness Oracle::check(std::span<const float> y, std::span<const int32_t> selected,
-                          int extra_roundings) const {
+                          int extra_roundings, bool a8) const {
   const Shape& s = problem_.shape;
   const int64_t d = s.d_model, k = s.top_k;
   Correctness c;
-  c.tolerance = tolerance_for(problem_.dtype) + extra_roundings * unit_roundoff(problem_.dtype);
+  c.tolerance = (a8 ? tolerance_for_a8(problem_.dtype) : tolerance_for(problem_.dtype)) +
+                extra_roundings * unit_roundoff(problem_.dtype);
+  if (a8 && !have_a8_) {
+    reference_outputs(problem_, layer_, routing_, sample_, nullptr, ref_a8_, true);
+    have_a8_ = true;
+  }
   c.tokens_checked = static_cast<int64_t>(sample_.size());
   if (static_cast<int64_t>(y.size()) != s.tokens * d ||
       static_cast<int64_t>(selected.size()) != s.tokens * k) {
@@ -234,7 +271,7 @@ Correctness Oracle::check(std::span<const float> y, std::span<const int32_t> sel
     route_token_with(s.routing, logits_.data() + t * s.experts, s.experts, k,
                      routing.expert.data() + t * k, routing.weight.data() + t * k, scratch.data());
   }
-  const std::vector<double>* ref = &ref_;
+  const std::vector<double>* ref = a8 ? &ref_a8_ : &ref_;
   std::vector<double> adjusted;
   if (reselected) {
     apply_capacity(s, routing);
@@ -246,8 +283,8 @@ Correctness Oracle::check(std::span<const float> y, std::span<const int32_t> sel
                    !std::equal(routing.kept.begin() + o, routing.kept.begin() + o + k,
                                routing_.kept.begin() + o);
     }
-    adjusted = ref_;
-    reference_outputs(problem_, layer_, routing, sample_, &changed, adjusted);
+    adjusted = *ref;
+    reference_outputs(problem_, layer_, routing, sample_, &changed, adjusted, a8);
     ref = &adjusted;
   }
 

@@ -9,6 +9,7 @@
 
 #include "moe_bench/activation.hpp"
 #include "moe_bench/dtype.hpp"
+#include "moe_bench/quant.hpp"
 
 namespace moe_bench::reference {
 namespace {
@@ -87,12 +88,21 @@ void token_output(const Problem& p, int64_t layer, int64_t t, const int32_t* exp
 }
 
 void expert_output(const float* w1, const float* w3, const float* w2, int64_t d, int64_t f,
-                   Activation act, const double* x, double* h, double* out, bool parallel) {
+                   Activation act, const double* x, double* h, double* out, bool parallel,
+                   bool quantize_hidden) {
 #pragma omp parallel if (parallel)
   {
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < f; ++r) {
       h[r] = hidden_at(w1 + r * d, w3 != nullptr ? w3 + r * d : nullptr, d, act, Dtype::kF32, x);
+    }
+    if (quantize_hidden) {
+#pragma omp single
+      {
+        std::vector<int8_t> codes(static_cast<size_t>(f));
+        const double scale = quantize_activations(h, f, codes.data());
+        for (int64_t r = 0; r < f; ++r) h[r] = codes[r] * scale;
+      }
     }
 #pragma omp for schedule(static)
     for (int64_t c = 0; c < d; ++c) out[c] = output_at(w2 + c * f, f, h);

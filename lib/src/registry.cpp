@@ -37,12 +37,12 @@ std::unique_ptr<Kernel> Registry::make(std::string_view name) const {
 }
 
 std::optional<std::string> Kernel::refuses(const Shape& shape, Dtype dtype) const {
-  if (shape.weights != WeightFormat::kSame) {
-    const KernelInfo about = info();
-    if (std::find(about.weights.begin(), about.weights.end(), shape.weights) ==
-        about.weights.end()) {
-      return fmt::format("{} has no {} weight kernels", about.name, to_string(shape.weights));
+  const KernelInfo about = info();
+  if (std::find(about.weights.begin(), about.weights.end(), shape.weights) == about.weights.end()) {
+    if (shape.weights == WeightFormat::kSame) {
+      return fmt::format("{} runs quantized weights only (--weights int8 or q4)", about.name);
     }
+    return fmt::format("{} has no {} weight kernels", about.name, to_string(shape.weights));
   }
   return can_run(shape, dtype);
 }

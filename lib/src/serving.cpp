@@ -314,7 +314,8 @@ void LayerServer::check_first(int64_t tokens, const std::vector<float>& y,
   if (!std::equal(small.x.begin(), small.x.end(), problem_.x.begin())) {
     throw std::logic_error("a smaller problem does not start with the same tokens");
   }
-  r.correctness = Oracle(small).check(y, selected, kernel_->extra_roundings(s, c_.dtype));
+  r.correctness = Oracle(small).check(y, selected, kernel_->extra_roundings(s, c_.dtype),
+                                      kernel_->quantizes_activations());
   if (s.weights != WeightFormat::kSame) {
     const Problem twin = unquantized_twin(small);
     r.quantization_error = Oracle(twin).check(y, selected);

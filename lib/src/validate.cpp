@@ -130,13 +130,27 @@ void check_correctness(const Registry& registry, ValidateLevel level, Report& re
     // A peer's process starts in seconds (PyTorch 2.x with IPEX: about five): the first small
     // uniform shape it can run, in each of its dtypes (the test suite checks the peers wider).
     std::vector<std::pair<std::string, Shape>> cases;
-    for (const auto& entry_case : grid) {
+    // An implementation of quantized weights only (cpu_w8a8) takes the grid in each format it
+    // runs, where the shape allows the format (q4: widths that are multiples of its groups).
+    std::vector<std::pair<std::string, Shape>> own_grid;
+    const bool takes_same = std::ranges::count(info.weights, WeightFormat::kSame) > 0;
+    for (const auto& [name, shape] : grid) {
+      for (WeightFormat f : takes_same ? std::vector{WeightFormat::kSame} : info.weights) {
+        Shape q = shape;
+        q.weights = f;
+        if (invalid_reason(q)) continue;
+        own_grid.push_back(
+            {f == WeightFormat::kSame ? name : fmt::format("{}, {}", name, to_string(f)), q});
+      }
+    }
+    for (const auto& entry_case : own_grid) {
       const Shape& shape = entry_case.second;
       const bool small = shape.skew.kind == Skew::Kind::kUniform && shape.d_model <= 256 &&
                          !kernel->refuses(shape, info.dtypes.front());
       if (!peer || (small && cases.empty())) cases.push_back(entry_case);
     }
-    line.name = fmt::format("{} on {} grid cases", info.name, cases.size());
+    line.name = fmt::format("{} on {} grid cases{}", info.name, cases.size(),
+                            takes_same ? "" : " with quantized weights");
     int64_t passed = 0, skipped = 0;
     std::string first_failure;
     double worst = 0;
@@ -152,7 +166,8 @@ void check_correctness(const Registry& registry, ValidateLevel level, Report& re
         try {
           kernel->prepare(p, 2);
           kernel->run(0);
-          c = oracle.check(kernel->output(), kernel->selected_experts());
+          c = oracle.check(kernel->output(), kernel->selected_experts(), 0,
+                           kernel->quantizes_activations());
         } catch (const EnvironmentError&) {
           throw;
         } catch (const std::exception& e) {
@@ -422,8 +437,9 @@ std::optional<Speedup> across_cases(const Registry& registry, const Claim& claim
     side.problem = make_problem(side.kase.shape, side.kase.dtype, side.kase.seed, layers);
     side.kernel->prepare(side.problem, threads);
     side.kernel->run(0);
-    const Correctness c =
-        Oracle(side.problem).check(side.kernel->output(), side.kernel->selected_experts());
+    const Correctness c = Oracle(side.problem)
+                              .check(side.kernel->output(), side.kernel->selected_experts(), 0,
+                                     side.kernel->quantizes_activations());
     if (!c.pass) {
       line.status = Status::kFailed;
       line.detail = fmt::format("{} on {} differs from the FP64 oracle (max rel err {:.3g})",

@@ -216,7 +216,8 @@ TEST_CASE("every implementation that takes quantized weights matches the oracle,
             omp_set_num_threads(2);
             kernel->prepare(p, 2);
             kernel->run(0);
-            const Correctness c = oracle.check(kernel->output(), kernel->selected_experts());
+            const Correctness c = oracle.check(kernel->output(), kernel->selected_experts(), 0,
+                                               kernel->quantizes_activations());
             CHECK(c.pass);
             CHECK(c.selection_mismatches == 0);
             // Against the unquantized layer the error is the quantization's, far above the
@@ -243,4 +244,143 @@ TEST_CASE("the bf16-only kernels and the Python peers refuse quantized weights w
     CHECK(kernel->refuses(s, Dtype::kBF16).has_value());
   }
   CHECK_FALSE(registry().make("cpu")->refuses(s, Dtype::kBF16).has_value());
+}
+
+TEST_CASE("activation rows quantize to int8 by their largest magnitude, ties to even") {
+  const std::vector<float> v{127.0f, -127.0f, 0.5f, 1.5f, 2.5f, -3.4f, 63.49f};
+  std::vector<int8_t> codes(v.size());
+  CHECK(quantize_activations(v.data(), std::ssize(v), codes.data()) == 1.0f);
+  CHECK(codes == std::vector<int8_t>{127, -127, 0, 2, 2, -3, 63});
+  const std::vector<double> half{-0.5, 0.25, 0.0};
+  std::vector<int8_t> c2(3);
+  CHECK(quantize_activations(half.data(), 3, c2.data()) == 0.5 / 127);
+  CHECK(c2 == std::vector<int8_t>{-127, 64, 0});  // 63.5 rounds to even
+  const std::vector<float> zeros(4, 0.0f);
+  std::vector<int8_t> c3(4, 1);
+  CHECK(quantize_activations(zeros.data(), 4, c3.data()) == 1.0f);
+  CHECK(c3 == std::vector<int8_t>(4, 0));
+}
+
+// The a8 semantics written out here, apart from the oracle: each token's row quantized in float,
+// each expert's hidden row (the shared experts' fused row too) quantized in double.
+TEST_CASE("the oracle's int8-activation reference is the layer with both quantizations") {
+  Shape s = make_shape(8, 2, 64, 96, 5);
+  s.shared_experts = 2;
+  s.d_ff_shared = 32;
+  s.weights = WeightFormat::kInt8;
+  const Problem p = make_problem(s, Dtype::kF32, 21);
+  const Oracle oracle(p);
+  const auto& r = oracle.routing();
+  const int64_t d = s.d_model, k = s.top_k;
+  std::vector<float> y(static_cast<size_t>(s.tokens * d), 0.0f);
+  std::vector<float> buf;
+  std::vector<int8_t> codes(static_cast<size_t>(std::max(d, s.d_ff + s.shared_width())));
+  const auto ffn = [&](int64_t e, int64_t t, double weight, std::vector<double>& out) {
+    const MatrixRows w1(p, 0, ExpertMatrix::kW1, e), w3(p, 0, ExpertMatrix::kW3, e),
+        w2(p, 0, ExpertMatrix::kW2, e);
+    const double sx = quantize_activations(p.x.data() + t * d, d, codes.data());
+    std::vector<double> h(static_cast<size_t>(w1.rows()));
+    for (int64_t j = 0; j < w1.rows(); ++j) {
+      std::vector<float> b1(static_cast<size_t>(d)), b3(b1.size());
+      const float* r1 = w1.row(j, b1.data());
+      const float* r3 = w3.row(j, b3.data());
+      double g = 0, u = 0;
+      for (int64_t i = 0; i < d; ++i) {
+        g += double{r1[i]} * (codes[i] * sx);
+        u += double{r3[i]} * (codes[i] * sx);
+      }
+      h[j] = g / (1 + std::exp(-g)) * u;
+    }
+    const double sh = quantize_activations(h.data(), std::ssize(h), codes.data());
+    for (int64_t c = 0; c < d; ++c) {
+      std::vector<float> b2(static_cast<size_t>(w2.cols()));
+      const float* r2 = w2.row(c, b2.data());
+      double acc = 0;
+      for (int64_t j = 0; j < w2.cols(); ++j) acc += double{r2[j]} * (codes[j] * sh);
+      out[c] += weight * acc;
+    }
+  };
+  for (int64_t t = 0; t < s.tokens; ++t) {
+    std::vector<double> out(static_cast<size_t>(d), 0.0);
+    for (int64_t j = 0; j < k; ++j) {
+      if (r.kept[t * k + j]) ffn(r.expert[t * k + j], t, r.weight[t * k + j], out);
+    }
+    ffn(-1, t, 1.0, out);
+    for (int64_t c = 0; c < d; ++c) y[t * d + c] = static_cast<float>(out[c]);
+  }
+  std::vector<int32_t> selected(r.expert.begin(), r.expert.end());
+  const Correctness a8 = oracle.check(y, selected, 0, true);
+  CHECK(a8.max_rel_err < 1e-6);  // the float outputs' rounding
+  CHECK(a8.tolerance == tolerance_for_a8(Dtype::kF32));
+  // Against the layer without them: the quantizations' own error, far above.
+  CHECK(oracle.check(y, selected).max_rel_err > 1e-3);
+}
+
+TEST_CASE("cpu_w8a8 runs quantized weights with int8 activations, on every cap, any thread count") {
+  auto kernel = registry().make("cpu_w8a8");
+  REQUIRE(kernel->quantizes_activations());
+  Shape s = make_shape(8, 2, 64, 96, 5);
+  CHECK(kernel->refuses(s, Dtype::kF32).has_value());  // weights in the dtype: not its format
+  const auto before = max_isa();
+  for (Isa cap : supported_isas()) {
+    set_max_isa(cap);
+    for (WeightFormat format : {WeightFormat::kInt8, WeightFormat::kQ4}) {
+      for (NamedShape ns : quant_shapes()) {
+        ns.shape.weights = format;
+        const Problem p = make_problem(ns.shape, Dtype::kF32, 8);
+        const Oracle oracle(p);
+        INFO(ns.name << " | " << to_string(format) << " | cap " << to_string(cap));
+        std::vector<float> first;
+        for (int threads : {1, 2}) {
+          omp_set_num_threads(threads);
+          kernel->prepare(p, threads);
+          kernel->run(0);
+          const std::string notes = kernel->notes();
+          INFO(notes);
+          CHECK(notes.starts_with(cap == Isa::kGeneric ? "generic a8" : "avx2 a8"));
+          const Correctness c = oracle.check(kernel->output(), kernel->selected_experts(), 0, true);
+          CHECK(c.pass);
+          // The integer sums do not depend on how the work is split.
+          if (first.empty()) {
+            first.assign(kernel->output().begin(), kernel->output().end());
+          } else {
+            CHECK(std::equal(first.begin(), first.end(), kernel->output().begin()));
+          }
+          // Checked as a weight-only kernel it would fail: what it computes is the a8 layer.
+          CHECK(oracle.check(kernel->output(), kernel->selected_experts()).max_rel_err >
+                10 * c.max_rel_err);
+        }
+      }
+    }
+  }
+  set_max_isa(before);
+}
+
+TEST_CASE("cpu_w8a8's route and run_routed give run's output, on the experts it holds") {
+  Shape s = make_shape(8, 2, 64, 96, 12);
+  s.weights = WeightFormat::kQ4;
+  const Problem p = make_problem(s, Dtype::kBF16, 4);
+  auto whole = registry().make("cpu_w8a8");
+  whole->prepare(p, 2);
+  whole->run(0);
+  const int64_t T = s.tokens, k = s.top_k, d = s.d_model;
+  std::vector<int32_t> expert(static_cast<size_t>(T * k));
+  std::vector<float> weight(expert.size());
+  whole->route(0, T, expert, weight);
+  std::vector<uint8_t> held(static_cast<size_t>(s.experts), 0), kept(expert.size(), 0);
+  for (size_t e = 0; e < held.size(); e += 2) held[e] = 1;
+  for (size_t i = 0; i < expert.size(); ++i) kept[i] = held[static_cast<size_t>(expert[i])];
+  const std::vector<uint8_t> every_row(static_cast<size_t>(T), 1);
+  std::vector<float> y_whole(static_cast<size_t>(T * d)), y_held(y_whole.size());
+  whole->run_routed(0, RoutedRows{p.x, T, k, expert, weight, kept, every_row}, y_whole);
+  auto part = registry().make("cpu_w8a8");
+  part->hold_experts(held);
+  part->prepare(p, 2);
+  part->run_routed(0, RoutedRows{p.x, T, k, expert, weight, kept, every_row}, y_held);
+  CHECK(y_held == y_whole);
+  const std::vector<uint8_t> all(expert.size(), 1);
+  whole->run_routed(0, RoutedRows{p.x, T, k, expert, weight, all, every_row}, y_whole);
+  std::vector<float> rounded = y_whole;
+  for (float& v : rounded) v = round_to(Dtype::kBF16, v);
+  CHECK(std::equal(rounded.begin(), rounded.end(), whole->output().begin()));
 }

@@ -24,6 +24,9 @@ struct Correctness {
 
 /// Tolerance on max_rel_err for a dtype.
 double tolerance_for(Dtype d);
+/// Tolerance on max_rel_err for the a8 implementations (int8 activations), against the oracle
+/// with the same quantization of the activations (Oracle::check).
+double tolerance_for_a8(Dtype d);
 /// Unit roundoff of the dtype (2^-24 f32, 2^-8 bf16, 2^-11 f16): the relative error of one
 /// rounding to it.
 double unit_roundoff(Dtype d);
@@ -41,8 +44,12 @@ class Oracle {
   /// Checks an implementation's output and its selected experts [T*k]. `extra_roundings`: an
   /// implementation that rounds to the dtype more often than the semantics (a peer run the way
   /// its users run it) is allowed that many unit roundoffs more (Kernel::extra_roundings).
+  /// `a8`: an implementation that quantizes its activations to int8 per row
+  /// (Kernel::quantizes_activations) is checked against the oracle with the same quantization
+  /// (each token's input row in float, each expert's hidden row in FP64, by
+  /// quantize_activations), held to tolerance_for_a8.
   Correctness check(std::span<const float> y, std::span<const int32_t> selected,
-                    int extra_roundings = 0) const;
+                    int extra_roundings = 0, bool a8 = false) const;
 
   /// Realised expert load of the oracle's routing.
   Load load() const;
@@ -60,6 +67,8 @@ class Oracle {
   std::vector<double> probs_;   ///< router probabilities [T,E] for the aux loss
   std::vector<int64_t> sample_;
   std::vector<double> ref_;  ///< oracle output of the sampled tokens [sample, d]
+  mutable std::vector<double> ref_a8_;  ///< the same with int8 activations, when first asked for
+  mutable bool have_a8_ = false;
 };
 
 }  // namespace moe_bench

@@ -101,6 +101,10 @@ class Kernel {
   /// write it (a peer in bf16 combining in bf16): its tolerance widens by that many unit
   /// roundoffs. 0 for implementations that follow the semantics.
   virtual int extra_roundings(const Shape&, Dtype) const { return 0; }
+  /// Implementations that quantize their activations to int8 per row (each token's input row and
+  /// each expert's hidden row, by quantize_activations: the a8 variants) are checked against the
+  /// oracle with the same quantization (Oracle::check's `a8`).
+  virtual bool quantizes_activations() const { return false; }
   /// Implementations that run in another process (the Python peers) warm up, calibrate and
   /// sample there by the same protocol, leaving output() and selected_experts() of their last
   /// call; `prepare` comes first. Throws with the reason when the process fails. The others

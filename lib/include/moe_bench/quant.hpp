@@ -1,5 +1,7 @@
 #pragma once
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <vector>
 
@@ -38,5 +40,21 @@ void quantize_rows(WeightFormat f, float* w, int64_t r0, int64_t n, QuantMatrix&
 
 /// Writes the dequantized rows [r0, r0 + n) of q into out[n, cols].
 void dequantize_rows(WeightFormat f, const QuantMatrix& q, int64_t r0, int64_t n, float* out);
+
+/// Dynamic int8 quantization of one row of activations, as the a8 implementations (`cpu_w8a8`)
+/// quantize each token's input row and each hidden row: scale = max|v| / 127 (1 for a row of
+/// zeros), code = clamp(round(v / scale), -127, 127), round to nearest even; returns the scale.
+/// The value a code stands for is code x scale. The kernels call it in float and the oracle in
+/// float on the same inputs (the same codes) and in double on its hidden values.
+template <typename T>
+T quantize_activations(const T* v, int64_t n, int8_t* codes) {
+  T amax = 0;
+  for (int64_t i = 0; i < n; ++i) amax = std::max(amax, std::fabs(v[i]));
+  const T scale = amax > 0 ? amax / T(127) : T(1);
+  for (int64_t i = 0; i < n; ++i) {
+    codes[i] = static_cast<int8_t>(std::clamp(std::nearbyint(v[i] / scale), T(-127), T(127)));
+  }
+  return scale;
+}
 
 }  // namespace moe_bench

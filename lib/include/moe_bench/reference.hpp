@@ -24,8 +24,11 @@ void token_output(const Problem& p, int64_t layer, int64_t t, const int32_t* exp
 /// W3 x))[c] over matrices held whole in FP32 (MatrixRows::all; w3 null for GELU), into `h` (f
 /// values) and `out` (d). The same arithmetic as token_output<double>; `parallel`: over rows and
 /// columns on all threads, which does not change a bit of it.
+/// `quantize_hidden`: h is quantized to int8 by quantize_activations<double> before the down
+/// projection, as the a8 implementations quantize it.
 void expert_output(const float* w1, const float* w3, const float* w2, int64_t d, int64_t f,
-                   Activation act, const double* x, double* h, double* out, bool parallel);
+                   Activation act, const double* x, double* h, double* out, bool parallel,
+                   bool quantize_hidden = false);
 
 /// Routes every token of the problem with weights of `layer` (logits, top-k, weights, capacity).
 /// Writes the selection margins [T] and the logits [T,E] where those pointers are not null.

@@ -14,6 +14,10 @@ namespace moe_bench::cpu::detail {
 // after dispatch().
 void CpuKernel::experts(int64_t layer, const float* x, int64_t count, float* y,
                         Clock::time_point& mark) {
+  if (a8_ != nullptr) {
+    experts_a8(layer, x, count, y, mark);
+    return;
+  }
   const Problem& p = *problem_;
   const Shape& s = p.shape;
   const PackedLayer& packed = layers_[layer];

@@ -1,7 +1,9 @@
 // Portable micro-kernels: the same algorithm and layouts on portable vectors of 4 floats, 4-row
 // blocks. Always built, always available; the reference for the SIMD variants' structure.
+#include <algorithm>
 #include <cmath>
 
+#include "a8_isa.hpp"
 #include "cpu_isa.hpp"
 
 namespace moe_bench::cpu {
@@ -93,7 +95,81 @@ struct V {
 constexpr int kRows = 4;
 #include "kernel_body.hpp"
 
+// The a8 integer loops (a8_body.hpp), element by element: the same sums as AVX2's, exact in
+// int32, then scaled in FP32.
+template <int NR, int NP>
+void a8_sums_i8(const A8Rows& x, int r0, const char* wp, int64_t quads, float* out) {
+  int32_t acc[NR][NP][kA8Cols] = {};
+  const auto* w = reinterpret_cast<const int8_t*>(wp);
+  for (int64_t q = 0; q < quads; ++q) {
+    for (int j = 0; j < NP; ++j) {
+      const int8_t* wq = w + (q * NP + j) * 32;
+      for (int r = 0; r < NR; ++r) {
+        const int8_t* xr = x.codes[r0 + r] + 4 * q;
+        for (int c = 0; c < kA8Cols; ++c) {
+          int32_t sum = 0;
+          for (int i = 0; i < 4; ++i) sum += int32_t{wq[4 * c + i]} * int32_t{xr[i]};
+          acc[r][j][c] += sum;
+        }
+      }
+    }
+  }
+  float scales[NP * kA8Cols];
+  __builtin_memcpy(scales, wp + quads * NP * 32, sizeof(scales));
+  for (int r = 0; r < NR; ++r) {
+    for (int j = 0; j < NP; ++j) {
+      for (int c = 0; c < kA8Cols; ++c) {
+        out[(r * NP + j) * kA8Cols + c] =
+            static_cast<float>(acc[r][j][c]) * scales[j * kA8Cols + c];
+      }
+    }
+  }
+}
+
+template <int NR, int NP>
+void a8_sums_q4(const A8Rows& x, int r0, const char* wp, int64_t groups, float* out) {
+  float acc[NR][NP][kA8Cols] = {};
+  const auto* w = reinterpret_cast<const uint8_t*>(wp);
+  constexpr int64_t kGroupBytes = NP * (4 * 32 + 2 * kA8Cols);
+  for (int64_t g = 0; g < groups; ++g) {
+    const uint8_t* block = w + g * kGroupBytes;
+    for (int j = 0; j < NP; ++j) {
+      const uint8_t* codes = block + j * 128;
+      _Float16 scales[kA8Cols];
+      __builtin_memcpy(scales, block + NP * 128 + j * 2 * kA8Cols, sizeof(scales));
+      for (int r = 0; r < NR; ++r) {
+        const int8_t* xr = x.codes[r0 + r] + g * kQ4Rows;
+        const int32_t offset = 8 * x.group_sums[r0 + r][g];
+        for (int c = 0; c < kA8Cols; ++c) {
+          int32_t sum = 0;
+          for (int v = 0; v < 4; ++v) {
+            for (int i = 0; i < 4; ++i) {
+              const uint8_t byte = codes[v * 32 + 4 * c + i];
+              sum +=
+                  (byte & 15) * int32_t{xr[8 * v + i]} + (byte >> 4) * int32_t{xr[8 * v + 4 + i]};
+            }
+          }
+          acc[r][j][c] = std::fma(static_cast<float>(sum - offset), static_cast<float>(scales[c]),
+                                  acc[r][j][c]);
+        }
+      }
+    }
+  }
+  for (int r = 0; r < NR; ++r) {
+    for (int j = 0; j < NP; ++j) {
+      for (int c = 0; c < kA8Cols; ++c) out[(r * NP + j) * kA8Cols + c] = acc[r][j][c];
+    }
+  }
+}
+
+#include "a8_body.hpp"
+
 }  // namespace generic
+
+const A8Kernels& a8_generic_kernels() {
+  static const A8Kernels kKernels{"generic", generic::a8_gate_up, generic::a8_down};
+  return kKernels;
+}
 
 const IsaKernels& generic_kernels() {
   static const IsaKernels kKernels{"generic",        generic::V::kLanes,      generic::kRows,

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "a8_isa.hpp"
 #include "cpu_isa.hpp"
 #include "cpu_moe.hpp"
 #include "cpu_pack.hpp"
@@ -65,7 +66,10 @@ inline Storage to_storage(Dtype d, WeightFormat w = WeightFormat::kSame) {
 
 class CpuKernel final : public Kernel {
  public:
-  CpuKernel(std::string name, const IsaKernels* forced) : name_(std::move(name)), forced_(forced) {}
+  /// `a8`: the a8 variant (`cpu_w8a8`): quantized weights times activations quantized to int8
+  /// per row, integer dot products (a8_isa.hpp), on the widest instruction set that has them.
+  CpuKernel(std::string name, const IsaKernels* forced, bool a8 = false)
+      : name_(std::move(name)), forced_(forced), a8_mode_(a8) {}
 
   KernelInfo info() const override;
 
@@ -78,6 +82,7 @@ class CpuKernel final : public Kernel {
   }
 
   std::optional<double> in_cache_gflops(int threads) const override {
+    if (a8_mode_) return std::nullopt;  // integer arithmetic: the FMA peak is not its ceiling
     std::string why;
     const IsaKernels* isa = forced_ != nullptr ? forced_ : best_isa(Dtype::kF32, 1e9, why);
     if (isa->bf16_only || isa->kpack != 1 || unavailable_reason()) return std::nullopt;
@@ -86,6 +91,10 @@ class CpuKernel final : public Kernel {
 
   std::string notes() const override {
     if (isa_ == nullptr) return {};
+    if (a8_ != nullptr) {
+      return fmt::format("{} a8 micro-kernel: {} weights, activations quantized to int8 per row",
+                         a8_->name, storage_ == Storage::kQ4 ? "q4 (w4a8)" : "int8 (w8a8)");
+    }
     return fmt::format("{} micro-kernel{}{}", isa_->name,
                        isa_->kpack != 2    ? ""
                        : isa_->kblock == 1 ? " (bf16 pairs, vdpbf16ps)"
@@ -102,6 +111,8 @@ class CpuKernel final : public Kernel {
   void run_prefix(int64_t layer, int64_t tokens) override;
 
   bool splits_routing() const override { return true; }
+
+  bool quantizes_activations() const override { return a8_mode_; }
 
   void route(int64_t layer, int64_t tokens, std::span<int32_t> expert,
              std::span<float> weight) override {
@@ -151,6 +162,9 @@ class CpuKernel final : public Kernel {
   // weighted combine. Orphaned worksharing loops: call from every thread of a parallel region
   // after dispatch().
   void experts(int64_t layer, const float* x, int64_t count, float* y, Clock::time_point& mark);
+
+  // The a8 variant's experts (cpu_a8.cpp): the same contract as experts().
+  void experts_a8(int64_t layer, const float* x, int64_t count, float* y, Clock::time_point& mark);
 
   // -8 times the sum over each group of kQ4Rows rows of a k-major block (src[i * R + r], len
   // rows, n of R rows used) into out[group * R + r].
@@ -210,8 +224,36 @@ class CpuKernel final : public Kernel {
   void dispatch(const PackedLayer& packed, int64_t rows, const int32_t* expert, const float* weight,
                 const uint8_t* kept, const uint8_t* shared, bool no_shared = false);
 
+  // The a8 variant's packed layer (a8_isa.hpp has the panels): per group (routed experts, then
+  // the shared ones) its gate/up panels from byte `up`, its down panels from `down`, to `end`.
+  struct A8Group {
+    int64_t width = 0, up = 0, down = 0, end = 0;
+  };
+  struct A8Layer {
+    Aligned<char> data;
+    std::vector<A8Group> groups;
+  };
+  // Rows of activations quantized to int8 (A8Rows): codes and magnitudes `stride` a row (the
+  // reduction padded to whole quads), q4's group sums, a scale a row.
+  struct A8Buffers {
+    std::vector<int8_t> codes;
+    std::vector<uint8_t> magnitudes;
+    std::vector<int32_t> group_sums;
+    std::vector<float> scales;
+    int64_t stride = 0, groups = 0;
+    void resize(int64_t rows, int64_t len, bool q4);
+    // Quantizes v[len] (quantize_activations) into row `row`.
+    void quantize(const float* v, int64_t len, int64_t row);
+  };
+  void pack_a8_layer(const LayerWeights& w, A8Layer& out) const;
+
   std::string name_;
   const IsaKernels* forced_;
+  bool a8_mode_ = false;
+  const A8Kernels* a8_ = nullptr;  ///< the a8 micro-kernels (a8_mode_), null otherwise
+  std::vector<A8Layer> a8_layers_;
+  A8Buffers x8_;  ///< the a8 variant's input rows, a token each
+  A8Buffers h8_;  ///< and its hidden rows, a block row each
   const IsaKernels* isa_ = nullptr;
   std::string why_;                 ///< why `cpu` chose isa_ (empty when forced or obvious)
   std::vector<uint8_t> held_;       ///< [E] the experts whose weights are packed (empty: all)

@@ -10,6 +10,16 @@ namespace moe_bench::cpu {
 namespace detail {
 
 KernelInfo CpuKernel::info() const {
+  if (a8_mode_) {
+    return {name_,
+            "cpu",
+            {Dtype::kF32, Dtype::kBF16, Dtype::kF16},
+            "cpu's routing and dispatch; each token's input and each expert's hidden row "
+            "quantized to int8 per row (w8a8 with int8 weights, w4a8 with q4), integer dot "
+            "products (AVX2 vpmaddubsw, or a portable twin), scales and SwiGLU in FP32",
+            1,
+            {WeightFormat::kInt8, WeightFormat::kQ4}};
+  }
   return {
       name_,
       "cpu",
@@ -47,7 +57,15 @@ void CpuKernel::prepare(const Problem& p, int threads) {
   why_.clear();
   const double rows_per_expert =
       static_cast<double>(p.shape.tokens * p.shape.top_k) / static_cast<double>(p.shape.experts);
-  isa_ = forced_ != nullptr
+  const bool a8 = a8_mode_;
+  if (a8 && storage_ != Storage::kI8 && storage_ != Storage::kQ4) {
+    throw std::logic_error(fmt::format("{} takes quantized weights only", name_));
+  }
+  // The a8 variant: its integer micro-kernels, and the FP32 ones of the same instruction set for
+  // the router.
+  a8_ = !a8 ? nullptr : has_avx2() ? &a8_avx2_kernels() : &a8_generic_kernels();
+  isa_ = a8 ? (has_avx2() ? &avx2_kernels() : &generic_kernels())
+         : forced_ != nullptr
              ? forced_
              : best_isa(p.dtype, rows_per_expert, why_, p.shape.weights != WeightFormat::kSame);
   kpack_ = isa_->kpack;
@@ -55,13 +73,23 @@ void CpuKernel::prepare(const Problem& p, int threads) {
   d_pad_ = round_up(s.d_model, kpack_);
   const int64_t L = isa_->lanes, R = isa_->rows;
   gated_ = s.activation != Activation::kGelu;
-  hcols_ = gated_ ? L : 2 * L;
+  hcols_ = a8 ? kA8Cols : gated_ ? L : 2 * L;
   if (!hold_next_.empty() && std::ssize(hold_next_) != s.experts) {
     throw std::logic_error("hold_experts: one mark per expert");
   }
   held_ = hold_next_;
   layers_.resize(p.layers.size());
-  for (size_t l = 0; l < p.layers.size(); ++l) pack_layer(p.layers[l], layers_[l]);
+  a8_layers_.resize(a8 ? p.layers.size() : 0);
+  for (size_t l = 0; l < p.layers.size(); ++l) {
+    if (a8) {
+      pack_a8_layer(p.layers[l], a8_layers_[l]);
+      // dispatch() takes the groups' widths from the FP32 layout's groups, which hold no weights.
+      layers_[l] = PackedLayer{};
+      for (const A8Group& g : a8_layers_[l].groups) layers_[l].groups.push_back({g.width});
+    } else {
+      pack_layer(p.layers[l], layers_[l]);
+    }
+  }
 
   const int64_t T = s.tokens, E = s.experts, k = s.top_k;
   const int64_t groups = E + (s.shared_width() > 0 ? 1 : 0);
@@ -83,16 +111,20 @@ void CpuKernel::prepare(const Problem& p, int threads) {
   run_group_.assign(static_cast<size_t>(groups * max_panels), 0);
   run_panel_.assign(run_group_.size(), 0);
   run_panels_.assign(run_group_.size(), 0);
-  xp_.resize(max_blocks * R * s.d_model);
+  xp_.resize(a8 ? 0 : max_blocks * R * s.d_model);
   // A group has at most T rows (each token picks an expert once; shared experts take all).
   partial_stride_ = std::max<int64_t>((T + R - 1) / R * R, kMaxPanels * kMaxPanelRows) * 2 * L;
-  partial_.resize(threads_ * partial_stride_);
+  partial_.resize(a8 ? 0 : threads_ * partial_stride_);
   hp_.resize(max_blocks * R * max_width_);
   // q4 at up to kQ4DecodeRows rows a block: each group's activation sums, taken once per block
   // here instead of once per panel in the micro-kernels (QuantArgs::group_sums).
-  const bool q4 = storage_ == Storage::kQ4;
+  const bool q4 = storage_ == Storage::kQ4 && !a8;
   xsum_.assign(q4 ? static_cast<size_t>(max_blocks * R * (s.d_model / kQ4Rows)) : 0, 0.0f);
   hsum_.assign(q4 ? static_cast<size_t>(max_blocks * R * (max_width_ / kQ4Rows)) : 0, 0.0f);
+  if (a8) {
+    x8_.resize(T, s.d_model, storage_ == Storage::kQ4);
+    h8_.resize(max_blocks * R, max_width_, storage_ == Storage::kQ4);
+  }
   y_.assign(static_cast<size_t>(T * s.d_model), 0.0f);
   prefix_ = T;
 }
@@ -156,6 +188,15 @@ std::vector<std::span<const char>> CpuKernel::weights_read(int64_t layer) const 
   const std::vector<float>& wg = problem_->layers[layer].wg;
   std::vector<std::span<const char>> out{
       {reinterpret_cast<const char*>(wg.data()), wg.size() * sizeof(float)}};
+  if (a8_ != nullptr) {
+    const A8Layer& a8 = a8_layers_[layer];
+    for (size_t g = 0; g < a8.groups.size(); ++g) {
+      if (group_blocks_[g + 1] == group_blocks_[g]) continue;
+      out.push_back({a8.data.data() + a8.groups[g].up,
+                     static_cast<size_t>(a8.groups[g].end - a8.groups[g].up)});
+    }
+    return out;
+  }
   const PackedLayer& packed = layers_[layer];
   const int64_t groups = std::ssize(packed.groups);
   auto data_at = [&](int64_t g) {
@@ -200,6 +241,9 @@ std::unique_ptr<Kernel> make_amx_model_kernel() {
 }
 std::unique_ptr<Kernel> make_avx2_kernel() {
   return std::make_unique<CpuKernel>("cpu_avx2", &avx2_kernels());
+}
+std::unique_ptr<Kernel> make_a8_kernel() {
+  return std::make_unique<CpuKernel>("cpu_w8a8", nullptr, true);
 }
 std::unique_ptr<Kernel> make_generic_kernel() {
   return std::make_unique<CpuKernel>("cpu_generic", &generic_kernels());

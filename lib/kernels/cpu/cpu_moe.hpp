@@ -21,6 +21,9 @@ std::unique_ptr<Kernel> make_amx_kernel();
 /// registered (slow, and not a measurement of anything).
 std::unique_ptr<Kernel> make_amx_model_kernel();
 std::unique_ptr<Kernel> make_generic_kernel();
+/// The a8 variant, `cpu_w8a8`: int8 or q4 weights with each token's input row and each expert's
+/// hidden row quantized to int8 (per-row dynamic scales), integer dot products.
+std::unique_ptr<Kernel> make_a8_kernel();
 
 /// What the last run of `cpu` (a kernel of the factories above, prepared and run) read of
 /// `layer`'s weights: the router's matrix, then the packed weights and the scales of every expert
