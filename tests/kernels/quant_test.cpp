@@ -255,6 +255,21 @@ TEST_CASE("activation rows quantize to int8 by their largest magnitude, ties to 
   std::vector<int8_t> c2(3);
   CHECK(quantize_activations(half.data(), 3, c2.data()) == 0.5 / 127);
   CHECK(c2 == std::vector<int8_t>{-127, 64, 0});  // 63.5 rounds to even
+  // The same codes as std::nearbyint's on random rows, in float and in double.
+  std::vector<float> row(4096);
+  fill_normal(row.data(), std::ssize(row), 1.0, 5, 6);
+  row[7] = 40.0f;  // scale 40/127: some values land near halves
+  std::vector<int8_t> fast(row.size());
+  const float s = quantize_activations(row.data(), std::ssize(row), fast.data());
+  const std::vector<double> wide(row.begin(), row.end());
+  std::vector<int8_t> fast_d(row.size());
+  const double sd = quantize_activations(wide.data(), std::ssize(wide), fast_d.data());
+  int64_t differ = 0;
+  for (size_t i = 0; i < row.size(); ++i) {
+    differ += fast[i] != static_cast<int8_t>(std::nearbyint(row[i] / s));
+    differ += fast_d[i] != static_cast<int8_t>(std::nearbyint(wide[i] / sd));
+  }
+  CHECK(differ == 0);
   const std::vector<float> zeros(4, 0.0f);
   std::vector<int8_t> c3(4, 1);
   CHECK(quantize_activations(zeros.data(), 4, c3.data()) == 1.0f);
