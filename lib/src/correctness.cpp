@@ -30,14 +30,15 @@ double tolerance_for(Dtype d) {
 // (reference_outputs), so what remains is their arithmetic, and hidden values that round to the
 // neighbouring int8 code: the FP32 hidden value and the FP64 one fall on either side of a
 // rounding boundary, which moves an output by one step of that hidden value (a step is max|h| /
-// 127). About 2.5x the worst error `cpu_w8a8` measured (AMD Zen 3, 2026-12-07) over 1440 cases
-// (E 4-32, k 1-4, d 24-544, f 20-576, 1-64 tokens, int8 and q4, 3-4 seeds): f32 5.2e-4 and
-// f16 2.5e-3 (both at f 96-576, where many hidden values give room for such neighbours; none at
-// f <= 48), bf16 3.6e-3 (the outputs' rounding, as for every kernel).
+// 127). About 2.5x the worst error `cpu_w8a8` measured (AMD Zen 3, 2026-12-07) over 1600 cases
+// (E 4-32, k 1-4, d 24-2048, f 20-1024, 1-64 tokens, uniform and hot routing, int8 and q4, up to
+// 5 seeds): f32 2.0e-3 and f16 2.5e-3 (at f 96-1024, where many hidden values give room for such
+// neighbours; none at f <= 48), bf16 3.6e-3 (the outputs' rounding, as for every kernel). A
+// first tolerance of 1.5e-3 for f32, from d <= 544 only, failed validate at d 1101 (1.9e-3).
 double tolerance_for_a8(Dtype d) {
   switch (d) {
     case Dtype::kF32:
-      return 1.5e-3;
+      return 5e-3;
     case Dtype::kBF16:
       return 1e-2;
     case Dtype::kF16:
