@@ -65,7 +65,7 @@ void CpuKernel::A8Buffers::resize(int64_t rows, int64_t len, bool q4) {
   stride = round_up(len, 4);
   groups = q4 ? len / kQ4Rows : 0;
   codes.assign(static_cast<size_t>(rows * stride), 0);
-  magnitudes.assign(codes.size(), 0);
+  magnitudes.assign(q4 ? 0 : codes.size(), 0);  // int8 weights' products only
   group_sums.assign(static_cast<size_t>(rows * groups), 0);
   scales.assign(static_cast<size_t>(rows), 0.0f);
 }
@@ -75,9 +75,11 @@ void CpuKernel::A8Buffers::quantize(const float* v, int64_t len, int64_t row) {
   scales[row] = quantize_activations(v, len, c);
   const int64_t padded = round_up(len, 4);
   std::fill(c + len, c + padded, int8_t{0});
-  uint8_t* m = magnitudes.data() + row * stride;
-  for (int64_t i = 0; i < padded; ++i) m[i] = static_cast<uint8_t>(std::abs(int{c[i]}));
-  if (groups == 0) return;
+  if (groups == 0) {
+    uint8_t* m = magnitudes.data() + row * stride;
+    for (int64_t i = 0; i < padded; ++i) m[i] = static_cast<uint8_t>(std::abs(int{c[i]}));
+    return;
+  }
   int32_t* sums = group_sums.data() + row * groups;
   for (int64_t g = 0; g < len / kQ4Rows; ++g) {
     int32_t sum = 0;
@@ -145,7 +147,8 @@ void CpuKernel::experts_a8(int64_t layer, const float* x, int64_t count, float* 
     for (int r = 0; r < n; ++r) {
       const int64_t i = index != nullptr ? index[r] : first + r;
       rows.codes[r] = buf.codes.data() + i * buf.stride;
-      rows.magnitudes[r] = buf.magnitudes.data() + i * buf.stride;
+      rows.magnitudes[r] =
+          buf.magnitudes.empty() ? nullptr : buf.magnitudes.data() + i * buf.stride;
       rows.group_sums[r] = buf.group_sums.data() + i * buf.groups;
       rows.scale[r] = buf.scales[i];
     }

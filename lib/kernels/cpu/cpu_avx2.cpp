@@ -85,20 +85,17 @@ inline __m256i a8_word(const void* p) {
   return _mm256_set1_epi32(word);
 }
 
-// The reduction can run as S streams (S stretches of the panel read side by side, each with its
-// own sums, which add exactly in any order). One: on an AMD Zen 3 four streams at one row were
-// faster in L2 (42 against 33 GB/s) but took 1.15-1.18x the time from memory (workloads A and B
-// at one token, side by side).
+// One stream a panel, read in order. Tried and left out on an AMD Zen 3: int8 as four stretches
+// of the panel read side by side (their integer sums add exactly in any order) was faster in L2
+// (42 against 33 GB/s at one row) but took 1.15-1.18x the time from memory (workloads A and B at
+// one token, side by side); q4 as two spilled its sums (22 against 31 GB/s in L2).
 template <int NR, int NP>
 void a8_sums_i8(const A8Rows& x, int r0, const char* wp, int64_t quads, float* out) {
-  constexpr int S = 1;
-  __m256i acc[S][NR][NP];
-  for (int t = 0; t < S; ++t)
-    for (int r = 0; r < NR; ++r)
-      for (int j = 0; j < NP; ++j) acc[t][r][j] = _mm256_setzero_si256();
+  __m256i acc[NR][NP];
+  for (int r = 0; r < NR; ++r)
+    for (int j = 0; j < NP; ++j) acc[r][j] = _mm256_setzero_si256();
   const __m256i ones = _mm256_set1_epi16(1);
-  const int64_t stretch = quads / S;
-  const auto step = [&](int t, int64_t q) __attribute__((always_inline)) {
+  for (int64_t q = 0; q < quads; ++q) {
     if (NP == 2 || q % 2 == 0) _mm_prefetch(wp + q * NP * 32 + kA8Ahead, _MM_HINT_T0);
     __m256i w[NP];
     for (int j = 0; j < NP; ++j) {
@@ -109,38 +106,28 @@ void a8_sums_i8(const A8Rows& x, int r0, const char* wp, int64_t quads, float* o
       const __m256i xa = a8_word(x.magnitudes[r0 + r] + 4 * q);
       for (int j = 0; j < NP; ++j) {
         const __m256i pairs = _mm256_maddubs_epi16(xa, _mm256_sign_epi8(w[j], xs));
-        acc[t][r][j] = _mm256_add_epi32(acc[t][r][j], _mm256_madd_epi16(pairs, ones));
+        acc[r][j] = _mm256_add_epi32(acc[r][j], _mm256_madd_epi16(pairs, ones));
       }
     }
-  };
-  for (int64_t q = 0; q < stretch; ++q) {
-    for (int t = 0; t < S; ++t) step(t, q + t * stretch);
   }
-  for (int64_t q = S * stretch; q < quads; ++q) step(0, q);
   for (int j = 0; j < NP; ++j) {
     const __m256 scale =
         _mm256_loadu_ps(reinterpret_cast<const float*>(wp + quads * NP * 32 + j * 32));
     for (int r = 0; r < NR; ++r) {
-      __m256i sum = acc[0][r][j];
-      for (int t = 1; t < S; ++t) sum = _mm256_add_epi32(sum, acc[t][r][j]);
-      _mm256_storeu_ps(out + (r * NP + j) * kA8Cols, _mm256_mul_ps(_mm256_cvtepi32_ps(sum), scale));
+      _mm256_storeu_ps(out + (r * NP + j) * kA8Cols,
+                       _mm256_mul_ps(_mm256_cvtepi32_ps(acc[r][j]), scale));
     }
   }
 }
 
 template <int NR, int NP>
 void a8_sums_q4(const A8Rows& x, int r0, const char* wp, int64_t groups, float* out) {
-  // One stream: with two, one row's sums no longer fit the registers (22 against 31 GB/s in L2,
-  // AMD Zen 3).
-  constexpr int S = 1;
-  __m256 acc[S][NR][NP];
-  for (int t = 0; t < S; ++t)
-    for (int r = 0; r < NR; ++r)
-      for (int j = 0; j < NP; ++j) acc[t][r][j] = _mm256_setzero_ps();
+  __m256 acc[NR][NP];
+  for (int r = 0; r < NR; ++r)
+    for (int j = 0; j < NP; ++j) acc[r][j] = _mm256_setzero_ps();
   const __m256i ones = _mm256_set1_epi16(1), nibble = _mm256_set1_epi8(15);
   constexpr int64_t kGroupBytes = NP * (4 * 32 + 2 * kA8Cols);
-  const int64_t stretch = groups / S;
-  const auto group = [&](int t, int64_t g) __attribute__((always_inline)) {
+  for (int64_t g = 0; g < groups; ++g) {
     const char* block = wp + g * kGroupBytes;
     __m256i s16[NR][NP];
     for (int r = 0; r < NR; ++r)
@@ -171,21 +158,12 @@ void a8_sums_q4(const A8Rows& x, int r0, const char* wp, int64_t groups, float* 
       for (int r = 0; r < NR; ++r) {
         const __m256i sum = _mm256_sub_epi32(_mm256_madd_epi16(s16[r][j], ones),
                                              _mm256_set1_epi32(8 * x.group_sums[r0 + r][g]));
-        acc[t][r][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), scale, acc[t][r][j]);
+        acc[r][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), scale, acc[r][j]);
       }
     }
-  };
-  for (int64_t g = 0; g < stretch; ++g) {
-    for (int t = 0; t < S; ++t) group(t, g + t * stretch);
   }
-  for (int64_t g = S * stretch; g < groups; ++g) group(0, g);
-  for (int r = 0; r < NR; ++r) {
-    for (int j = 0; j < NP; ++j) {
-      __m256 sum = acc[0][r][j];
-      for (int t = 1; t < S; ++t) sum = _mm256_add_ps(sum, acc[t][r][j]);
-      _mm256_storeu_ps(out + (r * NP + j) * kA8Cols, sum);
-    }
-  }
+  for (int r = 0; r < NR; ++r)
+    for (int j = 0; j < NP; ++j) _mm256_storeu_ps(out + (r * NP + j) * kA8Cols, acc[r][j]);
 }
 
 #include "a8_body.hpp"

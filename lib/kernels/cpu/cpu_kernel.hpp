@@ -233,8 +233,8 @@ class CpuKernel final : public Kernel {
     Aligned<char> data;
     std::vector<A8Group> groups;
   };
-  // Rows of activations quantized to int8 (A8Rows): codes and magnitudes `stride` a row (the
-  // reduction padded to whole quads), q4's group sums, a scale a row.
+  // Rows of activations quantized to int8 (A8Rows): codes `stride` a row (the reduction padded to
+  // whole quads), their magnitudes for int8 weights or q4's group sums, a scale a row.
   struct A8Buffers {
     std::vector<int8_t> codes;
     std::vector<uint8_t> magnitudes;
