@@ -5,6 +5,7 @@
 #include <numeric>
 #include <random>
 
+#include "moe_bench/kernel.hpp"
 #include "moe_bench/quant.hpp"
 #include "moe_bench/reference.hpp"
 
@@ -307,6 +308,12 @@ Correctness Oracle::check(std::span<const float> y, std::span<const int32_t> sel
   c.nmse = ref2 > 0 ? err2 / ref2 : (err2 == 0 ? 0 : inf);
   c.pass = c.max_rel_err <= c.tolerance && c.selection_mismatches == 0;
   return c;
+}
+
+Correctness Oracle::check(const Kernel& kernel) const {
+  return check(kernel.output(), kernel.selected_experts(),
+               kernel.extra_roundings(problem_.shape, problem_.dtype),
+               kernel.quantizes_activations());
 }
 
 Load Oracle::load() const {

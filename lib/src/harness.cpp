@@ -89,8 +89,7 @@ bool prepare_and_check(Contender& c, const Problem& problem, const Oracle& oracl
   r.setup_s = seconds_since(start);
   r.notes = c.kernel->notes();
   c.kernel->run(0);
-  r.correctness = oracle.check(c.kernel->output(), c.kernel->selected_experts(), 0,
-                               c.kernel->quantizes_activations());
+  r.correctness = oracle.check(*c.kernel);
   check_quantization(c, twin);
   if (r.correctness->pass) return true;
   r.status = Status::kFailed;
@@ -116,9 +115,7 @@ void run_elsewhere(Contender& c, const Problem& problem, const Oracle& oracle, c
   r.inner_reps = timed.inner_reps;
   r.notes = timed.notes;
   r.setup_s += timed.setup_s;
-  r.correctness = oracle.check(c.kernel->output(), c.kernel->selected_experts(),
-                               c.kernel->extra_roundings(problem.shape, problem.dtype),
-                               c.kernel->quantizes_activations());
+  r.correctness = oracle.check(*c.kernel);
   check_quantization(c, twin);
   if (!r.correctness->pass) {
     r.status = Status::kFailed;

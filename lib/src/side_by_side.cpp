@@ -91,8 +91,7 @@ void hold(Held& h, const Case& c, const Problem& problem, const Oracle& oracle, 
   try {
     h.kernel->prepare(problem, c.threads);
     h.kernel->run(0);
-    const Correctness k = oracle.check(h.kernel->output(), h.kernel->selected_experts(), 0,
-                                       h.kernel->quantizes_activations());
+    const Correctness k = oracle.check(*h.kernel);
     if (!k.pass) {
       fmt::print(out, "impl {} failed output differs from the FP64 oracle (max rel err {:.3g})\n",
                  h.impl, k.max_rel_err);

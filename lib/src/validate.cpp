@@ -437,9 +437,7 @@ std::optional<Speedup> across_cases(const Registry& registry, const Claim& claim
     side.problem = make_problem(side.kase.shape, side.kase.dtype, side.kase.seed, layers);
     side.kernel->prepare(side.problem, threads);
     side.kernel->run(0);
-    const Correctness c = Oracle(side.problem)
-                              .check(side.kernel->output(), side.kernel->selected_experts(), 0,
-                                     side.kernel->quantizes_activations());
+    const Correctness c = Oracle(side.problem).check(*side.kernel);
     if (!c.pass) {
       line.status = Status::kFailed;
       line.detail = fmt::format("{} on {} differs from the FP64 oracle (max rel err {:.3g})",

@@ -9,6 +9,8 @@
 
 namespace moe_bench {
 
+class Kernel;
+
 /// Outcome of checking one implementation's output against the FP64 oracle.
 struct Correctness {
   bool pass = false;
@@ -50,6 +52,9 @@ class Oracle {
   /// quantize_activations), held to tolerance_for_a8.
   Correctness check(std::span<const float> y, std::span<const int32_t> selected,
                     int extra_roundings = 0, bool a8 = false) const;
+  /// Checks an implementation's own last output and selection on its own terms: its extra
+  /// roundings (Kernel::extra_roundings) and whether it quantizes its activations.
+  Correctness check(const Kernel& kernel) const;
 
   /// Realised expert load of the oracle's routing.
   Load load() const;
