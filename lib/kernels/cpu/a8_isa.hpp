@@ -1,10 +1,12 @@
 // The a8 micro-kernels (`cpu_w8a8`): int8 or q4 weights times activations quantized to int8
 // per row, as integer dot products (AVX2: vpmaddubsw and vpmaddwd; a portable twin), with the
-// weights' scales, the row's scale and the activation applied to the integer sums. Layouts:
+// weights' scales, the row's scale and the activation applied to the integer sums (AVX-512 VNNI:
+// vpdpbusd). Layouts:
 // - a panel is kA8Cols output columns of one or two projections (gate/up gated: W1 and W3; GELU:
 //   W1; down: W2), packed along the reduction in steps of 4 rows ("quads");
-// - int8: for each quad, per projection, 32 bytes: column c's four codes at bytes 4c..4c+3;
-//   after the last quad, per projection, the kA8Cols f32 scales;
+// - int8: for each quad, per projection, 32 bytes: column c's four codes at bytes 4c..4c+3
+//   (signed, or as code + 128 where A8Kernels::i8_unsigned); after the last quad, per
+//   projection, the kA8Cols f32 scales;
 // - q4: for each group of kQ4Rows reduction rows, per projection, 4 x 32 bytes (vector v: byte
 //   4c + i holds row 8v + i of column c in its low nibble and row 8v + 4 + i in its high one,
 //   as code + 8), then per projection the kA8Cols f16 scales of the group;
@@ -32,17 +34,22 @@ constexpr int64_t a8_panel_bytes(bool q4, int projections, int64_t len) {
 }
 
 /// A block's activation rows quantized to int8: row r's codes (zero padded to whole quads), their
-/// magnitudes (int8 weights multiply |x| by the weight with x's sign, since vpmaddubsw takes one
-/// unsigned operand), the sums of each group of kQ4Rows codes (q4), and its scale.
+/// magnitudes (int8 weights on AVX2 multiply |x| by the weight with x's sign, since vpmaddubsw
+/// takes one unsigned operand), the sum of all its codes (int8 weights stored unsigned), the sums
+/// of each group of kQ4Rows codes (q4), and its scale. What a kernel does not read may be null.
 struct A8Rows {
   const int8_t* codes[kA8MaxRows];
   const uint8_t* magnitudes[kA8MaxRows];
+  int32_t code_sum[kA8MaxRows];
   const int32_t* group_sums[kA8MaxRows];
   float scale[kA8MaxRows];
 };
 
 struct A8Kernels {
   const char* name;
+  /// int8 weights are packed as code + 128 (unsigned bytes, the operand vpdpbusd takes unsigned),
+  /// and the kernels take 128 x the row's code sum off; they read no magnitudes. Otherwise signed.
+  bool i8_unsigned;
   /// Hidden columns [col0, col0 + kA8Cols x panels) clipped to f, of rows [0, n) of x, from
   /// `panels` adjacent gate/up panels at wp reducing over d: act(W1 x, W3 x), or GELU(W1 x)
   /// with one projection a panel. Written in FP32 to h[r * ldh + column].
@@ -58,5 +65,7 @@ struct A8Kernels {
 const A8Kernels& a8_generic_kernels();
 /// AVX2 (vpmaddubsw, vpmaddwd, F16C): wherever the CPU has AVX2, AVX-512 CPUs included.
 const A8Kernels& a8_avx2_kernels();
+/// AVX-512 VNNI (vpdpbusd, with AVX-512 BW/VL and F16C): where the CPU has avx512_vnni.
+const A8Kernels& a8_vnni_kernels();
 
 }  // namespace moe_bench::cpu

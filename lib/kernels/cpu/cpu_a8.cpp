@@ -14,9 +14,10 @@ namespace moe_bench::cpu::detail {
 namespace {
 
 // Panel p (columns [p kA8Cols, (p + 1) kA8Cols) of `width`) of `np` projections: rows row0 +
-// column of m[j], each `len` codes long, in the layout of a8_isa.hpp, into out.
+// column of m[j], each `len` codes long, in the layout of a8_isa.hpp, into out; int8 codes as
+// code + 128 where `i8_unsigned`.
 void pack_a8_panel(const QuantMatrix* const* m, int np, int64_t row0, int64_t width, int64_t len,
-                   int64_t p, bool q4, char* out) {
+                   int64_t p, bool q4, bool i8_unsigned, char* out) {
   const int64_t c0 = p * kA8Cols;
   const auto code = [&](int j, int64_t c, int64_t k) -> int {
     const int64_t col = c0 + c;
@@ -28,7 +29,10 @@ void pack_a8_panel(const QuantMatrix* const* m, int np, int64_t row0, int64_t wi
     for (int64_t q = 0; q < quads; ++q)
       for (int j = 0; j < np; ++j)
         for (int64_t c = 0; c < kA8Cols; ++c)
-          for (int64_t i = 0; i < 4; ++i) *o++ = static_cast<int8_t>(code(j, c, 4 * q + i));
+          for (int64_t i = 0; i < 4; ++i) {
+            const int v = code(j, c, 4 * q + i);
+            *o++ = static_cast<int8_t>(i8_unsigned ? static_cast<uint8_t>(v + 128) : v);
+          }
     for (int j = 0; j < np; ++j) {
       for (int64_t c = 0; c < kA8Cols; ++c) {
         const float scale = c0 + c < width ? m[j]->scales[row0 + c0 + c] : 0.0f;
@@ -61,11 +65,13 @@ void pack_a8_panel(const QuantMatrix* const* m, int np, int64_t row0, int64_t wi
 
 }  // namespace
 
-void CpuKernel::A8Buffers::resize(int64_t rows, int64_t len, bool q4) {
+void CpuKernel::A8Buffers::resize(int64_t rows, int64_t len, bool q4, bool i8_unsigned) {
   stride = round_up(len, 4);
   groups = q4 ? len / kQ4Rows : 0;
   codes.assign(static_cast<size_t>(rows * stride), 0);
-  magnitudes.assign(q4 ? 0 : codes.size(), 0);  // int8 weights' products only
+  // What the int8 weights' products take: magnitudes (signed weights) or code sums (unsigned).
+  magnitudes.assign(q4 || i8_unsigned ? 0 : codes.size(), 0);
+  code_sums.assign(!q4 && i8_unsigned ? static_cast<size_t>(rows) : 0, 0);
   group_sums.assign(static_cast<size_t>(rows * groups), 0);
   scales.assign(static_cast<size_t>(rows), 0.0f);
 }
@@ -76,6 +82,12 @@ void CpuKernel::A8Buffers::quantize(const float* v, int64_t len, int64_t row) {
   const int64_t padded = round_up(len, 4);
   std::fill(c + len, c + padded, int8_t{0});
   if (groups == 0) {
+    if (!code_sums.empty()) {
+      int32_t sum = 0;
+      for (int64_t i = 0; i < len; ++i) sum += c[i];
+      code_sums[row] = sum;
+      return;
+    }
     uint8_t* m = magnitudes.data() + row * stride;
     for (int64_t i = 0; i < padded; ++i) m[i] = static_cast<uint8_t>(std::abs(int{c[i]}));
     return;
@@ -118,13 +130,13 @@ void CpuKernel::pack_a8_layer(const LayerWeights& w, A8Layer& out) const {
     const QuantMatrix* up[2] = {shared ? &w.qs1 : &w.q1, shared ? &w.qs3 : &w.q3};
     const int64_t up_bytes = a8_panel_bytes(q4, np, d);
     for (int64_t p = 0; p * kA8Cols < grp.width; ++p) {
-      pack_a8_panel(up, np, shared ? 0 : g * grp.width, grp.width, d, p, q4,
+      pack_a8_panel(up, np, shared ? 0 : g * grp.width, grp.width, d, p, q4, a8_->i8_unsigned,
                     out.data.data() + grp.up + p * up_bytes);
     }
     const QuantMatrix* down[1] = {shared ? &w.qs2 : &w.q2};
     const int64_t down_bytes = a8_panel_bytes(q4, 1, grp.width);
     for (int64_t p = 0; p < out_panels; ++p) {
-      pack_a8_panel(down, 1, shared ? 0 : g * d, d, grp.width, p, q4,
+      pack_a8_panel(down, 1, shared ? 0 : g * d, d, grp.width, p, q4, a8_->i8_unsigned,
                     out.data.data() + grp.down + p * down_bytes);
     }
   }
@@ -149,6 +161,7 @@ void CpuKernel::experts_a8(int64_t layer, const float* x, int64_t count, float* 
       rows.codes[r] = buf.codes.data() + i * buf.stride;
       rows.magnitudes[r] =
           buf.magnitudes.empty() ? nullptr : buf.magnitudes.data() + i * buf.stride;
+      rows.code_sum[r] = buf.code_sums.empty() ? 0 : buf.code_sums[i];
       rows.group_sums[r] = buf.group_sums.data() + i * buf.groups;
       rows.scale[r] = buf.scales[i];
     }

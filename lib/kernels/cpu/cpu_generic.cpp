@@ -167,7 +167,8 @@ void a8_sums_q4(const A8Rows& x, int r0, const char* wp, int64_t groups, float* 
 }  // namespace generic
 
 const A8Kernels& a8_generic_kernels() {
-  static const A8Kernels kKernels{"generic", generic::a8_gate_up, generic::a8_down};
+  static const A8Kernels kKernels{"generic", /*i8_unsigned=*/false, generic::a8_gate_up,
+                                  generic::a8_down};
   return kKernels;
 }
 

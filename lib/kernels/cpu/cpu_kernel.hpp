@@ -238,10 +238,13 @@ class CpuKernel final : public Kernel {
   struct A8Buffers {
     std::vector<int8_t> codes;
     std::vector<uint8_t> magnitudes;
+    std::vector<int32_t> code_sums;  ///< int8 weights stored unsigned: each row's code sum
     std::vector<int32_t> group_sums;
     std::vector<float> scales;
     int64_t stride = 0, groups = 0;
-    void resize(int64_t rows, int64_t len, bool q4);
+    /// For int8 weights, `i8_unsigned` (A8Kernels::i8_unsigned) keeps code sums instead of
+    /// magnitudes.
+    void resize(int64_t rows, int64_t len, bool q4, bool i8_unsigned);
     // Quantizes v[len] (quantize_activations) into row `row`.
     void quantize(const float* v, int64_t len, int64_t row);
   };

@@ -63,7 +63,10 @@ void CpuKernel::prepare(const Problem& p, int threads) {
   }
   // The a8 variant: its integer micro-kernels, and the FP32 ones of the same instruction set for
   // the router.
-  a8_ = !a8 ? nullptr : has_avx2() ? &a8_avx2_kernels() : &a8_generic_kernels();
+  a8_ = !a8                 ? nullptr
+        : has_avx512_vnni() ? &a8_vnni_kernels()
+        : has_avx2()        ? &a8_avx2_kernels()
+                            : &a8_generic_kernels();
   isa_ = a8 ? (has_avx2() ? &avx2_kernels() : &generic_kernels())
          : forced_ != nullptr
              ? forced_
@@ -122,8 +125,8 @@ void CpuKernel::prepare(const Problem& p, int threads) {
   xsum_.assign(q4 ? static_cast<size_t>(max_blocks * R * (s.d_model / kQ4Rows)) : 0, 0.0f);
   hsum_.assign(q4 ? static_cast<size_t>(max_blocks * R * (max_width_ / kQ4Rows)) : 0, 0.0f);
   if (a8) {
-    x8_.resize(T, s.d_model, storage_ == Storage::kQ4);
-    h8_.resize(max_blocks * R, max_width_, storage_ == Storage::kQ4);
+    x8_.resize(T, s.d_model, storage_ == Storage::kQ4, a8_->i8_unsigned);
+    h8_.resize(max_blocks * R, max_width_, storage_ == Storage::kQ4, a8_->i8_unsigned);
   }
   y_.assign(static_cast<size_t>(T * s.d_model), 0.0f);
   prefix_ = T;

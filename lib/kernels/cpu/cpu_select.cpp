@@ -22,6 +22,11 @@ constexpr double kComputeBoundRows = 16;
 
 bool has_avx512() { return cpu_features().has("avx512f"); }
 bool has_avx512_bf16() { return has_avx512() && cpu_features().has("avx512_bf16"); }
+bool has_avx512_vnni() {
+  const CpuFeatures& f = cpu_features();
+  return has_avx512() && has_avx2() && f.has("avx512_vnni") && f.has("avx512bw") &&
+         f.has("avx512vl");
+}
 bool has_amx() { return amx_refusal().empty(); }
 
 // "this CPU has no X", or, where the CPU has it but a cap hides it, that the cap does.

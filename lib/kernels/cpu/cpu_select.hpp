@@ -14,6 +14,8 @@ namespace moe_bench::cpu {
 bool has_avx2();
 bool has_avx512();
 bool has_avx512_bf16();
+/// AVX-512 VNNI (vpdpbusd) with BW and VL: the a8 kernels' integer dot products.
+bool has_avx512_vnni();
 /// Whether the AMX kernels can run here (moe_bench::amx_refusal() says why not).
 bool has_amx();
 /// "this CPU has no X", or, where a cap hides it, that the cap does.
