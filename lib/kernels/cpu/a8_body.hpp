@@ -1,30 +1,41 @@
 // The a8 micro-kernels' common part (a8_isa.hpp has the layouts), included inside an instruction
-// set's namespace after kernel_body.hpp and after its two integer loops:
+// set's namespace after the vector type, kernel_math.hpp, the constant kA8PassRows and the two
+// integer loops:
 //   a8_sums_i8<NR, NP>(x, r0, wp, quads, out), a8_sums_q4<NR, NP>(x, r0, wp, groups, out)
-// which write, for rows r0..r0+NR-1 of x and the NP projections of the panel at wp,
-// out[(r * NP + j) * kA8Cols + c] = sum over the reduction of weight x code: the weights' scales
-// applied, the row's scale not.
+// which write, for rows r0..r0+NR-1 of x (NR <= kA8PassRows) and the NP projections of the panel
+// at wp, out[(r * NP + j) * kA8Cols + c] = sum over the reduction of weight x code: the weights'
+// scales applied, the row's scale not.
 
-// The weight-scaled sums of rows [0, n) of x on one panel of NP projections, into out.
+// Rows [r, r + NR) of x on the panel, in one pass over its weights.
+template <int NR, int NP>
+void a8_pass(const A8Rows& x, int r, const char* wp, int64_t len, bool q4, float* out) {
+  float* o = out + r * NP * kA8Cols;
+  if (q4) {
+    a8_sums_q4<NR, NP>(x, r, wp, len / kQ4Rows, o);
+  } else {
+    a8_sums_i8<NR, NP>(x, r, wp, (len + 3) / 4, o);
+  }
+}
+
+// The weight-scaled sums of rows [0, n) of x on one panel of NP projections, into out: passes of
+// kA8PassRows rows, and the rows left in one more.
 template <int NP>
 void a8_panel(const A8Rows& x, int n, const char* wp, int64_t len, bool q4, float* out) {
+  static_assert(kA8PassRows >= 2 && kA8PassRows <= 4);
   int r = 0;
-  for (; r + kA8Rows <= n; r += kA8Rows) {
-    float* o = out + r * NP * kA8Cols;
-    if (q4) {
-      a8_sums_q4<kA8Rows, NP>(x, r, wp, len / kQ4Rows, o);
-    } else {
-      a8_sums_i8<kA8Rows, NP>(x, r, wp, (len + 3) / 4, o);
-    }
-  }
-  static_assert(kA8Rows == 2, "one row at most is left");
-  if (r < n) {
-    float* o = out + r * NP * kA8Cols;
-    if (q4) {
-      a8_sums_q4<1, NP>(x, r, wp, len / kQ4Rows, o);
-    } else {
-      a8_sums_i8<1, NP>(x, r, wp, (len + 3) / 4, o);
-    }
+  for (; r + kA8PassRows <= n; r += kA8PassRows) a8_pass<kA8PassRows, NP>(x, r, wp, len, q4, out);
+  switch (n - r) {
+    case 3:
+      if constexpr (kA8PassRows > 3) a8_pass<3, NP>(x, r, wp, len, q4, out);
+      break;
+    case 2:
+      if constexpr (kA8PassRows > 2) a8_pass<2, NP>(x, r, wp, len, q4, out);
+      break;
+    case 1:
+      a8_pass<1, NP>(x, r, wp, len, q4, out);
+      break;
+    default:
+      break;
   }
 }
 

@@ -22,8 +22,6 @@ namespace moe_bench::cpu {
 
 /// Output columns of an a8 panel on every instruction set (one AVX2 vector of int32 sums).
 constexpr int kA8Cols = 8;
-/// Rows of a block the a8 micro-kernels reduce together (a block's rows go by this many).
-constexpr int kA8Rows = 2;
 /// Rows of a block at most (cpu_kernel.hpp's kMaxRows).
 constexpr int kA8MaxRows = 16;
 

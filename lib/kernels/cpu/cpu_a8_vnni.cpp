@@ -27,6 +27,9 @@ namespace avx512_vnni {
 // Bytes ahead of the reads the weights are prefetched (into L1: the stream of one thread), as
 // on AVX2.
 constexpr int64_t kA8Ahead = 4096;
+// Rows a pass over a panel takes: blocks of up to four rows (A at 16 tokens puts about four on an
+// expert) read each panel once.
+constexpr int kA8PassRows = 4;
 
 inline int32_t a8_word(const void* p) {
   int32_t word;

@@ -23,6 +23,8 @@ constexpr int kRows = 6;
 // before vpmaddwd.
 // Bytes ahead of the reads the weights are prefetched (into L1: the stream of one thread).
 constexpr int64_t kA8Ahead = 4096;
+// Rows a pass over a panel takes: 16 ymm registers hold the sums of two rows of both projections.
+constexpr int kA8PassRows = 2;
 
 inline __m256i a8_word(const void* p) {
   int32_t word;

@@ -162,6 +162,8 @@ void a8_sums_q4(const A8Rows& x, int r0, const char* wp, int64_t groups, float* 
   }
 }
 
+// Rows a pass over a panel takes, as on AVX2.
+constexpr int kA8PassRows = 2;
 #include "a8_body.hpp"
 
 }  // namespace generic
