@@ -17,14 +17,15 @@
 
 using namespace moe_bench;
 
-TEST_CASE("read_bytes reads every 4-byte word it is given, under every cap, in both patterns") {
+TEST_CASE("read_bytes reads every 4-byte word it is given, under every cap, in every pattern") {
   const auto before = max_isa();
   // Words of 1: the sum counts the words read. Odd counts and a start off the vector alignment
   // reach every loop's tail; 3 bytes past the last word are not a word.
   std::vector<uint32_t> ones(200'003, 1u);
   for (Isa cap : supported_isas()) {
     set_max_isa(cap);
-    for (ReadPattern pattern : {ReadPattern::kInterleaved, ReadPattern::kPrefetched}) {
+    for (ReadPattern pattern :
+         {ReadPattern::kInterleaved, ReadPattern::kPrefetched, ReadPattern::kPrefetchedStreams}) {
       for (int64_t words : {0, 1, 7, 64, 1000, 12'345, 200'001}) {
         INFO(to_string(cap) << " | " << to_string(pattern) << " | " << words << " words");
         const char* start = reinterpret_cast<const char*>(ones.data() + 1);

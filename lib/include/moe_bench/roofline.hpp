@@ -37,13 +37,14 @@ std::string bf16_peak(const Peaks& peaks);
 /// so a neighbour busy at one of them cannot make results look better than the machine allows.
 void keep_higher(Peaks& peaks, const Peaks& again);
 
-/// Runs the two microbenchmarks (about a quarter of a second together).
+/// Runs the microbenchmarks (about a quarter of a second together).
 Peaks measure_peaks(int threads);
 
-/// The read ceiling's two ways of streaming a thread's bytes.
+/// The read ceiling's ways of streaming a thread's bytes (the ceiling is the fastest).
 enum class ReadPattern {
   kInterleaved,  ///< eight interleaved sequential streams
   kPrefetched,   ///< one stream with software prefetch ahead, as the cpu kernels stream panels
+  kPrefetchedStreams,  ///< four such streams side by side, as cpu reads panels at one row
 };
 const char* to_string(ReadPattern pattern);
 
