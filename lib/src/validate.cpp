@@ -25,7 +25,7 @@ namespace moe_bench {
 namespace {
 
 // Each claim with the broadest class of machines it holds on (validate.hpp, README.md).
-const std::array<Claim, 21> kClaims{{
+const std::array<Claim, 23> kClaims{{
     {"cpu is faster than blas on workload A at 1 token", "A", 1, "uniform", "cpu", "blas", true,
      "f32", MachineClass::kAvx2, ""},
     {"cpu is faster than blas on workload A at 32 tokens", "A", 32, "uniform", "cpu", "blas", true,
@@ -62,6 +62,16 @@ const std::array<Claim, 21> kClaims{{
     // nibbles costs more than the bytes it saves, 0.83x [0.82, 0.85] (docs/claims.md).
     {"cpu with q4 weights is faster than cpu with bf16 weights in bf16 on workload A at 1 token",
      "A", 1, "uniform", "cpu", "cpu", false, "bf16", MachineClass::kAvx512, "", "q4", "same"},
+    // int8 activations (docs/quantization.md): q4's nibbles go into integer dot products where
+    // `cpu` widens each to FP32. Measured on an AMD Zen 3 (AVX2) and an Intel Xeon (AVX-512
+    // VNNI, and its AVX2 kernels before those were written). int8 gains only with VNNI, which
+    // every AVX512-BF16 CPU has: on the Zen 3 it was inconclusive (docs/claims.md).
+    {"cpu_w8a8 with q4 weights is faster than cpu with q4 weights in bf16 on workload A at 1 token",
+     "A", 1, "uniform", "cpu_w8a8", "cpu", false, "bf16", MachineClass::kAvx2, "", "q4", "q4"},
+    {"cpu_w8a8 with int8 weights is faster than cpu with int8 weights in bf16 on workload A at 1 "
+     "token",
+     "A", 1, "uniform", "cpu_w8a8", "cpu", false, "bf16", MachineClass::kAvx512Bf16, "", "int8",
+     "int8"},
     // Measured on an AMD Zen 5 (vdpbf16ps), an Intel Xeon with AMX, and the same Xeon capped at
     // avx512_bf16 (oneDNN capped with it), the class of a Cooper Lake (docs/claims.md).
     {"cpu is faster than torch in bf16 on workload A at 512 tokens", "A", 512, "uniform", "cpu",

@@ -115,6 +115,21 @@ TEST_CASE("every claim validate checks is stated word for word in the README, wi
   }
 }
 
+TEST_CASE("validate times a claim itself when its sides are two cases or hold quantized weights") {
+  Claim same;  // two implementations of one standard case: found among validate's comparisons
+  CHECK_FALSE(same.across_cases());
+  Claim dtypes;
+  dtypes.b_dtype = "f32";
+  CHECK(dtypes.across_cases());
+  Claim formats;
+  formats.weights = "int8";
+  CHECK(formats.across_cases());
+  // One format on both sides: no standard case holds quantized weights, so it is timed too.
+  Claim quantized;
+  quantized.weights = quantized.b_weights = "q4";
+  CHECK(quantized.across_cases());
+}
+
 TEST_CASE("a claim is skipped outside the machines it is stated for") {
   CpuFeatures amd, intel, avx2, sse;
   amd.flags = {"avx2", "fma", "avx512f", "avx512_bf16"};

@@ -48,9 +48,12 @@ struct Claim {
   /// of one implementation (int8 decode against bf16 decode) names both.
   std::string weights = "same", b_weights = "same";
 
-  /// Whether the two sides are two cases (other dtype or weights), timed side by side by
-  /// validate itself rather than as two implementations of one case.
-  bool across_cases() const { return !b_dtype.empty() || weights != b_weights; }
+  /// Whether validate times the two sides itself, side by side, rather than finding them among
+  /// its standard cases: two cases (other dtype or weights), or quantized weights, which no
+  /// standard case holds.
+  bool across_cases() const {
+    return !b_dtype.empty() || weights != b_weights || weights != "same";
+  }
 };
 std::span<const Claim> readme_claims();
 
