@@ -202,10 +202,14 @@ float lane_at(const float* p, int64_t i) {
 
 // Reads n floats as kStreams interleaved sequential streams: more streams in flight keep more of
 // the hardware prefetchers busy (8 streams read ~10% faster than one here).
+// The loops are inlined into the wrappers below, whose target attribute (avx512f, avx2) then
+// compiles them: a function GCC calls keeps the file's own target, and when these loops were
+// called (noinline), every ISA's loop read through 16-byte SSE loads (found on an Intel Xeon,
+// 2026-12-07, in their disassembly: no ymm or zmm register).
 constexpr int64_t kStreams = 8;
 
 template <typename V, int kBytes = sizeof(V)>
-__attribute__((noinline)) float read_loop(const float* p, int64_t n) {
+__attribute__((always_inline)) inline float read_loop(const float* p, int64_t n) {
   constexpr int64_t kLanes = kBytes / 4;
   const int64_t per = n / kStreams / (4 * kLanes) * (4 * kLanes);
   V acc[4] = {};
@@ -233,7 +237,7 @@ __attribute__((noinline)) float read_loop(const float* p, int64_t n) {
 // several side by side (S = 4, at one row: side_by_side_panels). Where one reads faster than the
 // interleaved streams, it is the ceiling those kernels are held to.
 template <typename V, int64_t S = 1>
-__attribute__((noinline)) float read_prefetched(const float* p, int64_t n) {
+__attribute__((always_inline)) inline float read_prefetched(const float* p, int64_t n) {
   // Every float is read: a cache line (16 floats) per step as 16 / lanes vectors, with one
   // prefetch per line 32 lines ahead. (An earlier version loaded one vector per 64 floats, which
   // touched a quarter of the lines at 16 lanes and a sixteenth at 4, yet counted every byte.)
