@@ -296,40 +296,30 @@ float read_prefetched_generic(const float* p, int64_t n) { return read_prefetche
 float read_streams_generic(const float* p, int64_t n) { return read_prefetched<V16, 4>(p, n); }
 
 // The same loops on integer lanes, for read_bytes.
-__attribute__((target("avx512f"))) float read_words_avx512(const float* p, int64_t n,
-                                                           ReadPattern pattern) {
+// One pattern on integer lanes I, inlined into the wrappers below (compiled for their ISA).
+template <typename I>
+__attribute__((always_inline)) inline float read_words(const float* p, int64_t n,
+                                                       ReadPattern pattern) {
   switch (pattern) {
     case ReadPattern::kInterleaved:
-      return read_loop<I64>(p, n);
+      return read_loop<I>(p, n);
     case ReadPattern::kPrefetched:
-      return read_prefetched<I64>(p, n);
+      return read_prefetched<I>(p, n);
     case ReadPattern::kPrefetchedStreams:
-      return read_prefetched<I64, 4>(p, n);
+      return read_prefetched<I, 4>(p, n);
   }
   return 0;
+}
+__attribute__((target("avx512f"))) float read_words_avx512(const float* p, int64_t n,
+                                                           ReadPattern pattern) {
+  return read_words<I64>(p, n, pattern);
 }
 __attribute__((target("avx2"))) float read_words_avx2(const float* p, int64_t n,
                                                       ReadPattern pattern) {
-  switch (pattern) {
-    case ReadPattern::kInterleaved:
-      return read_loop<I32>(p, n);
-    case ReadPattern::kPrefetched:
-      return read_prefetched<I32>(p, n);
-    case ReadPattern::kPrefetchedStreams:
-      return read_prefetched<I32, 4>(p, n);
-  }
-  return 0;
+  return read_words<I32>(p, n, pattern);
 }
 float read_words_generic(const float* p, int64_t n, ReadPattern pattern) {
-  switch (pattern) {
-    case ReadPattern::kInterleaved:
-      return read_loop<I16>(p, n);
-    case ReadPattern::kPrefetched:
-      return read_prefetched<I16>(p, n);
-    case ReadPattern::kPrefetchedStreams:
-      return read_prefetched<I16, 4>(p, n);
-  }
-  return 0;
+  return read_words<I16>(p, n, pattern);
 }
 
 // Best of five passes of `loop` over the buffer, every thread reading its own contiguous part.

@@ -42,6 +42,13 @@ inline __m512i a8_words(const void* p, const void* q) {
   return _mm512_inserti64x4(_mm512_set1_epi32(a8_word(p)), _mm256_set1_epi32(a8_word(q)), 1);
 }
 
+// Each cache line a q4 group of `bytes` starts in, kA8Ahead bytes ahead of it.
+template <int64_t bytes>
+inline void prefetch_group(const char* block) {
+  for (int64_t line = 0; line < bytes; line += 64)
+    _mm_prefetch(block + line + kA8Ahead, _MM_HINT_T0);
+}
+
 inline __m512i load512(const char* p) {
   return _mm512_loadu_si512(reinterpret_cast<const void*>(p));
 }
@@ -109,11 +116,7 @@ void a8_sums_q4(const A8Rows& x, int r0, const char* wp, int64_t groups, float* 
     for (int r = 0; r < NR; ++r) acc[r] = _mm512_setzero_ps();
     for (int64_t g = 0; g < groups; ++g) {
       const char* block = wp + g * kGroupBytes;
-      _mm_prefetch(block + kA8Ahead, _MM_HINT_T0);
-      _mm_prefetch(block + 64 + kA8Ahead, _MM_HINT_T0);
-      _mm_prefetch(block + 128 + kA8Ahead, _MM_HINT_T0);
-      _mm_prefetch(block + 192 + kA8Ahead, _MM_HINT_T0);
-      _mm_prefetch(block + 256 + kA8Ahead, _MM_HINT_T0);
+      prefetch_group<kGroupBytes>(block);
       __m512i s32[NR];
       for (int r = 0; r < NR; ++r) s32[r] = _mm512_setzero_si512();
       for (int v = 0; v < 4; ++v) {
@@ -145,9 +148,7 @@ void a8_sums_q4(const A8Rows& x, int r0, const char* wp, int64_t groups, float* 
     for (int r = 0; r < NR; ++r) acc[r] = _mm256_setzero_ps();
     for (int64_t g = 0; g < groups; ++g) {
       const char* block = wp + g * kGroupBytes;
-      _mm_prefetch(block + kA8Ahead, _MM_HINT_T0);
-      _mm_prefetch(block + 64 + kA8Ahead, _MM_HINT_T0);
-      _mm_prefetch(block + 128 + kA8Ahead, _MM_HINT_T0);
+      prefetch_group<kGroupBytes>(block);
       __m512i s32[NR];
       for (int r = 0; r < NR; ++r) s32[r] = _mm512_setzero_si512();
       for (int u = 0; u < 2; ++u) {
