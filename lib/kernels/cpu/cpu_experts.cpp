@@ -44,7 +44,7 @@ void CpuKernel::experts(int64_t layer, const float* x, int64_t count, float* y,
         for (int64_t i = 0; i < d; ++i) {
           for (int64_t r = 0; r < n; ++r) xp[i * R + r] = rows[r][i];
         }
-        if (!xsum_.empty() && n <= kQ4DecodeRows) {
+        if (!xsum_.empty() && n <= q4_sum_rows()) {
           group_sums(xp, d, n, xsum_.data() + b * R * (d / kQ4Rows));
         }
       } else {
@@ -71,6 +71,7 @@ void CpuKernel::experts(int64_t layer, const float* x, int64_t count, float* y,
             words[pair_word(i / 2, r, R, pairs, kblock)] = top(rows[r][i]) | hi << 16;
           }
         }
+        if (!xsum_.empty()) pair_group_sums(words, d, n, xsum_.data() + b * R * (d / kQ4Rows));
       }
     }
 #pragma omp master
@@ -123,10 +124,15 @@ void CpuKernel::experts(int64_t layer, const float* x, int64_t count, float* y,
     if (!hsum_.empty()) {
 #pragma omp for schedule(static)
       for (int64_t b = 0; b < num_blocks_; ++b) {
-        if (block_rows_[b] > kQ4DecodeRows) continue;
+        if (block_rows_[b] > q4_sum_rows()) continue;
         const int64_t width = packed.groups[block_group_[b]].width;
-        group_sums(hp_.data() + b * R * max_width_, width, block_rows_[b],
-                   hsum_.data() + b * R * (max_width_ / kQ4Rows));
+        float* out = hsum_.data() + b * R * (max_width_ / kQ4Rows);
+        const float* hp = hp_.data() + b * R * max_width_;
+        if (kpack_ == 1) {
+          group_sums(hp, width, block_rows_[b], out);
+        } else {
+          pair_group_sums(reinterpret_cast<const uint32_t*>(hp), width, block_rows_[b], out);
+        }
       }
     }
 #pragma omp master
@@ -196,11 +202,26 @@ void CpuKernel::group_sums(const float* src, int64_t len, int64_t n, float* out)
   }
 }
 
+// The same of a block of bf16 pair words (kblock 1): word p * R + r holds rows 2p and 2p + 1.
+void CpuKernel::pair_group_sums(const uint32_t* words, int64_t len, int64_t n, float* out) const {
+  const int64_t R = isa_->rows;
+  for (int64_t g = 0; g < len / kQ4Rows; ++g) {
+    for (int64_t r = 0; r < n; ++r) {
+      float sum = 0;
+      for (int64_t p = g * kQ4Rows / 2; p < (g + 1) * kQ4Rows / 2; ++p) {
+        const uint32_t w = words[p * R + r];
+        sum += std::bit_cast<float>(w << 16) + std::bit_cast<float>(w & 0xffff0000u);
+      }
+      out[g * R + r] = -8.0f * sum;
+    }
+  }
+}
+
 // Block b's group sums from reduction row i0 on (sums of `len`-row blocks), or null where
 // there are none.
 const float* CpuKernel::sums_at(const std::vector<float>& sums, int64_t b, int64_t len,
                                 int64_t i0) const {
-  if (sums.empty() || block_rows_[b] > kQ4DecodeRows) return nullptr;
+  if (sums.empty() || block_rows_[b] > q4_sum_rows()) return nullptr;
   const int64_t R = isa_->rows;
   return sums.data() + b * R * (len / kQ4Rows) + i0 / kQ4Rows * R;
 }

@@ -52,7 +52,8 @@ constexpr int side_by_side_panels(int64_t rows) { return rows == 1 ? 4 : rows <=
 /// - kQ4: `scales` are f16, 2L per group of kQ4Rows reduction rows, from the group where the
 ///   call's reduction starts; each group's codes are dequantized in registers.
 /// `hidden`: the storage of hidden values (the activation dtype: kF32, kBF16 or kF16).
-/// `group_sums` (kQ4 with at most kQ4DecodeRows rows: required; otherwise ignored): -8 times the
+/// `group_sums` (kQ4 with at most kQ4DecodeRows rows, or any rows where the kernels take q4 pairs
+/// (IsaKernels::q4_pairs): required; otherwise ignored): -8 times the
 /// sum of each group's activations of each row, [group * R + r] from the call's first group.
 struct QuantArgs {
   const void* scales = nullptr;
@@ -94,7 +95,7 @@ struct IsaKernels {
   /// and a row, panels are padded to an even number of rows, and pointers into xp/hp advance by
   /// (row / kpack) * R words.
   int kpack = 1;
-  /// Takes bf16 storage only (no quantized weights).
+  /// Takes the bf16 dtype only: bf16 storage, and q4 where q4_pairs says so.
   bool bf16_only = false;
   /// Pair words in blocks (kpack 2 only): within each full block of `kblock` pairs the words of
   /// a row block are row-major, [r][j], the rows of an AMX A tile; pairs past the last full block
@@ -119,6 +120,9 @@ struct IsaKernels {
                       int64_t n, const int32_t* tokens, const float* weights, float* y, int64_t ldy,
                       int64_t col0, int64_t cols_end, Storage storage, QuantArgs quant,
                       int64_t scale_bytes) = nullptr;
+  /// Takes q4 weights too, in the pair form of its own file (cpu_avx512_bf16.cpp, kpack 2), with
+  /// bf16 activations: QuantArgs::group_sums then required at every row count.
+  bool q4_pairs = false;
 };
 
 /// The index of the word of pair p and row r in a row block of R rows whose reduction has

@@ -169,6 +169,10 @@ class CpuKernel final : public Kernel {
   // -8 times the sum over each group of kQ4Rows rows of a k-major block (src[i * R + r], len
   // rows, n of R rows used) into out[group * R + r].
   void group_sums(const float* src, int64_t len, int64_t n, float* out) const;
+  void pair_group_sums(const uint32_t* words, int64_t len, int64_t n, float* out) const;
+  // The most rows of a block whose q4 group sums are taken: every block where the kernels take
+  // q4 pairs, else those of the decode loop.
+  int64_t q4_sum_rows() const { return isa_->q4_pairs ? isa_->rows : kQ4DecodeRows; }
 
   // Block b's group sums from reduction row i0 on (sums of `len`-row blocks), or null where
   // there are none.

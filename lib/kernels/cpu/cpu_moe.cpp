@@ -31,9 +31,10 @@ KernelInfo CpuKernel::info() const {
                   "(expert, tile)",
                   forced_ != nullptr ? forced_->name : "best-ISA"),
       1,
-      forced_ != nullptr && forced_->bf16_only
-          ? std::vector<WeightFormat>{WeightFormat::kSame}
-          : std::vector<WeightFormat>{WeightFormat::kSame, WeightFormat::kInt8, WeightFormat::kQ4}};
+      forced_ == nullptr || !forced_->bf16_only
+          ? std::vector<WeightFormat>{WeightFormat::kSame, WeightFormat::kInt8, WeightFormat::kQ4}
+      : forced_->q4_pairs ? std::vector<WeightFormat>{WeightFormat::kSame, WeightFormat::kQ4}
+                          : std::vector<WeightFormat>{WeightFormat::kSame}};
 }
 
 std::optional<std::string> CpuKernel::unavailable_reason() const {
@@ -67,10 +68,9 @@ void CpuKernel::prepare(const Problem& p, int threads) {
         : has_avx512_vnni() ? &a8_vnni_kernels()
         : has_avx2()        ? &a8_avx2_kernels()
                             : &a8_generic_kernels();
-  isa_ = a8 ? (has_avx2() ? &avx2_kernels() : &generic_kernels())
-         : forced_ != nullptr
-             ? forced_
-             : best_isa(p.dtype, rows_per_expert, why_, p.shape.weights != WeightFormat::kSame);
+  isa_ = a8                   ? (has_avx2() ? &avx2_kernels() : &generic_kernels())
+         : forced_ != nullptr ? forced_
+                              : best_isa(p.dtype, rows_per_expert, why_, p.shape.weights);
   kpack_ = isa_->kpack;
   const Shape& s = p.shape;
   d_pad_ = round_up(s.d_model, kpack_);
@@ -119,7 +119,7 @@ void CpuKernel::prepare(const Problem& p, int threads) {
   partial_stride_ = std::max<int64_t>((T + R - 1) / R * R, kMaxPanels * kMaxPanelRows) * 2 * L;
   partial_.resize(a8 ? 0 : threads_ * partial_stride_);
   hp_.resize(max_blocks * R * max_width_);
-  // q4 at up to kQ4DecodeRows rows a block: each group's activation sums, taken once per block
+  // q4 at up to q4_sum_rows() rows a block: each group's activation sums, taken once per block
   // here instead of once per panel in the micro-kernels (QuantArgs::group_sums).
   const bool q4 = storage_ == Storage::kQ4 && !a8;
   xsum_.assign(q4 ? static_cast<size_t>(max_blocks * R * (s.d_model / kQ4Rows)) : 0, 0.0f);

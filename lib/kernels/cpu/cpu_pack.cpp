@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <stdexcept>
 
 namespace moe_bench::cpu {
 
@@ -25,8 +26,11 @@ constexpr int64_t kMaxColumns = 32;
 // of the packed layer (a multiple of 2L), in the storage type S: element (i, c) is rows[c][first +
 // i] (the values are already representable: the problem was generated in the dtype), or, for
 // quantized storage, codes[c][first + i]. Row-major, or bf16 pairs of rows (kp 2); q4 puts column
-// c + L of a row in the high nibble of column c's byte. A row of the block at a time, so that the
-// stores are contiguous and the 2L sources are read as 2L sequential streams.
+// c + L of a row in the high nibble of column c's byte, a row of L bytes after another, or with
+// kp 2 (16 lanes, n a multiple of 4) in units of four rows that vpunpck{l,h}bw widen to bf16
+// pairs: row 4j + 2h + o, column c at byte 64j + 16 (c / 4) + 8h + 2 (c % 4) + o
+// (cpu_avx512_bf16.cpp). A row of the block at a time, so that the stores are contiguous and the
+// 2L sources are read as 2L sequential streams.
 template <Storage S>
 void put_block(char* base, int64_t dst, int64_t n, int64_t L, int64_t kp, const float* const* rows,
                const int8_t* const* codes, int64_t first) {
@@ -34,9 +38,12 @@ void put_block(char* base, int64_t dst, int64_t n, int64_t L, int64_t kp, const 
   for (int64_t i = 0; i < n; ++i) {
     const int64_t k = first + i;
     if constexpr (S == Storage::kQ4) {
-      uint8_t* out = reinterpret_cast<uint8_t*>(base) + (dst / L2 + i) * L;
+      auto* block = reinterpret_cast<uint8_t*>(base) + dst / L2 * L;
       for (int64_t c = 0; c < L; ++c) {
-        out[c] = static_cast<uint8_t>((codes[c][k] + 8) | (codes[c + L][k] + 8) << 4);
+        const int64_t at =
+            kp == 1 ? i * L + c
+                    : (i / 4) * 64 + 16 * (c / 4) + 8 * (i % 4 / 2) + 2 * (c % 4) + i % 2;
+        block[at] = static_cast<uint8_t>((codes[c][k] + 8) | (codes[c + L][k] + 8) << 4);
       }
     } else {
       // Element (i, c): i * 2L + c, or in pairs (i & ~1) * 2L + 2c + (i & 1).
@@ -72,6 +79,7 @@ void pack_layer(const PackSpec& spec, const Shape& s, const LayerWeights& w,
     int64_t width;
   };
   const int64_t kp = spec.kpack, d_pad = spec.d_pad;
+  if (q4 && kp != 1 && L != 16) throw std::logic_error("q4 pairs are packed for 16 lanes only");
   const int64_t f = s.d_ff;
   // A quantized layer holds no floats (problem.hpp): its rows are its codes.
   auto floats_at = [](const std::vector<float>& v, int64_t offset) {

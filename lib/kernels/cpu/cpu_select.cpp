@@ -21,7 +21,9 @@ constexpr double kComputeBoundRows = 16;
 }  // namespace
 
 bool has_avx512() { return cpu_features().has("avx512f"); }
-bool has_avx512_bf16() { return has_avx512() && cpu_features().has("avx512_bf16"); }
+bool has_avx512_bf16() {
+  return has_avx512() && cpu_features().has("avx512bw") && cpu_features().has("avx512_bf16");
+}
 bool has_avx512_vnni() {
   const CpuFeatures& f = cpu_features();
   return has_avx512() && has_avx2() && f.has("avx512_vnni") && f.has("avx512bw") &&
@@ -45,8 +47,16 @@ bool has_avx2() {
 // the widening AVX-512 kernels, which read the same bf16 weights and multiply at the FMA rate.
 // Where the CPU has AMX, a compute-bound bf16 case takes the AMX kernels when their in-cache rate
 // is measured above the widening kernels' (an Intel Xeon, 2 cores: 3x at workload A, 512 tokens).
-const IsaKernels* best_isa(Dtype dtype, double rows_per_expert, std::string& why, bool quantized) {
-  // Quantized weights are widened to FP32 in registers: the FP32 kernels of the widest ISA.
+const IsaKernels* best_isa(Dtype dtype, double rows_per_expert, std::string& why,
+                           WeightFormat weights) {
+  // q4 with bf16 activations: its nibbles widen to exact bf16 pairs in fewer instructions than
+  // to FP32, and one vdpbf16ps takes two rows of the reduction where FP32 takes two FMAs.
+  if (dtype == Dtype::kBF16 && weights == WeightFormat::kQ4 && has_avx512_bf16()) {
+    why = "q4 widened to bf16 pairs";
+    return &avx512_bf16_kernels();
+  }
+  // Other quantized weights are widened to FP32 in registers: the FP32 kernels of the widest ISA.
+  const bool quantized = weights != WeightFormat::kSame;
   if (dtype == Dtype::kBF16 && has_avx512_bf16() && !quantized) {
     if (rows_per_expert < kComputeBoundRows) {
       why = fmt::format("{:.3g} rows per expert: bound by reading weights", rows_per_expert);

@@ -5,6 +5,7 @@
 
 #include "cpu_isa.hpp"
 #include "moe_bench/dtype.hpp"
+#include "moe_bench/shape.hpp"
 #include "moe_bench/sysinfo.hpp"
 
 namespace moe_bench::cpu {
@@ -22,9 +23,10 @@ bool has_amx();
 std::string no_isa(std::string_view what);
 
 /// The micro-kernels `cpu` runs for a dtype and case on this CPU, and why (`why`, empty when
-/// obvious). Quantized weights take the FP32 kernels of the widest ISA.
+/// obvious). Quantized weights take the FP32 kernels of the widest ISA, but q4 with bf16
+/// activations the vdpbf16ps kernels where the CPU has them.
 const IsaKernels* best_isa(Dtype dtype, double rows_per_expert, std::string& why,
-                           bool quantized = false);
+                           WeightFormat weights = WeightFormat::kSame);
 
 /// The FP32 FLOP rate of a gate/up micro-kernel of `isa` on operands that stay in L1, on every
 /// thread at once (best of several passes): what the kernel's arithmetic alone reaches here, which
