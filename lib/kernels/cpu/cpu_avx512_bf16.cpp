@@ -82,34 +82,35 @@ __attribute__((always_inline)) inline void accumulate_pairs(const uint32_t* src,
 }
 
 // q4 panels in pair form (cpu_pack.cpp, put_block): a 64-byte unit holds reduction rows k0 to
-// k0 + 3 of the panel's 2L = 32 columns; byte 16 (c / 4) + 8 h + 2 (c % 4) + o holds row
-// k0 + 2h + o of column c in its low nibble and of column c + 16 in its high one, as u = code + 8
-// (0..15). Each nibble is widened to the bf16 of 1 + u / 16, exact: low byte 0x80 | u << 3 (the
-// exponent's last bit and three mantissa bits) under the high byte 0x3f, which vpunpck{l,h}bw
-// interleave within 128-bit lanes, so that 32-bit lane 4 l + m of the four vectors holds a pair
-// of rows of column 4 l + m:
-//   w[0]: rows k0, k0 + 1 of columns [0, 16)   w[1]: rows k0 + 2, k0 + 3 of the same
-//   w[2]: rows k0, k0 + 1 of columns [16, 32)  w[3]: rows k0 + 2, k0 + 3 of the same.
-// Eight instructions widen 128 weights, where the FP32 kernels take six for 32; the products
-// with bf16 activations are exact, and with X the group's sum of activations, sum x (u - 8) =
-// 16 (sum x (1 + u / 16) - 1.5 X): the group's scale, times 16, applies once per group.
+// k0 + 3 of the panel's 2L = 32 columns; 16-bit word 2c + o (c < 16, o < 2) holds in its four
+// nibbles rows k0 + o (bits 0-3) and k0 + 2 + o (bits 8-11) of column c and the same rows of
+// column c + 16 (bits 4-7 and 12-15), each as u = code + 8 (0..15). A nibble becomes the bf16 of
+// 1 + u / 16, exact, by a shift that puts it at bits 3-6 and one vpternlogd that keeps those
+// under 0x3f80, so that 32-bit lane c of the four vectors holds a pair of rows of column c:
+//   w[0]: rows k0, k0 + 1 of columns [0, 16)      w[1]: the same rows of columns [16, 32)
+//   w[2]: rows k0 + 2, k0 + 3 of columns [0, 16)  w[3]: the same rows of columns [16, 32).
+// Eight instructions widen 128 weights (no shuffles), where the FP32 kernels take six for 32;
+// the products with bf16 activations are exact, and with X the group's sum of activations,
+// sum x (u - 8) = 16 (sum x (1 + u / 16) - 1.5 X): the group's scale, times 16, applies once per
+// group. (Widening by vpunpck{l,h}bw with the byte 0x3f instead took 1.15-1.3x the time: AMD
+// Zen 4 runs the shuffles on the pipes vdpbf16ps needs.)
 struct Q4Widen {
-  __m512i bits = _mm512_set1_epi8(0x78);
-  __m512i lo_one = _mm512_set1_epi8(static_cast<char>(0x80));
-  __m512i hi_one = _mm512_set1_epi8(0x3f);
+  __m512i bits = _mm512_set1_epi16(0x78);
+  __m512i one = _mm512_set1_epi16(0x3f80);
 };
 
 __attribute__((always_inline)) inline void widen_q4(const Q4Widen& k, const uint8_t* unit,
                                                     __m512bh w[4]) {
   const __m512i raw = _mm512_loadu_si512(unit);
-  // (a & b) | c: the nibble at bits 3-6 of its byte, the exponent's last bit at bit 7.
+  // (a & b) | c.
   constexpr int kAndOr = 0xea;
-  const __m512i lo = _mm512_ternarylogic_epi32(_mm512_slli_epi16(raw, 3), k.bits, k.lo_one, kAndOr);
-  const __m512i hi = _mm512_ternarylogic_epi32(_mm512_srli_epi16(raw, 1), k.bits, k.lo_one, kAndOr);
-  w[0] = as_bh(_mm512_unpacklo_epi8(lo, k.hi_one));
-  w[1] = as_bh(_mm512_unpackhi_epi8(lo, k.hi_one));
-  w[2] = as_bh(_mm512_unpacklo_epi8(hi, k.hi_one));
-  w[3] = as_bh(_mm512_unpackhi_epi8(hi, k.hi_one));
+  const auto keep = [&k](__m512i v) {
+    return as_bh(_mm512_ternarylogic_epi32(v, k.bits, k.one, kAndOr));
+  };
+  w[0] = keep(_mm512_slli_epi16(raw, 3));
+  w[1] = keep(_mm512_srli_epi16(raw, 1));
+  w[2] = keep(_mm512_srli_epi16(raw, 5));
+  w[3] = keep(_mm512_srli_epi16(raw, 9));
 }
 
 // Bytes ahead of the reads that q4 units are prefetched (as the FP32 kernels' q4 decode loop).
@@ -117,17 +118,20 @@ constexpr int64_t kQ4Ahead = 4096;
 
 // Accumulates `groups` groups of kQ4Rows reduction rows of a q4 pair panel for N rows of src
 // (pair words, src[p * kRows + r]). `scales`: 2L f16 per group; `minus8x`: -8 X per group and row,
-// [g * kRows + r] (QuantArgs::group_sums). One row keeps the two pairs of a unit in separate
-// chains (four chains of vdpbf16ps); more rows have enough of their own.
+// [g * kRows + r] (QuantArgs::group_sums). vdpbf16ps has a latency of several cycles: the two
+// pairs of a unit go to separate chains, and at one row alternating units to two more sets.
+// (Reading the two halves of a call's range side by side, as two streams, was no faster at one
+// row: AMD Zen 4, workloads A and B.)
 template <int N>
 __attribute__((always_inline)) inline void accumulate_q4(const uint32_t* src, const uint8_t* wp,
                                                          int64_t groups, const uint16_t* scales,
                                                          const float* minus8x, __m512* a0,
                                                          __m512* a1) {
   constexpr int L = V::kLanes;
-  constexpr int kSets = N == 1 ? 2 : 1;
+  constexpr int kSets = N == 1 ? 4 : 2;
   constexpr int64_t kUnits = kQ4Rows / 4;
   const Q4Widen k;
+  const __m512 sixteen = _mm512_set1_ps(16.0f);
   for (int64_t g = 0; g < groups; ++g) {
     __m512 c0[kSets][N], c1[kSets][N];
     for (int j = 0; j < kSets; ++j) {
@@ -141,30 +145,29 @@ __attribute__((always_inline)) inline void accumulate_q4(const uint32_t* src, co
       __m512bh w[4];
       widen_q4(k, block + u * 64, w);
       const uint32_t* sp = sg + 2 * u * kRows;
+      const int j = static_cast<int>(u % (kSets / 2)) * 2;
 #pragma GCC unroll 16
       for (int r = 0; r < N; ++r) {
         const __m512bh b0 = as_bh(_mm512_set1_epi32(static_cast<int>(sp[r])));
         const __m512bh b1 = as_bh(_mm512_set1_epi32(static_cast<int>(sp[kRows + r])));
-        c0[0][r] = _mm512_dpbf16_ps(c0[0][r], b0, w[0]);
-        c1[0][r] = _mm512_dpbf16_ps(c1[0][r], b0, w[2]);
-        c0[kSets - 1][r] = _mm512_dpbf16_ps(c0[kSets - 1][r], b1, w[1]);
-        c1[kSets - 1][r] = _mm512_dpbf16_ps(c1[kSets - 1][r], b1, w[3]);
+        c0[j][r] = _mm512_dpbf16_ps(c0[j][r], b0, w[0]);
+        c1[j][r] = _mm512_dpbf16_ps(c1[j][r], b0, w[1]);
+        c0[j + 1][r] = _mm512_dpbf16_ps(c0[j + 1][r], b1, w[2]);
+        c1[j + 1][r] = _mm512_dpbf16_ps(c1[j + 1][r], b1, w[3]);
       }
     }
-    const __m512 sixteen = _mm512_set1_ps(16.0f);
+    const uint16_t* sc = scales + g * 2 * L;
     const __m512 s0 = _mm512_mul_ps(
-        sixteen,
-        _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(scales + g * 2 * L))));
+        sixteen, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(sc))));
     const __m512 s1 = _mm512_mul_ps(
-        sixteen, _mm512_cvtph_ps(
-                     _mm256_loadu_si256(reinterpret_cast<const __m256i*>(scales + g * 2 * L + L))));
+        sixteen, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(sc + L))));
     for (int r = 0; r < N; ++r) {
       // -1.5 X = 0.1875 (-8 X).
       const __m512 off = _mm512_set1_ps(0.1875f * minus8x[g * kRows + r]);
-      __m512 g0 = _mm512_add_ps(c0[0][r], off), g1 = _mm512_add_ps(c1[0][r], off);
-      if constexpr (kSets == 2) {
-        g0 = _mm512_add_ps(g0, c0[1][r]);
-        g1 = _mm512_add_ps(g1, c1[1][r]);
+      __m512 g0 = off, g1 = off;
+      for (int j = 0; j < kSets; ++j) {
+        g0 = _mm512_add_ps(g0, c0[j][r]);
+        g1 = _mm512_add_ps(g1, c1[j][r]);
       }
       a0[r] = _mm512_fmadd_ps(s0, g0, a0[r]);
       a1[r] = _mm512_fmadd_ps(s1, g1, a1[r]);

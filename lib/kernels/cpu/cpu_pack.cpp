@@ -27,10 +27,10 @@ constexpr int64_t kMaxColumns = 32;
 // i] (the values are already representable: the problem was generated in the dtype), or, for
 // quantized storage, codes[c][first + i]. Row-major, or bf16 pairs of rows (kp 2); q4 puts column
 // c + L of a row in the high nibble of column c's byte, a row of L bytes after another, or with
-// kp 2 (16 lanes, n a multiple of 4) in units of four rows that vpunpck{l,h}bw widen to bf16
-// pairs: row 4j + 2h + o, column c at byte 64j + 16 (c / 4) + 8h + 2 (c % 4) + o
-// (cpu_avx512_bf16.cpp). A row of the block at a time, so that the stores are contiguous and the
-// 2L sources are read as 2L sequential streams.
+// kp 2 (16 lanes, n a multiple of 4) in units of four rows whose 16-bit words widen to bf16 pairs:
+// row 4j + 2h + o, column c at byte 64j + 4c + 2o + h (cpu_avx512_bf16.cpp). A row of the block
+// at a time, so that the stores are contiguous and the 2L sources are read as 2L sequential
+// streams.
 template <Storage S>
 void put_block(char* base, int64_t dst, int64_t n, int64_t L, int64_t kp, const float* const* rows,
                const int8_t* const* codes, int64_t first) {
@@ -40,9 +40,7 @@ void put_block(char* base, int64_t dst, int64_t n, int64_t L, int64_t kp, const 
     if constexpr (S == Storage::kQ4) {
       auto* block = reinterpret_cast<uint8_t*>(base) + dst / L2 * L;
       for (int64_t c = 0; c < L; ++c) {
-        const int64_t at =
-            kp == 1 ? i * L + c
-                    : (i / 4) * 64 + 16 * (c / 4) + 8 * (i % 4 / 2) + 2 * (c % 4) + i % 2;
+        const int64_t at = kp == 1 ? i * L + c : (i / 4) * 64 + 4 * c + 2 * (i % 2) + i % 4 / 2;
         block[at] = static_cast<uint8_t>((codes[c][k] + 8) | (codes[c + L][k] + 8) << 4);
       }
     } else {
