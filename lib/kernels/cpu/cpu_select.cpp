@@ -50,10 +50,17 @@ bool has_avx2() {
 const IsaKernels* best_isa(Dtype dtype, double rows_per_expert, std::string& why,
                            WeightFormat weights) {
   // q4 with bf16 activations: its nibbles widen to exact bf16 pairs in fewer instructions than
-  // to FP32, and one vdpbf16ps takes two rows of the reduction where FP32 takes two FMAs.
+  // to FP32, and one vdpbf16ps takes two rows of the reduction where FP32 takes two FMAs. Taken
+  // where vdpbf16ps runs at least at the FMA rate (AMD Zen 4/5; measured faster on a Zen 4); on
+  // Intel Xeons it runs at half and the pair kernels are not measured there against the FP32 ones.
   if (dtype == Dtype::kBF16 && weights == WeightFormat::kQ4 && has_avx512_bf16()) {
-    why = "q4 widened to bf16 pairs";
-    return &avx512_bf16_kernels();
+    const double ratio = dpbf16_over_fma_rate();
+    if (ratio >= 1.0) {
+      why = fmt::format("q4 widened to bf16 pairs; vdpbf16ps measured at {:.2f}x the FMA rate here",
+                        ratio);
+      return &avx512_bf16_kernels();
+    }
+    why = fmt::format("q4 widened to FP32; vdpbf16ps measured at {:.2f}x the FMA rate here", ratio);
   }
   // Other quantized weights are widened to FP32 in registers: the FP32 kernels of the widest ISA.
   const bool quantized = weights != WeightFormat::kSame;
