@@ -353,7 +353,10 @@ const Result* find_result(const Report& report, const Case& kase, const std::str
 
 // The serving check: cpu and blas serve the same Poisson arrivals of 1-token requests at the
 // same rates (fractions of what cpu's back-to-back full batches allow); cpu must meet the P99
-// bound at a higher rate than blas.
+// bound at a higher rate than blas. blas is served at every rate and its highest within the bound
+// found; cpu then only at the rates above that, from the lowest, until one meets it: the same
+// verdict as serving cpu at every rate, in a third of the time (cpu met the bound at all seven
+// rates, and served every one of them, 21 s of validate's budget).
 void check_serving(const Registry& registry, Report& report,
                    const std::function<void(const CheckLine&)>& emit) {
   constexpr double kSlo = 0.02, kDuration = 1.5;
@@ -367,39 +370,55 @@ void check_serving(const Registry& registry, Report& report,
   const ArrivalSpec poisson = parse_arrivals("poisson");
   const TokenDist one = parse_request_tokens("1");
   const BatcherOptions batcher{16, 0.001, 0};
-  std::vector<double> rates;
-  double best[2] = {0, 0};
+  const auto finish = [&](Status status, std::string detail) {
+    line.status = status;
+    line.detail = std::move(detail);
+    emit(line);
+    report.checks.push_back(line);
+  };
+  std::unique_ptr<LayerServer> servers[2];
   const char* names[2] = {"cpu", "blas"};
   for (int i = 0; i < 2; ++i) {
     auto kernel = registry.make(names[i]);
     if (auto why = kernel->unavailable_reason()) {
-      line.status = Status::kSkipped;
-      line.detail = fmt::format("{} cannot run here: {}", names[i], *why);
-      emit(line);
-      report.checks.push_back(line);
-      return;
+      return finish(Status::kSkipped, fmt::format("{} cannot run here: {}", names[i], *why));
     }
-    LayerServer server(std::move(kernel), c, 2, poisson, one, batcher, kDuration, kSlo);
-    if (rates.empty()) {
-      const double cap = server.capacity_rps();
-      for (double f : {0.05, 0.1, 0.2, 0.35, 0.5, 0.7, 0.9}) rates.push_back(cap * f);
+    servers[i] = std::make_unique<LayerServer>(std::move(kernel), c, 2, poisson, one, batcher,
+                                               kDuration, kSlo);
+  }
+  const double cap = servers[0]->capacity_rps();
+  std::vector<double> rates;
+  for (double f : {0.05, 0.1, 0.2, 0.35, 0.5, 0.7, 0.9}) rates.push_back(cap * f);
+  // Serves one implementation at one rate: whether it met the bound, or nullopt after a failure
+  // (the check is then failed with the reason).
+  const auto meets = [&](int i, double rate) -> std::optional<bool> {
+    Result r = servers[i]->serve(rate);
+    if (r.status == Status::kFailed) {
+      finish(Status::kFailed, fmt::format("{} at {:.0f} requests/s: {}", names[i], rate, r.reason));
+      return std::nullopt;
     }
-    for (double rate : rates) {
-      Result r = server.serve(rate);
-      if (r.status == Status::kFailed) {
-        line.detail = fmt::format("{} at {:.0f} requests/s: {}", names[i], rate, r.reason);
-        emit(line);
-        report.checks.push_back(line);
-        return;
-      }
-      if (r.serving && r.serving->meets_slo) best[i] = std::max(best[i], rate);
+    return r.serving && r.serving->meets_slo;
+  };
+  double blas_best = 0;
+  for (double rate : rates) {
+    const auto met = meets(1, rate);
+    if (!met) return;
+    if (*met) blas_best = std::max(blas_best, rate);
+  }
+  for (double rate : rates) {
+    if (rate <= blas_best) continue;
+    const auto met = meets(0, rate);
+    if (!met) return;
+    if (*met) {
+      return finish(Status::kOk,
+                    fmt::format("cpu within it at {:.0f} requests/s; blas's highest: {:.0f} "
+                                "(rates from {:.0f} to {:.0f})",
+                                rate, blas_best, rates.front(), rates.back()));
     }
   }
-  line.status = best[0] > best[1] ? Status::kOk : Status::kFailed;
-  line.detail =
-      fmt::format("highest rate within it: cpu {:.0f}, blas {:.0f} requests/s", best[0], best[1]);
-  emit(line);
-  report.checks.push_back(line);
+  finish(Status::kFailed, fmt::format("cpu within it at no rate above blas's highest, {:.0f} "
+                                      "requests/s (rates from {:.0f} to {:.0f})",
+                                      blas_best, rates.front(), rates.back()));
 }
 
 // A claim between two cases (two dtypes, or two weight formats), timed as the harness times
@@ -595,7 +614,11 @@ void run_validate(const Registry& registry, ValidateLevel level, Report& report,
     h.min_time_s = 0.2;
     h.max_time_s = 5;
   } else {
-    h.max_time_s = 20;
+    // A case samples for at most 14 s: workload B at 1024 tokens (blas 0.8 s a call, cpu 0.5)
+    // then takes 10-11 rounds instead of 20, and the 5 minutes hold on 2 cores (at 20 s, an AMD
+    // Zen 4 took 343 s, three such cases 20 s each); the intervals widen with fewer samples and
+    // say so.
+    h.max_time_s = 14;
   }
   const std::vector<Case> cases = timing_cases(level);
   const DeviceDescription device = registry.device();
