@@ -388,31 +388,37 @@ TEST_CASE("cpu_w8a8 runs quantized weights with int8 activations, on every cap, 
   set_max_isa(before);
 }
 
-TEST_CASE("cpu_w8a8's route and run_routed give run's output, on the experts it holds") {
+// With q4 weights in bf16: cpu_w8a8, cpu (on the pair kernels where this CPU has them and
+// vdpbf16ps keeps up, else FP32), and cpu_avx512_bf16 (the pair kernels) where it can run.
+TEST_CASE("route and run_routed give run's output with q4 weights, on the experts a rank holds") {
   Shape s = make_shape(8, 2, 64, 96, 12);
   s.weights = WeightFormat::kQ4;
   const Problem p = make_problem(s, Dtype::kBF16, 4);
-  auto whole = registry().make("cpu_w8a8");
-  whole->prepare(p, 2);
-  whole->run(0);
-  const int64_t T = s.tokens, k = s.top_k, d = s.d_model;
-  std::vector<int32_t> expert(static_cast<size_t>(T * k));
-  std::vector<float> weight(expert.size());
-  whole->route(0, T, expert, weight);
-  std::vector<uint8_t> held(static_cast<size_t>(s.experts), 0), kept(expert.size(), 0);
-  for (size_t e = 0; e < held.size(); e += 2) held[e] = 1;
-  for (size_t i = 0; i < expert.size(); ++i) kept[i] = held[static_cast<size_t>(expert[i])];
-  const std::vector<uint8_t> every_row(static_cast<size_t>(T), 1);
-  std::vector<float> y_whole(static_cast<size_t>(T * d)), y_held(y_whole.size());
-  whole->run_routed(0, RoutedRows{p.x, T, k, expert, weight, kept, every_row}, y_whole);
-  auto part = registry().make("cpu_w8a8");
-  part->hold_experts(held);
-  part->prepare(p, 2);
-  part->run_routed(0, RoutedRows{p.x, T, k, expert, weight, kept, every_row}, y_held);
-  CHECK(y_held == y_whole);
-  const std::vector<uint8_t> all(expert.size(), 1);
-  whole->run_routed(0, RoutedRows{p.x, T, k, expert, weight, all, every_row}, y_whole);
-  std::vector<float> rounded = y_whole;
-  for (float& v : rounded) v = round_to(Dtype::kBF16, v);
-  CHECK(std::equal(rounded.begin(), rounded.end(), whole->output().begin()));
+  for (const char* name : {"cpu_w8a8", "cpu", "cpu_avx512_bf16"}) {
+    auto whole = registry().make(name);
+    if (whole->unavailable_reason()) continue;
+    INFO(name);
+    whole->prepare(p, 2);
+    whole->run(0);
+    const int64_t T = s.tokens, k = s.top_k, d = s.d_model;
+    std::vector<int32_t> expert(static_cast<size_t>(T * k));
+    std::vector<float> weight(expert.size());
+    whole->route(0, T, expert, weight);
+    std::vector<uint8_t> held(static_cast<size_t>(s.experts), 0), kept(expert.size(), 0);
+    for (size_t e = 0; e < held.size(); e += 2) held[e] = 1;
+    for (size_t i = 0; i < expert.size(); ++i) kept[i] = held[static_cast<size_t>(expert[i])];
+    const std::vector<uint8_t> every_row(static_cast<size_t>(T), 1);
+    std::vector<float> y_whole(static_cast<size_t>(T * d)), y_held(y_whole.size());
+    whole->run_routed(0, RoutedRows{p.x, T, k, expert, weight, kept, every_row}, y_whole);
+    auto part = registry().make(name);
+    part->hold_experts(held);
+    part->prepare(p, 2);
+    part->run_routed(0, RoutedRows{p.x, T, k, expert, weight, kept, every_row}, y_held);
+    CHECK(y_held == y_whole);
+    const std::vector<uint8_t> all(expert.size(), 1);
+    whole->run_routed(0, RoutedRows{p.x, T, k, expert, weight, all, every_row}, y_whole);
+    std::vector<float> rounded = y_whole;
+    for (float& v : rounded) v = round_to(Dtype::kBF16, v);
+    CHECK(std::equal(rounded.begin(), rounded.end(), whole->output().begin()));
+  }
 }
