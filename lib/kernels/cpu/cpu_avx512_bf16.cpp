@@ -92,8 +92,8 @@ __attribute__((always_inline)) inline void accumulate_pairs(const uint32_t* src,
 // Eight instructions widen 128 weights (no shuffles), where the FP32 kernels take six for 32;
 // the products with bf16 activations are exact, and with X the group's sum of activations,
 // sum x (u - 8) = 16 (sum x (1 + u / 16) - 1.5 X): the group's scale, times 16, applies once per
-// group. (Widening by vpunpck{l,h}bw with the byte 0x3f instead took 1.15-1.3x the time: AMD
-// Zen 4 runs the shuffles on the pipes vdpbf16ps needs.)
+// group. (Widening by vpunpck{l,h}bw with the byte 0x3f instead measured the same, side by
+// side on an AMD Zen 4; this form leaves the shuffle pipes free.)
 struct Q4Widen {
   __m512i bits = _mm512_set1_epi16(0x78);
   __m512i one = _mm512_set1_epi16(0x3f80);
