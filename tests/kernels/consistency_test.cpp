@@ -195,27 +195,36 @@ TEST_CASE("cpu names the bf16 micro-kernel it chose and why, by the rates measur
   CHECK(kernel->notes().find("bound by reading weights") != std::string::npos);
 }
 
-TEST_CASE("cpu takes the q4 pair kernels for bf16 only where vdpbf16ps keeps up with FMAs",
+TEST_CASE("cpu takes integer kernels for q4 in bf16 with VNNI, else pairs where vdpbf16ps keeps up",
           "[serial]") {
   auto kernel = make_kernel("cpu");
   Shape s = make_shape(4, 2, 64, 32, 1);
   s.weights = WeightFormat::kQ4;
   const Problem bf16 = make_problem(s, Dtype::kBF16, 3);
-  kernel->prepare(bf16, 1);
-  const std::string notes = kernel->notes();
-  INFO(notes);
-  const bool pairs = notes.starts_with("avx512-bf16 ");
-  if (!cpu_features().has("avx512_bf16")) {
-    CHECK_FALSE(pairs);
-  } else {
-    const double ratio = dpbf16_over_fma_rate();
-    CHECK(pairs == (ratio >= 1.0));
-    CHECK(notes.find(fmt::format("vdpbf16ps measured at {:.2f}x the FMA rate here", ratio)) !=
-          std::string::npos);
+  const auto before = max_isa();
+  for (Isa cap : supported_isas()) {
+    set_max_isa(cap);
+    kernel->prepare(bf16, 1);
+    const std::string notes = kernel->notes();
+    INFO(notes << " | cap " << to_string(cap));
+    const bool pairs = notes.starts_with("avx512-bf16 ");
+    const bool a16 = notes.starts_with("avx512_vnni a16 ");
+    if (cpu_features().has("avx512_vnni")) {
+      CHECK(a16);
+    } else if (!cpu_features().has("avx512_bf16")) {
+      CHECK_FALSE((pairs || a16));
+    } else {
+      const double ratio = dpbf16_over_fma_rate();
+      CHECK(pairs == (ratio >= 1.0));
+      CHECK(notes.find(fmt::format("vdpbf16ps measured at {:.2f}x the FMA rate here", ratio)) !=
+            std::string::npos);
+    }
+    // f32 activations are never rounded to bf16 or held as integers for them.
+    kernel->prepare(make_problem(s, Dtype::kF32, 3), 1);
+    CHECK(kernel->notes().find("vdpbf16ps") == std::string::npos);
+    CHECK(kernel->notes().find("a16") == std::string::npos);
   }
-  // f32 activations are never rounded to bf16 for them.
-  kernel->prepare(make_problem(s, Dtype::kF32, 3), 1);
-  CHECK(kernel->notes().find("vdpbf16ps") == std::string::npos);
+  set_max_isa(before);
 }
 
 TEST_CASE("cpu's route and run_routed give run's output, and a rank's kernel holds its experts") {

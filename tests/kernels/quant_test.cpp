@@ -279,6 +279,85 @@ TEST_CASE("activation rows quantize to int8 by their largest magnitude, ties to 
   CHECK(c3 == std::vector<int8_t>(4, 0));
 }
 
+TEST_CASE("bf16 activations held as 15-bit integers: exact within 6 binades of the group's top") {
+  // A group whose largest magnitude is 1.9921875 (bf16 255/128): 2^s = 2^-13.
+  std::vector<float> v(32);
+  for (int i = 0; i < 32; ++i) {
+    // bf16 values 2^-i/4 x (1 + j/128) for binades 0..7 below the top, signs alternating.
+    const int binade = i % 8;
+    const float mantissa = 1.0f + static_cast<float>((37 * i) % 128) / 128.0f;
+    v[static_cast<size_t>(i)] = std::ldexp(mantissa, -binade) * (i % 2 == 0 ? 1.0f : -1.0f);
+  }
+  v[5] = -1.9921875f;
+  std::vector<int8_t> hi(32), lo(32);
+  int32_t sum = 0;
+  const float scale = hold_as_int15(v.data(), 32, hi.data(), lo.data(), sum);
+  CHECK(scale == std::ldexp(1.0f, -13));
+  int32_t total = 0;
+  for (int i = 0; i < 32; ++i) {
+    const size_t at = static_cast<size_t>(i);
+    INFO("value " << i << ": " << v[at]);
+    CHECK(lo[at] >= 0);
+    const int32_t c = 128 * hi[at] + lo[at];
+    total += c;
+    const float held = static_cast<float>(c) * scale;
+    if (std::fabs(v[at]) >= std::ldexp(1.0f, -6)) {
+      CHECK(held == v[at]);  // bf16's last place no finer than the step: exact (m / 64 and up)
+    } else {
+      CHECK(std::fabs(held - v[at]) <= scale / 2);  // below: rounded to the step
+      CHECK(held != v[at]);  // 7 binades down, a bf16 with its last bit set is not a step
+    }
+  }
+  CHECK(128 * hi[5] + lo[5] == -16320);
+  CHECK(total == sum);
+  // A group of zeros; a group far below 1 (the two-step scaling) is held as exactly.
+  const std::vector<float> zeros(7, 0.0f);
+  CHECK(hold_as_int15(zeros.data(), 7, hi.data(), lo.data(), sum) == 1.0f);
+  CHECK(sum == 0);
+  CHECK((hi[0] == 0 && lo[6] == 0));
+  const std::vector<float> tiny{std::ldexp(1.5f, -120), std::ldexp(-1.25f, -122)};
+  const float tiny_scale = hold_as_int15(tiny.data(), 2, hi.data(), lo.data(), sum);
+  CHECK(static_cast<float>(128 * hi[0] + lo[0]) * tiny_scale == tiny[0]);
+  CHECK(static_cast<float>(128 * hi[1] + lo[1]) * tiny_scale == tiny[1]);
+}
+
+TEST_CASE(
+    "cpu runs quantized bf16 layers on integers where the CPU has VNNI, within bf16's bound") {
+  // Shapes with partial int8 groups and quads (d 100, f 70), blocks of more than four rows, the
+  // shared experts, and GELU; inputs whose groups span 30 binades, so that the smallest values
+  // are rounded to their group's step.
+  std::vector<NamedShape> shapes = quant_shapes();
+  shapes.push_back({"int8 partial groups", make_shape(4, 2, 100, 70, 19)});
+  const auto before = max_isa();
+  for (Isa cap : supported_isas()) {
+    set_max_isa(cap);
+    const bool vnni = cpu_features().has("avx512_vnni");
+    for (WeightFormat format : {WeightFormat::kInt8, WeightFormat::kQ4}) {
+      for (NamedShape ns : shapes) {
+        if (format == WeightFormat::kQ4 && ns.shape.d_model % 32 != 0) continue;
+        ns.shape.weights = format;
+        Problem p = make_problem(ns.shape, Dtype::kBF16, 8);
+        for (size_t i = 0; i < p.x.size(); ++i)
+          p.x[i] = std::ldexp(p.x[i], -static_cast<int>(i % 31));
+        const Oracle oracle(p);
+        auto kernel = registry().make("cpu");
+        kernel->prepare(p, 2);
+        kernel->run(0);
+        INFO(ns.name << " | " << to_string(format) << " | cap " << to_string(cap) << " | "
+                     << kernel->notes());
+        CHECK(kernel->notes().starts_with("avx512_vnni a16 ") == vnni);
+        const Correctness c = oracle.check(*kernel);
+        CHECK(c.pass);
+        CHECK(c.selection_mismatches == 0);
+        // f32 activations keep the floating-point kernels.
+        kernel->prepare(make_problem(ns.shape, Dtype::kF32, 8), 2);
+        CHECK(kernel->notes().find("a16") == std::string::npos);
+      }
+    }
+  }
+  set_max_isa(before);
+}
+
 // The a8 semantics written out here, apart from the oracle: each token's row quantized in float,
 // each expert's hidden row (the shared experts' fused row too) quantized in double.
 TEST_CASE("the oracle's int8-activation reference is the layer with both quantizations") {

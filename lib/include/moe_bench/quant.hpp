@@ -63,4 +63,41 @@ T quantize_activations(const T* v, int64_t n, int8_t* codes) {
   return scale;
 }
 
+/// Rows of a group of activations held as integers (hold_as_int15).
+constexpr int64_t kInt15Group = 32;
+
+/// How `cpu` holds bf16 activations for its integer dot products on quantized weights (VNNI
+/// CPUs): each group of kInt15Group values v[i0, i1) becomes integers c = round(v / 2^s), ties to
+/// even, with one power of two 2^s a group chosen from the group's largest magnitude m
+/// (2^(e-1) <= m < 2^e, s = e - 14), so |c| <= 16384 and c = 128 hi + lo with hi in
+/// [-128, 127] and lo in [0, 127], two signed bytes. A bf16 value has 8 significant bits, so
+/// every value of a group within 6 binades of its largest (m / 64 and up) is held exactly; a
+/// smaller one is rounded by at most 2^(s-1) <= m / 2^14, 64 times below half a unit in the last
+/// place of m in bf16. Writes hi, lo (n values each), returns 2^s (1 for a group of zeros) and
+/// the sum of the c in `sum`. v must be finite.
+inline float hold_as_int15(const float* v, int64_t n, int8_t* hi, int8_t* lo, int32_t& sum) {
+  float amax = 0;
+  for (int64_t i = 0; i < n; ++i) amax = std::max(amax, std::fabs(v[i]));
+  sum = 0;
+  if (!(amax > 0)) {
+    for (int64_t i = 0; i < n; ++i) hi[i] = lo[i] = 0;
+    return 1.0f;
+  }
+  int e = 0;
+  std::frexp(amax, &e);  // amax = f 2^e, f in [0.5, 1)
+  // v / 2^s as v * 2^(14 - e): exact where 2^(14 - e) is a normal float, else in two steps.
+  const int up = 14 - e;
+  const float step = up <= 127 ? std::ldexp(1.0f, up) : std::ldexp(1.0f, 127);
+  const float rest = up <= 127 ? 1.0f : std::ldexp(1.0f, up - 127);
+  const float magic = 1.5f * static_cast<float>(int64_t{1} << 23);
+  for (int64_t i = 0; i < n; ++i) {
+    const float rounded = ((v[i] * step) * rest + magic) - magic;
+    const auto c = static_cast<int32_t>(std::clamp(rounded, -16384.0f, 16383.0f));
+    hi[i] = static_cast<int8_t>(c >> 7);
+    lo[i] = static_cast<int8_t>(c & 127);
+    sum += c;
+  }
+  return std::ldexp(1.0f, -up);
+}
+
 }  // namespace moe_bench

@@ -35,12 +35,17 @@ constexpr int64_t a8_panel_bytes(bool q4, int projections, int64_t len) {
 /// magnitudes (int8 weights on AVX2 multiply |x| by the weight with x's sign, since vpmaddubsw
 /// takes one unsigned operand), the sum of all its codes (int8 weights stored unsigned), the sums
 /// of each group of kQ4Rows codes (q4), and its scale. What a kernel does not read may be null.
+/// Rows held as 15-bit integers (`cpu` with bf16 activations, hold_as_int15: "a16") have `low`:
+/// codes holds each value's high byte and low its low seven bits, group_sums each group's sum of
+/// the integers and group_scales its power of two; their scale is 1.
 struct A8Rows {
   const int8_t* codes[kA8MaxRows];
   const uint8_t* magnitudes[kA8MaxRows];
   int32_t code_sum[kA8MaxRows];
   const int32_t* group_sums[kA8MaxRows];
   float scale[kA8MaxRows];
+  const int8_t* low[kA8MaxRows];
+  const float* group_scales[kA8MaxRows];
 };
 
 struct A8Kernels {
@@ -58,6 +63,11 @@ struct A8Kernels {
   void (*down)(const A8Rows& h, int n, const char* wp, int panels, int64_t f, bool q4,
                const int32_t* tokens, const float* weights, float* y, int64_t ldy, int64_t col0,
                int64_t cols_end);
+  /// Rows held as 15-bit integers (A8Rows::low): gate_up takes them, and this is down's
+  /// contract for them. Null where the instruction set has no such kernels (only VNNI has).
+  void (*down_a16)(const A8Rows& h, int n, const char* wp, int panels, int64_t f, bool q4,
+                   const int32_t* tokens, const float* weights, float* y, int64_t ldy, int64_t col0,
+                   int64_t cols_end);
 };
 
 const A8Kernels& a8_generic_kernels();

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "cpu_kernel.hpp"
+#include "moe_bench/dtype.hpp"
 #include "moe_bench/quant.hpp"
 
 namespace moe_bench::cpu::detail {
@@ -65,7 +66,23 @@ void pack_a8_panel(const QuantMatrix* const* m, int np, int64_t row0, int64_t wi
 
 }  // namespace
 
-void CpuKernel::A8Buffers::resize(int64_t rows, int64_t len, bool q4, bool i8_unsigned) {
+void CpuKernel::A8Buffers::resize(int64_t rows, int64_t len, bool q4, bool i8_unsigned,
+                                  bool as_a16) {
+  a16 = as_a16;
+  if (a16) {
+    stride = round_up(len, kQ4Rows);
+    groups = stride / kQ4Rows;
+    codes.assign(static_cast<size_t>(rows * stride), 0);
+    low.assign(codes.size(), 0);
+    magnitudes.clear();
+    code_sums.clear();
+    group_sums.assign(static_cast<size_t>(rows * groups), 0);
+    group_scales.assign(group_sums.size(), 1.0f);
+    scales.assign(static_cast<size_t>(rows), 1.0f);
+    return;
+  }
+  low.clear();
+  group_scales.clear();
   stride = round_up(len, 4);
   groups = q4 ? len / kQ4Rows : 0;
   codes.assign(static_cast<size_t>(rows * stride), 0);
@@ -77,6 +94,21 @@ void CpuKernel::A8Buffers::resize(int64_t rows, int64_t len, bool q4, bool i8_un
 }
 
 void CpuKernel::A8Buffers::quantize(const float* v, int64_t len, int64_t row) {
+  if (a16) {
+    static_assert(kInt15Group == kQ4Rows);
+    int8_t* hi = codes.data() + row * stride;
+    int8_t* lo = low.data() + row * stride;
+    float held[kQ4Rows];
+    for (int64_t g = 0; g * kQ4Rows < len; ++g) {
+      const int64_t i0 = g * kQ4Rows, n = std::min(kQ4Rows, len - i0);
+      for (int64_t i = 0; i < n; ++i) held[i] = round_to(Dtype::kBF16, v[i0 + i]);
+      const int64_t at = row * groups + g;
+      group_scales[at] = hold_as_int15(held, n, hi + i0, lo + i0, group_sums[at]);
+    }
+    std::fill(hi + len, hi + stride, int8_t{0});
+    std::fill(lo + len, lo + stride, int8_t{0});
+    return;
+  }
   int8_t* c = codes.data() + row * stride;
   scales[row] = quantize_activations(v, len, c);
   const int64_t padded = round_up(len, 4);
@@ -164,6 +196,8 @@ void CpuKernel::experts_a8(int64_t layer, const float* x, int64_t count, float* 
       rows.code_sum[r] = buf.code_sums.empty() ? 0 : buf.code_sums[i];
       rows.group_sums[r] = buf.group_sums.data() + i * buf.groups;
       rows.scale[r] = buf.scales[i];
+      rows.low[r] = buf.a16 ? buf.low.data() + i * buf.stride : nullptr;
+      rows.group_scales[r] = buf.a16 ? buf.group_scales.data() + i * buf.groups : nullptr;
     }
     return rows;
   };
@@ -210,8 +244,9 @@ void CpuKernel::experts_a8(int64_t layer, const float* x, int64_t count, float* 
       const char* wp = packed.data.data() + grp.down + q0 * a8_panel_bytes(q4, 1, grp.width);
       for (int64_t b = group_blocks_[g]; b < group_blocks_[g + 1]; ++b) {
         const A8Rows rows = rows_of(h8_, nullptr, b * R, block_rows_[b]);
-        a8.down(rows, block_rows_[b], wp, static_cast<int>(q1 - q0), grp.width, q4,
-                block_tokens_.data() + b * R, block_weights_.data() + b * R, y, d, c0, d);
+        (h8_.a16 ? a8.down_a16 : a8.down)(rows, block_rows_[b], wp, static_cast<int>(q1 - q0),
+                                          grp.width, q4, block_tokens_.data() + b * R,
+                                          block_weights_.data() + b * R, y, d, c0, d);
       }
     }
   }

@@ -53,8 +53,184 @@ inline __m512i load512(const char* p) {
   return _mm512_loadu_si512(reinterpret_cast<const void*>(p));
 }
 
+// Rows held as 15-bit integers (a16, A8Rows::low): code = 128 hi + lo, each half its own chain
+// of vpdpbusd on the same weights, joined once a group of kQ4Rows rows, then converted with the
+// group's power of two. The sums run over two halves of kA8Cols columns each, half 0 in lanes
+// 0-7 and half 1 in lanes 8-15 of out[r * 16 + lane] (r < NR): the two projections of a gate/up
+// panel, or two down panels (a16_down). kJoined: half 1 lies 32 bytes (int8) or 128 (q4) after
+// half 0 in the same lines, one stream; otherwise two.
+template <int NR>
+inline void a16_join(const __m512i* hi, const __m512i* lo, const A8Rows& x, int r0, int64_t g,
+                     __m512 weight_scale, __m512* acc) {
+  for (int r = 0; r < NR; ++r) {
+    const __m512i sum = _mm512_add_epi32(_mm512_slli_epi32(hi[r], 7), lo[r]);
+    const __m512 scale = _mm512_mul_ps(weight_scale, _mm512_set1_ps(x.group_scales[r0 + r][g]));
+    acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), scale, acc[r]);
+  }
+}
+
+inline __m512i halves512(const char* p0, const char* p1) {
+  return _mm512_inserti64x4(
+      _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p0))),
+      _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p1)), 1);
+}
+
+// int8: half j's quad q at cj + q * stride (32 bytes, codes + 128), its kA8Cols f32 scales at sj.
+template <int NR, bool kJoined>
+void a16_i8(const A8Rows& x, int r0, const char* c0, const char* c1, int64_t stride, int64_t quads,
+            const float* s0, const float* s1, float* out) {
+  constexpr int64_t kGroupQuads = kQ4Rows / 4;
+  __m512 acc[NR];
+  for (int r = 0; r < NR; ++r) acc[r] = _mm512_setzero_ps();
+  for (int64_t g = 0; g * kGroupQuads < quads; ++g) {
+    __m512i hi[NR], lo[NR];
+    for (int r = 0; r < NR; ++r) {
+      hi[r] = _mm512_setzero_si512();
+      lo[r] = _mm512_set1_epi32(-128 * x.group_sums[r0 + r][g]);  // the codes' + 128
+    }
+    const int64_t end = std::min(quads, (g + 1) * kGroupQuads);
+    for (int64_t q = g * kGroupQuads; q < end; ++q) {
+      _mm_prefetch(c0 + q * stride + kA8Ahead, _MM_HINT_T0);
+      if constexpr (!kJoined) _mm_prefetch(c1 + q * stride + kA8Ahead, _MM_HINT_T0);
+      const __m512i w =
+          kJoined ? load512(c0 + q * stride) : halves512(c0 + q * stride, c1 + q * stride);
+      for (int r = 0; r < NR; ++r) {
+        hi[r] = _mm512_dpbusd_epi32(hi[r], w, _mm512_set1_epi32(a8_word(x.codes[r0 + r] + 4 * q)));
+        lo[r] = _mm512_dpbusd_epi32(lo[r], w, _mm512_set1_epi32(a8_word(x.low[r0 + r] + 4 * q)));
+      }
+    }
+    a16_join<NR>(hi, lo, x, r0, g, _mm512_set1_ps(1.0f), acc);
+  }
+  const __m512 scale = _mm512_castpd_ps(
+      _mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(_mm256_loadu_ps(s0))),
+                         _mm256_castps_pd(_mm256_loadu_ps(s1)), 1));
+  for (int r = 0; r < NR; ++r) _mm512_storeu_ps(out + r * 16, _mm512_mul_ps(acc[r], scale));
+}
+
+// q4: half j's group g at cj + g * stride (four 32-byte vectors of codes + 8, a8_isa.hpp), its
+// kA8Cols f16 scales sj bytes further.
+template <int NR, bool kJoined>
+void a16_q4(const A8Rows& x, int r0, const char* c0, const char* c1, int64_t stride, int64_t s0,
+            int64_t s1, int64_t groups, float* out) {
+  const __m512i nibble = _mm512_set1_epi8(15);
+  __m512 acc[NR];
+  for (int r = 0; r < NR; ++r) acc[r] = _mm512_setzero_ps();
+  for (int64_t g = 0; g < groups; ++g) {
+    const char* b0 = c0 + g * stride;
+    const char* b1 = c1 + g * stride;
+    if constexpr (kJoined) {
+      prefetch_group<2 * (4 * 32 + 2 * kA8Cols)>(b0);
+    } else {
+      prefetch_group<4 * 32 + 2 * kA8Cols>(b0);
+      prefetch_group<4 * 32 + 2 * kA8Cols>(b1);
+    }
+    __m512i hi[NR], lo[NR];
+    for (int r = 0; r < NR; ++r) {
+      hi[r] = _mm512_setzero_si512();
+      lo[r] = _mm512_set1_epi32(-8 * x.group_sums[r0 + r][g]);  // the codes' + 8
+    }
+    for (int v = 0; v < 4; ++v) {
+      const __m512i raw = halves512(b0 + v * 32, b1 + v * 32);
+      const __m512i wl = _mm512_and_si512(raw, nibble);
+      const __m512i wh = _mm512_and_si512(_mm512_srli_epi16(raw, 4), nibble);
+      for (int r = 0; r < NR; ++r) {
+        const int64_t at = g * kQ4Rows + 8 * v;
+        const int8_t* xh = x.codes[r0 + r] + at;
+        const int8_t* xl = x.low[r0 + r] + at;
+        hi[r] = _mm512_dpbusd_epi32(hi[r], wl, _mm512_set1_epi32(a8_word(xh)));
+        lo[r] = _mm512_dpbusd_epi32(lo[r], wl, _mm512_set1_epi32(a8_word(xl)));
+        hi[r] = _mm512_dpbusd_epi32(hi[r], wh, _mm512_set1_epi32(a8_word(xh + 4)));
+        lo[r] = _mm512_dpbusd_epi32(lo[r], wh, _mm512_set1_epi32(a8_word(xl + 4)));
+      }
+    }
+    const __m512 scale = _mm512_cvtph_ps(_mm256_inserti128_si256(
+        _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b0 + s0))),
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(b1 + s1)), 1));
+    a16_join<NR>(hi, lo, x, r0, g, scale, acc);
+  }
+  for (int r = 0; r < NR; ++r) _mm512_storeu_ps(out + r * 16, acc[r]);
+}
+
+// A GELU gate/up panel (one projection) takes the two-half kernels with itself as both halves,
+// at twice the instructions: only the gated layers are tuned. Lanes 0-7 of each row.
+template <int NR>
+void a16_first_half(const float* both, float* out) {
+  for (int r = 0; r < NR; ++r)
+    for (int c = 0; c < kA8Cols; ++c) out[r * kA8Cols + c] = both[r * 16 + c];
+}
+
+// Rows [r, r + NR) of h on down panels p0 and p1 (adjacent, or p0 twice), reducing over f.
+template <int NR>
+void a16_down_pass(const A8Rows& h, int r, const char* p0, const char* p1, int64_t f, bool q4,
+                   float* out) {
+  float* o = out + r * 16;
+  if (q4) {
+    constexpr int64_t kGroupBytes = 4 * 32 + 2 * kA8Cols;
+    a16_q4<NR, false>(h, r, p0, p1, kGroupBytes, 128, 128, f / kQ4Rows, o);
+  } else {
+    const int64_t quads = (f + 3) / 4;
+    a16_i8<NR, false>(h, r, p0, p1, 32, quads, reinterpret_cast<const float*>(p0 + quads * 32),
+                      reinterpret_cast<const float*>(p1 + quads * 32), o);
+  }
+}
+
+void a16_down(const A8Rows& h, int n, const char* wp, int panels, int64_t f, bool q4,
+              const int32_t* tokens, const float* weights, float* y, int64_t ldy, int64_t col0,
+              int64_t cols_end) {
+  const int64_t panel_bytes = a8_panel_bytes(q4, 1, f);
+  alignas(64) float out[kA8MaxRows * 2 * kA8Cols];
+  // Panel i beside panel i + half: two streams, each over adjacent panels, so that each reads on
+  // (and prefetches) into its next panel. Two adjacent panels as the halves, each pair's
+  // streams starting anew, read at 0.55-0.6x the rate from memory.
+  const int half = (panels + 1) / 2;
+  for (int i = 0; i < half; ++i) {
+    const int64_t c0 = col0 + i * kA8Cols;
+    if (c0 >= cols_end) break;
+    const bool pair = i + half < panels;
+    const char* p0 = wp + i * panel_bytes;
+    const char* p1 = pair ? p0 + half * panel_bytes : p0;  // odd: the last read as both halves
+    int r = 0;
+    for (; r + kA8PassRows <= n; r += kA8PassRows)
+      a16_down_pass<kA8PassRows>(h, r, p0, p1, f, q4, out);
+    switch (n - r) {
+      case 3:
+        a16_down_pass<3>(h, r, p0, p1, f, q4, out);
+        break;
+      case 2:
+        a16_down_pass<2>(h, r, p0, p1, f, q4, out);
+        break;
+      case 1:
+        a16_down_pass<1>(h, r, p0, p1, f, q4, out);
+        break;
+      default:
+        break;
+    }
+    const int64_t c1 = col0 + (i + half) * kA8Cols;
+    const int64_t n0 = std::min<int64_t>(kA8Cols, cols_end - c0);
+    const int64_t n1 = pair ? std::clamp<int64_t>(cols_end - c1, 0, kA8Cols) : 0;
+    for (int k = 0; k < n; ++k) {
+      const float w = weights[k];
+      float* yr = y + tokens[k] * ldy;
+      for (int64_t c = 0; c < n0; ++c) yr[c0 + c] += w * out[k * 16 + c];
+      for (int64_t c = 0; c < n1; ++c) yr[c1 + c] += w * out[k * 16 + kA8Cols + c];
+    }
+  }
+}
+
 template <int NR, int NP>
 void a8_sums_i8(const A8Rows& x, int r0, const char* wp, int64_t quads, float* out) {
+  if (x.low[r0] != nullptr) {
+    if constexpr (NP == 2) {
+      const auto* scales = reinterpret_cast<const float*>(wp + quads * 64);
+      a16_i8<NR, true>(x, r0, wp, wp + 32, 64, quads, scales, scales + kA8Cols, out);
+    } else {
+      alignas(64) float both[NR * 16];
+      const auto* scales = reinterpret_cast<const float*>(wp + quads * 32);
+      a16_i8<NR, false>(x, r0, wp, wp, 32, quads, scales, scales, both);
+      a16_first_half<NR>(both, out);
+    }
+    return;
+  }
   __m512i acc[NR];
   for (int r = 0; r < NR; ++r) acc[r] = _mm512_setzero_si512();
   if constexpr (NP == 2) {
@@ -105,6 +281,17 @@ void a8_sums_i8(const A8Rows& x, int r0, const char* wp, int64_t quads, float* o
 template <int NR, int NP>
 void a8_sums_q4(const A8Rows& x, int r0, const char* wp, int64_t groups, float* out) {
   constexpr int64_t kGroupBytes = NP * (4 * 32 + 2 * kA8Cols);
+  if (x.low[r0] != nullptr) {
+    if constexpr (NP == 2) {
+      // W1's codes, W3's codes, W1's scales, W3's scales.
+      a16_q4<NR, true>(x, r0, wp, wp + 128, kGroupBytes, 256, 144, groups, out);
+    } else {
+      alignas(64) float both[NR * 16];
+      a16_q4<NR, false>(x, r0, wp, wp, kGroupBytes, 128, 128, groups, both);
+      a16_first_half<NR>(both, out);
+    }
+    return;
+  }
   const __m512i nibble = _mm512_set1_epi8(15);
   const auto lo_of = [nibble](__m512i raw) { return _mm512_and_si512(raw, nibble); };
   const auto hi_of = [nibble](__m512i raw) {
@@ -180,7 +367,7 @@ void a8_sums_q4(const A8Rows& x, int r0, const char* wp, int64_t groups, float* 
 
 const A8Kernels& a8_vnni_kernels() {
   static const A8Kernels kKernels{"avx512_vnni", /*i8_unsigned=*/true, avx512_vnni::a8_gate_up,
-                                  avx512_vnni::a8_down};
+                                  avx512_vnni::a8_down, avx512_vnni::a16_down};
   return kKernels;
 }
 

@@ -170,7 +170,7 @@ constexpr int kA8PassRows = 2;
 
 const A8Kernels& a8_generic_kernels() {
   static const A8Kernels kKernels{"generic", /*i8_unsigned=*/false, generic::a8_gate_up,
-                                  generic::a8_down};
+                                  generic::a8_down, nullptr};
   return kKernels;
 }
 

@@ -91,6 +91,13 @@ class CpuKernel final : public Kernel {
 
   std::string notes() const override {
     if (isa_ == nullptr) return {};
+    if (a16()) {
+      return fmt::format(
+          "{} a16 micro-kernel: {} weights, bf16 activations held as 15-bit integers a group of "
+          "32 (exact within 6 binades of the group's largest), vpdpbusd{}",
+          a8_->name, storage_ == Storage::kQ4 ? "q4" : "int8",
+          why_.empty() ? "" : fmt::format(" ({})", why_));
+    }
     if (a8_ != nullptr) {
       return fmt::format("{} a8 micro-kernel: {} weights, activations quantized to int8 per row",
                          a8_->name, storage_ == Storage::kQ4 ? "q4 (w4a8)" : "int8 (w8a8)");
@@ -113,6 +120,10 @@ class CpuKernel final : public Kernel {
   bool splits_routing() const override { return true; }
 
   bool quantizes_activations() const override { return a8_mode_; }
+
+  /// Whether `cpu` runs its quantized weights on the integer kernels with bf16 activations held as
+  /// 15-bit integers (hold_as_int15).
+  bool a16() const { return a8_ != nullptr && !a8_mode_; }
 
   void route(int64_t layer, int64_t tokens, std::span<int32_t> expert,
              std::span<float> weight) override {
@@ -238,18 +249,24 @@ class CpuKernel final : public Kernel {
     std::vector<A8Group> groups;
   };
   // Rows of activations quantized to int8 (A8Rows): codes `stride` a row (the reduction padded to
-  // whole quads), their magnitudes for int8 weights or q4's group sums, a scale a row.
+  // whole quads), their magnitudes for int8 weights or q4's group sums, a scale a row. Or, `a16`,
+  // rows held as 15-bit integers (hold_as_int15): high bytes in codes, low bits in low, a sum and
+  // a power of two a group of kQ4Rows (the reduction padded to whole groups).
   struct A8Buffers {
     std::vector<int8_t> codes;
     std::vector<uint8_t> magnitudes;
     std::vector<int32_t> code_sums;  ///< int8 weights stored unsigned: each row's code sum
     std::vector<int32_t> group_sums;
     std::vector<float> scales;
+    std::vector<int8_t> low;          ///< a16
+    std::vector<float> group_scales;  ///< a16
     int64_t stride = 0, groups = 0;
+    bool a16 = false;
     /// For int8 weights, `i8_unsigned` (A8Kernels::i8_unsigned) keeps code sums instead of
     /// magnitudes.
-    void resize(int64_t rows, int64_t len, bool q4, bool i8_unsigned);
-    // Quantizes v[len] (quantize_activations) into row `row`.
+    void resize(int64_t rows, int64_t len, bool q4, bool i8_unsigned, bool a16);
+    // Quantizes v[len] (quantize_activations) into row `row`; a16: rounds it to bf16 and holds
+    // it as 15-bit integers.
     void quantize(const float* v, int64_t len, int64_t row);
   };
   void pack_a8_layer(const LayerWeights& w, A8Layer& out) const;
@@ -257,7 +274,9 @@ class CpuKernel final : public Kernel {
   std::string name_;
   const IsaKernels* forced_;
   bool a8_mode_ = false;
-  const A8Kernels* a8_ = nullptr;  ///< the a8 micro-kernels (a8_mode_), null otherwise
+  /// The a8 micro-kernels: of the a8 variant (a8_mode_), or of `cpu` holding bf16 activations as
+  /// 15-bit integers for quantized weights (a16(): A8Kernels::down_a16); null otherwise.
+  const A8Kernels* a8_ = nullptr;
   std::vector<A8Layer> a8_layers_;
   A8Buffers x8_;  ///< the a8 variant's input rows, a token each
   A8Buffers h8_;  ///< and its hidden rows, a block row each

@@ -58,16 +58,25 @@ void CpuKernel::prepare(const Problem& p, int threads) {
   why_.clear();
   const double rows_per_expert =
       static_cast<double>(p.shape.tokens * p.shape.top_k) / static_cast<double>(p.shape.experts);
-  const bool a8 = a8_mode_;
-  if (a8 && storage_ != Storage::kI8 && storage_ != Storage::kQ4) {
+  const bool quantized = storage_ == Storage::kI8 || storage_ == Storage::kQ4;
+  if (a8_mode_ && !quantized) {
     throw std::logic_error(fmt::format("{} takes quantized weights only", name_));
   }
-  // The a8 variant: its integer micro-kernels, and the FP32 ones of the same instruction set for
-  // the router.
+  // `cpu` on quantized weights with bf16 activations, where the CPU has VNNI: the a8 kernels on
+  // the activations held as 15-bit integers (a16()), exact for bf16 values within 6 binades of
+  // their group's largest.
+  const bool a16 =
+      !a8_mode_ && forced_ == nullptr && quantized && p.dtype == Dtype::kBF16 && has_avx512_vnni();
+  const bool a8 = a8_mode_ || a16;
+  // The integer micro-kernels, and the FP32 ones of the same instruction set for the router.
   a8_ = !a8                 ? nullptr
         : has_avx512_vnni() ? &a8_vnni_kernels()
         : has_avx2()        ? &a8_avx2_kernels()
                             : &a8_generic_kernels();
+  if (a16) {
+    why_ = fmt::format("{:.3g} rows per expert; {} weights on vpdpbusd", rows_per_expert,
+                       storage_ == Storage::kQ4 ? "q4" : "int8");
+  }
   isa_ = a8                   ? (has_avx2() ? &avx2_kernels() : &generic_kernels())
          : forced_ != nullptr ? forced_
                               : best_isa(p.dtype, rows_per_expert, why_, p.shape.weights);
@@ -125,8 +134,8 @@ void CpuKernel::prepare(const Problem& p, int threads) {
   xsum_.assign(q4 ? static_cast<size_t>(max_blocks * R * (s.d_model / kQ4Rows)) : 0, 0.0f);
   hsum_.assign(q4 ? static_cast<size_t>(max_blocks * R * (max_width_ / kQ4Rows)) : 0, 0.0f);
   if (a8) {
-    x8_.resize(T, s.d_model, storage_ == Storage::kQ4, a8_->i8_unsigned);
-    h8_.resize(max_blocks * R, max_width_, storage_ == Storage::kQ4, a8_->i8_unsigned);
+    x8_.resize(T, s.d_model, storage_ == Storage::kQ4, a8_->i8_unsigned, a16);
+    h8_.resize(max_blocks * R, max_width_, storage_ == Storage::kQ4, a8_->i8_unsigned, a16);
   }
   y_.assign(static_cast<size_t>(T * s.d_model), 0.0f);
   prefix_ = T;

@@ -53,6 +53,8 @@ const IsaKernels* best_isa(Dtype dtype, double rows_per_expert, std::string& why
   // to FP32, and one vdpbf16ps takes two rows of the reduction where FP32 takes two FMAs. Taken
   // where vdpbf16ps runs at least at the FMA rate (AMD Zen 4/5; measured faster on a Zen 4); on
   // Intel Xeons it runs at half and the pair kernels are not measured there against the FP32 ones.
+  // Where the CPU has VNNI, `cpu` does not ask: it runs quantized bf16 layers on the integer
+  // kernels (CpuKernel::a16(), cpu_moe.cpp), faster again on a Zen 4.
   if (dtype == Dtype::kBF16 && weights == WeightFormat::kQ4 && has_avx512_bf16()) {
     const double ratio = dpbf16_over_fma_rate();
     if (ratio >= 1.0) {
