@@ -8,11 +8,14 @@
 #include <algorithm>
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <limits>
 #include <map>
 #include <string>
 #include <string_view>
 
 #include "apps/moe-bench/registry.hpp"
+#include "lib/kernels/cpu/a8_isa.hpp"
+#include "lib/kernels/cpu/cpu_select.hpp"
 #include "moe_bench/correctness.hpp"
 #include "moe_bench/dtype.hpp"
 #include "moe_bench/grid.hpp"
@@ -319,6 +322,38 @@ TEST_CASE("bf16 activations held as 15-bit integers: exact within 6 binades of t
   const float tiny_scale = hold_as_int15(tiny.data(), 2, hi.data(), lo.data(), sum);
   CHECK(static_cast<float>(128 * hi[0] + lo[0]) * tiny_scale == tiny[0]);
   CHECK(static_cast<float>(128 * hi[1] + lo[1]) * tiny_scale == tiny[1]);
+}
+
+TEST_CASE("the vector hold of bf16 rows as 15-bit integers gives the plain one's bits") {
+  if (!cpu::has_avx512_vnni()) {
+    WARN("skipped: this CPU has no AVX-512 VNNI, whose kernels hold the rows with AVX-512");
+    return;
+  }
+  auto* const hold = cpu::a8_vnni_kernels().hold_a16;
+  REQUIRE(hold != nullptr);
+  for (int64_t len : {32, 100, 1024, 4103}) {
+    // f32 values (rounded to bf16 on the way, ties included), groups spanning up to 40 binades,
+    // a group of zeros, a tiny group, an infinity.
+    std::vector<float> v(static_cast<size_t>(len));
+    fill_normal(v.data(), len, 1.0, 7, static_cast<uint64_t>(len));
+    for (int64_t i = 0; i < len; ++i) v[i] = std::ldexp(v[i], -static_cast<int>((i * 13) % 41));
+    v[3] = 1.00390625f;  // halfway between two bf16 values: to even (down)
+    v[4] = 1.01171875f;  // and up
+    for (int64_t i = 32; i < std::min<int64_t>(len, 64); ++i) v[i] = 0.0f;
+    for (int64_t i = 64; i < std::min<int64_t>(len, 96); ++i) v[i] = std::ldexp(v[i], -110);
+    if (len > 1000) v[1000] = std::numeric_limits<float>::infinity();
+    const int64_t groups = (len + 31) / 32;
+    std::vector<int8_t> hi(len), lo(len), hi2(len), lo2(len);
+    std::vector<int32_t> sums(groups), sums2(groups);
+    std::vector<float> scales(groups), scales2(groups);
+    hold(v.data(), len, hi.data(), lo.data(), sums.data(), scales.data());
+    cpu::hold_a16_generic(v.data(), len, hi2.data(), lo2.data(), sums2.data(), scales2.data());
+    INFO("length " << len);
+    CHECK(hi == hi2);
+    CHECK(lo == lo2);
+    CHECK(sums == sums2);
+    CHECK(scales == scales2);
+  }
 }
 
 TEST_CASE(

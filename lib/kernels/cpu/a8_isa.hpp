@@ -68,7 +68,15 @@ struct A8Kernels {
   void (*down_a16)(const A8Rows& h, int n, const char* wp, int panels, int64_t f, bool q4,
                    const int32_t* tokens, const float* weights, float* y, int64_t ldy, int64_t col0,
                    int64_t cols_end);
+  /// v[len] rounded to bf16 and held as 15-bit integers a group of kQ4Rows: hi, lo, and each
+  /// group's sum and power of two, the bits of hold_a16_generic. Null with down_a16.
+  void (*hold_a16)(const float* v, int64_t len, int8_t* hi, int8_t* lo, int32_t* sums,
+                   float* scales);
 };
+
+/// Each group of kQ4Rows values of v[len] rounded to bf16, then held by hold_as_int15 (quant.hpp).
+void hold_a16_generic(const float* v, int64_t len, int8_t* hi, int8_t* lo, int32_t* sums,
+                      float* scales);
 
 const A8Kernels& a8_generic_kernels();
 /// AVX2 (vpmaddubsw, vpmaddwd, F16C): wherever the CPU has AVX2, AVX-512 CPUs included.

@@ -10,6 +10,21 @@
 #include "moe_bench/dtype.hpp"
 #include "moe_bench/quant.hpp"
 
+namespace moe_bench::cpu {
+
+void hold_a16_generic(const float* v, int64_t len, int8_t* hi, int8_t* lo, int32_t* sums,
+                      float* scales) {
+  static_assert(kInt15Group == kQ4Rows);
+  float held[kQ4Rows];
+  for (int64_t g = 0; g * kQ4Rows < len; ++g) {
+    const int64_t i0 = g * kQ4Rows, n = std::min(kQ4Rows, len - i0);
+    for (int64_t i = 0; i < n; ++i) held[i] = round_to(Dtype::kBF16, v[i0 + i]);
+    scales[g] = hold_as_int15(held, n, hi + i0, lo + i0, sums[g]);
+  }
+}
+
+}  // namespace moe_bench::cpu
+
 namespace moe_bench::cpu::detail {
 
 namespace {
@@ -95,16 +110,9 @@ void CpuKernel::A8Buffers::resize(int64_t rows, int64_t len, bool q4, bool i8_un
 
 void CpuKernel::A8Buffers::quantize(const float* v, int64_t len, int64_t row) {
   if (a16) {
-    static_assert(kInt15Group == kQ4Rows);
     int8_t* hi = codes.data() + row * stride;
     int8_t* lo = low.data() + row * stride;
-    float held[kQ4Rows];
-    for (int64_t g = 0; g * kQ4Rows < len; ++g) {
-      const int64_t i0 = g * kQ4Rows, n = std::min(kQ4Rows, len - i0);
-      for (int64_t i = 0; i < n; ++i) held[i] = round_to(Dtype::kBF16, v[i0 + i]);
-      const int64_t at = row * groups + g;
-      group_scales[at] = hold_as_int15(held, n, hi + i0, lo + i0, group_sums[at]);
-    }
+    hold(v, len, hi, lo, group_sums.data() + row * groups, group_scales.data() + row * groups);
     std::fill(hi + len, hi + stride, int8_t{0});
     std::fill(lo + len, lo + stride, int8_t{0});
     return;

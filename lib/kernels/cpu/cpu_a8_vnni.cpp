@@ -14,6 +14,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <limits>
 
 #include "a8_isa.hpp"
 #include "cpu_isa.hpp"
@@ -361,13 +362,71 @@ void a8_sums_q4(const A8Rows& x, int r0, const char* wp, int64_t groups, float* 
   }
 }
 
+// hold_a16 on AVX-512: each whole group in two vectors, with the bits of hold_a16_generic (its
+// rounding to bf16, power of two, rounding and split); a group with a value that is not finite,
+// or whose largest magnitude is below 2^-100, and a last partial group go to it.
+void hold_a16(const float* v, int64_t len, int8_t* hi, int8_t* lo, int32_t* sums, float* scales) {
+  const int64_t whole = len / kQ4Rows;
+  const __m512i half_ulp = _mm512_set1_epi32(0x7fff);
+  const __m512i one = _mm512_set1_epi32(1);
+  const __m512i top = _mm512_set1_epi32(static_cast<int32_t>(0xffff0000u));
+  const __m512 magic = _mm512_set1_ps(1.5f * 8388608.0f);
+  const __m512 lowest = _mm512_set1_ps(-16384.0f), highest = _mm512_set1_ps(16383.0f);
+  const auto to_bf16 = [&](__m512 x) {
+    const __m512i b = _mm512_castps_si512(x);
+    const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(b, 16), one);
+    return _mm512_castsi512_ps(
+        _mm512_and_si512(_mm512_add_epi32(_mm512_add_epi32(b, half_ulp), odd), top));
+  };
+  for (int64_t g = 0; g < whole; ++g) {
+    const float* p = v + g * kQ4Rows;
+    const __m512 v0 = _mm512_loadu_ps(p), v1 = _mm512_loadu_ps(p + 16);
+    const __mmask16 nan =
+        _mm512_cmp_ps_mask(v0, v0, _CMP_UNORD_Q) | _mm512_cmp_ps_mask(v1, v1, _CMP_UNORD_Q);
+    const __m512 x0 = to_bf16(v0), x1 = to_bf16(v1);
+    const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(x0), _mm512_abs_ps(x1)));
+    if (nan != 0 || !(amax >= 0x1p-100f && amax <= std::numeric_limits<float>::max())) {
+      hold_a16_generic(p, kQ4Rows, hi + g * kQ4Rows, lo + g * kQ4Rows, sums + g, scales + g);
+      continue;
+    }
+    uint32_t bits = 0;
+    __builtin_memcpy(&bits, &amax, 4);
+    const int e = static_cast<int>((bits >> 23) & 0xff) - 126;  // frexp's: amax = f 2^e
+    const int up = 14 - e;
+    const __m512 step = _mm512_castsi512_ps(_mm512_set1_epi32((up + 127) << 23));
+    const auto codes = [&](__m512 x) {
+      const __m512 r = _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(x, step), magic), magic);
+      return _mm512_cvttps_epi32(_mm512_min_ps(_mm512_max_ps(r, lowest), highest));
+    };
+    const __m512i c0 = codes(x0), c1 = codes(x1);
+    const __m512i low7 = _mm512_set1_epi32(127);
+    int8_t* h = hi + g * kQ4Rows;
+    int8_t* l = lo + g * kQ4Rows;
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(h), _mm512_cvtepi32_epi8(_mm512_srai_epi32(c0, 7)));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(h + 16),
+                     _mm512_cvtepi32_epi8(_mm512_srai_epi32(c1, 7)));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(l),
+                     _mm512_cvtepi32_epi8(_mm512_and_si512(c0, low7)));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(l + 16),
+                     _mm512_cvtepi32_epi8(_mm512_and_si512(c1, low7)));
+    sums[g] = _mm512_reduce_add_epi32(_mm512_add_epi32(c0, c1));
+    const uint32_t scale_bits = static_cast<uint32_t>(127 - up) << 23;
+    __builtin_memcpy(&scales[g], &scale_bits, 4);
+  }
+  if (whole * kQ4Rows < len) {
+    const int64_t at = whole * kQ4Rows;
+    hold_a16_generic(v + at, len - at, hi + at, lo + at, sums + whole, scales + whole);
+  }
+}
+
 #include "a8_body.hpp"
 
 }  // namespace avx512_vnni
 
 const A8Kernels& a8_vnni_kernels() {
-  static const A8Kernels kKernels{"avx512_vnni", /*i8_unsigned=*/true, avx512_vnni::a8_gate_up,
-                                  avx512_vnni::a8_down, avx512_vnni::a16_down};
+  static const A8Kernels kKernels{"avx512_vnni",           /*i8_unsigned=*/true,
+                                  avx512_vnni::a8_gate_up, avx512_vnni::a8_down,
+                                  avx512_vnni::a16_down,   avx512_vnni::hold_a16};
   return kKernels;
 }
 

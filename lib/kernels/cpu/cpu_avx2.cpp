@@ -118,8 +118,8 @@ void a8_sums_q4(const A8Rows& x, int r0, const char* wp, int64_t groups, float* 
 }  // namespace avx2
 
 const A8Kernels& a8_avx2_kernels() {
-  static const A8Kernels kKernels{"avx2", /*i8_unsigned=*/false, avx2::a8_gate_up, avx2::a8_down,
-                                  nullptr};
+  static const A8Kernels kKernels{
+      "avx2", /*i8_unsigned=*/false, avx2::a8_gate_up, avx2::a8_down, nullptr, nullptr};
   return kKernels;
 }
 

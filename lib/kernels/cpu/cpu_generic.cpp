@@ -169,8 +169,8 @@ constexpr int kA8PassRows = 2;
 }  // namespace generic
 
 const A8Kernels& a8_generic_kernels() {
-  static const A8Kernels kKernels{"generic", /*i8_unsigned=*/false, generic::a8_gate_up,
-                                  generic::a8_down, nullptr};
+  static const A8Kernels kKernels{
+      "generic", /*i8_unsigned=*/false, generic::a8_gate_up, generic::a8_down, nullptr, nullptr};
   return kKernels;
 }
 

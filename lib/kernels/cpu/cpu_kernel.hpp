@@ -262,6 +262,8 @@ class CpuKernel final : public Kernel {
     std::vector<float> group_scales;  ///< a16
     int64_t stride = 0, groups = 0;
     bool a16 = false;
+    /// How a16 rows are held (A8Kernels::hold_a16, else hold_a16_generic).
+    void (*hold)(const float*, int64_t, int8_t*, int8_t*, int32_t*, float*) = hold_a16_generic;
     /// For int8 weights, `i8_unsigned` (A8Kernels::i8_unsigned) keeps code sums instead of
     /// magnitudes.
     void resize(int64_t rows, int64_t len, bool q4, bool i8_unsigned, bool a16);

@@ -136,6 +136,7 @@ void CpuKernel::prepare(const Problem& p, int threads) {
   if (a8) {
     x8_.resize(T, s.d_model, storage_ == Storage::kQ4, a8_->i8_unsigned, a16);
     h8_.resize(max_blocks * R, max_width_, storage_ == Storage::kQ4, a8_->i8_unsigned, a16);
+    x8_.hold = h8_.hold = a8_->hold_a16 != nullptr ? a8_->hold_a16 : hold_a16_generic;
   }
   y_.assign(static_cast<size_t>(T * s.d_model), 0.0f);
   prefix_ = T;
