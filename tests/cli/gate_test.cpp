@@ -115,6 +115,41 @@ TEST_CASE("every claim validate checks is stated word for word in the README, wi
   }
 }
 
+TEST_CASE("the serving check's rates go on up where blas meets them all, then cpu above it") {
+  std::vector<std::pair<int, double>> served;
+  // blas meets the bound up to 2.5 x cap (cap measured low), cpu up to 3 x cap.
+  const auto low_cap = [&](int impl, double rate) -> std::optional<bool> {
+    served.emplace_back(impl, rate);
+    return rate <= (impl == 1 ? 2.5 : 3.0) * 1000;
+  };
+  const ServingLadder up = serving_ladder(1000, low_cap);
+  CHECK_FALSE(up.failed);
+  CHECK(up.rates.back() == Approx(3000));  // 1.2, 1.6, 2.2 met; 3.0 missed; 4.0 not served
+  CHECK(up.blas_best == Approx(2200));
+  CHECK(up.cpu_rate == Approx(3000));
+  CHECK(served.back() == std::pair<int, double>{0, 3000});
+  // Usual: blas misses at 0.5 x cap, cpu meets at 0.5: no rate past cap, cpu from above blas's.
+  served.clear();
+  const ServingLadder usual = serving_ladder(1000, [&](int impl, double rate) {
+    served.emplace_back(impl, rate);
+    return std::optional<bool>(rate <= (impl == 1 ? 350.0 : 900.0));
+  });
+  CHECK(usual.rates.size() == 7);
+  CHECK(usual.blas_best == Approx(350));
+  CHECK(usual.cpu_rate == Approx(500));
+  CHECK(served.size() == 8);  // blas at the seven rates, cpu at the first above 350
+  // blas and cpu both meet every rate up to 4 x cap: cpu has none above blas's: no verdict for it.
+  const ServingLadder all =
+      serving_ladder(1000, [](int, double) { return std::optional<bool>(true); });
+  CHECK(all.rates.back() == Approx(4000));
+  CHECK(all.cpu_rate == 0);
+  // A failed serve stops the ladder.
+  const ServingLadder failed = serving_ladder(
+      1000, [](int, double rate) { return rate > 150 ? std::nullopt : std::optional<bool>(true); });
+  CHECK(failed.failed);
+  CHECK(failed.cpu_rate == 0);
+}
+
 TEST_CASE("validate times a claim itself when its sides are two cases or hold quantized weights") {
   Claim same;  // two implementations of one standard case: found among validate's comparisons
   CHECK_FALSE(same.across_cases());

@@ -57,6 +57,21 @@ struct Claim {
 };
 std::span<const Claim> readme_claims();
 
+/// The rates of validate's serving check and what was met at them. cpu and blas serve the same
+/// rates, fractions of cpu's measured capacity `cap`; blas is served at each and its highest
+/// within the bound found; where it met every one (cap measured in a busy moment), the rates go
+/// on past cap, blas served at each, until it misses. cpu is then served at the rates above
+/// blas's highest, from the lowest, until one meets the bound. `meets(impl, rate)`: impl 0 is
+/// cpu, 1 blas; whether it met the bound, or nullopt when serving failed (the ladder stops).
+struct ServingLadder {
+  std::vector<double> rates;
+  double blas_best = 0;  ///< blas's highest rate within the bound (0: none)
+  double cpu_rate = 0;   ///< the lowest rate above blas_best where cpu met it (0: none)
+  bool failed = false;   ///< a serve failed (nullopt)
+};
+ServingLadder serving_ladder(double cap,
+                             const std::function<std::optional<bool>(int, double)>& meets);
+
 enum class ValidateLevel { kQuick, kDefault, kFull };
 
 /// Runs the checks of `validate`: correctness grid, standard workloads timed, README claims.
