@@ -21,22 +21,7 @@ void a8_pass(const A8Rows& x, int r, const char* wp, int64_t len, bool q4, float
 // kA8PassRows rows, and the rows left in one more.
 template <int NP>
 void a8_panel(const A8Rows& x, int n, const char* wp, int64_t len, bool q4, float* out) {
-  static_assert(kA8PassRows >= 2 && kA8PassRows <= 4);
-  int r = 0;
-  for (; r + kA8PassRows <= n; r += kA8PassRows) a8_pass<kA8PassRows, NP>(x, r, wp, len, q4, out);
-  switch (n - r) {
-    case 3:
-      if constexpr (kA8PassRows > 3) a8_pass<3, NP>(x, r, wp, len, q4, out);
-      break;
-    case 2:
-      if constexpr (kA8PassRows > 2) a8_pass<2, NP>(x, r, wp, len, q4, out);
-      break;
-    case 1:
-      a8_pass<1, NP>(x, r, wp, len, q4, out);
-      break;
-    default:
-      break;
-  }
+  for_each_pass<kA8PassRows>(n, [&]<int NR>(int r) { a8_pass<NR, NP>(x, r, wp, len, q4, out); });
 }
 
 void a8_gate_up(const A8Rows& x, int n, const char* wp, int panels, int64_t d, bool q4, Act act,

@@ -78,6 +78,28 @@ struct A8Kernels {
 void hold_a16_generic(const float* v, int64_t len, int8_t* hi, int8_t* lo, int32_t* sums,
                       float* scales);
 
+/// Rows [0, n) of a block in passes of kPass rows (2 to 4) and the rows left in one more pass:
+/// pass.template operator()<NR>(r) for each, NR its rows from row r.
+template <int kPass, typename Pass>
+inline void for_each_pass(int n, Pass&& pass) {
+  static_assert(kPass >= 2 && kPass <= 4);
+  int r = 0;
+  for (; r + kPass <= n; r += kPass) pass.template operator()<kPass>(r);
+  switch (n - r) {
+    case 3:
+      if constexpr (kPass > 3) pass.template operator()<3>(r);
+      break;
+    case 2:
+      if constexpr (kPass > 2) pass.template operator()<2>(r);
+      break;
+    case 1:
+      pass.template operator()<1>(r);
+      break;
+    default:
+      break;
+  }
+}
+
 const A8Kernels& a8_generic_kernels();
 /// AVX2 (vpmaddubsw, vpmaddwd, F16C): wherever the CPU has AVX2, AVX-512 CPUs included.
 const A8Kernels& a8_avx2_kernels();

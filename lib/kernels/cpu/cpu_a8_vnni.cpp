@@ -190,22 +190,8 @@ void a16_down(const A8Rows& h, int n, const char* wp, int panels, int64_t f, boo
     const bool pair = i + half < panels;
     const char* p0 = wp + i * panel_bytes;
     const char* p1 = pair ? p0 + half * panel_bytes : p0;  // odd: the last read as both halves
-    int r = 0;
-    for (; r + kA8PassRows <= n; r += kA8PassRows)
-      a16_down_pass<kA8PassRows>(h, r, p0, p1, f, q4, out);
-    switch (n - r) {
-      case 3:
-        a16_down_pass<3>(h, r, p0, p1, f, q4, out);
-        break;
-      case 2:
-        a16_down_pass<2>(h, r, p0, p1, f, q4, out);
-        break;
-      case 1:
-        a16_down_pass<1>(h, r, p0, p1, f, q4, out);
-        break;
-      default:
-        break;
-    }
+    for_each_pass<kA8PassRows>(n,
+                               [&]<int NR>(int r) { a16_down_pass<NR>(h, r, p0, p1, f, q4, out); });
     const int64_t c1 = col0 + (i + half) * kA8Cols;
     const int64_t n0 = std::min<int64_t>(kA8Cols, cols_end - c0);
     const int64_t n1 = pair ? std::clamp<int64_t>(cols_end - c1, 0, kA8Cols) : 0;
