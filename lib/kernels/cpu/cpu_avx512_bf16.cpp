@@ -190,6 +190,20 @@ inline uint16_t& hidden_at(float* hw, int64_t col, int r) {
   return reinterpret_cast<uint16_t*>(hw)[((col >> 1) * kRows + r) * 2 + (col & 1)];
 }
 
+// The sums of rows [r0, r0 + N) of the pair words at words over a reduction of len rows: bf16
+// pair panels (q4 null), or q4 pair panels with their scales and group sums.
+template <int N>
+inline void accumulate_rows(const float* words, const void* wp, int64_t len, const QuantArgs* q4,
+                            int r0, __m512* a0, __m512* a1) {
+  const auto* src = reinterpret_cast<const uint32_t*>(words) + r0;
+  if (q4 != nullptr) {
+    accumulate_q4<N>(src, static_cast<const uint8_t*>(wp), len / kQ4Rows,
+                     static_cast<const uint16_t*>(q4->scales), q4->group_sums + r0, a0, a1);
+  } else {
+    accumulate_pairs<N>(src, static_cast<const uint16_t*>(wp), (len + 1) / 2, a0, a1);
+  }
+}
+
 // Rows [r0, r0 + N) of a row block: bf16 panels (q4 null), or q4 pair panels with their scales
 // and group sums (the pointers in *q4 are at the call's first group; the sums' rows from 0).
 template <int N>
@@ -198,13 +212,7 @@ void gate_up_rows(const float* xw, const void* wp, int64_t d, float* hw, int64_t
   constexpr int L = V::kLanes;
   __m512 a0[N], a1[N];
   start_sums<N>(acc_in == nullptr ? nullptr : acc_in + r0 * 2 * L, a0, a1);
-  const auto* src = reinterpret_cast<const uint32_t*>(xw) + r0;
-  if (q4 != nullptr) {
-    accumulate_q4<N>(src, static_cast<const uint8_t*>(wp), d / kQ4Rows,
-                     static_cast<const uint16_t*>(q4->scales), q4->group_sums + r0, a0, a1);
-  } else {
-    accumulate_pairs<N>(src, static_cast<const uint16_t*>(wp), (d + 1) / 2, a0, a1);
-  }
+  accumulate_rows<N>(xw, wp, d, q4, r0, a0, a1);
   if (acc_out != nullptr) return save_sums<N>(acc_out + r0 * 2 * L, a0, a1);
   alignas(64) float tmp[2 * L];
   for (int i = 0; i < N; ++i) {
@@ -225,13 +233,7 @@ void down_rows(const float* hw, const void* wp, int64_t f, const int32_t* tokens
                const QuantArgs* q4, int r0) {
   __m512 a0[N], a1[N];
   start_sums<N>(nullptr, a0, a1);
-  const auto* src = reinterpret_cast<const uint32_t*>(hw) + r0;
-  if (q4 != nullptr) {
-    accumulate_q4<N>(src, static_cast<const uint8_t*>(wp), f / kQ4Rows,
-                     static_cast<const uint16_t*>(q4->scales), q4->group_sums + r0, a0, a1);
-  } else {
-    accumulate_pairs<N>(src, static_cast<const uint16_t*>(wp), (f + 1) / 2, a0, a1);
-  }
+  accumulate_rows<N>(hw, wp, f, q4, r0, a0, a1);
   for (int i = 0; i < N; ++i) {
     const int r = r0 + i;
     combine_row(a0[i], a1[i], weights[r], y + static_cast<int64_t>(tokens[r]) * ldy + col0, ncols);
